@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (main job on digits) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.n2c-installed
+
+.PHONY: demo test test-fast clean
+
+$(STAMP): pyproject.toml scripts/find-python310.sh
+	@set -e; if [ ! -x $(PY) ]; then \
+	  PY310=$$(scripts/find-python310.sh); \
+	  echo "creating $(VENV) with $$PY310"; \
+	  "$$PY310" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/n2c demo -o out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Skip the slow end-to-end tests (Lava runs, training); CI runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf out .pytest_cache

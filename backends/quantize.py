@@ -1,0 +1,241 @@
+"""Integer IR: the layer graph quantized to Loihi's fixed-point formats.
+
+Every value is an integer in units of a per-neuron-layer scale ``S`` (a power
+of two): a real membrane potential ``v`` is stored as ``round(v·S)``. A layer
+that receives graded spikes of real value ``u`` per count (the previous
+layer's threshold θ, or the input scale) folds ``u`` into its weights:
+
+    w_int = round(W·u·S)          8-bit mantissa; mixed-sign weights are even
+                                  (Lava drops their lowest bit), range [-256, 254]
+    θ_int = round(θ·S),  v_init_int = round(v_init·S),  b_int = round(b·S)
+
+``S`` is the largest power of two that keeps every weight mantissa in range.
+Spikes travel as integer counts (0..K), so the integer network computes
+``k = clip(floor((v + W·k_in + b)/θ), 0, K)`` on integers, the same equation as
+the float SNN (``n2c.neurons``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from n2c.backends.ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, LayerGraph, NeuronLayer,
+                         OutputLayer, PoolLayer)
+from n2c.errors import QuantizationError
+
+STATE_BITS = 24  # Loihi u/v state
+STATE_MAX = 2 ** (STATE_BITS - 1) - 1
+STATE_MIN = -(2 ** (STATE_BITS - 1))
+WEIGHT_BITS = 8
+INPUT_BITS = 8
+
+
+@dataclass
+class IntSource:
+    name: str
+    shape: tuple[int, ...]
+    scale: float  # real value of one input unit: x_int = round(x / scale)
+    bits: int = INPUT_BITS
+    signed: bool = False
+
+    @property
+    def message_bits(self) -> int:
+        return self.bits
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Float inputs → integer graded spikes, clipped to the source's bit width."""
+        lo, hi = (-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1) if self.signed else (0, 2 ** self.bits - 1)
+        return np.clip(np.round(np.asarray(x, dtype=np.float64) / self.scale), lo, hi).astype(np.int64)
+
+
+@dataclass
+class IntSynapse:
+    """Dense, conv or sum-pool connection; its output is an integer current."""
+    name: str
+    kind: str  # "dense" | "conv" | "sumpool"
+    input: str
+    in_shape: tuple[int, ...]  # (C, H, W) or (N,); dense weights index the C-order flattening
+    out_shape: tuple[int, ...]
+    weight: np.ndarray | None = None  # int64; dense (out, in), conv (Cout, Cin/groups, kH, kW)
+    weight_exp: int = 0
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    kernel: tuple[int, int] = (1, 1)  # sumpool only
+
+    @property
+    def message_bits(self) -> int:  # a synapse feeding a synapse sends 24-bit currents
+        return STATE_BITS
+
+
+@dataclass
+class IntNeuron:
+    """Multi-threshold IF (``kind='mtn'``) or the output accumulator (``kind='readout'``)."""
+    name: str
+    kind: str  # "mtn" | "readout"
+    inputs: list[str]
+    shape: tuple[int, ...]
+    scale: float  # S: real potential = integer / S
+    bias: np.ndarray  # int64, shape
+    threshold: np.ndarray | None = None  # int64, shape (mtn only)
+    v_init: np.ndarray | None = None
+    max_spikes: int = 1
+    spike_value: np.ndarray | None = None  # real value of one spike (θ), shape
+
+    @property
+    def message_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.max_spikes + 1)))
+
+
+@dataclass
+class IntNetwork:
+    source: IntSource
+    layers: list  # IntSynapse / IntNeuron in topological order
+    output: str  # name of the readout neuron
+    timesteps: int = 1
+    report: list[dict] = field(default_factory=list)  # per-layer quantization summary
+
+    def by_name(self) -> dict:
+        return {self.source.name: self.source, **{layer.name: layer for layer in self.layers}}
+
+
+def _unit_per_channel(unit: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """Per-channel real value of one input unit; conv and pooling need it uniform over H, W."""
+    u = np.broadcast_to(unit, shape)
+    if len(shape) == 1:
+        return u
+    per_channel = u.reshape(shape[0], -1)
+    if not (per_channel == per_channel[:, :1]).all():
+        raise QuantizationError(f"{what}: input spike values vary within a channel; only per-channel thresholds can feed a convolution or pooling")
+    return per_channel[:, 0]
+
+
+def _power_of_two_scale(max_abs: float, name: str) -> float:
+    """Largest 2^k with max|w|·2^k ≤ 254: every layer uses Lava's mixed-sign format (even mantissas)."""
+    if max_abs == 0:
+        raise QuantizationError(f"layer '{name}' has only zero weights")
+    return 2.0 ** math.floor(math.log2(254 / max_abs))
+
+
+def _to_int(x: np.ndarray, name: str, what: str, bits: int = STATE_BITS) -> np.ndarray:
+    r = np.round(x).astype(np.int64)
+    if np.abs(r).max(initial=0) >= 2 ** (bits - 1):
+        raise QuantizationError(f"layer '{name}': {what} does not fit {bits}-bit signed integers "
+                                f"(max {int(np.abs(r).max())}); the weights are too small relative to it")
+    return r
+
+
+def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
+    """Quantize a layer graph; ``input_scale`` overrides the one stored in the graph."""
+    layers = graph.layers
+    src_layer: InputLayer = graph.input
+    scale_in = input_scale or src_layer.input_scale
+    if not scale_in:
+        raise QuantizationError("the graph does not state its input scale (n2c.input_scale); pass one "
+                                "(--input-scale, the real value of one integer input step)")
+    source = IntSource(src_layer.name, src_layer.out_shape, float(scale_in))
+    unit: dict[str, np.ndarray] = {source.name: np.array(float(scale_in))}
+    alias: dict[str, str] = {}  # flatten layers forward to their producer
+    pending: dict[str, tuple] = {}  # weighted layers waiting for their neuron: (layer, input name, in_shape, unit)
+    out: list = []
+    summary: list[dict] = []
+    by_name = graph.by_name()
+
+    def resolve(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    for layer in layers[1:]:
+        if isinstance(layer, FlattenLayer):
+            alias[layer.name] = layer.inputs[0]
+            continue
+        if isinstance(layer, PoolLayer):
+            src = resolve(layer.inputs[0])
+            if src in pending:
+                raise QuantizationError(f"pooling '{layer.name}' directly after a weighted layer is not supported")
+            u = _unit_per_channel(unit[src], layer.in_shape, layer.name)
+            unit[layer.name] = (u * layer.scale)[:, None, None] * np.ones(layer.out_shape)
+            out.append(IntSynapse(layer.name, "sumpool", src, layer.in_shape, layer.out_shape,
+                                  kernel=layer.kernel, stride=layer.stride, padding=layer.padding,
+                                  groups=layer.in_shape[0]))
+            continue
+        if isinstance(layer, (ConvLayer, DenseLayer)):
+            if len(layer.inputs) != 1:
+                raise QuantizationError(f"layer '{layer.name}' sums several inputs before its weights; not supported")
+            src = resolve(layer.inputs[0])
+            if src in pending:
+                raise QuantizationError(f"layer '{layer.name}' follows weighted layer '{src}' without a neuron in "
+                                        "between; fold the two linear layers into one")
+            in_shape = by_name[src].out_shape if src in by_name else source.shape
+            pending[layer.name] = (layer, src, tuple(in_shape), unit[src])
+            continue
+        if isinstance(layer, (NeuronLayer, OutputLayer)):
+            syn_layers = [pending.pop(resolve(p)) for p in layer.inputs if resolve(p) in pending]
+            if len(syn_layers) != len(layer.inputs):
+                raise QuantizationError(f"'{layer.name}' must receive its input through weighted layers "
+                                        "(Conv2d/Affine); a neuron directly after pooling or another neuron is not supported")
+            kind = "mtn" if isinstance(layer, NeuronLayer) else "readout"
+            neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers)
+            out += synapses + [neuron]
+            summary.append(info)
+            if kind == "mtn":
+                unit[layer.name] = np.broadcast_to(layer.threshold, layer.out_shape)
+            continue
+        raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be quantized yet")
+    if pending:
+        raise QuantizationError(f"weighted layers {sorted(pending)} feed no neuron or output")
+    return IntNetwork(source, out, out[-1].name, graph.timesteps, summary)
+
+
+def _effective_weights(layer, in_shape, u) -> np.ndarray:
+    """Real weights per input count: W·u (u folded per input element or per input channel)."""
+    if isinstance(layer, DenseLayer):
+        return layer.weight * np.broadcast_to(u, in_shape).reshape(-1)[None, :]
+    per_c = _unit_per_channel(u, in_shape, layer.name)
+    cin_per_group = layer.weight.shape[1]
+    idx = np.arange(layer.weight.shape[0])[:, None] // (layer.weight.shape[0] // layer.groups) * cin_per_group \
+        + np.arange(cin_per_group)[None, :]
+    return layer.weight * per_c[idx][:, :, None, None]
+
+
+def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
+    w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u in syn_layers]
+    max_abs = max(float(np.abs(w).max()) for w in w_eff)
+    scale = _power_of_two_scale(max_abs, layer.name)
+    synapses = []
+    max_err = 0.0
+    for (sl, src, in_shape, _), w in zip(syn_layers, w_eff):
+        w_int = (2 * np.round(w * scale / 2)).astype(np.int64)
+        max_err = max(max_err, float(np.abs(w_int / scale - w).max()))
+        kind_s = "dense" if isinstance(sl, DenseLayer) else "conv"
+        extra = {} if kind_s == "dense" else dict(stride=sl.stride, padding=sl.padding, dilation=sl.dilation,
+                                                  groups=sl.groups)
+        synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, **extra))
+    shape = layer.out_shape
+    bias = np.zeros(shape)
+    for sl, *_ in syn_layers:
+        b = sl.bias if isinstance(sl, DenseLayer) else sl.bias[:, None, None]
+        bias = bias + np.broadcast_to(b, shape)
+    neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
+                       bias=_to_int(bias * scale, layer.name, "the bias"))
+    info = {"layer": layer.name, "kind": kind, "scale": scale, "weight_max_abs_error": max_err,
+            "weight_bits": WEIGHT_BITS, "synapses": [s.name for s in synapses]}
+    if kind == "mtn":
+        theta = np.broadcast_to(layer.threshold, shape)
+        neuron.threshold = _to_int(theta * scale, layer.name, "the threshold", 17 + 6)
+        if (neuron.threshold < 1).any():
+            raise QuantizationError(f"layer '{layer.name}': threshold rounds to zero at scale {scale:g}")
+        neuron.v_init = _to_int(np.broadcast_to(layer.v_init, shape) * scale, layer.name, "v_init")
+        neuron.max_spikes = layer.max_spikes
+        neuron.spike_value = np.asarray(theta, dtype=np.float64)
+        info["threshold_int_min"] = int(neuron.threshold.min())
+        if neuron.threshold.min() < 16:
+            warnings.warn(f"layer '{layer.name}': integer threshold {int(neuron.threshold.min())} leaves little "
+                          "precision; the float and integer networks may disagree more than usual")
+    return neuron, synapses, info

@@ -1,0 +1,127 @@
+"""Reference integer simulator: the specification the Lava models are tested against.
+
+Batched over samples and vectorized over neurons. Arithmetic (all int64):
+
+* dense synapse:  a = (W·s) << weight_exp   (Lava's effective 8-bit weights; not saturated,
+  like Lava's Dense model)
+* conv / sum-pool synapse: a = clamp24(W ⊛ s)   (Lava's Conv model clamps to 24 bits)
+* multi-threshold neuron (``n2c.neurons.multi_threshold_step``), per step:
+  m = v + Σa + b;  k = clip(m // θ, 0, K);  v = clamp24(m - k·θ);  emit k
+* readout neuron: v = clamp24(v + Σa + b); the output is v after the last step.
+
+Timing is zero-delay: every layer sees step t of its input at step t. Lava adds
+one step per synapse process; ``n2c.backends.lava`` aligns its outputs for that.
+Convolutions are computed in float64 by torch, which is exact for integers below
+2^53; :func:`_check_exact_range` proves the bound per layer before running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from n2c.backends.quantize import STATE_MAX, STATE_MIN, IntNetwork, IntNeuron, IntSynapse
+from n2c.neurons import multi_threshold_step
+
+EXACT_FLOAT64 = 2 ** 53
+
+
+def lava_effective_weights(w: np.ndarray) -> np.ndarray:
+    """What Lava's fixed-point Dense uses: mixed-sign weights clipped to [-256, 255]
+    then the lowest bit dropped (floor), non-negative ones clipped to [0, 255]."""
+    w = np.asarray(w, dtype=np.int64)
+    if (w < 0).any() and (w > 0).any():
+        return np.right_shift(np.clip(w, -256, 255), 1) << 1
+    return np.clip(w, -255, 255)
+
+
+def _clamp24(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, STATE_MIN, STATE_MAX)
+
+
+@dataclass
+class SimResult:
+    output: np.ndarray  # (B, ...) int64 readout potentials after the last step
+    counts: dict[str, np.ndarray]  # neuron name -> (T, B, ...) spike counts
+    inputs: np.ndarray  # (T, B, ...) integer input messages
+
+
+def _check_exact_range(syn: IntSynapse, max_in: int) -> None:
+    w = np.abs(syn.weight).reshape(syn.weight.shape[0], -1).sum(axis=1).max()
+    if w * max(max_in, 1) >= EXACT_FLOAT64:
+        raise OverflowError(f"synapse '{syn.name}': sums may exceed 2^53; reference simulation would be inexact")
+
+
+def _synapse(syn: IntSynapse, s: np.ndarray) -> np.ndarray:
+    """s: (N, *in_shape) int64 messages (N = T·B) → (N, *out_shape) int64 currents."""
+    n = s.shape[0]
+    if syn.kind == "dense":
+        w = lava_effective_weights(syn.weight)
+        _check_exact_range(syn, int(np.abs(s).max(initial=0)))
+        a = (s.reshape(n, -1).astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+        return a << syn.weight_exp if syn.weight_exp >= 0 else np.right_shift(a, -syn.weight_exp)
+    x = torch.from_numpy(s.astype(np.float64))
+    if syn.kind == "conv":
+        _check_exact_range(syn, int(np.abs(s).max(initial=0)))
+        a = F.conv2d(x, torch.from_numpy(syn.weight.astype(np.float64)), stride=syn.stride,
+                     padding=syn.padding, dilation=syn.dilation, groups=syn.groups)
+    elif syn.kind == "sumpool":
+        a = F.avg_pool2d(x, syn.kernel, syn.stride, syn.padding, count_include_pad=True,
+                         divisor_override=1)
+    else:
+        raise ValueError(f"unknown synapse kind {syn.kind!r}")
+    return _clamp24(a.round().numpy().astype(np.int64))
+
+
+def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+    """current: (T, B, *shape). Returns (counts (T, B, *shape), final v (B, *shape))."""
+    bias = neuron.bias
+    if neuron.kind == "readout":
+        v = np.zeros(current.shape[1:], dtype=np.int64)
+        for t in range(timesteps):
+            v = _clamp24(v + current[t] + bias)
+        return np.zeros((0,)), v
+    v = np.broadcast_to(neuron.v_init, current.shape[1:]).astype(np.int64)
+    counts = np.empty_like(current)
+    for t in range(timesteps):
+        k, v = multi_threshold_step(v, current[t] + bias, neuron.threshold, neuron.max_spikes)
+        v = _clamp24(v)
+        counts[t] = k
+    return counts, v
+
+
+def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResult:
+    """Run float images ``x`` (B, *input_shape) through the integer network (zero-delay timing)."""
+    results = [_simulate_batch(net, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return SimResult(np.concatenate([r.output for r in results]),
+                     {k: np.concatenate([r.counts[k] for r in results], axis=1) for k in results[0].counts},
+                     np.concatenate([r.inputs for r in results], axis=1))
+
+
+def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
+    """Run integer input messages ``s_in`` of shape (T, B, *input_shape)."""
+    t, b = s_in.shape[:2]
+    values: dict[str, np.ndarray] = {net.source.name: s_in.reshape(t * b, *s_in.shape[2:])}
+    counts: dict[str, np.ndarray] = {}
+    output = None
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):
+            values[layer.name] = _synapse(layer, values[layer.input])
+            continue
+        current = sum(values[name] for name in layer.inputs).reshape(t, b, *layer.shape)
+        k, v = _neuron(layer, current, t)
+        if layer.kind == "readout":
+            output = v
+        else:
+            counts[layer.name] = k
+            values[layer.name] = k.reshape(t * b, *layer.shape)
+    return SimResult(output, counts, s_in)
+
+
+def _simulate_batch(net: IntNetwork, x: np.ndarray) -> SimResult:
+    s = net.source.encode(x)
+    s_in = np.broadcast_to(s, (net.timesteps, *s.shape))  # direct encoding: same input every step
+    return run_encoded(net, np.ascontiguousarray(s_in))

@@ -1,0 +1,114 @@
+"""Data sets that install offline: scikit-learn digits (built-in default) and
+Fashion-MNIST from IDX files (Debian package ``dataset-fashion-mnist``), plus
+user arrays (.npz / .npy).
+
+Every loader returns a :class:`Dataset`: float images ``x`` (N, C, H, W) as the
+network sees them, integer labels ``y``, and ``input_scale``, the value of one
+integer input unit (digits: pixel values 0..16 are fed as x = pixel/16, so one
+unit is 1/16 and the integer backends receive the exact pixel values).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from n2c.errors import DatasetError
+
+FASHION_DIR = Path(os.environ.get("N2C_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
+SPLIT_SEED = 0  # fixed stratified split: numbers are comparable from run to run
+
+
+@dataclass
+class Dataset:
+    name: str
+    x: np.ndarray  # float32 (N, C, H, W)
+    y: np.ndarray  # int64 (N,)
+    input_scale: float
+    num_classes: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int | None) -> "Dataset":
+        if n is None:
+            return self
+        if n < 1:
+            raise DatasetError(f"--samples must be >= 1, got {n}")
+        return Dataset(self.name, self.x[:n], self.y[:n], self.input_scale, self.num_classes)
+
+
+def load_digits(split: str) -> Dataset:
+    """scikit-learn digits, 8x8, pixel values 0..16, fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits as sk_load
+    from sklearn.model_selection import train_test_split
+
+    d = sk_load()
+    images = d.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), values 0..16
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, d.target, test_size=0.2, random_state=SPLIT_SEED, stratify=d.target)
+    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    return Dataset("digits", x / 16.0, y.astype(np.int64), 1.0 / 16.0, 10)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file: 2 zero bytes, type byte 0x08, ndim, big-endian dims, data."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not a uint8 IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: header says {tuple(dims)} but holds {data.size} values")
+    return data.reshape(tuple(dims))
+
+
+def load_fashion_mnist(split: str) -> Dataset:
+    prefix = "train" if split == "train" else "t10k"
+    img = FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz"
+    lab = FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz"
+    if not img.exists() or not lab.exists():
+        raise DatasetError(
+            f"Fashion-MNIST not found in {FASHION_DIR}; install it with "
+            "'apt-get install -y dataset-fashion-mnist' or set N2C_FASHION_DIR")
+    x = read_idx(img).astype(np.float32)[:, None] / 255.0
+    return Dataset("fashion-mnist", x, read_idx(lab).astype(np.int64), 1.0 / 255.0, 10)
+
+
+def load_arrays(path: str) -> Dataset:
+    """User data: an .npz with arrays ``x`` (N, C, H, W) and ``y`` (N,), optional ``input_scale``."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"data file {path} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
+            scale = float(f["input_scale"]) if "input_scale" in f else None
+    except (KeyError, ValueError, OSError) as e:
+        raise DatasetError(f"{path} must be an .npz with arrays 'x' (N,C,H,W) and 'y' (N,): {e}") from None
+    if x.ndim != 4 or len(x) != len(y):
+        raise DatasetError(f"{path}: x must be (N, C, H, W) and y (N,), got {x.shape} and {y.shape}")
+    if scale is None:
+        scale = float(np.abs(x).max()) / 255.0 or 1.0
+    return Dataset(p.stem, x, y, scale, int(y.max()) + 1)
+
+
+DATASETS = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}
+
+
+def load_dataset(name: str, split: str = "test") -> Dataset:
+    """A named data set (``digits``, ``fashion-mnist``) or a path to an .npz file."""
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    if name in DATASETS:
+        return DATASETS[name](split)
+    if name.endswith(".npz"):
+        return load_arrays(name)
+    raise DatasetError(f"unknown data set {name!r}; use one of {sorted(DATASETS)} or a path to an .npz file")

@@ -1,0 +1,129 @@
+"""Export a SpikingNetwork to NIR.
+
+Standard nodes carry everything NIR can state (weights, shapes, thresholds);
+neuron semantics NIR cannot state go into namespaced ``n2c.*`` metadata,
+documented in ``docs/nir-conventions.md``. Residual additions become several
+edges into one node (NIR sums the inputs of a node).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import tempfile
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from n2c.errors import UnsupportedLayerError
+from n2c.snn import MultiThresholdIF, SpikingNetwork
+
+NIR_CONVENTION_VERSION = 1
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def _pair(v) -> np.ndarray:
+    return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
+
+
+def neuron_metadata(m: MultiThresholdIF, shape: tuple[int, ...]) -> dict:
+    """The ``n2c.*`` keys of a multi-threshold IF neuron (see docs/nir-conventions.md)."""
+    return {
+        "n2c.neuron": "multi_threshold_if",
+        "n2c.reset": "subtract",
+        "n2c.fire": "inclusive",
+        "n2c.output": "graded",
+        "n2c.max_spikes": int(m.max_spikes),
+        "n2c.timesteps": int(m.timesteps),
+        "n2c.v_init": np.broadcast_to(_np(m.v_init), shape).copy(),
+    }
+
+
+def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], name: str) -> nir.NIRNode:
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            raise UnsupportedLayerError(f"Conv2d '{name}': only numeric zero padding is supported")
+        bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_channels, np.float32)
+        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(module.weight), stride=_pair(module.stride),
+                          padding=_pair(module.padding), dilation=_pair(module.dilation),
+                          groups=module.groups, bias=bias)
+    if isinstance(module, nn.Linear):
+        if module.bias is None:
+            return nir.Linear(weight=_np(module.weight))
+        return nir.Affine(weight=_np(module.weight), bias=_np(module.bias))
+    if isinstance(module, nn.AvgPool2d):
+        if module.ceil_mode or (module.padding and module.count_include_pad is False):
+            raise UnsupportedLayerError(f"AvgPool2d '{name}': ceil_mode and count_include_pad=False are not supported")
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return nir.AvgPool2d(kernel_size=_pair(module.kernel_size), stride=_pair(stride), padding=_pair(module.padding))
+    if isinstance(module, nn.Flatten):
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise UnsupportedLayerError(f"Flatten '{name}': only flatten(start_dim=1) is supported")
+        # NIR shapes have no batch dimension: torch's start_dim=1 is NIR's start_dim=0.
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+    if isinstance(module, MultiThresholdIF):
+        theta = np.broadcast_to(_np(module.threshold), out_shape).copy()
+        return nir.IF(r=np.ones(out_shape, np.float32), v_threshold=theta,
+                      v_reset=np.zeros(out_shape, np.float32), metadata=neuron_metadata(module, out_shape))
+    raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has no NIR export")
+
+
+def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float | None = None) -> nir.NIRGraph:
+    """Build the NIR graph of ``snn`` for inputs of shape ``input_shape`` (no batch dimension)."""
+    gm: fx.GraphModule = snn.graph_module
+    example = torch.zeros(snn.timesteps, *input_shape)
+    ShapeProp(gm).propagate(example)
+    nodes: dict[str, nir.NIRNode] = {}
+    sources: dict[str, list[str]] = {}  # fx node -> NIR nodes whose outputs sum to its value
+    edges: list[tuple[str, str]] = []
+
+    def shape_of(n: fx.Node) -> tuple[int, ...]:
+        return tuple(n.meta["tensor_meta"].shape[1:])
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            meta = {"n2c.input_scale": float(input_scale)} if input_scale else {}
+            nodes["input"] = nir.Input(input_type={"input": np.array(input_shape)}, metadata=meta)
+            sources[node.name] = ["input"]
+        elif node.op == "call_function" and node.target is operator.add:
+            sources[node.name] = [s for a in node.args for s in sources[a.name]]
+        elif node.op == "call_module":
+            src = sources[node.args[0].name]
+            name = node.target.replace(".", "_")
+            nodes[name] = _node_for(gm.get_submodule(node.target), shape_of(node.args[0]), shape_of(node), name)
+            edges += [(s, name) for s in src]
+            sources[node.name] = [name]
+        elif node.op == "output":
+            out = node.args[0]
+            nodes["output"] = nir.Output(output_type={"output": np.array(shape_of(out))})
+            edges += [(s, "output") for s in sources[out.name]]
+    metadata = {
+        "n2c.version": NIR_CONVENTION_VERSION,
+        "n2c.timesteps": int(snn.timesteps),
+        "n2c.encoding": "direct",
+        "n2c.readout": "mean",
+    }
+    if input_scale:
+        metadata["n2c.input_scale"] = float(input_scale)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
+    """Write atomically: a failed write leaves no partial file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".nir", dir=path.parent)
+    os.close(fd)
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
