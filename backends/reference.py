@@ -45,8 +45,12 @@ def _clamp24(x: np.ndarray) -> np.ndarray:
 @dataclass
 class SimResult:
     output: np.ndarray  # (B, ...) int64 readout potentials after the last step
-    counts: dict[str, np.ndarray]  # neuron name -> (T, B, ...) spike counts
-    inputs: np.ndarray  # (T, B, ...) integer input messages
+    messages: dict[str, np.ndarray]  # every source/synapse/neuron -> (T, B, ...) int64 values it sent
+
+    def counts(self, net: IntNetwork) -> dict[str, np.ndarray]:
+        """Spike counts (T, B, ...) of the multi-threshold neurons."""
+        return {layer.name: self.messages[layer.name] for layer in net.layers
+                if isinstance(layer, IntNeuron) and layer.kind == "mtn"}
 
 
 def _check_exact_range(syn: IntSynapse, max_in: int) -> None:
@@ -97,15 +101,13 @@ def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResul
     """Run float images ``x`` (B, *input_shape) through the integer network (zero-delay timing)."""
     results = [_simulate_batch(net, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return SimResult(np.concatenate([r.output for r in results]),
-                     {k: np.concatenate([r.counts[k] for r in results], axis=1) for k in results[0].counts},
-                     np.concatenate([r.inputs for r in results], axis=1))
+                     {k: np.concatenate([r.messages[k] for r in results], axis=1) for k in results[0].messages})
 
 
 def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
     """Run integer input messages ``s_in`` of shape (T, B, *input_shape)."""
     t, b = s_in.shape[:2]
     values: dict[str, np.ndarray] = {net.source.name: s_in.reshape(t * b, *s_in.shape[2:])}
-    counts: dict[str, np.ndarray] = {}
     output = None
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
@@ -116,9 +118,8 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
         if layer.kind == "readout":
             output = v
         else:
-            counts[layer.name] = k
             values[layer.name] = k.reshape(t * b, *layer.shape)
-    return SimResult(output, counts, s_in)
+    return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()})
 
 
 def _simulate_batch(net: IntNetwork, x: np.ndarray) -> SimResult:

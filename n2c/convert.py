@@ -3,8 +3,8 @@
     prepare(model)   canonical fx graph, BatchNorm folded, every ReLU turned into
                      a QCFS activation (trained λ, or λ calibrated from data)
     to_snn(graph)    every QCFS(λ, L) becomes a MultiThresholdIF neuron with
-                     θ = λ/L, v(0) = θ/2; at T = 1 it may fire up to L spikes,
-                     so the one-step SNN computes the QCFS ANN exactly.
+                     v(0) = θ/2; at T = 1, θ = λ/L and it may fire up to L
+                     spikes, so the one-step SNN computes the QCFS ANN exactly.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
     gm.graph.lint()
+    gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
 
@@ -121,10 +122,14 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
 
 
 def to_snn(gm: fx.GraphModule, timesteps: int = 1) -> SpikingNetwork:
-    """Swap each QCFS(λ, L) for a MultiThresholdIF neuron (θ = λ/L, v(0) = θ/2).
+    """Swap each QCFS(λ, L) for a MultiThresholdIF neuron with v(0) = θ/2.
 
-    T = 1: up to K = L spikes per step (multi-threshold neuron), exact.
-    T > 1: K = 1, the classic QCFS IF neuron (zero expected error).
+    If T divides L: K = L/T spikes per step and θ = λ·T/L, so the most a neuron
+    can emit over T steps (K·T spikes of θ, averaged) is λ, and for a constant
+    input the count is floor(z·L/λ + 1/2), the QCFS level. T = 1 gives the
+    multi-threshold neuron (exact for the whole network); T = L the classic
+    QCFS IF neuron (θ = λ, one spike per step). Otherwise K = 1, θ = λ: the
+    QCFS IF neuron, whose conversion error is zero in expectation.
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
@@ -135,11 +140,16 @@ def to_snn(gm: fx.GraphModule, timesteps: int = 1) -> SpikingNetwork:
             raise CalibrationError(f"ReLU '{node.target}' has no threshold; run prepare() with calibration data")
         if isinstance(m, QCFS):
             levels = int(m.levels)
-            neuron = MultiThresholdIF(m.lam.detach() / levels, levels if timesteps == 1 else 1, timesteps)
-            _replace(snn, node, neuron)
+            if levels % timesteps == 0:
+                per_step = levels // timesteps
+                theta = m.lam.detach() / per_step  # = λ·T/L; T = 1 gives QCFS's own θ = λ/L bit for bit
+            else:
+                per_step, theta = 1, m.lam.detach().clone()
+            _replace(snn, node, MultiThresholdIF(theta, per_step, timesteps))
         elif isinstance(m, (nn.Dropout, nn.Identity)):
             node.replace_all_uses_with(node.args[0])
             snn.graph.erase_node(node)
     snn.graph.lint()
+    snn.delete_all_unused_submodules()
     snn.recompile()
     return SpikingNetwork(snn, timesteps)

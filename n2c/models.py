@@ -14,16 +14,16 @@ from n2c.qcfs import QCFS
 class DigitsCNN(nn.Module):
     """conv3x3(16) → act → avgpool2 → conv3x3(32) → act → avgpool2 → fc(64) → act → fc(10).
 
-    ``act`` is QCFS with ``levels`` levels (trained for conversion) or ReLU
-    (``levels=None``; conversion then needs calibration data).
+    ``act`` is QCFS with ``levels`` levels and initial threshold ``lam`` (trained
+    for conversion) or ReLU (``levels=None``; conversion then needs calibration data).
     """
 
     def __init__(self, levels: int | None = 8, in_channels: int = 1, image_size: int = 8,
-                 num_classes: int = 10):
+                 num_classes: int = 10, lam: float = 2.0):
         super().__init__()
 
         def act():
-            return QCFS(levels) if levels else nn.ReLU()
+            return QCFS(levels, lam) if levels else nn.ReLU()
 
         side = image_size // 4
         self.features = nn.Sequential(

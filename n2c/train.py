@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from n2c.data import Dataset
 
 
-def train(model: nn.Module, data: Dataset, epochs: int = 40, lr: float = 3e-3,
+def train(model: nn.Module, data: Dataset, epochs: int = 60, lr: float = 1e-2,
           batch_size: int = 64, seed: int = 0, progress: bool = True) -> nn.Module:
     """Adam with cosine decay on cross-entropy; deterministic for a given seed."""
     torch.manual_seed(seed)

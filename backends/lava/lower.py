@@ -1,0 +1,298 @@
+"""Lower an integer network (``n2c.backends.quantize.IntNetwork``) to Lava and run it.
+
+``run_lava`` builds one Lava Process per IR layer, streams all samples through
+one compiled network on ``Loihi2SimCfg(select_tag="fixed_pt")`` and returns the
+readout potentials, equal bit for bit to ``n2c.backends.reference.simulate``.
+
+Layout. The IR is torch-ordered, (C, H, W); Lava's Conv works on (X, Y, C) =
+(W, H, C). Inputs, per-neuron parameters and conv weights are transposed on the
+way in and the readout on the way out. Lava's Conv computes a true convolution
+(scipy ``convolve2d``; checked with a delta input: the output reproduces the
+kernel unflipped), torch a correlation, so conv kernels are flipped spatially.
+Dense weights index the C-order (C, H, W) flattening; when a Dense reads a
+conv-shaped port, the port is flattened in Lava's (W, H, C) order and the weight
+columns are permuted to match.
+
+Timing (measured). Lava's RingBuffer source sends ``data[..., t-1]`` at
+``time_step`` t (counted from 1); every Dense/Conv Process sends at step t what
+it computed from its input at step t-1 (one step of delay); neurons and the
+sink act within the step. A layer that is ``d`` synapse Processes downstream of
+the source therefore sees sample ``i``, step ``j`` at ``time_step =
+i·T + j + 1 + d``: its ``phase`` is ``d``, it resets when ``(time_step - 1 - d)
+% T == 0``, and the sink (which stores step t at index t-1) holds sample ``i``'s
+final readout at index ``i·T + T - 1 + d``. The run lasts ``B·T + d`` steps;
+the last ``d`` source steps are zeros that flush the pipeline. Inputs of one
+neuron arriving at different depths are aligned with identity synapses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from n2c.backends.quantize import STATE_BITS, IntNetwork, IntNeuron, IntSynapse
+from n2c.errors import QuantizationError
+
+LAVA_INT8_MAX = 127  # Lava's Conv stores kernel size, stride, padding, dilation and groups as int8
+
+
+@dataclass
+class _Stream:
+    """An IR value as a Lava OutPort: its IR shape, pipeline depth and message width."""
+    port: object
+    shape: tuple[int, ...]
+    depth: int
+    bits: int
+
+
+# --- layout -------------------------------------------------------------------------------------
+
+def lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """IR (C, H, W) → Lava (W, H, C); flat shapes are unchanged."""
+    return tuple(shape[::-1]) if len(shape) == 3 else tuple(shape)
+
+
+def to_lava(a: np.ndarray, lead: int = 0) -> np.ndarray:
+    """Reorder the trailing (C, H, W) axes of ``a`` (after ``lead`` leading axes) to (W, H, C)."""
+    if a.ndim - lead != 3:
+        return a
+    return np.moveaxis(a, [lead, lead + 1, lead + 2], [lead + 2, lead + 1, lead])
+
+
+def from_lava(a: np.ndarray, lead: int = 0) -> np.ndarray:
+    """Inverse of :func:`to_lava` (the permutation is its own inverse)."""
+    return to_lava(a, lead)
+
+
+def dense_columns_for_lava(weight: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
+    """Permute the columns of an IR dense weight so they index Lava's flattened (W, H, C) input."""
+    if len(in_shape) != 3:
+        return weight
+    ir_index = np.arange(int(np.prod(in_shape))).reshape(in_shape)
+    return weight[:, to_lava(ir_index).ravel()]
+
+
+def conv_weight_for_lava(weight: np.ndarray) -> np.ndarray:
+    """torch correlation kernel (Cout, Cin/g, kH, kW) → Lava convolution kernel (Cout, kW, kH, Cin/g)."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+
+
+def regroup_conv_weight(weight: np.ndarray, groups: int, new_groups: int) -> np.ndarray:
+    """Re-express a grouped conv kernel with ``new_groups`` (a divisor of ``groups``) coarser
+    groups: each coarse group holds a block-diagonal kernel with zeros across fine groups."""
+    cout, cin_g = weight.shape[:2]
+    cin = cin_g * groups
+    full = np.zeros((cout, cin, *weight.shape[2:]), dtype=weight.dtype)
+    rows = np.arange(cout) // (cout // groups)
+    for g in range(groups):
+        full[rows == g, g * cin_g:(g + 1) * cin_g] = weight[rows == g]
+    coarse = np.arange(cout) // (cout // new_groups)
+    cin_new = cin // new_groups
+    return np.stack([full[o, c * cin_new:(c + 1) * cin_new] for o, c in enumerate(coarse)])
+
+
+def _lava_groups(groups: int) -> int:
+    """Largest divisor of ``groups`` that Lava's int8 ``groups`` Var holds."""
+    return max(d for d in range(1, min(groups, LAVA_INT8_MAX) + 1) if groups % d == 0)
+
+
+# --- synapses -----------------------------------------------------------------------------------
+
+def _check_conv_params(syn: IntSynapse, kernel: tuple[int, int]) -> None:
+    values = (*kernel, *syn.stride, *syn.padding, *syn.dilation)
+    if max(values) > LAVA_INT8_MAX or min(values) < 0:
+        raise QuantizationError(f"synapse '{syn.name}': kernel {kernel}, stride {syn.stride}, padding "
+                                f"{syn.padding} or dilation {syn.dilation} exceeds Lava Conv's int8 range 0..127")
+    if syn.weight_exp != 0:
+        raise QuantizationError(f"synapse '{syn.name}': Lava's Conv ignores weight_exp (lava #803); "
+                                f"fold 2^{syn.weight_exp} into the weights")
+
+
+def _conv_process(syn: IntSynapse, src: _Stream, weight: np.ndarray, groups: int):
+    """A Lava Conv for an IR kernel (Cout, Cin/g, kH, kW) in torch orientation."""
+    from lava.proc.conv.process import Conv
+
+    _check_conv_params(syn, weight.shape[2:])
+    if len(syn.in_shape) != 3 or tuple(src.shape) != tuple(syn.in_shape):
+        raise QuantizationError(f"synapse '{syn.name}' ({syn.kind}) expects a (C, H, W) input of shape "
+                                f"{syn.in_shape}, but its input has shape {src.shape}")
+    lava_groups = _lava_groups(groups)
+    if lava_groups != groups:
+        weight = regroup_conv_weight(weight, groups, lava_groups)
+    proc = Conv(weight=conv_weight_for_lava(weight), input_shape=lava_shape(syn.in_shape),
+                padding=syn.padding[::-1], stride=syn.stride[::-1], dilation=syn.dilation[::-1],
+                groups=lava_groups, num_message_bits=src.bits, name=syn.name)
+    if tuple(proc.a_out.shape) != lava_shape(syn.out_shape):
+        raise QuantizationError(f"synapse '{syn.name}': Lava's Conv gives shape {proc.a_out.shape}, the IR "
+                                f"expects {syn.out_shape} (as (W, H, C): {lava_shape(syn.out_shape)})")
+    src.port.connect(proc.s_in)
+    return proc
+
+
+def _dense_process(syn: IntSynapse, src: _Stream):
+    from lava.proc.dense.process import Dense
+
+    n_in = int(np.prod(syn.in_shape))
+    if syn.weight.shape != (int(np.prod(syn.out_shape)), n_in) or int(np.prod(src.shape)) != n_in:
+        raise QuantizationError(f"synapse '{syn.name}': dense weight {syn.weight.shape} does not map input "
+                                f"{src.shape} to output {syn.out_shape}")
+    if len(syn.out_shape) != 1:
+        raise QuantizationError(f"synapse '{syn.name}': a dense output must be flat, got {syn.out_shape}")
+    weights = dense_columns_for_lava(syn.weight, tuple(src.shape))
+    proc = Dense(weights=weights, weight_exp=int(syn.weight_exp), num_message_bits=src.bits, name=syn.name)
+    port = src.port.flatten() if len(src.shape) > 1 else src.port
+    port.connect(proc.s_in)
+    return proc
+
+
+def _synapse(syn: IntSynapse, src: _Stream) -> _Stream:
+    """Build the Process of one IR synapse; its output lags its input by one step."""
+    if syn.kind == "dense":
+        proc = _dense_process(syn, src)
+    elif syn.kind == "conv":
+        proc = _conv_process(syn, src, np.asarray(syn.weight, dtype=np.int64), syn.groups)
+    elif syn.kind == "sumpool":
+        channels = syn.in_shape[0]
+        ones = np.ones((channels, 1, *syn.kernel), dtype=np.int64)
+        proc = _conv_process(syn, src, ones, channels)
+    else:
+        raise QuantizationError(f"synapse '{syn.name}': kind {syn.kind!r} has no Lava lowering")
+    return _Stream(proc.a_out, tuple(syn.out_shape), src.depth + 1, syn.message_bits)
+
+
+def _delay(stream: _Stream, steps: int, name: str) -> _Stream:
+    """Delay a current by ``steps`` steps with identity synapses (exact for any int32 current:
+    an identity Dense for flat values, a 1x1 depthwise Conv for conv outputs, which are
+    already within Conv's 24-bit range)."""
+    for i in range(steps):
+        shape = stream.shape
+        if len(shape) == 1:
+            syn = IntSynapse(f"{name}_delay{i}", "dense", "", shape, shape, weight=np.eye(shape[0], dtype=np.int64))
+        else:
+            syn = IntSynapse(f"{name}_delay{i}", "conv", "", shape, shape, groups=shape[0],
+                             weight=np.ones((shape[0], 1, 1, 1), dtype=np.int64))
+        stream = _synapse(syn, stream)
+    return stream
+
+
+# --- neurons ------------------------------------------------------------------------------------
+
+def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> _Stream:
+    """Build a neuron Process summing ``inputs`` (aligned to the deepest one); phase = its depth."""
+    from n2c.backends.lava.processes.neurons import MultiThresholdNeuron, ReadoutNeuron
+
+    shape = lava_shape(tuple(neuron.shape))
+    for s, name in zip(inputs, neuron.inputs):
+        if tuple(s.shape) != tuple(neuron.shape):
+            raise QuantizationError(f"neuron '{neuron.name}' of shape {neuron.shape} receives '{name}' of "
+                                    f"shape {s.shape}")
+    depth = max(s.depth for s in inputs)
+    inputs = [_delay(s, depth - s.depth, f"{neuron.name}_{name}") for s, name in zip(inputs, neuron.inputs)]
+    bias = to_lava(np.broadcast_to(neuron.bias, neuron.shape))
+    if neuron.kind == "mtn":
+        proc = MultiThresholdNeuron(shape, threshold=to_lava(np.broadcast_to(neuron.threshold, neuron.shape)),
+                                    max_spikes=neuron.max_spikes, bias=bias,
+                                    v_init=to_lava(np.broadcast_to(neuron.v_init, neuron.shape)),
+                                    period=period, phase=depth, name=neuron.name)
+    elif neuron.kind == "readout":
+        proc = ReadoutNeuron(shape, bias=bias, period=period, phase=depth, name=neuron.name)
+    else:
+        raise QuantizationError(f"neuron '{neuron.name}': kind {neuron.kind!r} has no Lava lowering")
+    for s in inputs:
+        s.port.connect(proc.a_in)
+    return _Stream(proc.s_out, tuple(neuron.shape), depth, neuron.message_bits)
+
+
+# --- network ------------------------------------------------------------------------------------
+
+def _check_network(net: IntNetwork) -> None:
+    """Reject what the lowering cannot express before building anything."""
+    output = net.by_name().get(net.output)
+    if not isinstance(output, IntNeuron) or output.kind != "readout":
+        raise QuantizationError(f"the network output '{net.output}' is not a readout neuron")
+    for layer in net.layers:
+        if isinstance(layer, IntNeuron):
+            for what in ("bias", "threshold", "v_init"):
+                values = getattr(layer, what)
+                if values is not None and np.abs(np.asarray(values)).max(initial=0) >= 2 ** (STATE_BITS - 1):
+                    raise QuantizationError(f"neuron '{layer.name}': {what} exceeds Loihi's 24-bit state")
+
+
+def _source_data(net: IntNetwork, x: np.ndarray, flush: int) -> np.ndarray:
+    """Encoded samples in Lava layout, each repeated T steps, then ``flush`` zero steps; time last."""
+    s = to_lava(net.source.encode(x), lead=1)  # (B, *lava_shape)
+    steps = np.repeat(s, net.timesteps, axis=0)
+    steps = np.concatenate([steps, np.zeros((flush, *steps.shape[1:]), dtype=steps.dtype)])
+    return np.moveaxis(steps, 0, -1).astype(np.int32)
+
+
+def _network_depth(net: IntNetwork) -> int:
+    """Depth (number of synapse Processes, including alignment delays) of the readout."""
+    depth = {net.source.name: 0}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):
+            depth[layer.name] = depth[layer.input] + 1
+        else:
+            depth[layer.name] = max(depth[name] for name in layer.inputs)
+    return depth[net.output]
+
+
+def _lower(net: IntNetwork, x: np.ndarray):
+    """Build source, layers and sink; returns (any process, sink, readout depth, total steps)."""
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    _check_network(net)
+    if net.source.shape != tuple(x.shape[1:]):
+        raise QuantizationError(f"inputs of shape {tuple(x.shape[1:])} do not match the network input "
+                                f"{net.source.shape}")
+    flush = _network_depth(net)
+    source = Source(data=_source_data(net, x, flush))
+    streams = {net.source.name: _Stream(source.s_out, tuple(net.source.shape), 0, net.source.message_bits)}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):
+            streams[layer.name] = _synapse(layer, streams[layer.input])
+        else:
+            streams[layer.name] = _neuron(layer, [streams[name] for name in layer.inputs], net.timesteps)
+    readout = streams[net.output]
+    total = len(x) * net.timesteps + readout.depth
+    sink = Sink(shape=lava_shape(readout.shape), buffer=total)
+    readout.port.connect(sink.a_in)
+    return source, sink, readout.depth, total
+
+
+def _run(proc, total: int, progress: bool) -> None:
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from tqdm import tqdm
+
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    chunk = min(total, max(64, total // 100))
+    with tqdm(total=total, desc="lava", unit="step", disable=not progress) as bar:
+        done = 0
+        while done < total:
+            n = min(chunk, total - done)
+            proc.run(condition=RunSteps(num_steps=n), run_cfg=cfg)
+            done += n
+            bar.update(n)
+
+
+def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarray:
+    """Run float inputs ``x`` (B, *input_shape) through ``net`` on Lava's fixed-point CPU simulation.
+
+    Returns the readout potentials after each sample's last step, (B, *out_shape) int64, equal
+    to ``n2c.backends.reference.simulate(net, x).output``.
+    """
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise QuantizationError("run_lava needs at least one sample")
+    source, sink, depth, total = _lower(net, x)
+    try:
+        _run(source, total, progress)
+        data = np.rint(np.asarray(sink.data.get())).astype(np.int64)  # (*lava_shape, total)
+    finally:
+        source.stop()
+    t = net.timesteps
+    last_steps = np.arange(len(x)) * t + t - 1 + depth
+    return from_lava(np.moveaxis(data[..., last_steps], -1, 0), lead=1)

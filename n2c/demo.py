@@ -1,0 +1,69 @@
+"""The built-in end-to-end run (``make demo`` / ``n2c demo``) on scikit-learn digits.
+
+train QCFS CNN → save checkpoint → n2c export path (load, convert to T = 1, write
+NIR) → reference integer simulator and Lava fixed-point simulation → report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from n2c.backends.reference import SimResult
+from n2c.backends.report import build_report, write_report
+from n2c.data import load_dataset
+from n2c.ingest import load_model
+from n2c.models import DigitsCNN
+from n2c.pipeline import export_model, load_network, run_backend
+from n2c.train import accuracy, predict, train
+
+DEMO_ARCH = "n2c.models:DigitsCNN(levels=8)"
+
+
+def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int = 60) -> dict:
+    torch.set_num_threads(2)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
+    print(f"[1/5] training a QCFS CNN (L = 8) on digits: {len(train_set)} train / {len(test_set)} test images")
+    model = train(DigitsCNN(levels=8), train_set, epochs=epochs)
+    checkpoint = out / "digits_qcfs.pt"
+    torch.save(model.state_dict(), checkpoint)
+
+    nir_path = out / "digits.nir"
+    print(f"[2/5] converting to a one-timestep SNN and writing {nir_path}")
+    model = load_model(str(checkpoint), arch=DEMO_ARCH)
+    snn = export_model(model, str(nir_path), tuple(test_set.x.shape[1:]), test_set.input_scale, timesteps=1)
+
+    print("[3/5] quantizing to Loihi integers and running the reference simulator")
+    _, net = load_network(str(nir_path))
+    ref = run_backend(net, test_set.x, "reference")
+
+    lava_data = test_set.head(lava_samples)
+    print(f"[4/5] running Lava fixed-point CPU simulation on {len(lava_data)} samples")
+    lava = run_backend(net, lava_data.x, "lava")
+
+    results = {
+        "ANN (QCFS, float)": accuracy(predict(model, test_set.x), test_set.y),
+        "SNN T=1 (float, torch)": accuracy(predict(snn, test_set.x), test_set.y),
+        "SNN T=1 (integer, reference)": float((ref.predictions == test_set.y).mean()),
+        f"SNN T=1 (integer, Lava fixed_pt{', first %d' % len(lava_data) if lava_samples else ''})":
+            float((lava.predictions == lava_data.y).mean()),
+    }
+    same = (ref.output[:len(lava_data)] == lava.output).all()
+
+    print("[5/5] writing the report")
+    report = build_report(net, SimResult(ref.output, ref.messages), "loihi2", test_set.y, "digits")
+    paths = write_report(report, out)
+
+    print(f"\nAccuracy on the digits test split ({len(test_set)} images):")
+    for name, acc in results.items():
+        print(f"  {name:<44} {100 * acc:6.2f} %")
+    print(f"  Lava and reference integer outputs identical: {'yes' if same else 'NO'}")
+    print(f"  reference: {len(test_set) / ref.seconds:,.0f} samples/s   Lava: {len(lava_data) / lava.seconds:,.1f} samples/s")
+    e = report["energy_per_inference_J"]
+    print(f"  energy estimate (Loihi 2, proxy constants): {e['total'] * 1e9:.1f} nJ per inference; "
+          f"ANN baseline {report['ann_energy_per_inference_J'] * 1e9:.1f} nJ")
+    print(f"\nwrote {checkpoint}, {nir_path}, " + ", ".join(str(p) for p in paths))
+    return {"accuracy": results, "lava_equals_reference": bool(same)}

@@ -1,0 +1,43 @@
+"""Shared fixtures: one trained digits model and its NIR export per test session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from n2c.data import load_dataset
+from n2c.models import DigitsCNN
+from n2c.pipeline import export_model
+from n2c.train import train
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits_train():
+    return load_dataset("digits", "train")
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    return load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="session")
+def qcfs_model(digits_train):
+    """The demo network trained with QCFS (L = 8), as `make demo` trains it."""
+    return train(DigitsCNN(levels=8), digits_train, progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_nir(qcfs_model, digits_test, tmp_path_factory):
+    path = tmp_path_factory.mktemp("nir") / "digits.nir"
+    export_model(qcfs_model, str(path), (1, 8, 8), digits_test.input_scale, timesteps=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(qcfs_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "digits_qcfs.pt"
+    torch.save(qcfs_model.state_dict(), path)
+    return path

@@ -1,0 +1,358 @@
+"""n2c.ingest.load_model: every accepted format round-trips exactly; every bad input fails clearly.
+
+Each format is checked on the demo DigitsCNN (QCFS activations with distinct,
+random λ) and on a small residual net written with functional ops (F.relu,
+torch.flatten / x.view(x.size(0), -1), x.clamp(min=0), a residual add).
+Outputs are compared with torch.equal: the rebuilt modules run the very same
+kernels as the original (export writes nn.Linear as addmm(b, x, W.T), which is
+what nn.Linear calls on 2-d input, and AdaptiveAvgPool2d((1, 1)) is the spatial
+mean export records), so no tolerance is needed.
+"""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from n2c import qcfs as qcfs_module
+from n2c.errors import ModelLoadError, UnsupportedLayerError
+from n2c.graph import canonicalize
+from n2c.ingest import load_model
+from n2c.models import DigitsCNN
+
+torch.set_num_threads(2)
+pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+
+
+# ------------------------------------------------------------------------- models
+
+class Block(nn.Module):
+    """conv-bn-relu-conv plus the identity shortcut, then relu (all functional)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.conv2(y) + x)
+
+
+class ResNetTiny(nn.Module):
+    """Residual net written with functional activations and reshapes."""
+
+    def __init__(self, view: bool = False):
+        super().__init__()
+        self.view = view
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.block = Block(8)
+        self.pool = nn.MaxPool2d(2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.25)
+        self.fc = nn.Linear(8, 10)
+        self.bn = nn.BatchNorm1d(10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = self.pool(self.block(x))
+        x = self.gap(x).clamp(min=0)
+        x = x.view(x.size(0), -1) if self.view else torch.flatten(x, 1)
+        return self.bn(self.fc(self.drop(x)))
+
+
+class QCFS(qcfs_module.QCFS):
+    """n2c's QCFS with a TorchScript-compilable forward computing the same floats.
+
+    n2c.qcfs.QCFS cannot be scripted (its forward uses an autograd.Function and
+    untyped helpers), so the scripted-format test swaps this in; its
+    ``original_name`` is still ``QCFS``, which is what the importer keys on.
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        levels = int(self.levels)
+        theta = self.lam / levels
+        return torch.clamp(torch.floor((theta / 2 + z) / theta), 0, levels) * theta
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Distinct QCFS thresholds and non-trivial batch-norm statistics."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, qcfs_module.QCFS):
+                m.lam.copy_(0.5 + 3 * torch.rand((), generator=g))
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def digits() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomize(DigitsCNN(levels=8))
+
+
+def resnet(view: bool = False) -> nn.Module:
+    torch.manual_seed(1)
+    return _randomize(ResNetTiny(view=view))
+
+
+def scriptable(model: nn.Module) -> nn.Module:
+    """The same model with every QCFS replaced by the scriptable stand-in above."""
+    for name, m in list(model.named_modules()):
+        if type(m) is qcfs_module.QCFS:
+            q = QCFS(int(m.levels))
+            q.load_state_dict(m.state_dict())
+            parent, _, leaf = name.rpartition(".")
+            model.get_submodule(parent).add_module(leaf, q)
+    return model
+
+
+INPUT = torch.randn(2, 1, 8, 8)
+
+
+# ----------------------------------------------------------------------- savers
+
+def save_script(model, path):
+    torch.jit.save(torch.jit.script(scriptable(model)), path)
+
+
+def save_trace(model, path):
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(model, INPUT), path)
+
+
+def save_export(model, path):
+    with torch.no_grad():
+        torch.export.save(torch.export.export(model, (INPUT,)), path)
+
+
+def save_state_dict(model, path):
+    torch.save(model.state_dict(), path)
+
+
+def save_pickle(model, path):
+    torch.save(model, path)
+
+
+def arch_of(model: nn.Module) -> str:
+    if isinstance(model, DigitsCNN):
+        return "n2c.models:DigitsCNN(levels=8)"
+    return f"{type(model).__module__}:{type(model).__name__}(view={model.view})"
+
+
+FORMATS = {
+    "script": (save_script, "model.pt", {}),
+    "trace": (save_trace, "model.pt", {}),
+    "export": (save_export, "model.pt2", {}),
+    "state_dict": (save_state_dict, "weights.pth", {"arch": True}),
+    "pickle": (save_pickle, "whole.pt", {"trust_pickle": True}),
+}
+MODELS = {"digits": digits, "resnet": resnet, "resnet_view": lambda: resnet(view=True)}
+
+
+def _qcfs_state(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {name: (m.lam.detach(), m.levels) for name, m in model.named_modules()
+            if isinstance(m, qcfs_module.QCFS)}
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_is_exact(tmp_path, fmt, model_name):
+    model = MODELS[model_name]()
+    x = torch.randn(5, 1, 8, 8) * 2  # another batch size than the trace/export example
+    with torch.no_grad():
+        expected = model(x)
+    qcfs_before = _qcfs_state(model)
+
+    save, filename, opts = FORMATS[fmt]
+    path = tmp_path / filename
+    save(model, path)
+    kwargs = {"arch": arch_of(model)} if opts.get("arch") else dict(opts)
+    loaded = load_model(str(path), **kwargs)
+
+    assert not loaded.training
+    gm = canonicalize(loaded)
+    with torch.no_grad():
+        assert torch.equal(gm(x), expected)
+    qcfs_after = _qcfs_state(gm)
+    assert qcfs_after.keys() == qcfs_before.keys()
+    for name, (lam, levels) in qcfs_before.items():
+        assert type(gm.get_submodule(name)) is qcfs_module.QCFS
+        assert torch.equal(qcfs_after[name][0], lam)
+        assert torch.equal(qcfs_after[name][1], levels)
+    if model_name == "digits":
+        assert len({float(lam) for lam, _ in qcfs_before.values()}) == 3
+
+
+def test_rebuilt_graph_keeps_layer_names(tmp_path):
+    model = resnet()
+    save_trace(model, tmp_path / "m.pt")
+    names = dict(load_model(str(tmp_path / "m.pt")).named_modules())
+    assert {"stem", "block.conv1", "block.bn1", "block.conv2", "pool", "gap", "fc", "bn"} <= names.keys()
+
+
+def test_training_checkpoint_dict(tmp_path):
+    model = digits()
+    torch.save({"epoch": 3, "state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
+    loaded = load_model(str(tmp_path / "ckpt.pt"), arch="n2c.models:DigitsCNN(levels=8)")
+    with torch.no_grad():
+        assert torch.equal(loaded(INPUT), model(INPUT))
+
+
+class Functional(nn.Module):
+    """Functional pooling, x.shape[0], clamp_min and one conv applied twice (shared weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.q = qcfs_module.QCFS(4, lam=2.5)
+        self.fc = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        x = self.conv(self.q(self.conv(x))).clamp_min(0)
+        x = F.max_pool2d(F.avg_pool2d(x, 2), kernel_size=2, stride=2)
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
+def save_dynamic_export(model, path):
+    batch = torch.export.Dim("batch", min=2, max=64)
+    with torch.no_grad():
+        torch.export.save(torch.export.export(model, (INPUT,), dynamic_shapes={"x": {0: batch}}), path)
+
+
+@pytest.mark.parametrize("save", [save_script, save_trace, save_export, save_dynamic_export])
+def test_functional_forms_and_shared_layers(tmp_path, save):
+    torch.manual_seed(2)
+    model = Functional().eval()
+    x = torch.randn(7, 1, 8, 8) * 2
+    with torch.no_grad():
+        expected = model(x)
+    save(model, tmp_path / "f.pt2")
+    gm = canonicalize(load_model(str(tmp_path / "f.pt2")))
+    with torch.no_grad():
+        assert torch.equal(gm(x), expected)
+    assert torch.equal(gm.get_submodule("q").lam, model.q.lam)
+
+
+# ------------------------------------------------------------------ error cases
+
+def _raises(exc, phrase, path, **kwargs):
+    with pytest.raises(exc) as info:
+        load_model(str(path), **kwargs)
+    message = str(info.value)
+    assert phrase in message
+    assert "\n" not in message
+    return message
+
+
+def test_missing_file(tmp_path):
+    _raises(ModelLoadError, "does not exist", tmp_path / "nope.pt")
+
+
+def test_directory(tmp_path):
+    _raises(ModelLoadError, "is a directory", tmp_path)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    _raises(ModelLoadError, "is empty", tmp_path / "empty.pt")
+
+
+def test_garbage_file(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"this is not a model\x00\x01\x02")
+    _raises(ModelLoadError, "not a model of any known format", tmp_path / "junk.pt")
+
+
+def test_truncated_file(tmp_path):
+    save_state_dict(digits(), tmp_path / "full.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:2000])
+    _raises(ModelLoadError, "truncated or corrupt", tmp_path / "cut.pt")
+
+
+def test_foreign_zip(tmp_path):
+    with zipfile.ZipFile(tmp_path / "other.pt", "w") as z:
+        z.writestr("readme.txt", "hello")
+    _raises(ModelLoadError, "not a PyTorch model", tmp_path / "other.pt")
+
+
+def test_tensor_is_not_a_model(tmp_path):
+    torch.save(torch.zeros(3), tmp_path / "t.pt")
+    _raises(ModelLoadError, "not a model of any known format", tmp_path / "t.pt")
+
+
+def test_state_dict_without_arch(tmp_path):
+    save_state_dict(digits(), tmp_path / "w.pth")
+    _raises(ModelLoadError, "pass --arch package.module:ClassName", tmp_path / "w.pth")
+
+
+def test_pickled_module_needs_trust(tmp_path):
+    save_pickle(digits(), tmp_path / "whole.pt")
+    message = _raises(ModelLoadError, "is a pickled nn.Module", tmp_path / "whole.pt")
+    assert "--trust-pickle" in message and "--arch package.module:ClassName" in message
+
+
+@pytest.mark.parametrize("arch, phrase", [
+    ("no_such_package.models:Net", "cannot import module 'no_such_package.models'"),
+    ("n2c.models:NoSuchNet", "has no attribute 'NoSuchNet'"),
+    ("collections:OrderedDict", "is not an nn.Module subclass"),
+    ("n2c.models.DigitsCNN", "must look like package.module:ClassName"),
+    ("n2c.models:DigitsCNN(levels=len('x'))", "must be Python literals"),
+    ("n2c.models:DigitsCNN(levels=-1)", "constructing DigitsCNN failed"),
+    ("n2c.models:DigitsCNN(levels=None)", "wrong keys"),
+    ("n2c.models:DigitsCNN(levels=8, num_classes=5)", "does not match --arch"),
+])
+def test_bad_arch(tmp_path, arch, phrase):
+    save_state_dict(digits(), tmp_path / "w.pth")
+    _raises(ModelLoadError, phrase, tmp_path / "w.pth", arch=arch)
+
+
+class Sigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if bool(x.sum() > 0):
+            x = -x
+        return self.fc(x)
+
+
+def test_unsupported_torchscript_op(tmp_path):
+    torch.jit.save(torch.jit.script(Sigmoid()), tmp_path / "s.pt")
+    message = _raises(UnsupportedLayerError, "aten::sigmoid", tmp_path / "s.pt")
+    assert "--arch" in message
+
+
+def test_unsupported_traced_op(tmp_path):
+    torch.jit.save(torch.jit.trace(Sigmoid(), torch.randn(2, 4)), tmp_path / "t.pt")
+    _raises(UnsupportedLayerError, "aten::sigmoid", tmp_path / "t.pt")
+
+
+def test_torchscript_control_flow(tmp_path):
+    torch.jit.save(torch.jit.script(Branchy()), tmp_path / "b.pt")
+    _raises(UnsupportedLayerError, "control flow", tmp_path / "b.pt")
+
+
+def test_unsupported_exported_op(tmp_path):
+    with torch.no_grad():
+        torch.export.save(torch.export.export(Sigmoid().eval(), (torch.randn(2, 4),)), tmp_path / "s.pt2")
+    message = _raises(UnsupportedLayerError, "aten::sigmoid", tmp_path / "s.pt2")
+    assert "--arch" in message

@@ -1,0 +1,230 @@
+"""Differential tests: the Lava backend against the reference integer simulator (bit-exact),
+plus guard tests pinning the Lava fixed-point quirks the reference relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from n2c.backends.lava.lower import (conv_weight_for_lava, dense_columns_for_lava, lava_shape,
+                                     regroup_conv_weight, run_lava, to_lava)
+from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from n2c.backends.reference import simulate
+from n2c.errors import QuantizationError
+
+LAVA_SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+                         suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- random integer networks --------------------------------------------------------------------
+
+def _weights(rng: np.random.Generator, shape, even: bool) -> np.ndarray:
+    """Mixed-sign weights in [-256, 254]; odd ones test Lava's LSB truncation in Dense."""
+    w = rng.integers(-128, 128, size=shape) * 2 if even else rng.integers(-256, 255, size=shape)
+    return w.astype(np.int64)
+
+
+def _mtn(rng, name, inputs, shape, max_spikes, theta_max=60) -> IntNeuron:
+    theta = rng.integers(1, theta_max, size=shape)
+    return IntNeuron(name, "mtn", inputs, shape, 1.0, bias=rng.integers(-40, 20, size=shape),
+                     threshold=theta, v_init=theta // 2, max_spikes=max_spikes)
+
+
+def _readout(rng, name, inputs, shape) -> IntNeuron:
+    return IntNeuron(name, "readout", inputs, shape, 1.0, bias=rng.integers(-50, 50, size=shape))
+
+
+def _conv_out(in_shape, cout, kernel, stride, padding) -> tuple[int, int, int]:
+    h, w = ((n + 2 * p - k) // s + 1 for n, k, s, p in zip(in_shape[1:], kernel, stride, padding))
+    return cout, h, w
+
+
+def dense_net(seed: int, timesteps: int, max_spikes: int, even: bool = False) -> IntNetwork:
+    """source (7,) → dense → MTN (5,) → dense → readout (3,)."""
+    rng = np.random.default_rng(seed)
+    layers = [IntSynapse("fc1", "dense", "x", (7,), (5,), weight=_weights(rng, (5, 7), even)),
+              _mtn(rng, "n1", ["fc1"], (5,), max_spikes, theta_max=200),
+              IntSynapse("fc2", "dense", "n1", (5,), (3,), weight=_weights(rng, (3, 5), even)),
+              _readout(rng, "out", ["fc2"], (3,))]
+    return IntNetwork(IntSource("x", (7,), 1.0), layers, "out", timesteps)
+
+
+def conv_net(seed: int, timesteps: int, max_spikes: int, pool_into_dense: bool = False) -> IntNetwork:
+    """source (2,6,5) → conv 3x2 (stride (1,2), pad (1,0)) → MTN → sumpool 2x2 → [grouped conv 1x1 → MTN]
+    → flatten → dense → readout. Non-square everything, so a swapped H/W fails."""
+    rng = np.random.default_rng(seed)
+    s0 = (2, 6, 5)
+    s1 = _conv_out(s0, 4, (3, 2), (1, 2), (1, 0))
+    s2 = _conv_out(s1, 4, (2, 2), (2, 2), (0, 0))
+    layers = [IntSynapse("c1", "conv", "x", s0, s1, weight=_weights(rng, (4, 2, 3, 2), False),
+                         stride=(1, 2), padding=(1, 0)),
+              _mtn(rng, "n1", ["c1"], s1, max_spikes, theta_max=400),
+              IntSynapse("pool", "sumpool", "n1", s1, s2, kernel=(2, 2), stride=(2, 2), groups=s1[0])]
+    last = "pool"
+    if not pool_into_dense:
+        layers += [IntSynapse("c2", "conv", "pool", s2, s2, weight=_weights(rng, (4, 2, 1, 1), False), groups=2),
+                   _mtn(rng, "n2", ["c2"], s2, max_spikes, theta_max=30)]
+        last = "n2"
+    n_in = int(np.prod(s2))
+    layers += [IntSynapse("fc", "dense", last, s2, (3,), weight=_weights(rng, (3, n_in), False)),
+               _readout(rng, "out", ["fc"], (3,))]
+    return IntNetwork(IntSource("x", s0, 1.0), layers, "out", timesteps)
+
+
+def conv_readout_net(seed: int) -> IntNetwork:
+    """A conv-shaped readout: source (1,4,3) → conv 2x2 → readout (2,3,2)."""
+    rng = np.random.default_rng(seed)
+    layers = [IntSynapse("c1", "conv", "x", (1, 4, 3), (2, 3, 2), weight=_weights(rng, (2, 1, 2, 2), False)),
+              _readout(rng, "out", ["c1"], (2, 3, 2))]
+    return IntNetwork(IntSource("x", (1, 4, 3), 1.0), layers, "out", 2)
+
+
+def skip_net(seed: int, timesteps: int) -> IntNetwork:
+    """Two paths of different depth into one neuron: n1 → fc2 → n2 → fc3 → out, and n1 → skip → out."""
+    rng = np.random.default_rng(seed)
+    layers = [IntSynapse("fc1", "dense", "x", (6,), (5,), weight=_weights(rng, (5, 6), True)),
+              _mtn(rng, "n1", ["fc1"], (5,), 2, theta_max=300),
+              IntSynapse("fc2", "dense", "n1", (5,), (4,), weight=_weights(rng, (4, 5), True)),
+              _mtn(rng, "n2", ["fc2"], (4,), 3, theta_max=100),
+              IntSynapse("fc3", "dense", "n2", (4,), (3,), weight=_weights(rng, (3, 4), True)),
+              IntSynapse("skip", "dense", "n1", (5,), (3,), weight=_weights(rng, (3, 5), True)),
+              _readout(rng, "out", ["fc3", "skip"], (3,))]
+    return IntNetwork(IntSource("x", (6,), 1.0), layers, "out", timesteps)
+
+
+def _inputs(net: IntNetwork, seed: int, batch: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed + 1000).integers(0, 256, size=(batch, *net.source.shape)).astype(float)
+
+
+def assert_bit_exact(net: IntNetwork, x: np.ndarray) -> None:
+    expected = simulate(net, x).output
+    got = run_lava(net, x, progress=False)
+    assert got.dtype == np.int64 and got.shape == expected.shape
+    assert np.array_equal(got, expected), f"lava:\n{got}\nreference:\n{expected}"
+
+
+# --- layout helpers (no Lava run) ---------------------------------------------------------------
+
+def test_dense_columns_follow_lava_flattening():
+    rng = np.random.default_rng(0)
+    in_shape = (2, 3, 4)
+    w, s = rng.integers(-5, 5, size=(3, 24)), rng.integers(0, 9, size=in_shape)
+    lava_flat = to_lava(s).ravel()
+    assert lava_shape(in_shape) == (4, 3, 2)
+    assert np.array_equal(dense_columns_for_lava(w, in_shape) @ lava_flat, w @ s.ravel())
+
+
+def test_conv_weight_matches_torch_under_scipy_convolution():
+    """Lava's Conv model convolves with scipy (kernel flipped); the lowering flips it back."""
+    from lava.proc.conv.utils import conv_scipy
+
+    rng = np.random.default_rng(1)
+    x, w = rng.integers(0, 5, size=(2, 5, 4)), rng.integers(-9, 9, size=(3, 2, 3, 2))
+    expected = F.conv2d(torch.tensor(x[None], dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                        stride=(2, 1), padding=(1, 0))[0].numpy()
+    got = conv_scipy(to_lava(x), conv_weight_for_lava(w), (2, 3), (1, 2), (0, 1), (1, 1), 1)
+    assert np.array_equal(to_lava(got), expected)
+
+
+def test_regrouped_conv_weight_is_equivalent():
+    rng = np.random.default_rng(2)
+    x, w = torch.tensor(rng.normal(size=(1, 12, 3, 3))), torch.tensor(rng.normal(size=(6, 2, 2, 2)))
+    coarse = torch.tensor(regroup_conv_weight(w.numpy(), groups=6, new_groups=2))
+    assert torch.allclose(F.conv2d(x, w, groups=6), F.conv2d(x, coarse, groups=2))
+
+
+def test_conv_weight_exp_is_rejected():
+    net = conv_readout_net(0)
+    net.layers[0].weight_exp = 1
+    with pytest.raises(QuantizationError, match="weight_exp"):
+        run_lava(net, _inputs(net, 0), progress=False)
+
+
+# --- differential tests -------------------------------------------------------------------------
+
+@pytest.mark.slow
+@LAVA_SETTINGS
+@given(seed=st.integers(0, 2 ** 16), timesteps=st.sampled_from([1, 3]), max_spikes=st.sampled_from([1, 4]),
+       even=st.booleans())
+def test_dense_network_is_bit_exact(seed, timesteps, max_spikes, even):
+    net = dense_net(seed, timesteps, max_spikes, even)
+    assert_bit_exact(net, _inputs(net, seed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,timesteps,max_spikes", [(0, 1, 3), (1, 3, 1), (2, 3, 2)])
+def test_conv_pool_dense_network_is_bit_exact(seed, timesteps, max_spikes):
+    net = conv_net(seed, timesteps, max_spikes)
+    assert_bit_exact(net, _inputs(net, seed))
+
+
+@pytest.mark.slow
+def test_pool_feeding_dense_directly_is_bit_exact():
+    net = conv_net(3, 2, 2, pool_into_dense=True)
+    assert_bit_exact(net, _inputs(net, 3))
+
+
+@pytest.mark.slow
+def test_conv_shaped_readout_is_bit_exact():
+    net = conv_readout_net(4)
+    assert_bit_exact(net, _inputs(net, 4))
+
+
+@pytest.mark.slow
+def test_paths_of_different_depth_are_aligned():
+    net = skip_net(5, timesteps=3)
+    assert_bit_exact(net, _inputs(net, 5, batch=4))
+
+
+@pytest.mark.slow
+def test_values_exactly_at_threshold():
+    """Currents that are exact multiples of θ fire (m ≥ θ), with negative bias and several samples."""
+    layers = [IntSynapse("fc1", "dense", "x", (3,), (4,), weight=np.array([[4, 0, 0], [0, 8, 0], [4, 4, 0],
+                                                                            [0, 0, 6]])),
+              IntNeuron("n1", "mtn", ["fc1"], (4,), 1.0, bias=np.array([0, 0, -4, -2]),
+                        threshold=np.array([4, 4, 4, 2]), v_init=np.zeros(4, dtype=np.int64), max_spikes=3),
+              IntSynapse("fc2", "dense", "n1", (4,), (4,), weight=np.eye(4, dtype=np.int64) * 10),
+              IntNeuron("out", "readout", ["fc2"], (4,), 1.0, bias=np.zeros(4, dtype=np.int64))]
+    net = IntNetwork(IntSource("x", (3,), 1.0), layers, "out", timesteps=2)
+    x = np.array([[1, 1, 1], [0, 1, 2], [2, 0, 0]], dtype=float)
+    assert_bit_exact(net, x)
+    assert run_lava(net, x[:1], progress=False)[0].tolist() == [20, 40, 20, 40]
+
+
+# --- guard tests: Lava quirks the reference relies on -------------------------------------------
+
+@pytest.mark.slow
+def test_lava_fixed_point_quirks():
+    """Mixed-sign Dense weights lose their LSB (3 → 2, -3 → -4); Conv ignores weight_exp and wraps
+    its output to 24 bits (two's complement), it does not saturate."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    source = Source(data=np.array([[1], [1]], dtype=np.int32).repeat(2, axis=1))
+    dense = Dense(weights=np.array([[3, 0], [0, -3], [127, -1]]), num_message_bits=8)
+    data = np.zeros((1, 1, 1, 2), dtype=np.int32)
+    data[..., :] = 2 ** 16
+    conv_source = Source(data=data)
+    conv = Conv(weight=np.full((2, 1, 1, 1), 128), weight_exp=3, input_shape=(1, 1, 1), num_message_bits=24)
+    dense_sink, conv_sink = Sink(shape=(3,), buffer=2), Sink(shape=(1, 1, 2), buffer=2)
+    source.s_out.connect(dense.s_in)
+    dense.a_out.connect(dense_sink.a_in)
+    conv_source.s_out.connect(conv.s_in)
+    conv.a_out.connect(conv_sink.a_in)
+    try:
+        for proc in (dense, conv):
+            proc.run(condition=RunSteps(num_steps=2), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        dense_out, conv_out = dense_sink.data.get()[:, 1], conv_sink.data.get()[0, 0, :, 1]
+    finally:
+        dense.stop()
+        conv.stop()
+    assert dense_out.tolist() == [2, -4, 124]
+    assert conv_out.tolist() == [-(2 ** 23)] * 2  # 128·2^16 = 2^23 wraps to -2^23; weight_exp unused

@@ -1,0 +1,129 @@
+"""NIR export and import: standard nodes, n2c metadata, exact round trip, bad files."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from n2c.backends.ir import ConvLayer, DenseLayer, NeuronLayer, PoolLayer, import_nir
+from n2c.convert import prepare, to_snn
+from n2c.errors import NIRFormatError
+from n2c.nir_export import to_nir, write_nir
+from n2c.qcfs import QCFS
+
+
+def test_export_loads_and_type_checks(digits_nir):
+    graph = nir.read(str(digits_nir))
+    nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, type_check=True)  # raises on mismatch
+    kinds = sorted({type(n).__name__ for n in graph.nodes.values()})
+    assert kinds == ["Affine", "AvgPool2d", "Conv2d", "Flatten", "IF", "Input", "Output"]
+    assert graph.metadata["n2c.version"] == 1 and graph.metadata["n2c.timesteps"] == 1
+    assert graph.metadata["n2c.input_scale"] == 1 / 16
+
+
+def test_neuron_metadata_states_what_nir_cannot(digits_nir):
+    graph = nir.read(str(digits_nir))
+    neurons = [n for n in graph.nodes.values() if isinstance(n, nir.IF)]
+    assert len(neurons) == 3
+    for n in neurons:
+        m = n.metadata
+        assert m["n2c.neuron"] == "multi_threshold_if" and m["n2c.reset"] == "subtract"
+        assert m["n2c.fire"] == "inclusive" and m["n2c.output"] == "graded" and m["n2c.max_spikes"] == 8
+        np.testing.assert_array_equal(m["n2c.v_init"], n.v_threshold / 2)
+
+
+def test_round_trip_keeps_every_weight_and_threshold_exactly(qcfs_model, digits_nir):
+    snn = to_snn(prepare(qcfs_model), 1)
+    graph = import_nir(digits_nir)
+    convs = [m for m in snn.graph_module.modules() if isinstance(m, torch.nn.Conv2d)]
+    denses = [m for m in snn.graph_module.modules() if isinstance(m, torch.nn.Linear)]
+    neurons = list(snn.neurons().values())
+    layers = {t: [layer for layer in graph.layers if isinstance(layer, t)] for t in (ConvLayer, DenseLayer, NeuronLayer)}
+    for module, layer in zip(convs + denses, layers[ConvLayer] + layers[DenseLayer]):
+        assert np.array_equal(layer.weight, module.weight.detach().numpy().astype(np.float64))
+        assert np.array_equal(layer.bias, module.bias.detach().numpy().astype(np.float64))
+    for module, layer in zip(neurons, layers[NeuronLayer]):
+        assert (layer.threshold == float(module.threshold)).all() and layer.max_spikes == module.max_spikes
+    pools = [layer for layer in graph.layers if isinstance(layer, PoolLayer)]
+    assert [p.scale for p in pools] == [0.25, 0.25]
+    assert graph.input.input_scale == 1 / 16 and graph.timesteps == 1
+
+
+def _write(tmp_path, nodes, edges, name="g.nir", metadata=None):
+    path = tmp_path / name
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata or {}, type_check=False))
+    return path
+
+
+def _affine(n_in, n_out):
+    return nir.Affine(weight=np.ones((n_out, n_in), np.float32), bias=np.zeros(n_out, np.float32))
+
+
+def test_unknown_node_type_is_named(tmp_path):
+    path = _write(tmp_path, {"input": nir.Input(input_type={"input": np.array([3])}),
+                             "li": nir.LI(tau=np.ones(3), r=np.ones(3), v_leak=np.zeros(3)),
+                             "output": nir.Output(output_type={"output": np.array([3])})},
+                  [("input", "li"), ("li", "output")])
+    with pytest.raises(NIRFormatError, match="node 'li' has type LI"):
+        import_nir(path)
+
+
+def test_inconsistent_shapes_are_named(tmp_path):
+    path = _write(tmp_path, {"input": nir.Input(input_type={"input": np.array([4])}),
+                             "fc": _affine(3, 2), "output": nir.Output(output_type={"output": np.array([2])})},
+                  [("input", "fc"), ("fc", "output")])
+    with pytest.raises(NIRFormatError, match=r"node 'fc' expects input shape \(3,\) but receives \(4,\)"):
+        import_nir(path)
+
+
+def test_dangling_edge_and_cycle_are_errors(tmp_path):
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}), "fc": _affine(2, 2),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "output")], type_check=False)
+    graph.edges.append(("ghost", "fc"))
+    with pytest.raises(NIRFormatError, match="'ghost'"):
+        import_nir(graph)
+    graph.edges[-1] = ("fc", "fc")
+    with pytest.raises(NIRFormatError, match="cycle"):
+        import_nir(graph)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(NIRFormatError, match="does not exist"):
+        import_nir(tmp_path / "missing.nir")
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"this is not hdf5")
+    with pytest.raises(NIRFormatError, match="not a readable NIR file"):
+        import_nir(bad)
+
+
+def test_newer_convention_version_is_refused(tmp_path, digits_nir):
+    graph = nir.read(str(digits_nir))
+    graph.metadata["n2c.version"] = 99
+    with pytest.raises(NIRFormatError, match="version 99"):
+        import_nir(graph)
+
+
+def test_if_node_without_n2c_metadata_is_refused(tmp_path):
+    path = _write(tmp_path, {"input": nir.Input(input_type={"input": np.array([2])}), "fc": _affine(2, 2),
+                             "if": nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+                             "output": nir.Output(output_type={"output": np.array([2])})},
+                  [("input", "fc"), ("fc", "if"), ("if", "output")])
+    with pytest.raises(NIRFormatError, match="'if' has no n2c neuron metadata"):
+        import_nir(path)
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    snn = to_snn(prepare(torch.nn.Sequential(torch.nn.Linear(4, 3), QCFS(4), torch.nn.Linear(3, 2))), 1)
+    graph = to_nir(snn, (4,))
+
+    def boom(path, g):
+        open(path, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nir, "write", boom)
+    with pytest.raises(OSError):
+        write_nir(graph, tmp_path / "x.nir")
+    assert list(tmp_path.iterdir()) == []
