@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import io
 import logging
 import math
 import operator
@@ -58,7 +59,7 @@ def load_model(path: str, arch: str | None = None, trust_pickle: bool = False) -
     if kind == "torchscript":
         model = _load_torchscript(path)
     elif kind == "export":
-        model = _load_exported(path)
+        model = _load_exported(path, trust_pickle)
     else:
         model = _load_pickle(path, arch, trust_pickle)
     return model.eval()
@@ -668,6 +669,16 @@ class _ScriptImporter:
             return self._emit(nn.Flatten(), "flatten", x, node, ref)
         raise self._unsupported(f"{node.kind()} to a shape other than (x.size(0), -1)", ref)
 
+    def _mean(self, node, ins, ref):
+        """``x.mean((2, 3))``: global average pooling, which AdaptiveAvgPool2d((1, 1)) computes exactly."""
+        dims, keepdim = ins[1], ins[2] if len(ins) > 2 else False
+        dtype = ins[3] if len(ins) > 3 else None
+        if not isinstance(dims, (list, tuple)) or sorted(dims) not in ([2, 3], [-2, -1]) or dtype is not None:
+            raise self._unsupported(f"aten::mean over dims {dims} (only the spatial mean over (2, 3) converts)",
+                                    ref)
+        pooled = self._emit(nn.AdaptiveAvgPool2d(1), "avgpool", ins[0], node, ref)
+        return pooled if keepdim else self._emit(nn.Flatten(), "flatten", pooled, node, ref)
+
     def _add(self, node, ins, ref):
         a, b = ins[0], ins[1]
         alpha = ins[2] if len(ins) > 2 else 1
@@ -684,6 +695,7 @@ class _ScriptImporter:
         "aten::clamp": _clamp, "aten::clamp_": _clamp, "aten::clip": _clamp,
         "aten::clamp_min": _clamp, "aten::clamp_min_": _clamp, "aten::flatten": _flatten,
         "aten::view": _view, "aten::reshape": _view, "aten::add": _add, "aten::add_": _add,
+        "aten::mean": _mean,
     }
 
     # --- leaves
@@ -792,7 +804,9 @@ def _jit_constant(value, where: str) -> Any:
 
 # ------------------------------------------------------------------------ torch.export
 
-def _load_exported(path: str) -> fx.GraphModule:
+def _load_exported(path: str, trust_pickle: bool) -> fx.GraphModule:
+    if not trust_pickle:
+        _check_export_pickles(path)
     try:
         with _quiet("torch._export.serde.serialize"):
             ep = torch.export.load(path)
@@ -800,6 +814,37 @@ def _load_exported(path: str) -> fx.GraphModule:
         raise ModelLoadError(f"cannot load torch.export file {path} ({_one_line(e)[:160]}); the file is "
                              "corrupt or from another PyTorch version, export it again") from None
     return _ExportImporter(ep).run()
+
+
+def _check_export_pickles(path: str) -> None:
+    """Refuse a .pt2 whose embedded tensors are pickled with arbitrary objects.
+
+    torch.export.load (torch 2.3) unpickles the archive's state_dict and
+    constants with ``weights_only=False``; check them the safe way first.
+    """
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if not name.endswith(".pt"):
+                continue
+            data = z.read(name)
+            if not data:
+                continue
+            try:
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                cls = _pickled_class(str(e))
+                problem = f"embeds pickled Python objects ({cls}) in {name}" if cls else f"has an unreadable {name}"
+                raise ModelLoadError(_export_refusal(path, problem, cls is not None)) from None
+            except Exception as e:
+                raise ModelLoadError(_export_refusal(path, f"has an unreadable {name} ({_one_line(e)[:100]})",
+                                                     False)) from None
+
+
+def _export_refusal(path: str, problem: str, pickled: bool) -> str:
+    if pickled:
+        return (f"{path} {problem}; loading it runs arbitrary code. Pass --trust-pickle if you trust its source, "
+                f"or save a state_dict and pass {ARCH_HINT}")
+    return f"{path} {problem}; the file is corrupt, export the model again"
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from n2c.neurons import qcfs_count
-
-
-class _FloorSTE(torch.autograd.Function):
-    """floor in the forward pass, identity gradient in the backward pass."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
 
 class QCFS(nn.Module):
     """Clip-floor-shift activation with trainable threshold ``lam`` and ``levels`` L.
@@ -51,10 +37,11 @@ class QCFS(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         levels = int(self.levels)
         theta = self.lam / levels
-        if torch.is_grad_enabled() and (z.requires_grad or self.lam.requires_grad):
-            k = torch.clamp(_FloorSTE.apply((theta / 2 + z) / theta), 0, levels)
-        else:
-            k = qcfs_count(z, theta, levels)
+        # k = clip(floor((θ/2 + z)/θ), 0, L): n2c.neurons.qcfs_count, spelled out in torch
+        # ops so TorchScript can compile it. floor(q) + (q - q) keeps the forward value
+        # exactly floor(q) while the gradient passes straight through.
+        q = (theta / 2 + z) / theta
+        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), 0, levels)
         return k * theta
 
     def extra_repr(self) -> str:

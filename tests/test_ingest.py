@@ -11,6 +11,8 @@ mean export records), so no tolerance is needed.
 
 from __future__ import annotations
 
+import datetime
+import io
 import zipfile
 
 import pytest
@@ -349,6 +351,21 @@ def test_unsupported_traced_op(tmp_path):
 def test_torchscript_control_flow(tmp_path):
     torch.jit.save(torch.jit.script(Branchy()), tmp_path / "b.pt")
     _raises(UnsupportedLayerError, "control flow", tmp_path / "b.pt")
+
+
+def test_export_with_pickled_objects_needs_trust(tmp_path):
+    """torch.export.load unpickles the archive's tensors unsafely; n2c checks them first."""
+    save_export(digits(), tmp_path / "good.pt2")
+    with zipfile.ZipFile(tmp_path / "good.pt2") as src, zipfile.ZipFile(tmp_path / "bad.pt2", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("serialized_constants.pt"):
+                buffer = io.BytesIO()
+                torch.save({"when": datetime.date(2024, 1, 1)}, buffer)
+                data = buffer.getvalue()
+            dst.writestr(item, data)
+    message = _raises(ModelLoadError, "runs arbitrary code", tmp_path / "bad.pt2")
+    assert "datetime.date" in message and "--trust-pickle" in message
 
 
 def test_unsupported_exported_op(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from n2c.backends.lava.lower import (conv_weight_for_lava, dense_columns_for_lava, lava_shape,
@@ -16,7 +16,8 @@ from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
 from n2c.backends.reference import simulate
 from n2c.errors import QuantizationError
 
-LAVA_SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+# a Lava run costs ~1 s: few examples, no shrinking (a failure reports the drawn seed instead)
+LAVA_SETTINGS = settings(max_examples=6, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
                          suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -28,10 +29,12 @@ def _weights(rng: np.random.Generator, shape, even: bool) -> np.ndarray:
     return w.astype(np.int64)
 
 
-def _mtn(rng, name, inputs, shape, max_spikes, theta_max=60) -> IntNeuron:
-    theta = rng.integers(1, theta_max, size=shape)
-    return IntNeuron(name, "mtn", inputs, shape, 1.0, bias=rng.integers(-40, 20, size=shape),
-                     threshold=theta, v_init=theta // 2, max_spikes=max_spikes)
+def _mtn(rng, name, inputs, shape, max_spikes, fan_in, in_rms) -> IntNeuron:
+    """Thresholds scaled to the expected current (√fan_in · 150 · rms input), so counts spread over 0..K."""
+    spread = np.sqrt(fan_in) * 150 * in_rms
+    theta = rng.integers(max(1, int(spread / (3 * max_spikes))), int(spread / max_spikes) + 2, size=shape)
+    return IntNeuron(name, "mtn", inputs, shape, 1.0, bias=rng.integers(-int(spread) // 6, int(spread) // 4 + 1, size=shape),
+                     threshold=theta, v_init=rng.integers(0, theta), max_spikes=max_spikes)
 
 
 def _readout(rng, name, inputs, shape) -> IntNeuron:
@@ -47,7 +50,7 @@ def dense_net(seed: int, timesteps: int, max_spikes: int, even: bool = False) ->
     """source (7,) → dense → MTN (5,) → dense → readout (3,)."""
     rng = np.random.default_rng(seed)
     layers = [IntSynapse("fc1", "dense", "x", (7,), (5,), weight=_weights(rng, (5, 7), even)),
-              _mtn(rng, "n1", ["fc1"], (5,), max_spikes, theta_max=200),
+              _mtn(rng, "n1", ["fc1"], (5,), max_spikes, 7, 150),
               IntSynapse("fc2", "dense", "n1", (5,), (3,), weight=_weights(rng, (3, 5), even)),
               _readout(rng, "out", ["fc2"], (3,))]
     return IntNetwork(IntSource("x", (7,), 1.0), layers, "out", timesteps)
@@ -62,12 +65,12 @@ def conv_net(seed: int, timesteps: int, max_spikes: int, pool_into_dense: bool =
     s2 = _conv_out(s1, 4, (2, 2), (2, 2), (0, 0))
     layers = [IntSynapse("c1", "conv", "x", s0, s1, weight=_weights(rng, (4, 2, 3, 2), False),
                          stride=(1, 2), padding=(1, 0)),
-              _mtn(rng, "n1", ["c1"], s1, max_spikes, theta_max=400),
+              _mtn(rng, "n1", ["c1"], s1, max_spikes, 12, 150),
               IntSynapse("pool", "sumpool", "n1", s1, s2, kernel=(2, 2), stride=(2, 2), groups=s1[0])]
     last = "pool"
     if not pool_into_dense:
         layers += [IntSynapse("c2", "conv", "pool", s2, s2, weight=_weights(rng, (4, 2, 1, 1), False), groups=2),
-                   _mtn(rng, "n2", ["c2"], s2, max_spikes, theta_max=30)]
+                   _mtn(rng, "n2", ["c2"], s2, max_spikes, 2, 6 * max_spikes)]
         last = "n2"
     n_in = int(np.prod(s2))
     layers += [IntSynapse("fc", "dense", last, s2, (3,), weight=_weights(rng, (3, n_in), False)),
@@ -75,29 +78,49 @@ def conv_net(seed: int, timesteps: int, max_spikes: int, pool_into_dense: bool =
     return IntNetwork(IntSource("x", s0, 1.0), layers, "out", timesteps)
 
 
-def conv_readout_net(seed: int) -> IntNetwork:
-    """A conv-shaped readout: source (1,4,3) → conv 2x2 → readout (2,3,2)."""
+def conv_skip_net(seed: int) -> IntNetwork:
+    """Conv-shaped paths of different depth into a conv-shaped readout:
+    source (1,4,3) → c1 2x2 → MTN → c2 1x1 → out (2,3,2), and source → skip 2x2 → out."""
     rng = np.random.default_rng(seed)
-    layers = [IntSynapse("c1", "conv", "x", (1, 4, 3), (2, 3, 2), weight=_weights(rng, (2, 1, 2, 2), False)),
-              _readout(rng, "out", ["c1"], (2, 3, 2))]
-    return IntNetwork(IntSource("x", (1, 4, 3), 1.0), layers, "out", 2)
+    s0, s1 = (1, 4, 3), (2, 3, 2)
+    layers = [IntSynapse("c1", "conv", "x", s0, s1, weight=_weights(rng, (2, 1, 2, 2), False)),
+              _mtn(rng, "n1", ["c1"], s1, 3, 4, 150),
+              IntSynapse("c2", "conv", "n1", s1, s1, weight=_weights(rng, (2, 2, 1, 1), False)),
+              IntSynapse("skip", "conv", "x", s0, s1, weight=_weights(rng, (2, 1, 2, 2), False)),
+              _readout(rng, "out", ["c2", "skip"], s1)]
+    return IntNetwork(IntSource("x", s0, 1.0), layers, "out", 2)
 
 
 def skip_net(seed: int, timesteps: int) -> IntNetwork:
-    """Two paths of different depth into one neuron: n1 → fc2 → n2 → fc3 → out, and n1 → skip → out."""
+    """Three paths of different depth into the readout: x → fc1 → n1 → fc2 → n2 → fc3 → out (depth 3),
+    n1 → skip → out (depth 2) and a wide x → direct → out (depth 1) whose worst case exceeds 24 bits."""
     rng = np.random.default_rng(seed)
-    layers = [IntSynapse("fc1", "dense", "x", (6,), (5,), weight=_weights(rng, (5, 6), True)),
-              _mtn(rng, "n1", ["fc1"], (5,), 2, theta_max=300),
+    n_in = 140
+    direct = np.zeros((3, n_in), dtype=np.int64)
+    direct[:, :] = rng.choice([-256, 254], size=(3, n_in))
+    layers = [IntSynapse("fc1", "dense", "x", (n_in,), (5,), weight=_weights(rng, (5, n_in), True)),
+              _mtn(rng, "n1", ["fc1"], (5,), 2, 14, 150),
               IntSynapse("fc2", "dense", "n1", (5,), (4,), weight=_weights(rng, (4, 5), True)),
-              _mtn(rng, "n2", ["fc2"], (4,), 3, theta_max=100),
+              _mtn(rng, "n2", ["fc2"], (4,), 3, 5, 1),
               IntSynapse("fc3", "dense", "n2", (4,), (3,), weight=_weights(rng, (3, 4), True)),
               IntSynapse("skip", "dense", "n1", (5,), (3,), weight=_weights(rng, (3, 5), True)),
-              _readout(rng, "out", ["fc3", "skip"], (3,))]
-    return IntNetwork(IntSource("x", (6,), 1.0), layers, "out", timesteps)
+              IntSynapse("direct", "dense", "x", (n_in,), (3,), weight=direct),
+              _readout(rng, "out", ["fc3", "skip", "direct"], (3,))]
+    return IntNetwork(IntSource("x", (n_in,), 1.0), layers, "out", timesteps)
 
 
-def _inputs(net: IntNetwork, seed: int, batch: int = 3) -> np.ndarray:
-    return np.random.default_rng(seed + 1000).integers(0, 256, size=(batch, *net.source.shape)).astype(float)
+def wide_pool_net() -> IntNetwork:
+    """A sum-pool over 130 channels: more groups than Lava's int8 ``groups`` holds (regrouped to 65)."""
+    s0, s1 = (130, 3, 2), (130, 2, 1)
+    layers = [IntSynapse("pool", "sumpool", "x", s0, s1, kernel=(2, 2), groups=130),
+              IntNeuron("out", "readout", ["pool"], s1, 1.0, bias=np.arange(260).reshape(s1) - 100)]
+    return IntNetwork(IntSource("x", s0, 1.0), layers, "out", 1)
+
+
+def _inputs(net: IntNetwork, seed: int, batch: int = 3, density: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1000)
+    x = rng.integers(0, 256, size=(batch, *net.source.shape)) * (rng.random((batch, *net.source.shape)) < density)
+    return x.astype(float)
 
 
 def assert_bit_exact(net: IntNetwork, x: np.ndarray) -> None:
@@ -138,7 +161,7 @@ def test_regrouped_conv_weight_is_equivalent():
 
 
 def test_conv_weight_exp_is_rejected():
-    net = conv_readout_net(0)
+    net = conv_skip_net(0)
     net.layers[0].weight_exp = 1
     with pytest.raises(QuantizationError, match="weight_exp"):
         run_lava(net, _inputs(net, 0), progress=False)
@@ -169,15 +192,21 @@ def test_pool_feeding_dense_directly_is_bit_exact():
 
 
 @pytest.mark.slow
-def test_conv_shaped_readout_is_bit_exact():
-    net = conv_readout_net(4)
+def test_conv_paths_of_different_depth_are_aligned():
+    net = conv_skip_net(4)
     assert_bit_exact(net, _inputs(net, 4))
 
 
 @pytest.mark.slow
-def test_paths_of_different_depth_are_aligned():
+def test_dense_paths_of_different_depth_are_aligned():
     net = skip_net(5, timesteps=3)
-    assert_bit_exact(net, _inputs(net, 5, batch=4))
+    assert_bit_exact(net, _inputs(net, 5, batch=4, density=0.05))
+
+
+@pytest.mark.slow
+def test_sumpool_over_more_than_127_channels():
+    net = wide_pool_net()
+    assert_bit_exact(net, _inputs(net, 6, batch=2))
 
 
 @pytest.mark.slow

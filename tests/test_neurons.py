@@ -82,3 +82,21 @@ def test_integer_step_is_floor_division(currents, theta, K, v0):
         k, v = multi_threshold_step(v, np.int64(c), np.int64(theta), K)
         assert k == min(max(m // theta, 0), K)
         assert v == m - k * theta
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2 ** 31 - 1), lams, levels)
+def test_qcfs_module_and_neuron_equation_agree_bit_for_bit(seed, lam, L):
+    """The QCFS module spells out n2c.neurons.qcfs_count in torch ops: same floats on any input."""
+    z = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * lam
+    q = QCFS(L, lam)
+    assert torch.equal(q(z), qcfs_count(z, q.lam.detach() / L, L) * (q.lam.detach() / L))
+    assert torch.equal(torch.jit.script(q)(z), q(z))
+
+
+def test_qcfs_gradient_passes_straight_through_inside_the_window():
+    q = QCFS(4, 1.0)
+    z = torch.tensor([-0.5, 0.3, 0.6, 2.0], requires_grad=True)
+    q(z).sum().backward()
+    assert z.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert q.lam.grad is not None

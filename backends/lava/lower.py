@@ -27,6 +27,7 @@ neuron arriving at different depths are aligned with identity synapses.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,15 +36,18 @@ from n2c.backends.quantize import STATE_BITS, IntNetwork, IntNeuron, IntSynapse
 from n2c.errors import QuantizationError
 
 LAVA_INT8_MAX = 127  # Lava's Conv stores kernel size, stride, padding, dilation and groups as int8
+CONV_WRAP = 2 ** 23  # Lava's Conv wraps its output to signed 24 bits; the reference saturates
+DENSE_WRAP = 2 ** 31  # Lava's Dense accumulates in int32; the reference in int64
 
 
 @dataclass
 class _Stream:
-    """An IR value as a Lava OutPort: its IR shape, pipeline depth and message width."""
+    """An IR value as a Lava OutPort: its IR shape, pipeline depth, message width and a bound on |value|."""
     port: object
     shape: tuple[int, ...]
     depth: int
     bits: int
+    max_abs: int
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -99,6 +103,19 @@ def _lava_groups(groups: int) -> int:
 
 # --- synapses -----------------------------------------------------------------------------------
 
+def _current_bound(syn: IntSynapse, weight: np.ndarray, src: _Stream) -> int:
+    """A bound on |output| of a synapse: max row Σ|W| · max|input| (· 2^weight_exp)."""
+    fan_in = int(np.abs(weight).reshape(weight.shape[0], -1).sum(axis=1).max())
+    return fan_in * src.max_abs * 2 ** max(syn.weight_exp, 0)
+
+
+def _warn_if_may_wrap(syn: IntSynapse, bound: int, limit: int, what: str) -> None:
+    """Warn when a current may reach ``limit``, where Lava wraps and the reference does not."""
+    if bound >= limit:
+        warnings.warn(f"synapse '{syn.name}': currents may reach {bound} ≥ {limit}; {what}, so Lava and the "
+                      "reference simulator may disagree on such inputs")
+
+
 def _check_conv_params(syn: IntSynapse, kernel: tuple[int, int]) -> None:
     values = (*kernel, *syn.stride, *syn.padding, *syn.dilation)
     if max(values) > LAVA_INT8_MAX or min(values) < 0:
@@ -117,6 +134,8 @@ def _conv_process(syn: IntSynapse, src: _Stream, weight: np.ndarray, groups: int
     if len(syn.in_shape) != 3 or tuple(src.shape) != tuple(syn.in_shape):
         raise QuantizationError(f"synapse '{syn.name}' ({syn.kind}) expects a (C, H, W) input of shape "
                                 f"{syn.in_shape}, but its input has shape {src.shape}")
+    _warn_if_may_wrap(syn, _current_bound(syn, weight, src), CONV_WRAP,
+                      "Lava's Conv wraps at 24 bits where the reference saturates")
     lava_groups = _lava_groups(groups)
     if lava_groups != groups:
         weight = regroup_conv_weight(weight, groups, lava_groups)
@@ -139,6 +158,7 @@ def _dense_process(syn: IntSynapse, src: _Stream):
                                 f"{src.shape} to output {syn.out_shape}")
     if len(syn.out_shape) != 1:
         raise QuantizationError(f"synapse '{syn.name}': a dense output must be flat, got {syn.out_shape}")
+    _warn_if_may_wrap(syn, _current_bound(syn, syn.weight, src), DENSE_WRAP, "Lava's Dense accumulates in int32")
     weights = dense_columns_for_lava(syn.weight, tuple(src.shape))
     proc = Dense(weights=weights, weight_exp=int(syn.weight_exp), num_message_bits=src.bits, name=syn.name)
     port = src.port.flatten() if len(src.shape) > 1 else src.port
@@ -150,29 +170,36 @@ def _synapse(syn: IntSynapse, src: _Stream) -> _Stream:
     """Build the Process of one IR synapse; its output lags its input by one step."""
     if syn.kind == "dense":
         proc = _dense_process(syn, src)
-    elif syn.kind == "conv":
-        proc = _conv_process(syn, src, np.asarray(syn.weight, dtype=np.int64), syn.groups)
-    elif syn.kind == "sumpool":
-        channels = syn.in_shape[0]
-        ones = np.ones((channels, 1, *syn.kernel), dtype=np.int64)
-        proc = _conv_process(syn, src, ones, channels)
+        bound = _current_bound(syn, syn.weight, src)
+    elif syn.kind in ("conv", "sumpool"):
+        weight = np.asarray(syn.weight, dtype=np.int64) if syn.kind == "conv" else \
+            np.ones((syn.in_shape[0], 1, *syn.kernel), dtype=np.int64)
+        groups = syn.groups if syn.kind == "conv" else syn.in_shape[0]
+        proc = _conv_process(syn, src, weight, groups)
+        bound = min(_current_bound(syn, weight, src), CONV_WRAP)
     else:
         raise QuantizationError(f"synapse '{syn.name}': kind {syn.kind!r} has no Lava lowering")
-    return _Stream(proc.a_out, tuple(syn.out_shape), src.depth + 1, syn.message_bits)
+    return _Stream(proc.a_out, tuple(syn.out_shape), src.depth + 1, syn.message_bits, bound)
 
 
-def _delay(stream: _Stream, steps: int, name: str) -> _Stream:
-    """Delay a current by ``steps`` steps with identity synapses (exact for any int32 current:
-    an identity Dense for flat values, a 1x1 depthwise Conv for conv outputs, which are
-    already within Conv's 24-bit range)."""
-    for i in range(steps):
-        shape = stream.shape
-        if len(shape) == 1:
-            syn = IntSynapse(f"{name}_delay{i}", "dense", "", shape, shape, weight=np.eye(shape[0], dtype=np.int64))
+def _delay(stream: _Stream, steps: int) -> _Stream:
+    """Delay a current by ``steps`` steps with identity synapses on the flattened value: a 1x1
+    Conv on an (N, 1, 1) view (one scipy call per step; exact below Conv's 24-bit wrap) or, for
+    currents that may exceed 24 bits, an N x N identity Dense (exact in int32)."""
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+
+    n = int(np.prod(stream.shape))
+    for _ in range(steps):
+        if stream.max_abs < CONV_WRAP:
+            proc = Conv(weight=np.ones((1, 1, 1, 1), dtype=np.int64), input_shape=(n, 1, 1),
+                        num_message_bits=stream.bits)
+            stream.port.reshape((n, 1, 1)).connect(proc.s_in)
         else:
-            syn = IntSynapse(f"{name}_delay{i}", "conv", "", shape, shape, groups=shape[0],
-                             weight=np.ones((shape[0], 1, 1, 1), dtype=np.int64))
-        stream = _synapse(syn, stream)
+            proc = Dense(weights=np.eye(n, dtype=np.int64), num_message_bits=stream.bits)
+            stream.port.flatten().connect(proc.s_in)
+        port = proc.a_out.reshape(lava_shape(stream.shape))
+        stream = _Stream(port, stream.shape, stream.depth + 1, stream.bits, stream.max_abs)
     return stream
 
 
@@ -188,7 +215,7 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> _Stream:
             raise QuantizationError(f"neuron '{neuron.name}' of shape {neuron.shape} receives '{name}' of "
                                     f"shape {s.shape}")
     depth = max(s.depth for s in inputs)
-    inputs = [_delay(s, depth - s.depth, f"{neuron.name}_{name}") for s, name in zip(inputs, neuron.inputs)]
+    inputs = [_delay(s, depth - s.depth) for s in inputs]
     bias = to_lava(np.broadcast_to(neuron.bias, neuron.shape))
     if neuron.kind == "mtn":
         proc = MultiThresholdNeuron(shape, threshold=to_lava(np.broadcast_to(neuron.threshold, neuron.shape)),
@@ -201,7 +228,7 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> _Stream:
         raise QuantizationError(f"neuron '{neuron.name}': kind {neuron.kind!r} has no Lava lowering")
     for s in inputs:
         s.port.connect(proc.a_in)
-    return _Stream(proc.s_out, tuple(neuron.shape), depth, neuron.message_bits)
+    return _Stream(proc.s_out, tuple(neuron.shape), depth, neuron.message_bits, neuron.max_spikes)
 
 
 # --- network ------------------------------------------------------------------------------------
@@ -249,7 +276,8 @@ def _lower(net: IntNetwork, x: np.ndarray):
                                 f"{net.source.shape}")
     flush = _network_depth(net)
     source = Source(data=_source_data(net, x, flush))
-    streams = {net.source.name: _Stream(source.s_out, tuple(net.source.shape), 0, net.source.message_bits)}
+    src_max = 2 ** (net.source.bits - 1) if net.source.signed else 2 ** net.source.bits - 1
+    streams = {net.source.name: _Stream(source.s_out, tuple(net.source.shape), 0, net.source.message_bits, src_max)}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])

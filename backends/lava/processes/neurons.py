@@ -97,14 +97,15 @@ class _WindowedNeuronModel(PyLoihiProcessModel):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self.period: int = proc_params["period"]
-        self.phase: int = proc_params["phase"]
+        # not ``self.phase``: PyLoihiProcessModel uses that name for its SPK/MGMT phase
+        self.window_offset: int = proc_params["phase"]
 
     def receive(self) -> np.ndarray:
         """Summed input of this step plus the bias, in int64."""
         return self.a_in.recv().astype(np.int64) + self.bias
 
     def window_starts(self) -> bool:
-        return _window_starts(self.time_step, self.period, self.phase)
+        return _window_starts(self.time_step, self.period, self.window_offset)
 
 
 @implements(proc=MultiThresholdNeuron, protocol=LoihiProtocol)

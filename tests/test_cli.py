@@ -1,0 +1,120 @@
+"""The command line: every subcommand end to end, and every bad input a user can give."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from n2c.cli import main
+from n2c.models import DigitsCNN
+
+ARCH = "n2c.models:DigitsCNN(levels=8)"
+
+
+def run_cli(*args, cwd=None):
+    """Run the real console entry point in a subprocess (exit codes, stderr, no traceback)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "n2c.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("command", ["export", "simulate", "report", "demo"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: n2c " + command in capsys.readouterr().out
+
+
+def test_export_state_dict_with_arch_then_simulate_json(digits_checkpoint, tmp_path, capsys):
+    out = tmp_path / "m.nir"
+    assert main(["export", str(digits_checkpoint), "--to", "nir", "-o", str(out), "--arch", ARCH,
+                 "--dataset", "digits"]) == 0
+    assert out.exists()
+    capsys.readouterr()
+    assert main(["simulate", str(out), "--backend", "reference", "--samples", "50", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"backend", "samples", "accuracy", "predictions", "samples_per_second"} <= set(result)
+    assert result["samples"] == 50 and len(result["predictions"]) == 50 and result["accuracy"] > 0.9
+    assert set(result["spikes_per_layer"]) == {"features_1", "features_4", "classifier_2"}
+
+
+def test_export_of_relu_model_needs_calibration(tmp_path, capsys):
+    ckpt = tmp_path / "relu.pt"
+    torch.save(DigitsCNN(levels=None).state_dict(), ckpt)
+    out = tmp_path / "relu.nir"
+    assert main(["export", str(ckpt), "-o", str(out), "--arch", "n2c.models:DigitsCNN(levels=None)",
+                 "--dataset", "digits"]) == 2
+    assert "--calib" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(ckpt), "-o", str(out), "--arch", "n2c.models:DigitsCNN(levels=None)",
+                 "--calib", "digits", "--levels", "8"]) == 0
+    assert out.exists()
+
+
+def test_report_writes_json_and_markdown(digits_nir, tmp_path):
+    assert main(["report", str(digits_nir), "--hardware", "loihi2", "--dataset", "digits", "--samples", "40",
+                 "-o", str(tmp_path / "rep")]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["samples"] == 40 and report["hardware"]["key"] == "loihi2"
+    assert report["energy_per_inference_J"]["total"] > 0
+    assert all(c["source"] and c["tag"] for c in report["constants"].values())
+    neurons = [row for row in report["layers"] if row["kind"] == "mtn"]
+    assert [row["neurons"] for row in neurons] == [1024, 512, 64]
+    assert "Energy per inference" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_pickled_model_is_refused_without_trust(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(DigitsCNN(levels=8), path)
+    out = tmp_path / "o.nir"
+    r = run_cli("export", path, "-o", out, "--dataset", "digits")
+    assert r.returncode == 2 and "--trust-pickle" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    r = run_cli("export", path, "-o", out, "--dataset", "digits", "--trust-pickle")
+    assert r.returncode == 0, r.stderr
+    assert out.exists()
+
+
+BAD_INPUTS = [
+    (["export", "{tmp}/missing.pt", "-o", "{tmp}/o.nir", "--dataset", "digits"], "does not exist"),
+    (["export", "{tmp}/garbage.pt", "-o", "{tmp}/o.nir", "--dataset", "digits"], ""),
+    (["export", "{tmp}/sigmoid.pt", "-o", "{tmp}/o.nir", "--arch", "tests.models_for_tests:SigmoidNet",
+      "--dataset", "digits"], "Sigmoid"),
+    (["export", "{tmp}/sd.pt", "-o", "{tmp}/o.nir", "--dataset", "digits"], "--arch"),
+    (["export", "{tmp}/sd.pt", "-o", "{tmp}/o.nir", "--arch", ARCH], "--input-shape"),
+    (["simulate", "{tmp}/missing.nir"], "does not exist"),
+    (["simulate", "{tmp}/garbage.pt"], "not a readable NIR file"),
+    (["simulate", "{tmp}/o8.nir", "--dataset", "nosuchdata"], "unknown data set"),
+    (["simulate", "{tmp}/o8.nir", "--dataset", "{tmp}/wrongshape.npz"], "expects (1, 8, 8)"),
+    (["report", "{tmp}/missing.nir", "-o", "{tmp}/rep"], "does not exist"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_dir(tmp_path_factory, digits_checkpoint, digits_nir):
+    import numpy as np
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "garbage.pt").write_bytes(b"\x00not a model at all")
+    torch.save(torch.load(digits_checkpoint), tmp / "sd.pt")
+    from tests.models_for_tests import SigmoidNet
+    torch.save(SigmoidNet().state_dict(), tmp / "sigmoid.pt")
+    (tmp / "o8.nir").write_bytes(digits_nir.read_bytes())
+    np.savez(tmp / "wrongshape.npz", x=np.zeros((4, 1, 5, 5), np.float32), y=np.zeros(4, np.int64))
+    return tmp
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_no_output(args, message, bad_input_dir):
+    tmp = bad_input_dir
+    before = set(p.name for p in tmp.iterdir())
+    r = run_cli(*[a.format(tmp=tmp) for a in args], cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("n2c: error:"), r.stderr
+    assert message in lines[0]
+    assert set(p.name for p in tmp.iterdir()) == before  # no partial output
