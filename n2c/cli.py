@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.simplefilter("ignore", ImportWarning)  # lava-dl's optional-pandas notice
             return args.func(args)
     except N2CError as e:
         print(f"n2c: error: {e}", file=sys.stderr)

@@ -1,0 +1,15 @@
+"""Lava backend: lowering of the integer IR to lava-nc processes (``lower.py``) and
+n2c's custom neuron processes (``processes/``).
+
+Lava calls ``multiprocessing.set_start_method('fork')`` when it is first imported and
+fails if the start method was already fixed, which any earlier use of
+multiprocessing does (tqdm's progress-bar lock, for one). On the fork platforms Lava
+supports, clearing the still-default method first lets Lava set the same one.
+"""
+
+import multiprocessing as _mp
+import sys as _sys
+
+if "lava.magma.runtime.message_infrastructure.multiprocessing" not in _sys.modules and \
+        _mp.get_start_method(allow_none=True) == "fork":
+    _mp.set_start_method(None, force=True)
