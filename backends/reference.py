@@ -2,9 +2,9 @@
 
 Batched over samples and vectorized over neurons. Arithmetic (all int64):
 
-* dense synapse:  a = (W·s) << weight_exp   (Lava's effective 8-bit weights; not saturated,
-  like Lava's Dense model)
-* conv / sum-pool synapse: a = clamp24(W ⊛ s)   (Lava's Conv model clamps to 24 bits)
+* dense synapse:  a = wrap32((W·s) << weight_exp)   (Lava's effective 8-bit weights; Lava's
+  Dense model accumulates in int32 and does not saturate its "16-bit" output)
+* conv / sum-pool synapse: a = wrap24(W ⊛ s)   (Lava's Conv wraps its output to signed 24 bits)
 * multi-threshold neuron (``n2c.neurons.multi_threshold_step``), per step:
   m = v + Σa + b;  k = clip(m // θ, 0, K);  v = clamp24(m - k·θ);  emit k
 * readout neuron: v = clamp24(v + Σa + b); the output is v after the last step.
@@ -42,6 +42,12 @@ def _clamp24(x: np.ndarray) -> np.ndarray:
     return np.clip(x, STATE_MIN, STATE_MAX)
 
 
+def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
+    """Two's-complement wrap-around to ``bits`` bits, as fixed-width hardware registers do."""
+    half = 1 << (bits - 1)
+    return ((x + half) & ((1 << bits) - 1)) - half
+
+
 @dataclass
 class SimResult:
     output: np.ndarray  # (B, ...) int64 readout potentials after the last step
@@ -66,7 +72,8 @@ def _synapse(syn: IntSynapse, s: np.ndarray) -> np.ndarray:
         w = lava_effective_weights(syn.weight)
         _check_exact_range(syn, int(np.abs(s).max(initial=0)))
         a = (s.reshape(n, -1).astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
-        return a << syn.weight_exp if syn.weight_exp >= 0 else np.right_shift(a, -syn.weight_exp)
+        a = wrap_signed(a, 32)
+        return wrap_signed(a << syn.weight_exp if syn.weight_exp >= 0 else np.right_shift(a, -syn.weight_exp), 32)
     x = torch.from_numpy(s.astype(np.float64))
     if syn.kind == "conv":
         _check_exact_range(syn, int(np.abs(s).max(initial=0)))
@@ -77,7 +84,7 @@ def _synapse(syn: IntSynapse, s: np.ndarray) -> np.ndarray:
                          divisor_override=1)
     else:
         raise ValueError(f"unknown synapse kind {syn.kind!r}")
-    return _clamp24(a.round().numpy().astype(np.int64))
+    return wrap_signed(a.round().numpy().astype(np.int64), 24)
 
 
 def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -74,3 +74,10 @@ def test_missing_input_scale_is_an_error(digits_nir):
     with pytest.raises(QuantizationError, match="input scale"):
         quantize(graph)
     assert quantize(graph, input_scale=1 / 16).source.scale == 1 / 16
+
+
+def test_wrap_signed_is_twos_complement():
+    from n2c.backends.reference import wrap_signed
+    x = np.array([2 ** 23 - 1, 2 ** 23, -(2 ** 23), -(2 ** 23) - 1, 5, -5, 3 * 2 ** 24 + 7])
+    assert wrap_signed(x, 24).tolist() == [2 ** 23 - 1, -(2 ** 23), -(2 ** 23), 2 ** 23 - 1, 5, -5, 7]
+    assert np.array_equal(wrap_signed(x.astype(np.int64), 32), x.astype(np.int32).astype(np.int64))

@@ -1,10 +1,11 @@
 """Lava backend: lowering of the integer IR to lava-nc processes (``lower.py``) and
 n2c's custom neuron processes (``processes/``).
 
-Lava calls ``multiprocessing.set_start_method('fork')`` when it is first imported and
-fails if the start method was already fixed, which any earlier use of
+Lava calls ``multiprocessing.set_start_method('fork')`` when its runtime is first
+imported and fails if the start method was already fixed, which any earlier use of
 multiprocessing does (tqdm's progress-bar lock, for one). On the fork platforms Lava
-supports, clearing the still-default method first lets Lava set the same one.
+supports, clearing the still-default method and importing Lava's runtime right here,
+when this package is first imported, lets Lava set the same method once.
 """
 
 import multiprocessing as _mp
@@ -13,3 +14,5 @@ import sys as _sys
 if "lava.magma.runtime.message_infrastructure.multiprocessing" not in _sys.modules and \
         _mp.get_start_method(allow_none=True) == "fork":
     _mp.set_start_method(None, force=True)
+
+import lava.magma.runtime.runtime  # noqa: E402,F401  (sets the start method; see above)

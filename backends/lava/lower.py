@@ -23,6 +23,13 @@ i·T + j + 1 + d``: its ``phase`` is ``d``, it resets when ``(time_step - 1 - d)
 final readout at index ``i·T + T - 1 + d``. The run lasts ``B·T + d`` steps;
 the last ``d`` source steps are zeros that flush the pipeline. Inputs of one
 neuron arriving at different depths are aligned with identity synapses.
+
+Lava limits. Conv keeps kernel size, stride, padding, dilation and groups in
+int8 Vars: groups ≥ 128 silently yields zeros (measured), so larger groups are
+re-expressed as fewer groups with block-diagonal kernels. Conv ignores
+``weight_exp`` (rejected here) and wraps its output to 24 bits; Dense
+accumulates in int32. Where a worst-case bound on a current reaches either
+limit the lowering warns, because the reference simulator does not wrap.
 """
 
 from __future__ import annotations
@@ -139,9 +146,12 @@ def _conv_process(syn: IntSynapse, src: _Stream, weight: np.ndarray, groups: int
     lava_groups = _lava_groups(groups)
     if lava_groups != groups:
         weight = regroup_conv_weight(weight, groups, lava_groups)
-    proc = Conv(weight=conv_weight_for_lava(weight), input_shape=lava_shape(syn.in_shape),
-                padding=syn.padding[::-1], stride=syn.stride[::-1], dilation=syn.dilation[::-1],
-                groups=lava_groups, num_message_bits=src.bits, name=syn.name)
+    try:
+        proc = Conv(weight=conv_weight_for_lava(weight), input_shape=lava_shape(syn.in_shape),
+                    padding=syn.padding[::-1], stride=syn.stride[::-1], dilation=syn.dilation[::-1],
+                    groups=lava_groups, num_message_bits=src.bits, name=syn.name)
+    except Exception as e:  # Lava validates shapes and channel counts with ValueError / Exception
+        raise QuantizationError(f"synapse '{syn.name}': Lava's Conv rejects it: {e}") from e
     if tuple(proc.a_out.shape) != lava_shape(syn.out_shape):
         raise QuantizationError(f"synapse '{syn.name}': Lava's Conv gives shape {proc.a_out.shape}, the IR "
                                 f"expects {syn.out_shape} (as (W, H, C): {lava_shape(syn.out_shape)})")
@@ -271,13 +281,14 @@ def _lower(net: IntNetwork, x: np.ndarray):
     from lava.proc.io.source import RingBuffer as Source
 
     _check_network(net)
-    if net.source.shape != tuple(x.shape[1:]):
+    if tuple(net.source.shape) != tuple(x.shape[1:]):
         raise QuantizationError(f"inputs of shape {tuple(x.shape[1:])} do not match the network input "
                                 f"{net.source.shape}")
     flush = _network_depth(net)
     source = Source(data=_source_data(net, x, flush))
-    src_max = 2 ** (net.source.bits - 1) if net.source.signed else 2 ** net.source.bits - 1
-    streams = {net.source.name: _Stream(source.s_out, tuple(net.source.shape), 0, net.source.message_bits, src_max)}
+    src = net.source
+    src_max = 2 ** (src.bits - 1) if src.signed else 2 ** src.bits - 1
+    streams = {src.name: _Stream(source.s_out, tuple(src.shape), 0, src.message_bits, src_max)}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])
@@ -306,6 +317,29 @@ def _run(proc, total: int, progress: bool) -> None:
             bar.update(n)
 
 
+def _abort(proc) -> None:
+    """Tear the runtime down after a failed run. Lava's ``stop()`` sends STOP and waits for every
+    Process to answer, which hangs once one of them has died, so end them directly (this uses the
+    runtime's private message infrastructure: lava-nc 0.10 has no public abort)."""
+    runtime = proc.runtime
+    if runtime is None:  # failed before or during compilation
+        return
+    infrastructure = getattr(runtime, "_messaging_infrastructure", None)
+    if infrastructure is None:
+        return
+    try:
+        for actor in infrastructure.actors:
+            try:
+                alive = actor.is_alive()
+            except ValueError:  # already joined and closed by Lava when it collected the error
+                continue
+            if alive:
+                actor.terminate()
+        infrastructure.stop()  # joins the ended processes and frees the shared memory
+    except Exception as e:  # never hide the error that made the run fail
+        warnings.warn(f"could not shut the Lava runtime down cleanly: {type(e).__name__}: {e}")
+
+
 def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarray:
     """Run float inputs ``x`` (B, *input_shape) through ``net`` on Lava's fixed-point CPU simulation.
 
@@ -319,8 +353,10 @@ def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarra
     try:
         _run(source, total, progress)
         data = np.rint(np.asarray(sink.data.get())).astype(np.int64)  # (*lava_shape, total)
-    finally:
-        source.stop()
+    except BaseException:
+        _abort(source)
+        raise
+    source.stop()
     t = net.timesteps
     last_steps = np.arange(len(x)) * t + t - 1 + depth
     return from_lava(np.moveaxis(data[..., last_steps], -1, 0), lead=1)

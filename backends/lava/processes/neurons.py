@@ -82,14 +82,14 @@ class ReadoutNeuron(AbstractProcess):
         super().__init__(shape=shape, period=int(period), phase=int(phase), name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
-        self.v = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
         self.bias = Var(shape=shape, init=_per_neuron(bias, shape))
 
 
 class _WindowedNeuronModel(PyLoihiProcessModel):
     """Shared ports and the per-sample reset of both neuron models."""
 
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)  # inputs are summed in this type
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
