@@ -82,7 +82,7 @@ def cmd_simulate(args) -> int:
     from n2c.pipeline import run_backend
 
     data, _, net = _load_for_run(args)
-    run = run_backend(net, data.x, args.backend, progress=not args.json)
+    run = run_backend(net, data.x, args.backend, progress=not args.json, record_spikes=True)
     accuracy = float((run.predictions == data.y).mean())
     result = {"backend": args.backend, "graph": args.graph, "dataset": data.name, "samples": len(data),
               "timesteps": net.timesteps, "accuracy": accuracy, "predictions": run.predictions.tolist(),

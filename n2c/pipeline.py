@@ -55,7 +55,10 @@ class BackendRun:
         return self.output.reshape(len(self.output), -1).argmax(axis=1)
 
 
-def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = True) -> BackendRun:
+def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = True,
+                record_spikes: bool = False) -> BackendRun:
+    """Run ``x`` on a backend. The reference always records every layer's messages; Lava
+    records the spiking layers' counts only when ``record_spikes`` (extra sink processes)."""
     if tuple(x.shape[1:]) != tuple(net.source.shape):
         raise N2CError(f"the data has samples of shape {tuple(x.shape[1:])} but the graph expects "
                        f"{tuple(net.source.shape)}; use data the network was trained on")
@@ -65,7 +68,10 @@ def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = T
         sim = simulate(net, x)
         return BackendRun(backend, sim.output, time.perf_counter() - start, sim.messages)
     if backend == "lava":
-        from n2c.backends.lava.lower import run_lava
+        from n2c.backends.lava.lower import run_lava, run_lava_with_spikes
+        if record_spikes:
+            out, counts = run_lava_with_spikes(net, x, progress=progress)
+            return BackendRun(backend, out, time.perf_counter() - start, counts)
         out = run_lava(net, x, progress=progress)
         return BackendRun(backend, out, time.perf_counter() - start)
     raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")

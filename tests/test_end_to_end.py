@@ -29,6 +29,19 @@ def test_simulate_json_predictions_identical_across_backends(digits_nir, capsys)
         results[backend] = json.loads(capsys.readouterr().out)
     assert results["lava"]["predictions"] == results["reference"]["predictions"]
     assert results["lava"]["accuracy"] == results["reference"]["accuracy"]
+    assert results["lava"]["spikes_per_layer"] == results["reference"]["spikes_per_layer"]
+
+
+def test_lava_spike_counts_equal_reference_per_step(digits_nir, digits_test):
+    from n2c.backends.lava.lower import run_lava_with_spikes
+    _, net = load_network(str(digits_nir))
+    data = digits_test.head(20)
+    ref = run_backend(net, data.x, "reference", progress=False)
+    out, counts = run_lava_with_spikes(net, data.x, progress=False)
+    assert np.array_equal(out, ref.output)
+    assert set(counts) == {"features_1", "features_4", "classifier_2"}
+    for name, c in counts.items():
+        assert np.array_equal(c, ref.messages[name]), name
 
 
 def test_integer_snn_accuracy_within_one_point_of_ann(qcfs_model, digits_nir, digits_test):

@@ -275,8 +275,10 @@ def _network_depth(net: IntNetwork) -> int:
     return depth[net.output]
 
 
-def _lower(net: IntNetwork, x: np.ndarray):
-    """Build source, layers and sink; returns (any process, sink, readout depth, total steps)."""
+def _lower(net: IntNetwork, x: np.ndarray, record: bool = False):
+    """Build source, layers and sinks; returns (any process, readout sink, readout depth, total
+    steps, {neuron name: (sink, depth)} for the spike counts of every multi-threshold layer if
+    ``record``)."""
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
@@ -298,7 +300,14 @@ def _lower(net: IntNetwork, x: np.ndarray):
     total = len(x) * net.timesteps + readout.depth
     sink = Sink(shape=lava_shape(readout.shape), buffer=total)
     readout.port.connect(sink.a_in)
-    return source, sink, readout.depth, total
+    recorders = {}
+    if record:
+        for layer in net.layers:
+            if isinstance(layer, IntNeuron) and layer.kind == "mtn":
+                stream = streams[layer.name]
+                recorders[layer.name] = (Sink(shape=lava_shape(stream.shape), buffer=total), stream.depth)
+                stream.port.connect(recorders[layer.name][0].a_in)
+    return source, sink, readout.depth, total, recorders
 
 
 def _run(proc, total: int, progress: bool) -> None:
@@ -346,17 +355,37 @@ def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarra
     Returns the readout potentials after each sample's last step, (B, *out_shape) int64, equal
     to ``n2c.backends.reference.simulate(net, x).output``.
     """
+    return _execute(net, x, progress, record=False)[0]
+
+
+def run_lava_with_spikes(net: IntNetwork, x: np.ndarray, progress: bool = True
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Like :func:`run_lava`, and also records every multi-threshold layer's spike counts as
+    (T, B, *shape) int64 in IR layout (one extra sink Process per layer, so slower)."""
+    return _execute(net, x, progress, record=True)
+
+
+def _execute(net: IntNetwork, x: np.ndarray, progress: bool, record: bool):
     x = np.asarray(x)
     if len(x) == 0:
         raise QuantizationError("run_lava needs at least one sample")
-    source, sink, depth, total = _lower(net, x)
+    source, sink, depth, total, recorders = _lower(net, x, record)
     try:
         _run(source, total, progress)
         data = np.rint(np.asarray(sink.data.get())).astype(np.int64)  # (*lava_shape, total)
+        recorded = {name: (np.rint(np.asarray(rec.data.get())).astype(np.int64), d)
+                    for name, (rec, d) in recorders.items()}
     except BaseException:
         _abort(source)
         raise
     source.stop()
-    t = net.timesteps
-    last_steps = np.arange(len(x)) * t + t - 1 + depth
-    return from_lava(np.moveaxis(data[..., last_steps], -1, 0), lead=1)
+    t, b = net.timesteps, len(x)
+    last_steps = np.arange(b) * t + t - 1 + depth
+    output = from_lava(np.moveaxis(data[..., last_steps], -1, 0), lead=1)
+    counts = {}
+    for name, (values, d) in recorded.items():
+        steps = (np.arange(b)[None, :] * t + np.arange(t)[:, None] + d).ravel()  # (T·B), t-major
+        per_step = np.moveaxis(values[..., steps], -1, 0)  # (T·B, *lava_shape)
+        in_ir_layout = from_lava(per_step, lead=1)  # (T·B, *shape)
+        counts[name] = in_ir_layout.reshape(t, b, *in_ir_layout.shape[1:])
+    return output, counts
