@@ -27,6 +27,7 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
     out.mkdir(parents=True, exist_ok=True)
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     print(f"[1/5] training a QCFS CNN (L = 8) on digits: {len(train_set)} train / {len(test_set)} test images")
+    torch.manual_seed(0)  # deterministic initialization: the numbers are comparable run to run
     model = train(DigitsCNN(levels=8), train_set, epochs=epochs)
     checkpoint = out / "digits_qcfs.pt"
     torch.save(model.state_dict(), checkpoint)

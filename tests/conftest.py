@@ -26,6 +26,7 @@ def digits_test():
 @pytest.fixture(scope="session")
 def qcfs_model(digits_train):
     """The demo network trained with QCFS (L = 8), as `make demo` trains it."""
+    torch.manual_seed(0)
     return train(DigitsCNN(levels=8), digits_train, progress=False)
 
 
