@@ -62,14 +62,16 @@ def cmd_export(args) -> int:
 
 
 def _load_for_run(args):
+    """Data, layer graph and integer network. Input scale: --input-scale, else the graph's,
+    else the data set's."""
+    from n2c.backends.ir import import_nir
+    from n2c.backends.quantize import quantize
     from n2c.data import load_dataset
-    from n2c.pipeline import load_network
 
     data = load_dataset(args.dataset, args.split).head(args.samples)
-    graph, net = load_network(args.graph, args.input_scale)
-    if graph.input.input_scale is None and not args.input_scale:
-        net.source.scale = data.input_scale
-    return data, graph, net
+    graph = import_nir(args.graph)
+    scale = args.input_scale or graph.input.input_scale or data.input_scale
+    return data, graph, quantize(graph, scale)
 
 
 def _spikes_per_layer(net, messages) -> dict:

@@ -118,3 +118,14 @@ def test_bad_input_is_one_line_exit_2_no_output(args, message, bad_input_dir):
     assert len(lines) == 1 and lines[0].startswith("n2c: error:"), r.stderr
     assert message in lines[0]
     assert set(p.name for p in tmp.iterdir()) == before  # no partial output
+
+
+def test_graph_without_input_scale_takes_the_datasets(digits_nir, tmp_path, capsys):
+    import nir
+    graph = nir.read(str(digits_nir))
+    graph.metadata.pop("n2c.input_scale")
+    graph.nodes["input"].metadata = {}
+    path = tmp_path / "noscale.nir"
+    nir.write(str(path), graph)
+    assert main(["simulate", str(path), "--samples", "30", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
