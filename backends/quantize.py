@@ -31,6 +31,12 @@ STATE_BITS = 24  # Loihi u/v state
 STATE_MAX = 2 ** (STATE_BITS - 1) - 1
 STATE_MIN = -(2 ** (STATE_BITS - 1))
 WEIGHT_BITS = 8
+
+
+def clamp24(x: np.ndarray) -> np.ndarray:
+    """Saturate to Loihi's signed 24-bit state range (membrane potentials)."""
+    return np.clip(x, STATE_MIN, STATE_MAX)
+
 INPUT_BITS = 8
 
 

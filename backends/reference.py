@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from n2c.backends.quantize import STATE_MAX, STATE_MIN, IntNetwork, IntNeuron, IntSynapse
+from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, clamp24
 from n2c.neurons import multi_threshold_step
 
 EXACT_FLOAT64 = 2 ** 53
@@ -36,10 +36,6 @@ def lava_effective_weights(w: np.ndarray) -> np.ndarray:
     if (w < 0).any() and (w > 0).any():
         return np.right_shift(np.clip(w, -256, 255), 1) << 1
     return np.clip(w, -255, 255)
-
-
-def _clamp24(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, STATE_MIN, STATE_MAX)
 
 
 def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
@@ -93,13 +89,13 @@ def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.
     if neuron.kind == "readout":
         v = np.zeros(current.shape[1:], dtype=np.int64)
         for t in range(timesteps):
-            v = _clamp24(v + current[t] + bias)
+            v = clamp24(v + current[t] + bias)
         return np.zeros((0,)), v
     v = np.broadcast_to(neuron.v_init, current.shape[1:]).astype(np.int64)
     counts = np.empty_like(current)
     for t in range(timesteps):
         k, v = multi_threshold_step(v, current[t] + bias, neuron.threshold, neuron.max_spikes)
-        v = _clamp24(v)
+        v = clamp24(v)
         counts[t] = k
     return counts, v
 

@@ -108,9 +108,6 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
                 raise UnsupportedLayerError(
                     f"{_describe(node, gm)}: only the sum of two tensors (a residual connection) is supported")
             node.target = operator.add
-        elif node.op == "call_method" and node.target == "size" or \
-                node.op == "call_function" and node.target is len:
-            continue  # only used by a flatten; erased below once unused
     gm.graph.eliminate_dead_code()
     _check_canonical(gm)
     gm.recompile()
@@ -141,7 +138,3 @@ def _is_canonical(gm: fx.GraphModule) -> bool:
         return True
     except UnsupportedLayerError:
         return False
-
-
-def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(node.target) if node.op == "call_module" else None

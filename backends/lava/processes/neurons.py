@@ -26,14 +26,9 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from n2c.backends.quantize import clamp24
 from n2c.neurons import multi_threshold_step
 
-STATE_MIN, STATE_MAX = -(2 ** 23), 2 ** 23 - 1  # Loihi's 24-bit signed state
-
-
-def clamp24(x: np.ndarray) -> np.ndarray:
-    """Saturate to the signed 24-bit state range."""
-    return np.clip(x, STATE_MIN, STATE_MAX)
 
 
 def _per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
