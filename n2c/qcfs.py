@@ -1,18 +1,33 @@
-"""QCFS activation (Bu et al., ICLR 2022): quantization clip-floor-shift.
+"""Quantization layers trained in the ANN in place of ReLU.
+
+QCFS (Bu et al., ICLR 2022), quantization clip-floor-shift:
 
     h(z) = λ · clip(floor(z·L/λ + 1/2), 0, L) / L
 
-λ is a trainable threshold (one scalar per layer), L the number of levels, and
-the shift 1/2 makes the expected conversion error zero. The floor passes the
-gradient straight through. Written as θ·k with θ = λ/L and k the count of
-``n2c.neurons.qcfs_count`` so that the converted one-step spiking neuron
-computes the same floats.
+Signed QCFS (the quantizer of polarity multi-spike mapping, PMSM), which keeps
+the negative values a ReLU would drop:
+
+    q(z) = λ · clip(floor(z·L/λ + 1/2), -L, L) / L
+
+λ is a trainable threshold, one scalar per layer or one per channel (a tensor
+shaped to broadcast over the activation without its batch dimension, e.g.
+(C, 1, 1)); L is the number of levels. The floor passes the gradient straight
+through. Both are written as θ·k with θ = λ/L and k the count of
+``n2c.neurons.qcfs_count`` / ``signed_qcfs_count`` so that the converted one-step
+spiking neuron computes the same floats.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _lam_tensor(lam) -> torch.Tensor:
+    lam = torch.as_tensor(lam, dtype=torch.float32).detach().clone()
+    if (lam <= 0).any():
+        raise ValueError("QCFS thresholds λ must be positive")
+    return lam
 
 
 class QCFS(nn.Module):
@@ -22,11 +37,11 @@ class QCFS(nn.Module):
     torch.export file) carries it together with λ.
     """
 
-    def __init__(self, levels: int = 8, lam: float = 4.0):
+    def __init__(self, levels: int = 8, lam: float | torch.Tensor = 4.0):
         super().__init__()
-        if levels < 1:
+        if int(levels) < 1:
             raise ValueError(f"QCFS levels must be >= 1, got {levels}")
-        self.lam = nn.Parameter(torch.tensor(float(lam)))
+        self.lam = nn.Parameter(_lam_tensor(lam))
         self.register_buffer("levels", torch.tensor(int(levels)))
 
     @property
@@ -45,4 +60,18 @@ class QCFS(nn.Module):
         return k * theta
 
     def extra_repr(self) -> str:
-        return f"levels={int(self.levels)}, lam={float(self.lam):.4g}"
+        lam = self.lam.detach()
+        shown = f"{float(lam):.4g}" if lam.numel() == 1 else f"per-channel {tuple(lam.shape)}"
+        return f"levels={int(self.levels)}, lam={shown}"
+
+
+class SignedQCFS(QCFS):
+    """Signed quantizer of PMSM: ``λ·clip(floor(z·L/λ + 1/2), -L, L)/L`` (2L+1 levels)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        levels = int(self.levels)
+        theta = self.lam / levels
+        # n2c.neurons.signed_qcfs_count, spelled out (see QCFS.forward)
+        q = (theta / 2 + z) / theta
+        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), -levels, levels)
+        return k * theta

@@ -3,9 +3,14 @@
 Tensors inside a spiking graph are laid out ``[T·B, ...]``: synapse layers
 (Conv2d, Linear, AvgPool2d, Flatten, additions) act on every step at once,
 because they are linear and per-step; neurons view their input as
-``[T, B, ...]`` and step through time with :func:`n2c.neurons.multi_threshold_step`.
-Direct encoding: the analog image is fed unchanged at every step. Readout:
-the output of the last layer averaged over the T steps.
+``[T, B, ...]``. Direct encoding: the analog image is fed unchanged at every
+step. Readout: the output of the last layer averaged over the T steps.
+
+The neuron modules spell out the equations of :mod:`n2c.neurons` in plain torch
+ops so that TorchScript can compile them (a converted SNN is saved as a
+TorchScript file); ``tests/test_neurons.py`` checks that they agree.
+Buffers shaped to broadcast over one sample (e.g. (C, 1, 1)) give per-channel
+thresholds.
 """
 
 from __future__ import annotations
@@ -13,55 +18,145 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from n2c.neurons import multi_threshold_step
+
+def _buffer(value, like: torch.Tensor | None = None) -> torch.Tensor:
+    t = torch.as_tensor(value if value is not None else like, dtype=torch.float32)
+    return t.detach().clone()
 
 
 class MultiThresholdIF(nn.Module):
-    """IF neuron with reset by subtraction, up to ``max_spikes`` spikes per step.
+    """IF neuron with reset by subtraction: up to ``max_spikes`` positive and
+    ``min_spikes`` negative spikes per step (``n2c.neurons.multi_threshold_step``).
 
-    Parameters (see ``n2c.neurons``): ``threshold`` θ, ``max_spikes`` K,
-    ``v_init`` v(0) (default θ/2, the optimal initial potential), ``timesteps`` T.
-    Output per step: θ·k(t), a graded spike of k units.
+    ``threshold`` θ, ``v_init`` v(0) (default θ/2, the optimal initial potential),
+    ``spike_value`` the real value of one spike (default θ), ``timesteps`` T.
+    Output per step: spike_value·k(t). IF: K=1; MTN: K=L at T=1; PMSM: min_spikes=K.
     """
 
-    def __init__(self, threshold: torch.Tensor | float, max_spikes: int, timesteps: int,
-                 v_init: torch.Tensor | float | None = None):
+    def __init__(self, threshold, max_spikes: int, timesteps: int, v_init=None, min_spikes: int = 0,
+                 spike_value=None):
         super().__init__()
-        threshold = torch.as_tensor(threshold, dtype=torch.float32).detach().clone()
+        threshold = _buffer(threshold)
         if (threshold <= 0).any():
             raise ValueError("neuron thresholds must be positive")
         self.register_buffer("threshold", threshold)
-        self.register_buffer("v_init", threshold / 2 if v_init is None
-                             else torch.as_tensor(v_init, dtype=torch.float32).detach().clone())
+        self.register_buffer("v_init", _buffer(v_init, threshold / 2))
+        self.register_buffer("spike_value", _buffer(spike_value, threshold))
         self.max_spikes = int(max_spikes)
+        self.min_spikes = int(min_spikes)
         self.timesteps = int(timesteps)
-        self.last_counts: torch.Tensor | None = None  # [T, B, ...] spike counts of the last call
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = x.reshape(self.timesteps, -1, *x.shape[1:])
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        """Spike counts [T, B, ...] for input currents x [T·B, ...]."""
+        steps = x.reshape([self.timesteps, -1] + list(x.shape[1:]))
         v = self.v_init.expand_as(steps[0])
         counts = []
         for t in range(self.timesteps):
-            k, v = multi_threshold_step(v, steps[t], self.threshold, self.max_spikes)
+            m = v + steps[t]
+            k = torch.clamp(torch.floor(m / self.threshold), -self.min_spikes, self.max_spikes)
+            v = m - self.threshold * k
             counts.append(k)
-        self.last_counts = torch.stack(counts)
-        return (self.last_counts * self.threshold).reshape(x.shape)
+        return torch.stack(counts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.counts(x) * self.spike_value).reshape(x.shape)
 
     def extra_repr(self) -> str:
-        return (f"threshold={self.threshold.flatten()[:1].item():.4g}{'…' if self.threshold.numel() > 1 else ''}, "
-                f"max_spikes={self.max_spikes}, timesteps={self.timesteps}")
+        theta = self.threshold.flatten()
+        return (f"threshold={theta[0].item():.4g}{'…' if theta.numel() > 1 else ''}, "
+                f"spikes=[-{self.min_spikes}, {self.max_spikes}], timesteps={self.timesteps}")
+
+
+class ParallelNeuron(nn.Module):
+    """Parallel spiking neuron (``n2c.neurons.parallel_count``): layer-synchronous over T steps.
+
+    ``n = clip(floor((Σ_t I(t) + v_init)/θ), 0, T)``, spikes at steps 0..n-1 (sorted),
+    each of value ``spike_value``. ``v_init = θ/2 + T·ψ`` carries the DA-QCFS shift ψ;
+    ``spike_value = θ + φ`` its amplitude correction (θ when uncalibrated).
+    """
+
+    def __init__(self, threshold, timesteps: int, v_init=None, spike_value=None):
+        super().__init__()
+        threshold = _buffer(threshold)
+        if (threshold <= 0).any():
+            raise ValueError("neuron thresholds must be positive")
+        self.register_buffer("threshold", threshold)
+        self.register_buffer("v_init", _buffer(v_init, threshold / 2))
+        self.register_buffer("spike_value", _buffer(spike_value, threshold))
+        self.timesteps = int(timesteps)
+
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x.reshape([self.timesteps, -1] + list(x.shape[1:]))
+        total = steps.sum(dim=0)
+        n = torch.clamp(torch.floor((self.v_init + total) / self.threshold), 0, self.timesteps)
+        t = torch.arange(self.timesteps, dtype=x.dtype, device=x.device).reshape([-1] + [1] * n.dim())
+        return (t < n.unsqueeze(0)).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.counts(x) * self.spike_value).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold.flatten()[0].item():.4g}, timesteps={self.timesteps}"
+
+
+class ScaleAndFire(nn.Module):
+    """Scale-and-fire neuron (``n2c.neurons.scale_and_fire_step``): non-uniform thresholds
+    ``edges`` (N,), integer output ``codes`` (N+1,), ``unit`` the real value of one code,
+    reset by subtraction of the emitted value, ``v_init`` (default 0)."""
+
+    def __init__(self, edges, codes, unit: float, timesteps: int, v_init=None):
+        super().__init__()
+        edges = _buffer(edges)
+        codes = torch.as_tensor(codes, dtype=torch.float32)
+        if edges.dim() != 1 or codes.shape != (edges.numel() + 1,) or not bool((edges[1:] > edges[:-1]).all()):
+            raise ValueError("SFN needs N ascending thresholds and N+1 output codes")
+        if not bool((codes[1:] >= codes[:-1]).all()) or not bool((codes == codes.round()).all()):
+            raise ValueError("SFN output codes must be non-decreasing integers")
+        if not unit > 0:
+            raise ValueError("SFN code unit must be positive")
+        self.register_buffer("edges", edges)
+        self.register_buffer("codes", codes.detach().clone())
+        self.register_buffer("unit", torch.tensor(float(unit)))
+        self.register_buffer("v_init", _buffer(0.0 if v_init is None else v_init))
+        self.timesteps = int(timesteps)
+
+    @property
+    def spike_value(self) -> torch.Tensor:
+        return self.unit
+
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        """Output codes [T, B, ...] (the integer each graded spike carries)."""
+        steps = x.reshape([self.timesteps, -1] + list(x.shape[1:]))
+        v = self.v_init.expand_as(steps[0])
+        codes = []
+        for t in range(self.timesteps):
+            m = v + steps[t]
+            c = self.codes[torch.searchsorted(self.edges, m.contiguous(), right=True)]
+            v = m - self.unit * c
+            codes.append(c)
+        return torch.stack(codes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.counts(x) * self.unit).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"thresholds={self.edges.numel()}, unit={float(self.unit):.4g}, timesteps={self.timesteps}"
+
+
+NEURON_TYPES = (MultiThresholdIF, ParallelNeuron, ScaleAndFire)
 
 
 class SpikingNetwork(nn.Module):
     """A canonical fx graph whose activations are spiking neurons, run for T steps."""
 
-    def __init__(self, graph: fx.GraphModule, timesteps: int):
+    def __init__(self, graph: fx.GraphModule, timesteps: int, method: str = "mtn"):
         super().__init__()
         self.graph_module = graph
         self.timesteps = int(timesteps)
+        self.method = method
 
-    def neurons(self) -> dict[str, MultiThresholdIF]:
-        return {name: m for name, m in self.graph_module.named_modules() if isinstance(m, MultiThresholdIF)}
+    def neurons(self) -> dict[str, nn.Module]:
+        return {name: m for name, m in self.graph_module.named_modules() if isinstance(m, NEURON_TYPES)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over T of the last layer's output for a batch ``x`` of shape (B, ...)."""
