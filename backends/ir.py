@@ -15,7 +15,7 @@ import numpy as np
 
 from n2c.errors import NIRFormatError
 
-SUPPORTED_CONVENTION = 1
+SUPPORTED_CONVENTION = 2
 
 
 @dataclass
@@ -63,10 +63,21 @@ class FlattenLayer(Layer):
 
 @dataclass
 class NeuronLayer(Layer):
-    """Multi-threshold IF, reset by subtraction (equations in ``n2c.neurons``)."""
-    threshold: np.ndarray = None  # θ, broadcast to out_shape
+    """A spiking layer with reset by subtraction (equations in ``n2c.neurons``).
+
+    ``kind``: "mtn" (multi-threshold IF, polarity when ``min_spikes`` > 0),
+    "parallel" (parallel neuron over the T-step window) or "sfn" (scale-and-fire,
+    thresholds ``edges`` and integer output ``codes``). A spike of count/code k
+    carries the real value ``spike_value``·k.
+    """
+    threshold: np.ndarray = None  # θ, broadcast to out_shape (sfn: first positive threshold)
     v_init: np.ndarray = None
     max_spikes: int = 1
+    kind: str = "mtn"
+    min_spikes: int = 0
+    spike_value: np.ndarray = None  # broadcast to out_shape
+    edges: np.ndarray | None = None  # sfn only, (N,)
+    codes: np.ndarray | None = None  # sfn only, (N+1,) integers
 
 
 @dataclass
@@ -143,23 +154,47 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
         raise NIRFormatError(f"{path} is not a readable NIR file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
+NEURON_KINDS = {"multi_threshold_if": "mtn", "parallel": "parallel", "scale_and_fire": "sfn"}
+
+
+def _meta_array(meta: dict, key: str, default, shape: tuple[int, ...], name: str) -> np.ndarray:
+    value = np.asarray(meta.get(key, default), dtype=np.float64)
+    try:
+        return np.broadcast_to(value, shape).copy()
+    except ValueError:
+        raise NIRFormatError(f"IF node '{name}': {key} has shape {value.shape}, expected {shape}") from None
+
+
 def _neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...], graph_meta: dict) -> NeuronLayer:
     meta = node.metadata or {}
-    if meta.get("n2c.neuron") != "multi_threshold_if":
+    kind = NEURON_KINDS.get(meta.get("n2c.neuron"))
+    if kind is None:
         raise NIRFormatError(
-            f"IF node '{name}' has no n2c neuron metadata; NIR files from other tools are not supported yet "
-            "(only graphs exported by n2c)")
+            f"IF node '{name}' has no n2c neuron metadata (n2c.neuron {meta.get('n2c.neuron')!r}); NIR files from "
+            "other tools are not supported yet (only graphs exported by n2c)")
     if meta.get("n2c.reset") != "subtract" or meta.get("n2c.fire") != "inclusive":
         raise NIRFormatError(f"IF node '{name}': unsupported n2c.reset/n2c.fire "
                              f"{meta.get('n2c.reset')!r}/{meta.get('n2c.fire')!r}")
     theta = np.asarray(node.v_threshold, dtype=np.float64)
     if theta.shape != shape or not (theta > 0).all():
         raise NIRFormatError(f"IF node '{name}': v_threshold must be positive with shape {shape}, got {theta.shape}")
-    v_init = np.asarray(meta.get("n2c.v_init", theta / 2), dtype=np.float64)
-    if v_init.shape != shape:
-        raise NIRFormatError(f"IF node '{name}': n2c.v_init has shape {v_init.shape}, expected {shape}")
-    return NeuronLayer(name, preds, shape, shape, threshold=theta, v_init=v_init,
-                       max_spikes=int(meta.get("n2c.max_spikes", 1)))
+    v_init = _meta_array(meta, "n2c.v_init", theta / 2 if kind != "sfn" else 0.0, shape, name)
+    spike_value = _meta_array(meta, "n2c.spike_value", theta, shape, name)
+    layer = NeuronLayer(name, preds, shape, shape, threshold=theta, v_init=v_init,
+                        max_spikes=int(meta.get("n2c.max_spikes", 1)), kind=kind,
+                        min_spikes=int(meta.get("n2c.min_spikes", 0)), spike_value=spike_value)
+    if kind == "sfn":
+        edges = np.asarray(meta.get("n2c.sfn_edges", []), dtype=np.float64).reshape(-1)
+        codes = np.asarray(meta.get("n2c.sfn_codes", []), dtype=np.float64).reshape(-1)
+        if edges.size < 1 or codes.size != edges.size + 1 or (np.diff(edges) <= 0).any() \
+                or (np.diff(codes) < 0).any() or (codes != np.round(codes)).any():
+            raise NIRFormatError(f"IF node '{name}': n2c.sfn_edges must ascend and n2c.sfn_codes be N+1 "
+                                 "non-decreasing integers")
+        layer.edges, layer.codes = edges, codes.astype(np.int64)
+        layer.max_spikes, layer.min_spikes = int(max(codes.max(), 0)), int(max(-codes.min(), 0))
+    if kind == "parallel":
+        layer.max_spikes, layer.min_spikes = 1, 0
+    return layer
 
 
 def import_nir(graph: nir.NIRGraph | str | Path) -> LayerGraph:

@@ -81,9 +81,10 @@ class IntSynapse:
 
 @dataclass
 class IntNeuron:
-    """Multi-threshold IF (``kind='mtn'``) or the output accumulator (``kind='readout'``)."""
+    """A spiking layer (``kind`` "mtn", "parallel" or "sfn", see ``n2c.backends.ir.NeuronLayer``)
+    or the output accumulator (``kind='readout'``)."""
     name: str
-    kind: str  # "mtn" | "readout"
+    kind: str  # "mtn" | "parallel" | "sfn" | "readout"
     inputs: list[str]
     shape: tuple[int, ...]
     scale: float  # S: real potential = integer / S
@@ -91,11 +92,21 @@ class IntNeuron:
     threshold: np.ndarray | None = None  # int64, shape (mtn only)
     v_init: np.ndarray | None = None
     max_spikes: int = 1
-    spike_value: np.ndarray | None = None  # real value of one spike (θ), shape
+    min_spikes: int = 0  # negative spikes (polarity)
+    spike_value: np.ndarray | None = None  # real value of one spike (count or code unit), shape
+    edges: np.ndarray | None = None  # sfn: int64 thresholds (N,)
+    codes: np.ndarray | None = None  # sfn: int64 output codes (N+1,)
+    code_value: int = 0  # sfn: integer potential subtracted per code unit
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind != "readout"
 
     @property
     def message_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.max_spikes + 1)))
+        """Bits of a graded spike: the count/code, with a sign bit when negative spikes exist."""
+        bits = max(1, math.ceil(math.log2(self.max_spikes + 1)))
+        return bits + 1 if self.min_spikes > 0 else bits
 
 
 @dataclass
@@ -182,21 +193,35 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
             pending[layer.name] = (layer, src, tuple(in_shape), unit[src])
             continue
         if isinstance(layer, (NeuronLayer, OutputLayer)):
-            syn_layers = [pending.pop(resolve(p)) for p in layer.inputs if resolve(p) in pending]
-            if len(syn_layers) != len(layer.inputs):
-                raise QuantizationError(f"'{layer.name}' must receive its input through weighted layers "
-                                        "(Conv2d/Affine); a neuron directly after pooling or another neuron is not supported")
-            kind = "mtn" if isinstance(layer, NeuronLayer) else "readout"
+            syn_layers = []
+            for p in layer.inputs:
+                src = resolve(p)
+                if src in pending:
+                    syn_layers.append(pending.pop(src))
+                else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
+                    shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
+                    syn_layers.append((_identity_layer(f"{layer.name}_from_{src}", shape), src, shape, unit[src]))
+            kind = layer.kind if isinstance(layer, NeuronLayer) else "readout"
             neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers)
             out += synapses + [neuron]
             summary.append(info)
-            if kind == "mtn":
-                unit[layer.name] = np.broadcast_to(layer.threshold, layer.out_shape)
+            if kind != "readout":
+                unit[layer.name] = np.broadcast_to(layer.spike_value, layer.out_shape)
             continue
         raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be quantized yet")
     if pending:
         raise QuantizationError(f"weighted layers {sorted(pending)} feed no neuron or output")
     return IntNetwork(source, out, out[-1].name, graph.timesteps, summary)
+
+
+def _identity_layer(name: str, shape: tuple[int, ...]):
+    """Weights 1 from a layer's output to a neuron of the same shape (1x1 depthwise conv for images)."""
+    if len(shape) == 1:
+        return DenseLayer(name, [], shape, shape, weight=np.eye(shape[0]), bias=np.zeros(shape[0]))
+    if len(shape) != 3:
+        raise QuantizationError(f"'{name}': cannot connect a {len(shape)}-D layer output directly to a neuron")
+    c = shape[0]
+    return ConvLayer(name, [], shape, shape, weight=np.ones((c, 1, 1, 1)), bias=np.zeros(c), groups=c)
 
 
 def _effective_weights(layer, in_shape, u) -> np.ndarray:
@@ -232,14 +257,21 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
                        bias=_to_int(bias * scale, layer.name, "the bias"))
     info = {"layer": layer.name, "kind": kind, "scale": scale, "weight_max_abs_error": max_err,
             "weight_bits": WEIGHT_BITS, "synapses": [s.name for s in synapses]}
-    if kind == "mtn":
+    if kind != "readout":
         theta = np.broadcast_to(layer.threshold, shape)
         neuron.threshold = _to_int(theta * scale, layer.name, "the threshold", 17 + 6)
         if (neuron.threshold < 1).any():
             raise QuantizationError(f"layer '{layer.name}': threshold rounds to zero at scale {scale:g}")
         neuron.v_init = _to_int(np.broadcast_to(layer.v_init, shape) * scale, layer.name, "v_init")
-        neuron.max_spikes = layer.max_spikes
-        neuron.spike_value = np.asarray(theta, dtype=np.float64)
+        neuron.max_spikes, neuron.min_spikes = layer.max_spikes, layer.min_spikes
+        neuron.spike_value = np.broadcast_to(layer.spike_value, shape).astype(np.float64)
+        if kind == "sfn":
+            neuron.edges = _to_int(layer.edges * scale, layer.name, "the SFN thresholds")
+            neuron.codes = layer.codes.astype(np.int64)
+            unit = float(np.unique(layer.spike_value)[0])
+            neuron.code_value = int(_to_int(np.array(unit * scale), layer.name, "the SFN code unit"))
+            if neuron.code_value < 1 or (np.diff(neuron.edges) <= 0).any():
+                raise QuantizationError(f"layer '{layer.name}': SFN thresholds collapse at scale {scale:g}")
         info["threshold_int_min"] = int(neuron.threshold.min())
         if neuron.threshold.min() < 16:
             warnings.warn(f"layer '{layer.name}': integer threshold {int(neuron.threshold.min())} leaves little "

@@ -6,7 +6,11 @@ Batched over samples and vectorized over neurons. Arithmetic (all int64):
   Dense model accumulates in int32 and does not saturate its "16-bit" output)
 * conv / sum-pool synapse: a = wrap24(W ⊛ s)   (Lava's Conv wraps its output to signed 24 bits)
 * multi-threshold neuron (``n2c.neurons.multi_threshold_step``), per step:
-  m = v + Σa + b;  k = clip(m // θ, 0, K);  v = clamp24(m - k·θ);  emit k
+  m = v + Σa + b;  k = clip(m // θ, -K⁻, K);  v = clamp24(m - k·θ);  emit k
+* parallel neuron (``n2c.neurons.parallel_count``), once per window of T steps:
+  v = clamp24(v + Σa + b) over the window;  n = clip(v // θ, 0, T);  emit 1 at steps 0..n-1
+* scale-and-fire neuron (``n2c.neurons.scale_and_fire_step``), per step:
+  m = v + Σa + b;  c = codes[#{e_i ≤ m}];  v = clamp24(m - c·u);  emit c
 * readout neuron: v = clamp24(v + Σa + b); the output is v after the last step.
 
 Timing is zero-delay: every layer sees step t of its input at step t. Lava adds
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, clamp24
-from n2c.neurons import multi_threshold_step
+from n2c.neurons import multi_threshold_step, parallel_count, parallel_spikes, scale_and_fire_step
 
 EXACT_FLOAT64 = 2 ** 53
 
@@ -52,7 +56,7 @@ class SimResult:
     def counts(self, net: IntNetwork) -> dict[str, np.ndarray]:
         """Spike counts (T, B, ...) of the multi-threshold neurons."""
         return {layer.name: self.messages[layer.name] for layer in net.layers
-                if isinstance(layer, IntNeuron) and layer.kind == "mtn"}
+                if isinstance(layer, IntNeuron) and layer.spiking}
 
 
 def _check_exact_range(syn: IntSynapse, max_in: int) -> None:
@@ -92,9 +96,19 @@ def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.
             v = clamp24(v + current[t] + bias)
         return np.zeros((0,)), v
     v = np.broadcast_to(neuron.v_init, current.shape[1:]).astype(np.int64)
+    if neuron.kind == "parallel":
+        total = v
+        for t in range(timesteps):  # integrate the window with the membrane's saturation
+            total = clamp24(total + current[t] + bias)
+        n = parallel_count(total, neuron.threshold, timesteps, v_init=0)
+        return parallel_spikes(n, timesteps), clamp24(total - neuron.threshold * n)
     counts = np.empty_like(current)
     for t in range(timesteps):
-        k, v = multi_threshold_step(v, current[t] + bias, neuron.threshold, neuron.max_spikes)
+        if neuron.kind == "sfn":
+            k, v = scale_and_fire_step(v, current[t] + bias, neuron.edges, neuron.codes, neuron.code_value)
+        else:
+            k, v = multi_threshold_step(v, current[t] + bias, neuron.threshold, neuron.max_spikes,
+                                        neuron.min_spikes)
         v = clamp24(v)
         counts[t] = k
     return counts, v

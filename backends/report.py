@@ -79,8 +79,8 @@ def build_report(net: IntNetwork, sim: SimResult, hardware_name: str, labels: np
             row = {"name": layer.name, "kind": layer.kind, "shape": list(layer.shape), "neurons": neurons,
                    "neuron_updates": neurons * t}
             totals["neuron_updates"] += neurons * t
-            if layer.kind == "mtn":
-                k = sim.messages[layer.name]
+            if layer.spiking:
+                k = np.abs(sim.messages[layer.name])  # unit spikes: |count| (polarity), code (SFN)
                 messages = float((k != 0).sum()) / b
                 row.update({"threshold_int_min": int(layer.threshold.min()), "max_spikes": layer.max_spikes,
                             "messages": messages, "unit_spikes": float(k.sum()) / b,

@@ -20,9 +20,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from n2c.errors import UnsupportedLayerError
-from n2c.snn import MultiThresholdIF, SpikingNetwork
+from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
-NIR_CONVENTION_VERSION = 1
+NIR_CONVENTION_VERSION = 2
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -33,17 +33,24 @@ def _pair(v) -> np.ndarray:
     return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
 
 
-def neuron_metadata(m: MultiThresholdIF, shape: tuple[int, ...]) -> dict:
-    """The ``n2c.*`` keys of a multi-threshold IF neuron (see docs/nir-conventions.md)."""
-    return {
-        "n2c.neuron": "multi_threshold_if",
-        "n2c.reset": "subtract",
-        "n2c.fire": "inclusive",
-        "n2c.output": "graded",
-        "n2c.max_spikes": int(m.max_spikes),
-        "n2c.timesteps": int(m.timesteps),
-        "n2c.v_init": np.broadcast_to(_np(m.v_init), shape).copy(),
-    }
+def _full(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    return np.broadcast_to(_np(t), shape).copy()
+
+
+def neuron_metadata(m: nn.Module, shape: tuple[int, ...]) -> dict:
+    """The ``n2c.*`` keys of a neuron (see docs/nir-conventions.md)."""
+    meta = {"n2c.reset": "subtract", "n2c.fire": "inclusive", "n2c.output": "graded",
+            "n2c.timesteps": int(m.timesteps), "n2c.v_init": _full(m.v_init, shape),
+            "n2c.spike_value": _full(m.spike_value, shape)}
+    if isinstance(m, MultiThresholdIF):
+        meta.update({"n2c.neuron": "multi_threshold_if", "n2c.max_spikes": int(m.max_spikes),
+                     "n2c.min_spikes": int(m.min_spikes)})
+    elif isinstance(m, ParallelNeuron):
+        meta.update({"n2c.neuron": "parallel", "n2c.max_spikes": 1, "n2c.min_spikes": 0})
+    elif isinstance(m, ScaleAndFire):
+        meta.update({"n2c.neuron": "scale_and_fire", "n2c.sfn_edges": _np(m.edges).astype(np.float64),
+                     "n2c.sfn_codes": m.codes.detach().numpy().astype(np.int64)})
+    return meta
 
 
 def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], name: str) -> nir.NIRNode:
@@ -68,8 +75,24 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
             raise UnsupportedLayerError(f"Flatten '{name}': only flatten(start_dim=1) is supported")
         # NIR shapes have no batch dimension: torch's start_dim=1 is NIR's start_dim=0.
         return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
-    if isinstance(module, MultiThresholdIF):
-        theta = np.broadcast_to(_np(module.threshold), out_shape).copy()
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        out = module.output_size if isinstance(module.output_size, (tuple, list)) else (module.output_size,) * 2
+        size = [in_shape[1 + i] if out[i] is None else int(out[i]) for i in range(2)]
+        if in_shape[1] % size[0] or in_shape[2] % size[1]:
+            raise UnsupportedLayerError(f"AdaptiveAvgPool2d '{name}': input {in_shape[1:]} is not a multiple of "
+                                        f"the output size {tuple(size)}; use an AvgPool2d")
+        kernel = np.array([in_shape[1] // size[0], in_shape[2] // size[1]])
+        return nir.AvgPool2d(kernel_size=kernel, stride=kernel, padding=np.zeros(2, np.int64))
+    if isinstance(module, nn.MaxPool2d):
+        raise UnsupportedLayerError(f"MaxPool2d '{name}': NIR 1.0 has no max pooling node; n2c runs it in "
+                                    "torch before the first spiking layer, but cannot export it (use "
+                                    "--maxpool avg, or an AvgPool2d)")
+    if isinstance(module, (MultiThresholdIF, ParallelNeuron, ScaleAndFire)):
+        if isinstance(module, ScaleAndFire):  # NIR's threshold: the first positive SFN threshold
+            edges = module.edges[module.edges > 0]
+            theta = np.full(out_shape, float(edges[0]) if edges.numel() else 1.0, np.float32)
+        else:
+            theta = _full(module.threshold, out_shape)
         return nir.IF(r=np.ones(out_shape, np.float32), v_threshold=theta,
                       v_reset=np.zeros(out_shape, np.float32), metadata=neuron_metadata(module, out_shape))
     raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has no NIR export")
@@ -109,6 +132,7 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
         "n2c.timesteps": int(snn.timesteps),
         "n2c.encoding": "direct",
         "n2c.readout": "mean",
+        "n2c.method": snn.method,
     }
     if input_scale:
         metadata["n2c.input_scale"] = float(input_scale)

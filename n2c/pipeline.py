@@ -15,7 +15,7 @@ import numpy as np
 
 from n2c.backends.ir import LayerGraph, import_nir
 from n2c.backends.quantize import IntNetwork, quantize
-from n2c.convert import prepare, to_snn
+from n2c.convert import convert
 from n2c.data import Dataset
 from n2c.errors import N2CError
 from n2c.nir_export import to_nir, write_nir
@@ -24,16 +24,15 @@ from n2c.snn import SpikingNetwork
 BACKENDS = ("reference", "lava")
 
 
-def convert_model(model, timesteps: int = 1, levels: int | None = None, calib: Dataset | None = None,
-                  calib_mode: str = "max") -> SpikingNetwork:
-    return to_snn(prepare(model, levels=levels, calib=calib, calib_mode=calib_mode), timesteps)
-
-
 def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale: float | None = None,
                  timesteps: int = 1, levels: int | None = None, calib: Dataset | None = None,
-                 calib_mode: str = "max") -> SpikingNetwork:
-    """Convert ``model`` and write its NIR graph to ``out_path`` (atomically)."""
-    snn = convert_model(model, timesteps, levels, calib, calib_mode)
+                 calib_mode: str | None = None, method: str = "mtn", **options) -> SpikingNetwork:
+    """Convert ``model`` (or take a converted :class:`SpikingNetwork` as is) and write its
+    NIR graph to ``out_path`` (atomically). ``options`` go to :func:`n2c.convert.convert`."""
+    if isinstance(model, SpikingNetwork):
+        snn = model
+    else:
+        snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
     write_nir(to_nir(snn, tuple(input_shape), input_scale), out_path)
     return snn
 

@@ -101,7 +101,7 @@ def test_relu_model_with_calibration_converts(digits_train, digits_test):
     gm = prepare(relu, levels=16, calib=digits_train.head(500))
     qcfs = [m for m in gm.modules() if isinstance(m, QCFS)]
     assert len(qcfs) == 3 and all(int(q.levels) == 16 and float(q.lam) > 0 for q in qcfs)
-    snn = to_snn(gm, 1)
+    snn = to_snn(gm, timesteps=1)
     assert np.array_equal(predict(gm, digits_test.x), predict(snn, digits_test.x))
     assert accuracy(predict(snn, digits_test.x), digits_test.y) >= accuracy(predict(relu, digits_test.x), digits_test.y) - 0.05
 

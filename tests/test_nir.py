@@ -19,7 +19,7 @@ def test_export_loads_and_type_checks(digits_nir):
     nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, type_check=True)  # raises on mismatch
     kinds = sorted({type(n).__name__ for n in graph.nodes.values()})
     assert kinds == ["Affine", "AvgPool2d", "Conv2d", "Flatten", "IF", "Input", "Output"]
-    assert graph.metadata["n2c.version"] == 1 and graph.metadata["n2c.timesteps"] == 1
+    assert graph.metadata["n2c.version"] == 2 and graph.metadata["n2c.timesteps"] == 1
     assert graph.metadata["n2c.input_scale"] == 1 / 16
 
 
@@ -35,7 +35,7 @@ def test_neuron_metadata_states_what_nir_cannot(digits_nir):
 
 
 def test_round_trip_keeps_every_weight_and_threshold_exactly(qcfs_model, digits_nir):
-    snn = to_snn(prepare(qcfs_model), 1)
+    snn = to_snn(prepare(qcfs_model), timesteps=1)
     graph = import_nir(digits_nir)
     convs = [m for m in snn.graph_module.modules() if isinstance(m, torch.nn.Conv2d)]
     denses = [m for m in snn.graph_module.modules() if isinstance(m, torch.nn.Linear)]
@@ -116,7 +116,7 @@ def test_if_node_without_n2c_metadata_is_refused(tmp_path):
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
-    snn = to_snn(prepare(torch.nn.Sequential(torch.nn.Linear(4, 3), QCFS(4), torch.nn.Linear(3, 2))), 1)
+    snn = to_snn(prepare(torch.nn.Sequential(torch.nn.Linear(4, 3), QCFS(4), torch.nn.Linear(3, 2))), timesteps=1)
     graph = to_nir(snn, (4,))
 
     def boom(path, g):

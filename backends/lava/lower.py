@@ -249,6 +249,10 @@ def _check_network(net: IntNetwork) -> None:
     if not isinstance(output, IntNeuron) or output.kind != "readout":
         raise QuantizationError(f"the network output '{net.output}' is not a readout neuron")
     for layer in net.layers:
+        if isinstance(layer, IntNeuron) and (layer.kind not in ("mtn", "readout") or layer.min_spikes):
+            form = "polarity (negative) spikes" if layer.kind == "mtn" else f"the {layer.kind} neuron"
+            raise QuantizationError(f"neuron '{layer.name}': {form} has no Lava lowering yet; "
+                                    "run it with --backend reference")
         if isinstance(layer, IntNeuron):
             for what in ("bias", "threshold", "v_init"):
                 values = getattr(layer, what)
@@ -303,7 +307,7 @@ def _lower(net: IntNetwork, x: np.ndarray, record: bool = False):
     recorders = {}
     if record:
         for layer in net.layers:
-            if isinstance(layer, IntNeuron) and layer.kind == "mtn":
+            if isinstance(layer, IntNeuron) and layer.spiking:
                 stream = streams[layer.name]
                 recorders[layer.name] = (Sink(shape=lava_shape(stream.shape), buffer=total), stream.depth)
                 stream.port.connect(recorders[layer.name][0].a_in)
