@@ -138,7 +138,11 @@ def calibrate_thresholds(gm: fx.GraphModule, data: Dataset, levels: int, mode: s
 
 def _rank_of(gm: fx.GraphModule, node: fx.Node, data: Dataset) -> int:
     seen = {}
-    h = gm.get_submodule(node.target).register_forward_hook(lambda m, i, o: seen.setdefault("r", i[0].dim()))
+
+    def hook(module, inputs, output) -> None:
+        seen["r"] = inputs[0].dim()
+
+    h = gm.get_submodule(node.target).register_forward_hook(hook)
     with torch.no_grad():
         gm(torch.from_numpy(data.x[:1]))
     h.remove()

@@ -21,11 +21,15 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
-from n2c.qcfs import QCFS
+from n2c.qcfs import QCFS, SignedQCFS
+from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire
 
+# The spiking neurons are leaves too, so that a converted network's graph is canonical
+# (n2c.snn_io rebuilds saved SNNs in this form).
 LEAF_MODULES = (
     nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten,
-    nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, QCFS, nn.Dropout, nn.Identity,
+    nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, QCFS, SignedQCFS, nn.Dropout, nn.Identity,
+    MultiThresholdIF, ParallelNeuron, ScaleAndFire,
 )
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)

@@ -6,8 +6,9 @@
    ScriptModule's graph is interpreted and rebuilt as a ``torch.fx``
    GraphModule of real ``nn`` modules carrying the saved tensors.
 2. **torch.export** (``torch.export.save``, ``.pt2``). The ATen graph of the
-   ExportedProgram is mapped back onto modules; QCFS activations, which export
-   decomposes into arithmetic, are recovered from ``nn_module_stack``.
+   ExportedProgram is mapped back onto modules; QCFS and SignedQCFS activations,
+   which export decomposes into arithmetic (they differ only in the clamp's lower
+   bound), are recovered from ``nn_module_stack``.
 3. **state_dict** (``torch.save(model.state_dict())``) together with
    ``arch="package.module:ClassName"``. Loaded with ``weights_only=True``.
 4. **pickled nn.Module** (``torch.save(model)``), only with ``trust_pickle``
@@ -15,6 +16,13 @@
 
 Formats 1 and 2 come back already in the canonical form of :mod:`n2c.graph`;
 formats 3 and 4 are the user's own module and are canonicalised by tracing.
+QCFS thresholds λ keep their saved shape, a scalar or per channel (for a
+state_dict, even if the ``arch`` class builds λ with another shape).
+
+A converted SNN saved by :func:`n2c.snn_io.save_snn` is refused with a
+ModelLoadError pointing to ``n2c export`` / :func:`n2c.snn_io.load_snn`: it is not
+a model to convert (that module's docstring gives the reasons).
+
 Every failure is a one-line :class:`ModelLoadError` or
 :class:`UnsupportedLayerError` naming the problem and the fix.
 """
@@ -39,7 +47,7 @@ import torch
 from torch import fx, nn
 
 from n2c.errors import ModelLoadError, UnsupportedLayerError
-from n2c.qcfs import QCFS
+from n2c.qcfs import QCFS, SignedQCFS
 
 ARCH_HINT = "--arch package.module:ClassName"
 EXPORT_HINT = f"export a state_dict (torch.save(model.state_dict(), path)) and pass {ARCH_HINT} instead"
@@ -57,6 +65,7 @@ def load_model(path: str, arch: str | None = None, trust_pickle: bool = False) -
     _check_file(path)
     kind = _sniff(path)
     if kind == "torchscript":
+        _refuse_snn(path)
         model = _load_torchscript(path)
     elif kind == "export":
         model = _load_exported(path, trust_pickle)
@@ -66,6 +75,16 @@ def load_model(path: str, arch: str | None = None, trust_pickle: bool = False) -
 
 
 # --------------------------------------------------------------------------- files
+
+def _refuse_snn(path: str) -> None:
+    """A converted SNN (n2c.snn_io.save_snn) is not a model to convert again."""
+    from n2c.snn_io import is_snn_file  # n2c.snn_io imports this module
+
+    if is_snn_file(path):
+        raise ModelLoadError(
+            f"{path} is a converted SNN (written by n2c convert), not a model to convert; pass it to "
+            "`n2c export`, or load it with n2c.snn_io.load_snn")
+
 
 def _check_file(path: str) -> None:
     if not os.path.exists(path):
@@ -262,12 +281,27 @@ def _load_state(model: nn.Module, state: dict, path: str, arch: str) -> None:
         raise ModelLoadError(
             f"the state_dict in {path} does not match --arch {arch} (wrong keys: missing {_few(missing)}, "
             f"unexpected {_few(unexpected)}); pass the class and arguments the weights were trained with")
+    _fit_qcfs_thresholds(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelLoadError(
             f"the state_dict in {path} does not match --arch {arch} ({_one_line(e)[:300]}); "
             "pass the class and arguments the weights were trained with") from None
+
+
+def _fit_qcfs_thresholds(model: nn.Module, state: dict) -> None:
+    """Give each QCFS λ the shape saved in ``state`` (per-channel vs scalar).
+
+    The shape of λ is learnt data, not architecture: a model trained with
+    per-channel thresholds loads into a class whose constructor makes a scalar λ
+    (and vice versa). Every other shape mismatch is left to load_state_dict.
+    """
+    for name, m in model.named_modules():
+        saved = state.get(f"{name}.lam" if name else "lam")
+        if isinstance(m, QCFS) and isinstance(saved, torch.Tensor) and saved.shape != m.lam.shape \
+                and saved.numel() > 0:
+            m.lam = nn.Parameter(torch.empty(saved.shape, dtype=m.lam.dtype, device=m.lam.device))
 
 
 def _few(keys: list[str], n: int = 4) -> str:
@@ -380,11 +414,22 @@ def _make_batchnorm(rank: int, weight, bias, mean, var, tracked=None, eps=1e-5, 
     return _adopt(bn, tensors, where)
 
 
-def _make_qcfs(lam, levels, where="") -> QCFS:
+_QCFS_TYPES = {"QCFS": QCFS, "SignedQCFS": SignedQCFS}
+
+
+def _make_qcfs(lam, levels, where="", kind: str = "QCFS") -> QCFS:
+    """A QCFS (or SignedQCFS) with exactly the saved ``lam`` (scalar or per-channel) and ``levels``."""
     if lam is None or levels is None:
-        raise UnsupportedLayerError(f"{where}: QCFS needs its 'lam' parameter and 'levels' buffer, the file "
+        raise UnsupportedLayerError(f"{where}: {kind} needs its 'lam' parameter and 'levels' buffer, the file "
                                     f"lacks them; {EXPORT_HINT}")
-    q = QCFS(levels=int(levels), lam=float(lam))
+    if levels.numel() != 1 or lam.numel() == 0 or not lam.is_floating_point():
+        raise UnsupportedLayerError(f"{where}: {kind} has 'levels' of shape {tuple(levels.shape)} and 'lam' of "
+                                    f"shape {tuple(lam.shape)} and dtype {lam.dtype}; n2c needs one integer "
+                                    "level count and floating-point thresholds")
+    try:
+        q = _QCFS_TYPES[kind](levels=int(levels), lam=lam.detach().float())
+    except ValueError as e:
+        raise UnsupportedLayerError(f"{where}: {_one_line(e)}; train it again (λ > 0, levels >= 1)") from None
     return _adopt(q, {"lam": lam, "levels": levels}, where)
 
 
@@ -464,7 +509,7 @@ _SCRIPT_ATTRS = {
     "BatchNorm2d": ("eps", "momentum"),
     "BatchNorm1d": ("eps", "momentum"),
     "Dropout": ("p",),
-    "Linear": (), "ReLU": (), "QCFS": (), "Identity": (),
+    "Linear": (), "ReLU": (), "QCFS": (), "SignedQCFS": (), "Identity": (),
 }
 _BN_ARGS = {"momentum": 6, "eps": 7}
 _TRACED_OPS = {
@@ -500,11 +545,20 @@ def _script_type(module: Any) -> str:
     return getattr(module, "original_name", type(module).__name__)
 
 
-class _ScriptImporter:
-    """Interprets a ScriptModule's forward graph into a :class:`_GraphBuilder`."""
+LeafBuilder = Callable[[Any, str], nn.Module]
 
-    def __init__(self, script: torch.jit.ScriptModule):
+
+class _ScriptImporter:
+    """Interprets a ScriptModule's forward graph into a :class:`_GraphBuilder`.
+
+    ``leaves`` adds leaf types: ``{original_name: build(script_submodule, where)}``
+    returning the ``nn.Module`` to put in the graph (:mod:`n2c.snn_io` adds the
+    spiking neurons this way).
+    """
+
+    def __init__(self, script: torch.jit.ScriptModule, leaves: dict[str, LeafBuilder] | None = None):
         self.script = script
+        self.leaves = dict(leaves or {})
         self.builder = _GraphBuilder()
         self._built: dict[str, str] = {}  # submodule path -> registered target
 
@@ -521,7 +575,7 @@ class _ScriptImporter:
     def _call(self, ref: _ModuleRef, method: str, args: list) -> Any:
         """Run ``ref.module.<method>`` symbolically: leaf modules become one fx node."""
         kind = _script_type(ref.module)
-        if kind in _SCRIPT_ATTRS:
+        if kind in _SCRIPT_ATTRS or kind in self.leaves:
             if not re.fullmatch(r"forward\d*", method):  # a traced module called twice has forward1
                 raise self._unsupported(f"method '{method}' of {kind}", ref)
             return self._call_leaf(ref, kind, args)
@@ -714,6 +768,8 @@ class _ScriptImporter:
 
     def _leaf_module(self, ref: _ModuleRef, kind: str) -> nn.Module:
         sub, where = ref.module, f"layer '{ref.path}' ({kind})"
+        if kind in self.leaves:
+            return self.leaves[kind](sub, where)
         tensors = {**dict(sub.named_parameters(recurse=False)), **dict(sub.named_buffers(recurse=False))}
         hp = self._hyper_parameters(sub, kind, where)
         if kind == "Conv2d":
@@ -726,8 +782,8 @@ class _ScriptImporter:
             return _make_batchnorm(4 if kind == "BatchNorm2d" else 2, tensors.get("weight"), tensors.get("bias"),
                                    tensors.get("running_mean"), tensors.get("running_var"),
                                    tensors.get("num_batches_tracked"), hp["eps"], hp["momentum"], where)
-        if kind == "QCFS":
-            return _make_qcfs(tensors.get("lam"), tensors.get("levels"), where)
+        if kind in _QCFS_TYPES:
+            return _make_qcfs(tensors.get("lam"), tensors.get("levels"), where, kind)
         if kind in ("AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d"):
             return _make_pool(kind, hp)
         if kind == "Flatten":
@@ -900,10 +956,16 @@ def _module_stack(node: fx.Node) -> list[tuple[str, str]]:
     return entries
 
 
-def _qcfs_path(node: fx.Node) -> str | None:
+def _qcfs_path(node: fx.Node) -> tuple[str, str] | None:
+    """``(path, "QCFS" or "SignedQCFS")`` of the innermost quantizer module ``node`` belongs to.
+
+    Export decomposes both into the same arithmetic, apart from the clamp's lower
+    bound (0 or -levels); the module stack tells them apart.
+    """
     for path, typ in reversed(_module_stack(node)):
-        if typ.rsplit(".", 1)[-1] == "QCFS":
-            return path
+        kind = typ.rsplit(".", 1)[-1]
+        if kind in _QCFS_TYPES:
+            return path, kind
     return None
 
 
@@ -957,20 +1019,20 @@ class _ExportImporter:
         return needed
 
     @staticmethod
-    def _qcfs_groups(graph: fx.Graph, needed: set) -> dict[fx.Node, tuple[str, list[fx.Node]]]:
-        """Contiguous runs of nodes inside one QCFS module, keyed by each member node."""
-        groups: dict[fx.Node, tuple[str, list[fx.Node]]] = {}
+    def _qcfs_groups(graph: fx.Graph, needed: set) -> dict[fx.Node, tuple[str, str, list[fx.Node]]]:
+        """Contiguous runs of nodes inside one QCFS/SignedQCFS module, keyed by each member node."""
+        groups: dict[fx.Node, tuple[str, str, list[fx.Node]]] = {}
         run: list[fx.Node] = []
-        run_path = None
+        run_key = None
         for node in graph.nodes:
-            path = _qcfs_path(node) if node.op == "call_function" else None
-            if path is None and node.op == "call_function" and node not in needed:
+            key = _qcfs_path(node) if node.op == "call_function" else None
+            if key is None and node.op == "call_function" and node not in needed:
                 continue  # an assert between QCFS ops does not end the run
-            if path != run_path:
-                run, run_path = [], path
-            if path is not None:
+            if key != run_key:
+                run, run_key = [], key
+            if key is not None:
                 run.append(node)
-                groups[node] = (path, run)
+                groups[node] = (*key, run)
         return groups
 
     def _model_name(self, graph: fx.Graph) -> str:
@@ -1003,17 +1065,17 @@ class _ExportImporter:
             raise UnsupportedLayerError("the exported model must return exactly one tensor; " + EXPORT_HINT)
         return self.env[results[0]]
 
-    def _qcfs(self, path: str, nodes: list[fx.Node]) -> None:
-        """Replace a QCFS module's decomposed ops by one QCFS carrying its lam and levels."""
+    def _qcfs(self, path: str, kind: str, nodes: list[fx.Node]) -> None:
+        """Replace a QCFS/SignedQCFS module's decomposed ops by one module carrying its lam and levels."""
         inside = set(nodes)
         sources = {a for n in nodes for a in n.all_input_nodes if a not in inside}
         data = [a for a in sources if isinstance(self.env.get(a), fx.Node)]
         outputs = [n for n in nodes if any(u not in inside for u in n.users)]
-        where = f"QCFS '{path}'"
+        where = f"{kind} '{path}'"
         if len(data) != 1 or len(outputs) != 1:
             raise UnsupportedLayerError(f"{where}: its exported ops have {len(data)} inputs and {len(outputs)} "
                                         f"outputs instead of one each; {EXPORT_HINT}")
-        q = _make_qcfs(self._state(f"{path}.lam"), self._state(f"{path}.levels"), where)
+        q = _make_qcfs(self._state(f"{path}.lam"), self._state(f"{path}.levels"), where, kind)
         result = self.builder.module(path, q, self.env[data[0]])
         for n in nodes:
             self.env[n] = None

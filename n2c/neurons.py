@@ -59,10 +59,13 @@ import torch
 
 
 def floor_divide(m, theta):
-    """floor(m / θ) for torch tensors, numpy floats and numpy integers (exact)."""
+    """floor(m / θ): of the rounded float quotient for floats (torch or numpy, so both agree
+    with the QCFS module bit for bit), the exact floor division for integers."""
     if isinstance(m, torch.Tensor):
         return torch.floor(m / theta)
-    return np.floor_divide(m, theta)
+    if np.issubdtype(np.result_type(m, theta), np.integer):
+        return np.floor_divide(m, theta)
+    return np.floor(np.divide(m, theta))
 
 
 def clip(x, lo, hi):
@@ -126,7 +129,11 @@ def parallel_spikes(count, timesteps):
 
 def parallel_spikes_matrix(currents, theta, psi=None):
     """The paper's O(T²) form, for testing: ``s = H(Λ_pc·I + b - θ)`` in paper order
-    (row x = 1..T: Λ_pc[x, :] = 1/(T-x+1), b_x = ψ/(T-x+1), ψ = θ/2). numpy float64."""
+    (row x = 1..T: Λ_pc[x, :] = 1/(T-x+1), b_x = ψ/(T-x+1), ψ = θ/2). numpy float64.
+
+    In floating point the row factor 1/(T-x+1) is rounded unless T-x+1 is a power of
+    two, so at an exact tie (Σ I + ψ = nθ) a row can miss its spike; the closed form
+    (:func:`parallel_count`) has no such rounding and is what the simulators use."""
     currents = np.asarray(currents, dtype=np.float64)
     T = currents.shape[0]
     psi = theta / 2 if psi is None else psi

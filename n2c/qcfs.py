@@ -73,5 +73,5 @@ class SignedQCFS(QCFS):
         theta = self.lam / levels
         # n2c.neurons.signed_qcfs_count, spelled out (see QCFS.forward)
         q = (theta / 2 + z) / theta
-        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), -levels, levels)
+        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), int(-self.levels), levels)  # int(): torch.export
         return k * theta

@@ -373,3 +373,136 @@ def test_unsupported_exported_op(tmp_path):
         torch.export.save(torch.export.export(Sigmoid().eval(), (torch.randn(2, 4),)), tmp_path / "s.pt2")
     message = _raises(UnsupportedLayerError, "aten::sigmoid", tmp_path / "s.pt2")
     assert "--arch" in message
+
+
+# ------------------------------------------- per-channel λ and signed quantizers
+
+class QuantNet(nn.Module):
+    """conv → quantizer (λ per channel, (C, 1, 1)) → avgpool → conv → quantizer → flatten
+    → linear → quantizer (λ per feature, (N,)) → linear; SignedQCFS when ``signed``.
+
+    ``per_channel=False`` builds scalar thresholds (the architecture a state_dict with
+    per-channel λ must still load into).
+    """
+
+    def __init__(self, signed: bool = False, per_channel: bool = True):
+        super().__init__()
+        quantizer = qcfs_module.SignedQCFS if signed else qcfs_module.QCFS
+
+        def lam(*shape):
+            return torch.full(shape, 2.0) if per_channel else 2.0
+
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.q1 = quantizer(4, lam(4, 1, 1))
+        self.pool = nn.AvgPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.q2 = quantizer(8, lam(6, 1, 1))
+        self.fc1 = nn.Linear(6 * 4 * 4, 5)
+        self.q3 = quantizer(2, lam(5))
+        self.fc2 = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = self.q2(self.conv2(self.pool(self.q1(self.conv1(x)))))
+        return self.fc2(self.q3(self.fc1(torch.flatten(x, 1))))
+
+
+class SignedQCFS(qcfs_module.SignedQCFS):
+    """n2c's SignedQCFS with the clamp's lower bound spelled ``int(-self.levels)``.
+
+    torch 2.3's torch.export.save cannot serialize ``-levels`` of the symbolic int
+    that ``int(self.levels)`` becomes (``operator.neg``), so a model using
+    n2c.qcfs.SignedQCFS cannot be saved as .pt2 (test_export_real_signed_qcfs).
+    Same floats; ``original_name``/module-stack type is still ``SignedQCFS``.
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        levels = int(self.levels)
+        theta = self.lam / levels
+        q = (theta / 2 + z) / theta
+        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), int(-self.levels), levels)
+        return k * theta
+
+
+def quant_net(signed: bool, exportable: bool = False) -> nn.Module:
+    torch.manual_seed(3)
+    model = QuantNet(signed=signed)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, m in list(model.named_modules()):
+            if isinstance(m, qcfs_module.QCFS):
+                m.lam.copy_(0.3 + 2 * torch.rand(m.lam.shape, generator=g))
+                if exportable and signed:
+                    q = SignedQCFS(int(m.levels), m.lam.detach())
+                    model.add_module(name, q)
+    return model.eval()
+
+
+QUANT_FORMATS = ("script", "trace", "export", "state_dict")
+
+
+def _load_quant(tmp_path, fmt: str, signed: bool, arch_per_channel: bool = True) -> tuple[nn.Module, nn.Module]:
+    model = quant_net(signed, exportable=fmt == "export")
+    save, filename, _ = FORMATS[fmt]
+    if fmt == "script":
+        save = lambda m, p: torch.jit.save(torch.jit.script(m), p)  # noqa: E731  (QCFS scripts as is)
+    save(model, tmp_path / filename)
+    arch = f"{QuantNet.__module__}:QuantNet(signed={signed}, per_channel={arch_per_channel})"
+    loaded = load_model(str(tmp_path / filename), arch=arch if fmt == "state_dict" else None)
+    return model, canonicalize(loaded)
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["qcfs", "signed"])
+@pytest.mark.parametrize("fmt", QUANT_FORMATS)
+def test_per_channel_and_signed_quantizers_round_trip(tmp_path, fmt, signed):
+    model, gm = _load_quant(tmp_path, fmt, signed)
+    x = torch.randn(5, 1, 8, 8) * 2
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(gm(x), expected)
+    if signed:
+        assert (expected < 0).any()  # the signed quantizers do pass negative values
+    wanted = qcfs_module.SignedQCFS if signed else qcfs_module.QCFS
+    for name in ("q1", "q2", "q3"):
+        original, rebuilt = model.get_submodule(name), gm.get_submodule(name)
+        assert type(rebuilt) is wanted
+        assert rebuilt.lam.shape == original.lam.shape and rebuilt.lam.shape != ()
+        assert torch.equal(rebuilt.lam, original.lam)
+        assert torch.equal(rebuilt.levels, original.levels)
+
+
+def test_state_dict_per_channel_into_scalar_arch(tmp_path):
+    """λ's shape is learnt data: per-channel weights load into a class built with scalar λ."""
+    model, gm = _load_quant(tmp_path, "state_dict", signed=True, arch_per_channel=False)
+    x = torch.randn(3, 1, 8, 8) * 2
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+    assert gm.get_submodule("q1").lam.shape == (4, 1, 1)
+
+
+def test_export_real_signed_qcfs(tmp_path):
+    """n2c.qcfs.SignedQCFS itself through .pt2, where this torch can serialize it."""
+    model = quant_net(signed=True)
+    try:
+        save_export(model, tmp_path / "m.pt2")
+    except Exception as e:  # torch 2.3: SerializeError on operator.neg (see SignedQCFS above)
+        pytest.xfail(f"torch.export.save cannot serialize n2c.qcfs.SignedQCFS: {_one_line(e)[:120]}")
+    gm = canonicalize(load_model(str(tmp_path / "m.pt2")))
+    x = torch.randn(3, 1, 8, 8) * 2
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+    assert type(gm.get_submodule("q2")) is qcfs_module.SignedQCFS
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def test_converted_snn_is_refused(tmp_path):
+    """A saved SNN is not a model to convert: load_model points to n2c export / load_snn."""
+    from n2c.snn import MultiThresholdIF, SpikingNetwork
+    from n2c.snn_io import save_snn
+
+    gm = canonicalize(nn.Sequential(nn.Linear(4, 3), MultiThresholdIF(0.5, 1, 2)))
+    save_snn(SpikingNetwork(gm, 2, "mtn"), tmp_path / "snn.pt")
+    message = _raises(ModelLoadError, "is a converted SNN", tmp_path / "snn.pt")
+    assert "n2c export" in message and "load_snn" in message
