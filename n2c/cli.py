@@ -40,21 +40,64 @@ _positive_int = _positive(int, "integer")
 _positive_float = _positive(float, "number")
 
 
+def _convert_from_args(args, model):
+    """Convert ``model`` with the conversion options of ``export`` / ``convert``."""
+    from n2c.convert import convert
+    from n2c.data import load_dataset
+
+    calib = load_dataset(args.calib, "train").head(args.calib_samples) if args.calib else None
+    return convert(model, args.method, args.timesteps, calib=calib, levels=args.levels,
+                   calib_mode=args.calib_mode, percentile=args.percentile, maxpool=args.maxpool,
+                   v_init=args.v_init, sfn_scale=args.sfn_scale, da=args.da)
+
+
+def _load_model_or_snn(args):
+    """A saved SNN (from n2c convert) as it is, or a model file converted with the options."""
+    from n2c.ingest import load_model
+    from n2c.snn_io import is_snn_file, load_snn
+
+    if is_snn_file(args.model):
+        return load_snn(args.model)
+    return _convert_from_args(args, load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle))
+
+
 def cmd_export(args) -> int:
     from n2c.data import load_dataset
-    from n2c.ingest import load_model
     from n2c.pipeline import export_model
 
-    model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
-    calib = load_dataset(args.calib, "train") if args.calib else None
-    data = calib or (load_dataset(args.dataset, "test") if args.dataset else None)
+    snn = _load_model_or_snn(args)
+    data = load_dataset(args.dataset, "test") if args.dataset else None
     shape = args.input_shape or (tuple(data.x.shape[1:]) if data is not None else None)
+    if shape is None and args.calib:
+        shape = tuple(load_dataset(args.calib, "train").x.shape[1:])
     if shape is None:
         raise N2CError("the input shape is unknown; pass --input-shape C,H,W or --dataset NAME")
     scale = args.input_scale or (data.input_scale if data is not None else None)
-    snn = export_model(model, args.output, shape, scale, args.timesteps, args.levels, calib, args.calib_mode)
-    neurons = len(snn.neurons())
-    print(f"wrote {args.output}: {neurons} spiking layers, T = {args.timesteps}, input {shape}")
+    export_model(snn, args.output, shape, scale)
+    print(f"wrote {args.output}: {len(snn.neurons())} spiking layers, method {snn.method}, "
+          f"T = {snn.timesteps}, input {shape}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from n2c.data import load_dataset
+    from n2c.ingest import load_model
+    from n2c.snn_io import save_snn
+    from n2c.train import accuracy, predict
+
+    _writable_output(args.output)
+    model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    snn = _convert_from_args(args, model)
+    if args.dataset:
+        test = load_dataset(args.dataset, "test").head(args.samples)
+        batch = max(8, 4096 // snn.timesteps)
+        ann = accuracy(predict(model, test.x), test.y)
+        acc = accuracy(predict(snn, test.x, batch_size=batch), test.y)
+        print(f"accuracy on {len(test)} {test.name} test samples: ANN {100 * ann:.2f} %, "
+              f"SNN ({args.method}, T = {snn.timesteps}, torch float) {100 * acc:.2f} %")
+    save_snn(snn, args.output)
+    print(f"wrote {args.output}: {len(snn.neurons())} spiking layers, method {args.method}, T = {snn.timesteps}; "
+          f"export it with: n2c export {args.output} -o model.nir --dataset {args.dataset or 'NAME'}")
     return 0
 
 
@@ -74,7 +117,7 @@ def _load_for_run(args):
 def _spikes_per_layer(net, messages) -> dict:
     from n2c.backends.quantize import IntNeuron
     return {layer.name: int(messages[layer.name].sum()) for layer in net.layers
-            if isinstance(layer, IntNeuron) and layer.kind == "mtn"}
+            if isinstance(layer, IntNeuron) and layer.spiking}
 
 
 def cmd_simulate(args) -> int:
@@ -119,32 +162,152 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _writable_output(path: str) -> None:
+    """Fail before training, not after, when the checkpoint cannot be written."""
+    import os
+
+    full = os.path.abspath(path)
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise N2CError(f"output {path} is a directory; pass a file name, e.g. -o {os.path.join(path, 'model.pt')}")
+    if not os.path.isdir(directory):
+        raise N2CError(f"output directory {directory} does not exist; create it or choose another -o path")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise N2CError(f"output directory {directory} is not writable; choose another -o path")
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from n2c.data import load_dataset
+    from n2c.ingest import instantiate_arch, load_model
+    from n2c.models import MODEL_NAMES, build_model
+    from n2c.train import accuracy, fine_tune, predict, save_checkpoint
+
+    for flag, value, ok, example in [("--levels", args.levels, args.levels >= 1, "--levels 8"),
+                                     ("--epochs", args.epochs, args.epochs is None or args.epochs >= 1, "--epochs 5"),
+                                     ("--batch-size", args.batch_size, args.batch_size >= 1, "--batch-size 64"),
+                                     ("--lr", args.lr, args.lr is None or args.lr > 0, "--lr 0.001"),
+                                     ("--width", args.width, args.width is None or args.width >= 1, "--width 16"),
+                                     ("--samples", args.samples, args.samples is None or args.samples >= 1,
+                                      "--samples 1000")]:
+        if not ok:
+            raise N2CError(f"{flag} must be positive, got {value}; pass e.g. {example}")
+    if args.model_name is not None and args.model_name not in MODEL_NAMES:
+        raise N2CError(f"unknown model name {args.model_name!r}; use one of {', '.join(MODEL_NAMES)} "
+                       "(or --arch package.module:ClassName for your own)")
+    if args.model_name and (args.model or args.arch):
+        raise N2CError("--model-name builds a new reference network; drop it to fine-tune MODEL or train --arch")
+    if not (args.model or args.model_name or args.arch):
+        raise N2CError("nothing to train; pass MODEL (a trained model file), --model-name "
+                       f"{'|'.join(MODEL_NAMES)}, or --arch package.module:ClassName")
+    _writable_output(args.output)
+
+    train_set = load_dataset(args.dataset, "train").head(args.samples)
+    test_set = load_dataset(args.dataset, "test")
+    shape = tuple(train_set.x.shape[1:])
+    from_scratch = args.from_scratch or not args.model
+    torch.manual_seed(args.seed)
+    if args.model:
+        model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+        if args.from_scratch:
+            for m in model.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+    elif args.arch:
+        model = instantiate_arch(args.arch)
+    else:
+        model = build_model(args.model_name, shape, train_set.num_classes, act=args.quantizer,
+                            levels=args.levels, width=args.width)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(train_set.x[:2]))
+    except Exception as e:
+        raise N2CError(f"the model does not accept {train_set.name} samples of shape {shape} "
+                       f"({' '.join(str(e).split())[:160]}); train on the data set it was built for") from None
+    if out.dim() != 2 or out.shape[1] < train_set.num_classes:
+        raise N2CError(f"the model outputs shape {tuple(out.shape[1:])} per sample but {train_set.name} has "
+                       f"{train_set.num_classes} classes; use a model with one output per class")
+
+    epochs = args.epochs or (20 if from_scratch else 5)
+    lr = args.lr or (1e-2 if from_scratch else 1e-3)
+    print(f"{'training' if from_scratch else 'fine-tuning'} on {len(train_set)} {train_set.name} samples: "
+          f"{args.quantizer} L = {args.levels}, {epochs} epochs, lr {lr:g}, batch {args.batch_size}",
+          file=sys.stderr)
+    model = fine_tune(model, train_set, levels=args.levels, quantizer=args.quantizer, epochs=epochs, lr=lr,
+                      batch_size=args.batch_size, seed=args.seed, val_data=test_set, optimizer=args.optimizer)
+    train_acc = accuracy(predict(model, train_set.x), train_set.y)
+    test_acc = accuracy(predict(model, test_set.x), test_set.y)
+    save_checkpoint(model, args.output, shape)
+    print(f"train accuracy {100 * train_acc:.2f} %, test accuracy {100 * test_acc:.2f} % "
+          f"({train_set.name}, {args.quantizer} L = {args.levels})")
+    hint = f"n2c export {args.output} -o model.nir --dataset {args.dataset}"
+    if args.quantizer == "signed":
+        hint += " with a method that emits negative spikes (PMSM)"
+    print(f"wrote {args.output} (TorchScript); convert it with: {hint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="n2c", description="Trained PyTorch CNN → one-timestep spiking network → "
                                 "NIR → Lava (Loihi fixed point), with resource and energy reports.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="convert a trained model and write it as NIR",
-                       description="Convert a trained model into a spiking network and write it as a NIR file.")
+    def conversion_args(q):
+        from n2c.convert import CALIBRATION_MODES, MAXPOOL_MODES, METHODS
+        q.add_argument("--arch", help="package.module:ClassName of a state_dict's model, optionally with "
+                       "keyword arguments: 'n2c.models:DigitsCNN(levels=8)'")
+        q.add_argument("--trust-pickle", action="store_true",
+                       help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
+        q.add_argument("--method", choices=METHODS, default="mtn",
+                       help="neurons: if (one spike per step), mtn (multi-threshold, exact at T=1), pmsm (polarity, "
+                       "signed quantizers), sfn (scale-and-fire, thresholds from data), parallel (parallel "
+                       "neuron, exact for L=T) (default: mtn)")
+        q.add_argument("--timesteps", type=_positive_int, default=1, help="timesteps T of the SNN (default: 1)")
+        q.add_argument("--levels", type=_positive_int, help="quantization levels L for calibrated ReLU activations "
+                       "(default for if/parallel: T)")
+        q.add_argument("--calib", metavar="DATASET", help="calibration data: its training split (digits, "
+                       "fashion-mnist, or an .npz file); needed for ReLU models, sfn and DA-QCFS")
+        q.add_argument("--calib-samples", type=_positive_int, default=4096,
+                       help="use the first N calibration samples (default: 4096)")
+        q.add_argument("--calib-mode", choices=CALIBRATION_MODES,
+                       help="ReLU thresholds: max, percentile, or per channel (default: channel-max for parallel, "
+                       "max otherwise)")
+        q.add_argument("--percentile", type=_positive_float, default=99.9,
+                       help="percentile of the percentile modes (default: 99.9)")
+        q.add_argument("--maxpool", choices=MAXPOOL_MODES, default="error",
+                       help="MaxPool after a spiking layer: error (default) or avg (replace by AvgPool2d, warn)")
+        q.add_argument("--v-init", type=float, default=0.5,
+                       help="initial membrane potential as a fraction of θ (default: 0.5, the optimal one)")
+        q.add_argument("--sfn-scale", type=_positive_float, default=1.0,
+                       help="sfn: scale factor of the thresholds (default: 1, nearest level)")
+        q.add_argument("--da", action=argparse.BooleanOptionalAction, default=None,
+                       help="parallel: DA-QCFS calibration (default: on for ReLU models, off for QCFS models)")
+
+    e = sub.add_parser("export", help="convert a trained model (or take a converted SNN) and write it as NIR",
+                       description="Convert a trained model into a spiking network, or take an SNN saved by "
+                       "n2c convert, and write it as a NIR file.")
     e.add_argument("model", help="TorchScript file, torch.export .pt2 file, state_dict (with --arch), "
-                   "or pickled nn.Module (with --trust-pickle)")
+                   "pickled nn.Module (with --trust-pickle), or an SNN file written by n2c convert")
     e.add_argument("--to", choices=["nir"], default="nir", help="output format (default: nir)")
     e.add_argument("-o", "--output", required=True, help="output file, e.g. model.nir")
-    e.add_argument("--arch", help="package.module:ClassName of a state_dict's model, optionally with "
-                   "keyword arguments: 'n2c.models:DigitsCNN(levels=8)'")
-    e.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
-    e.add_argument("--timesteps", type=_positive_int, default=1, help="timesteps T of the SNN (default: 1)")
-    e.add_argument("--levels", type=_positive_int, help="quantization levels L for calibrated ReLU activations")
-    e.add_argument("--calib", metavar="DATASET", help="calibrate the thresholds of plain ReLU activations "
-                   "on this data set's training split (digits, fashion-mnist, or an .npz file)")
-    e.add_argument("--calib-mode", choices=["max", "percentile"], default="max",
-                   help="threshold = maximum or 99.9th percentile of each activation (default: max)")
+    conversion_args(e)
     e.add_argument("--dataset", help="data set the model was trained on (gives input shape and scale)")
     e.add_argument("--input-shape", type=_shape, help="input shape C,H,W without batch, e.g. 1,8,8")
     e.add_argument("--input-scale", type=_positive_float,
                    help="real value of one integer input step (e.g. 0.0625 for digits' 0..16 pixels)")
     e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("convert", help="convert a trained model into a spiking network (saved as TorchScript)",
+                       description="Convert a trained model with one of the methods and save the SNN as a "
+                       "TorchScript file: torch.jit.load(file)(x) runs it, n2c export writes it as NIR.")
+    c.add_argument("model", help="TorchScript file, torch.export .pt2 file, state_dict (with --arch), "
+                   "or pickled nn.Module (with --trust-pickle)")
+    c.add_argument("-o", "--output", required=True, help="output file, e.g. snn.pt")
+    conversion_args(c)
+    c.add_argument("--dataset", help="report ANN and SNN accuracy on this data set's test split")
+    c.add_argument("--samples", type=_positive_int, help="evaluate on the first N test samples only")
+    c.set_defaults(func=cmd_convert)
 
     def data_args(q):
         q.add_argument("graph", help="NIR file written by n2c export")
@@ -174,13 +337,51 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     d.add_argument("--samples", type=_positive_int, help="run Lava on only the first N test samples (default: all)")
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train or fine-tune a network with quantized (QCFS) activations",
+                       description="Fine-tune a trained ReLU model into a QCFS model that converts to a one-step "
+                       "SNN without loss, or train a reference network (--model-name) from scratch. Writes a "
+                       "TorchScript file that n2c export reads.")
+    t.add_argument("model", nargs="?", help="a trained model file to fine-tune (TorchScript, .pt2, state_dict "
+                   "with --arch, or pickled nn.Module with --trust-pickle)")
+    t.add_argument("--arch", help="package.module:ClassName(k=v) of MODEL's state_dict, or without MODEL a "
+                   "class to train from scratch")
+    t.add_argument("--model-name", help="train a reference network from scratch: digits-cnn, vgg or resnet")
+    t.add_argument("--dataset", required=True, help="digits, fashion-mnist, or an .npz file with x (N,C,H,W), y")
+    t.add_argument("--levels", type=int, default=8, help="quantization levels L of the activations replacing "
+                   "ReLU (default: 8; quantizers already in MODEL keep theirs)")
+    t.add_argument("--quantizer", "--act", dest="quantizer", choices=["qcfs", "signed"], default="qcfs",
+                   help="activation replacing ReLU: qcfs (0..L levels) or signed (-L..L) (default: qcfs)")
+    t.add_argument("--epochs", type=int, help="training epochs (default: 5 fine-tuning, 20 from scratch)")
+    t.add_argument("--lr", type=float, help="peak learning rate, cosine decay (default: 1e-3 fine-tuning, "
+                   "1e-2 from scratch)")
+    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="optimizer (default: adam)")
+    t.add_argument("--width", type=int, help="base channels of --model-name (default: 16)")
+    t.add_argument("--samples", type=int, help="train on only the first N training samples")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--from-scratch", action="store_true",
+                   help="re-initialise MODEL's weights and train from scratch (implied without MODEL)")
+    t.add_argument("-o", "--output", required=True, help="output TorchScript file, e.g. model_qcfs.pt")
+    t.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
+    t.set_defaults(func=cmd_train)
     return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """n2c's own warnings as one line each, without source context."""
+    if category is UserWarning:
+        print(f"n2c: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
             warnings.simplefilter("default")
             warnings.simplefilter("ignore", ImportWarning)  # lava-dl's optional-pandas notice
             return args.func(args)

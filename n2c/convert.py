@@ -235,6 +235,9 @@ def convert(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Da
     defaults to ``channel-max`` for ``parallel`` (the training-free recipe) and ``max``
     otherwise.
     """
+    if method not in METHODS or timesteps < 1:  # before prepare(), whose errors (--levels, --calib) would mislead
+        raise CalibrationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}" if method not in METHODS
+                               else f"timesteps must be >= 1, got {timesteps}")
     if levels is None and method in ("if", "parallel"):
         levels = timesteps
     if calib_mode is None:
