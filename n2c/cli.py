@@ -115,8 +115,11 @@ def _load_for_run(args):
 
 
 def _spikes_per_layer(net, messages) -> dict:
+    """Unit spikes per spiking layer: |count| summed (a negative spike is a spike too)."""
+    import numpy as np
+
     from n2c.backends.quantize import IntNeuron
-    return {layer.name: int(messages[layer.name].sum()) for layer in net.layers
+    return {layer.name: int(np.abs(messages[layer.name]).sum()) for layer in net.layers
             if isinstance(layer, IntNeuron) and layer.spiking}
 
 
