@@ -47,10 +47,10 @@ from n2c.train import accuracy, fine_tune, fit, predict  # noqa: E402
 TIMESTEPS = (1, 2, 4, 8, 16, 32)
 LEVELS = 8
 BUDGETS = {  # epochs: ReLU from scratch, each fine-tune; calibration samples; test samples
-    "digits": dict(relu_epochs=40, ft_epochs=15, calib=1437, test=None, lr=3e-3),
-    "fashion-mnist": dict(relu_epochs=4, ft_epochs=2, calib=4096, test=2000, lr=2e-3),
+    "digits": dict(relu_epochs=30, ft_epochs=10, calib=1437, test=None, train=None, lr=3e-3),
+    "fashion-mnist": dict(relu_epochs=3, ft_epochs=1, calib=2048, test=1000, train=30000, lr=2e-3),
 }
-QUICK = dict(relu_epochs=1, ft_epochs=1, calib=256, test=200, lr=2e-3)
+QUICK = dict(relu_epochs=1, ft_epochs=1, calib=256, test=200, train=2000, lr=2e-3)
 
 
 def snn_accuracy(snn, x: np.ndarray, y: np.ndarray) -> float:
@@ -153,7 +153,7 @@ def parallel_speed(model, calib, x: np.ndarray, timesteps: int = 32, repeats: in
 
 
 def run_dataset(name: str, budget: dict, progress) -> dict:
-    train, test = load_dataset(name, "train"), load_dataset(name, "test")
+    train, test = load_dataset(name, "train").head(budget["train"]), load_dataset(name, "test")
     if budget["test"]:
         test = test.head(budget["test"])
     calib = train.head(budget["calib"])
