@@ -86,15 +86,21 @@ def _refuse_snn(path: str) -> None:
             "`n2c export`, or load it with n2c.snn_io.load_snn")
 
 
-def _check_file(path: str) -> None:
+def check_readable(path: str, what: str, directory_hint: str, empty_hint: str) -> None:
+    """One-line ModelLoadErrors for a missing, directory, unreadable or empty file."""
     if not os.path.exists(path):
-        raise ModelLoadError(f"model file {path} does not exist; check the path")
+        raise ModelLoadError(f"{what} {path} does not exist; check the path")
     if os.path.isdir(path):
-        raise ModelLoadError(f"{path} is a directory; pass the model file inside it (.pt, .pth or .pt2)")
+        raise ModelLoadError(f"{path} is a directory; {directory_hint}")
     if not os.access(path, os.R_OK):
         raise ModelLoadError(f"cannot read {path}: permission denied; check the file's permissions")
     if os.path.getsize(path) == 0:
-        raise ModelLoadError(f"{path} is empty (0 bytes); the save was probably interrupted, save the model again")
+        raise ModelLoadError(f"{path} is empty (0 bytes); {empty_hint}")
+
+
+def _check_file(path: str) -> None:
+    check_readable(path, "model file", "pass the model file inside it (.pt, .pth or .pt2)",
+                   "the save was probably interrupted, save the model again")
 
 
 def _sniff(path: str) -> str:

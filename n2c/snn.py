@@ -24,6 +24,16 @@ def _buffer(value, like: torch.Tensor | None = None) -> torch.Tensor:
     return t.detach().clone()
 
 
+def _threshold_buffers(module: nn.Module, threshold, v_init, spike_value) -> None:
+    """θ (> 0), v(0) (default θ/2) and the spike value (default θ) as buffers."""
+    threshold = _buffer(threshold)
+    if (threshold <= 0).any():
+        raise ValueError("neuron thresholds must be positive")
+    module.register_buffer("threshold", threshold)
+    module.register_buffer("v_init", _buffer(v_init, threshold / 2))
+    module.register_buffer("spike_value", _buffer(spike_value, threshold))
+
+
 class MultiThresholdIF(nn.Module):
     """IF neuron with reset by subtraction: up to ``max_spikes`` positive and
     ``min_spikes`` negative spikes per step (``n2c.neurons.multi_threshold_step``).
@@ -36,12 +46,7 @@ class MultiThresholdIF(nn.Module):
     def __init__(self, threshold, max_spikes: int, timesteps: int, v_init=None, min_spikes: int = 0,
                  spike_value=None):
         super().__init__()
-        threshold = _buffer(threshold)
-        if (threshold <= 0).any():
-            raise ValueError("neuron thresholds must be positive")
-        self.register_buffer("threshold", threshold)
-        self.register_buffer("v_init", _buffer(v_init, threshold / 2))
-        self.register_buffer("spike_value", _buffer(spike_value, threshold))
+        _threshold_buffers(self, threshold, v_init, spike_value)
         self.max_spikes = int(max_spikes)
         self.min_spikes = int(min_spikes)
         self.timesteps = int(timesteps)
@@ -77,12 +82,7 @@ class ParallelNeuron(nn.Module):
 
     def __init__(self, threshold, timesteps: int, v_init=None, spike_value=None):
         super().__init__()
-        threshold = _buffer(threshold)
-        if (threshold <= 0).any():
-            raise ValueError("neuron thresholds must be positive")
-        self.register_buffer("threshold", threshold)
-        self.register_buffer("v_init", _buffer(v_init, threshold / 2))
-        self.register_buffer("spike_value", _buffer(spike_value, threshold))
+        _threshold_buffers(self, threshold, v_init, spike_value)
         self.timesteps = int(timesteps)
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:

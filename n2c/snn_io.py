@@ -44,7 +44,7 @@ import torch
 from torch import fx, nn
 
 from n2c.errors import ModelLoadError, N2CError, UnsupportedLayerError
-from n2c.ingest import _one_line, _ScriptImporter
+from n2c.ingest import _one_line, _ScriptImporter, check_readable
 from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
 FORMAT_VERSION = 1
@@ -196,14 +196,8 @@ def load_snn(path: str | os.PathLike) -> SpikingNetwork:
 
 
 def _check_snn_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise ModelLoadError(f"SNN file {path} does not exist; check the path")
-    if os.path.isdir(path):
-        raise ModelLoadError(f"{path} is a directory; pass the SNN file written by n2c convert")
-    if not os.access(path, os.R_OK):
-        raise ModelLoadError(f"cannot read {path}: permission denied; check the file's permissions")
-    if os.path.getsize(path) == 0:
-        raise ModelLoadError(f"{path} is empty (0 bytes); the save was interrupted, {_CONVERT_AGAIN}")
+    check_readable(path, "SNN file", "pass the SNN file written by n2c convert",
+                   f"the save was interrupted, {_CONVERT_AGAIN}")
     with open(path, "rb") as f:
         magic = f.read(4)
     if not zipfile.is_zipfile(path):
