@@ -246,7 +246,7 @@ def cmd_train(args) -> int:
           f"({train_set.name}, {args.quantizer} L = {args.levels})")
     hint = f"n2c export {args.output} -o model.nir --dataset {args.dataset}"
     if args.quantizer == "signed":
-        hint += " with a method that emits negative spikes (PMSM)"
+        hint += " --method pmsm"  # signed quantizers need negative spikes
     print(f"wrote {args.output} (TorchScript); convert it with: {hint}")
     return 0
 

@@ -189,6 +189,12 @@ def test_resnet_has_residual_adds_and_projection_shortcuts():
 
 # ------------------------------------------------------------------------------ CLI
 
+def test_cli_train_has_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0 and "usage: n2c train" in capsys.readouterr().out
+
+
 def test_cli_train_from_scratch_then_export(tmp_path, capsys):
     out, nir = tmp_path / "d.pt", tmp_path / "d.nir"
     assert main(["train", "--model-name", "digits-cnn", "--dataset", "digits", "--levels", "8", "--epochs", "1",
@@ -207,7 +213,7 @@ def test_cli_fine_tunes_a_relu_state_dict(relu_digits, tmp_path, capsys):
     assert main(["train", str(sd), "--arch", "n2c.models:DigitsCNN(levels=None)", "--dataset", "digits",
                  "--quantizer", "qcfs", "--levels", "4", "--epochs", "1", "--samples", "256", "-o", str(out)]) == 0
     test_acc = float(capsys.readouterr().out.split("test accuracy ")[1].split(" %")[0])
-    assert test_acc > 80
+    assert test_acc > 80, test_acc
     loaded = load_model(str(out))
     assert [int(m.levels) for m in _quantizers(loaded)] == [4, 4, 4]
 
@@ -234,7 +240,7 @@ def test_cli_train_bad_input_exit_2_no_output(args, message, tmp_path, capsys):
     argv = ["train", *[a.format(tmp=tmp_path) for a in args], "-o", str(tmp_path / "out.pt")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("n2c: error:") and message in err[-1], err
+    assert len(err) == 1 and err[0].startswith("n2c: error:") and message in err[0], err
     assert set(os.listdir(tmp_path)) == before
 
 
