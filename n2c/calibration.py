@@ -49,6 +49,7 @@ from torch import fx, nn
 
 from n2c.data import Dataset
 from n2c.errors import CalibrationError
+from n2c.graph import set_submodule
 from n2c.qcfs import QCFS, SignedQCFS
 
 THRESHOLD_MODES = ("max", "percentile", "channel-max", "channel-percentile")
@@ -66,14 +67,21 @@ def _channel_view(z: torch.Tensor) -> torch.Tensor:
     return z.transpose(0, 1).reshape(z.shape[1], -1)
 
 
+def _per_channel(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, ...) → (C, 1, …, 1, B·...): per-channel values, laid out so that a statistic
+    over the last axis has the shape of a per-channel λ ((C, 1, 1) for images, (C,) for vectors)."""
+    return _channel_view(z).reshape(z.shape[1], *[1] * (z.dim() - 2), -1)
+
+
 @torch.no_grad()
 def record_inputs(gm: fx.GraphModule, targets: list[str], data: Dataset, batch_size: int = 256,
                   per_channel: bool = False) -> dict[str, torch.Tensor]:
-    """Inputs of the modules ``targets`` on ``data``: flat values, or (C, values) per channel.
-    At most :data:`MAX_SAMPLES` values per module (a fixed random subsample)."""
+    """Inputs of the modules ``targets`` on ``data``: flat values, or per channel laid out
+    (C, 1, …, 1, values) (see :func:`_per_channel`). At most :data:`MAX_SAMPLES` values per
+    module (a fixed random subsample)."""
     recorded: dict[str, list[torch.Tensor]] = {t: [] for t in targets}
     hooks = [gm.get_submodule(t).register_forward_hook(
-        lambda m, inp, out, key=t: recorded[key].append(_channel_view(inp[0]) if per_channel else inp[0].flatten()))
+        lambda m, inp, out, key=t: recorded[key].append(_per_channel(inp[0]) if per_channel else inp[0].flatten()))
         for t in targets]
     gm.eval()
     try:
@@ -92,16 +100,17 @@ def record_inputs(gm: fx.GraphModule, targets: list[str], data: Dataset, batch_s
     return out
 
 
-def threshold_from(values: torch.Tensor, mode: str, percentile: float, channel_shape: tuple[int, ...] | None):
-    """λ from recorded inputs: a float, or a per-channel tensor reshaped to ``channel_shape``."""
+def threshold_from(values: torch.Tensor, mode: str, percentile: float):
+    """λ from :func:`record_inputs` values: a float, or for the channel modes a per-channel
+    tensor of the values' shape without their last axis."""
     if mode not in THRESHOLD_MODES:
         raise CalibrationError(f"unknown threshold mode {mode!r}; use one of {', '.join(THRESHOLD_MODES)}")
     if not 0 < percentile <= 100:
         raise CalibrationError(f"percentile must be in (0, 100], got {percentile}")
     v = values.double().numpy()
     if mode.startswith("channel"):
-        lam = v.max(axis=1) if mode == "channel-max" else np.percentile(v, percentile, axis=1)
-        return torch.tensor(lam, dtype=torch.float32).reshape(channel_shape)
+        lam = v.max(axis=-1) if mode == "channel-max" else np.percentile(v, percentile, axis=-1)
+        return torch.tensor(lam, dtype=torch.float32)
     return float(v.max() if mode == "max" else np.percentile(v, percentile))
 
 
@@ -121,11 +130,7 @@ def calibrate_thresholds(gm: fx.GraphModule, data: Dataset, levels: int, mode: s
     per_channel = mode.startswith("channel")
     recorded = record_inputs(gm, [n.target for n in relus], data, batch_size, per_channel)
     for node in relus:
-        values = recorded[node.target]
-        shape = None
-        if per_channel:
-            shape = (values.shape[0],) + (1,) * (_rank_of(gm, node, data) - 2)
-        lam = threshold_from(values, mode, percentile, shape)
+        lam = threshold_from(recorded[node.target], mode, percentile)
         lam_t = torch.as_tensor(lam)
         if float(lam_t.max()) <= 0:
             raise CalibrationError(f"ReLU '{node.target}' never activates on the calibration data; "
@@ -133,27 +138,9 @@ def calibrate_thresholds(gm: fx.GraphModule, data: Dataset, levels: int, mode: s
         lam_t = torch.where(lam_t > 0, lam_t, lam_t.max())
         q = QCFS(levels, lam_t)
         q.from_relu = True
-        _replace(gm, node, q)
+        set_submodule(gm, node.target, q)
     gm.recompile()
     return gm
-
-
-def _rank_of(gm: fx.GraphModule, node: fx.Node, data: Dataset) -> int:
-    seen = {}
-
-    def hook(module, inputs, output) -> None:
-        seen["r"] = inputs[0].dim()
-
-    h = gm.get_submodule(node.target).register_forward_hook(hook)
-    with torch.no_grad():
-        gm(torch.from_numpy(data.x[:1]))
-    h.remove()
-    return seen["r"]
-
-
-def _replace(gm: fx.GraphModule, node: fx.Node, new: nn.Module) -> None:
-    parent, _, name = node.target.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, name, new)
 
 
 # --- PMSM quantizer hyper-parameters -------------------------------------------------

@@ -33,7 +33,7 @@ from torch import fx, nn
 from n2c import calibration
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
-from n2c.graph import canonicalize
+from n2c.graph import canonicalize, set_submodule
 from n2c.qcfs import QCFS, SignedQCFS
 from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
@@ -47,8 +47,7 @@ def _module(gm: fx.GraphModule, node: fx.Node):
 
 
 def _replace(gm: fx.GraphModule, node: fx.Node, new: nn.Module) -> None:
-    parent, _, name = node.target.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, name, new)
+    set_submodule(gm, node.target, new)
 
 
 def _drop(gm: fx.GraphModule, node: fx.Node) -> None:

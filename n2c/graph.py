@@ -48,6 +48,12 @@ def _describe(node: fx.Node, gm: nn.Module) -> str:
     return f"operation '{node.name}' ({node.op} {target})"
 
 
+def set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``target`` of ``gm`` (the graph keeps calling it there)."""
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
 def _replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, arg: fx.Node) -> None:
     name = f"{node.name}_module"
     gm.add_submodule(name, module)

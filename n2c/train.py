@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, N2CError
-from n2c.graph import canonicalize
+from n2c.graph import canonicalize, set_submodule
 from n2c.qcfs import QCFS, SignedQCFS
 
 QUANTIZERS = {"qcfs": QCFS, "signed": SignedQCFS}
@@ -85,11 +85,6 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def _relu_nodes(gm: fx.GraphModule) -> list[fx.Node]:
     return [n for n in gm.graph.nodes
             if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.ReLU)]
-
-
-def _set_module(gm: nn.Module, target: str, module: nn.Module) -> None:
-    parent, _, name = target.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
 def _unshare(gm: fx.GraphModule, nodes: list[fx.Node]) -> None:
@@ -156,7 +151,7 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
     make = QUANTIZERS[quantizer]
     if not isinstance(lam_init, str):
         for target in targets:
-            _set_module(gm, target, make(levels, float(lam_init)))
+            set_submodule(gm, target, make(levels, float(lam_init)))
         gm.recompile()
         return gm
     if calib is None or len(calib) == 0:
@@ -195,7 +190,7 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
             raise CalibrationError(
                 f"ReLU '{target}' never sees a {sign} input on the {len(calib)} calibration samples; "
                 "it is dead: check the data's preprocessing, use more calibration data, or pass a float lam_init")
-        _set_module(gm, target, make(levels, lam))
+        set_submodule(gm, target, make(levels, lam))
     gm.recompile()
     return gm
 
