@@ -150,6 +150,10 @@ def _to_int(x: np.ndarray, name: str, what: str, bits: int = STATE_BITS) -> np.n
 def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
     """Quantize a layer graph; ``input_scale`` overrides the one stored in the graph."""
     layers = graph.layers
+    if graph.recurrent:
+        src, dst = sorted(graph.recurrent)[0]
+        raise QuantizationError(f"recurrent edge {src} -> {dst}: recurrent graphs have no integer (Loihi) form in "
+                                "this n2c yet; simulate the graph in float (--precision float)")
     src_layer: InputLayer = graph.input
     scale_in = input_scale or src_layer.input_scale
     if not scale_in:
@@ -170,6 +174,9 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
 
     for layer in layers[1:]:
         if isinstance(layer, FlattenLayer):
+            if len(layer.out_shape) != 1:
+                raise QuantizationError(f"Flatten '{layer.name}' keeps {len(layer.out_shape)} dimensions; only a full "
+                                        "flatten has an integer (Loihi) form in this n2c")
             alias[layer.name] = layer.inputs[0]
             continue
         if isinstance(layer, PoolLayer):
@@ -183,6 +190,9 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
                                   groups=layer.in_shape[0]))
             continue
         if isinstance(layer, (ConvLayer, DenseLayer)):
+            if isinstance(layer, ConvLayer) and layer.dims != 2:
+                raise QuantizationError(f"Conv1d '{layer.name}' has no integer (Loihi) form in this n2c yet; "
+                                        "simulate the graph in float (--precision float)")
             if len(layer.inputs) != 1:
                 raise QuantizationError(f"layer '{layer.name}' sums several inputs before its weights; not supported")
             src = resolve(layer.inputs[0])
@@ -208,7 +218,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
             if kind != "readout":
                 unit[layer.name] = np.broadcast_to(layer.spike_value, layer.out_shape)
             continue
-        raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be quantized yet")
+        raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) has no integer (Loihi) form in "
+                                "this n2c yet; simulate the graph in float (--precision float)")
     if pending:
         raise QuantizationError(f"weighted layers {sorted(pending)} feed no neuron or output")
     return IntNetwork(source, out, out[-1].name, graph.timesteps, summary)

@@ -52,6 +52,7 @@ def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
 class SimResult:
     output: np.ndarray  # (B, ...) int64 readout potentials after the last step
     messages: dict[str, np.ndarray]  # every source/synapse/neuron -> (T, B, ...) int64 values it sent
+    readout_current: np.ndarray | None = None  # (T, B, ...) int64 input of the readout at each step
 
     def counts(self, net: IntNetwork) -> dict[str, np.ndarray]:
         """Spike counts (T, B, ...) of the multi-threshold neurons."""
@@ -118,14 +119,15 @@ def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResul
     """Run float images ``x`` (B, *input_shape) through the integer network (zero-delay timing)."""
     results = [_simulate_batch(net, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return SimResult(np.concatenate([r.output for r in results]),
-                     {k: np.concatenate([r.messages[k] for r in results], axis=1) for k in results[0].messages})
+                     {k: np.concatenate([r.messages[k] for r in results], axis=1) for k in results[0].messages},
+                     np.concatenate([r.readout_current for r in results], axis=1))
 
 
 def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
     """Run integer input messages ``s_in`` of shape (T, B, *input_shape)."""
     t, b = s_in.shape[:2]
     values: dict[str, np.ndarray] = {net.source.name: s_in.reshape(t * b, *s_in.shape[2:])}
-    output = None
+    output = readout_current = None
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             values[layer.name] = _synapse(layer, values[layer.input])
@@ -133,10 +135,10 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
         current = sum(values[name] for name in layer.inputs).reshape(t, b, *layer.shape)
         k, v = _neuron(layer, current, t)
         if layer.kind == "readout":
-            output = v
+            output, readout_current = v, current + layer.bias
         else:
             values[layer.name] = k.reshape(t * b, *layer.shape)
-    return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()})
+    return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()}, readout_current)
 
 
 def _simulate_batch(net: IntNetwork, x: np.ndarray) -> SimResult:

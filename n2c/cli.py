@@ -104,11 +104,11 @@ def cmd_convert(args) -> int:
 def _load_for_run(args):
     """Data, layer graph and integer network. Input scale: --input-scale, else the graph's,
     else the data set's."""
-    from n2c.backends.ir import import_nir
+    from n2c.backends.nir_import import import_nir
     from n2c.backends.quantize import quantize
     from n2c.data import load_dataset
 
-    data = load_dataset(args.dataset, args.split).head(args.samples)
+    data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
     graph = import_nir(args.graph)
     scale = args.input_scale or graph.input.input_scale or data.input_scale
     return data, graph, quantize(graph, scale)
@@ -123,25 +123,123 @@ def _spikes_per_layer(net, messages) -> dict:
             if isinstance(layer, IntNeuron) and layer.spiking}
 
 
-def cmd_simulate(args) -> int:
-    from n2c.pipeline import run_backend
+def load_input_array(path: str):
+    """An .npy array, read without unpickling (object arrays are refused)."""
+    import os
 
-    data, _, net = _load_for_run(args)
-    run = run_backend(net, data.x, args.backend, progress=not args.json, record_spikes=True)
-    accuracy = float((run.predictions == data.y).mean())
-    result = {"backend": args.backend, "graph": args.graph, "dataset": data.name, "samples": len(data),
-              "timesteps": net.timesteps, "accuracy": accuracy, "predictions": run.predictions.tolist(),
-              "samples_per_second": len(data) / run.seconds if run.seconds > 0 else float("inf"),
-              "spikes_per_layer": _spikes_per_layer(net, run.messages) if run.messages else None}
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise N2CError(f"input file {path} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise N2CError(f"{path} holds Python objects (a pickle); save a numeric array with np.save") from None
+        raise N2CError(f"{path} is not a .npy array ({str(e).splitlines()[0][:120]}); save it with np.save") from None
+    except OSError as e:
+        raise N2CError(f"{path} is not a readable .npy array ({e.__class__.__name__}); save it with np.save") from None
+
+
+def save_array(array, path: str) -> None:
+    """np.save, atomically: a failed write leaves nothing behind."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    _writable_output(path)
+    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def cmd_simulate(args) -> int:
+    import numpy as np
+
+    from n2c.backends.dynamics import discretization
+    from n2c.backends.nir_import import import_nir
+    from n2c.data import load_dataset
+    from n2c.pipeline import run_arrays, run_backend
+
+    if args.input and args.dataset:
+        raise N2CError("give either --input X.npy or --dataset NAME, not both")
+    if args.save_output:
+        _writable_output(args.save_output)
+    disc = discretization(args.dynamics, args.dt)
+    graph = import_nir(args.graph)
+    precision = args.precision or ("int" if graph.is_n2c else "float")
+    if precision == "float" and args.backend != "reference":
+        raise N2CError("--precision float runs on the reference simulator only; drop --backend lava")
+    labels, data_name = None, None
+    if args.input:
+        x = load_input_array(args.input)
+        if args.backend == "lava":
+            raise N2CError("--input runs on the reference simulator; Lava runs n2c graphs on --dataset")
+        source = args.input
+    else:
+        data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
+        labels, data_name, source = data.y, data.name, data.name
+        if tuple(data.x.shape[1:]) != tuple(graph.input.out_shape):
+            raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but the graph expects "
+                           f"{tuple(graph.input.out_shape)}; use --input X.npy for other data")
+        steps = graph.timesteps if graph.is_n2c else args.timesteps
+        x = np.broadcast_to(data.x, (steps, *data.x.shape))  # direct encoding: the frame at every step
+    scale = args.input_scale or graph.input.input_scale
+    if precision == "int" and scale is None and not args.input:
+        scale = data.input_scale
+    if args.backend == "lava":
+        from n2c.backends.quantize import quantize
+        net = quantize(graph, scale)
+        run = run_backend(net, data.x, "lava", progress=not args.json, record_spikes=True)
+        output, seconds = None, run.seconds
+        predictions, spikes = run.predictions, _spikes_per_layer(net, run.messages) if run.messages else None
+    else:
+        run = run_arrays(graph, x, precision, disc, scale)
+        output, seconds, predictions = run.output, run.seconds, run.predictions
+        spikes = None
+        if run.messages is not None:
+            from n2c.backends.quantize import quantize
+            spikes = _spikes_per_layer(quantize(graph, scale), run.messages)
+    if args.save_output:
+        save_array(output if output is not None else np.zeros(0), args.save_output)
+    n = len(predictions)
+    result = {"backend": args.backend, "precision": precision, "graph": args.graph, "input": source,
+              "samples": n, "timesteps": int(x.shape[0]) if args.input or args.backend != "lava" else graph.timesteps,
+              "predictions": predictions.tolist(), "samples_per_second": n / seconds if seconds > 0 else float("inf"),
+              "spikes_per_layer": spikes}
+    if precision == "float" and not graph.is_n2c:
+        result["discretization"] = {"name": disc.name, "dt": disc.dt}
+    if output is not None:
+        result["output_shape"] = list(output.shape)
+    if labels is not None:
+        result["dataset"] = data_name
+        result["accuracy"] = float((predictions == labels).mean())
+    if args.save_output:
+        result["saved_output"] = args.save_output
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.backend}: accuracy {100 * accuracy:.2f} % on {len(data)} {data.name} samples "
-          f"({result['samples_per_second']:.1f} samples/s)")
-    if result["spikes_per_layer"]:
+    what = f"accuracy {100 * result['accuracy']:.2f} % on {n} {data_name} samples" if labels is not None \
+        else f"{n} samples from {source}, T = {result['timesteps']}"
+    print(f"{args.backend} ({precision}): {what} ({result['samples_per_second']:.1f} samples/s)")
+    if args.save_output:
+        print(f"wrote {args.save_output}: output at every step, shape {tuple(output.shape)} (time, batch, ...)")
+    if spikes:
         print("unit spikes per layer (total over samples):")
-        for name, count in result["spikes_per_layer"].items():
+        for name, count in spikes.items():
             print(f"  {name:<24} {count}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from n2c.inspect_graph import describe
+    print(describe(args.graph, as_json=args.json))
     return 0
 
 
@@ -313,17 +411,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_convert)
 
     def data_args(q):
-        q.add_argument("graph", help="NIR file written by n2c export")
-        q.add_argument("--dataset", default="digits", help="digits (default), fashion-mnist, or an .npz file")
+        q.add_argument("graph", help="NIR file (written by n2c export or by another tool)")
+        q.add_argument("--dataset", help="digits (default), fashion-mnist, or an .npz file")
         q.add_argument("--split", choices=["train", "test"], default="test", help="data split (default: test)")
         q.add_argument("--samples", type=_positive_int, help="use only the first N samples")
         q.add_argument("--input-scale", type=_positive_float, help="override the graph's input scale")
 
-    s = sub.add_parser("simulate", help="run a NIR graph on a backend and measure accuracy",
-                       description="Run a NIR graph with Loihi integer arithmetic on a data set.")
+    s = sub.add_parser("simulate", help="run a NIR graph on a data set or on your own input array",
+                       description="Run a NIR graph (n2c's or another tool's) on a data set, or on an input array "
+                       "of shape (T, B, *input_shape) saved with np.save.")
     data_args(s)
+    s.add_argument("--input", metavar="X.npy", help="input array (time, batch, then the graph's input shape) "
+                   "instead of a data set")
+    s.add_argument("--save-output", metavar="Y.npy", help="save the Output node's value at every step, "
+                   "shape (time, batch, *output_shape)")
     s.add_argument("--backend", choices=["reference", "lava"], default="reference",
-                   help="reference integer simulator (fast) or Lava's fixed-point CPU simulation")
+                   help="reference simulator (fast) or Lava's fixed-point CPU simulation")
+    s.add_argument("--precision", choices=["int", "float"],
+                   help="int: Loihi integer arithmetic (default for n2c graphs); float: float64, any graph "
+                   "(default for other tools' graphs)")
+    s.add_argument("--dynamics", default="nir", help="how NIR's continuous neurons become steps: nir (forward "
+                   "Euler, default), snntorch, norse (the tools' own schemes; see docs/nir-conventions.md)")
+    s.add_argument("--dt", type=_positive_float, help="time step in the graph's time unit (default: the "
+                   "--dynamics scheme's)")
+    s.add_argument("--timesteps", type=_positive_int, default=1,
+                   help="steps per sample for --dataset on graphs from other tools (default: 1)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     s.set_defaults(func=cmd_simulate)
 
@@ -333,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hardware", choices=["loihi1", "loihi2"], default="loihi2", help="target chip (default: loihi2)")
     r.add_argument("-o", "--output", required=True, help="directory for report.json and report.md")
     r.set_defaults(func=cmd_report)
+
+    i = sub.add_parser("inspect", help="print a NIR graph as a table: nodes, shapes, parameters, backends",
+                       description="Print a NIR graph's nodes, types, shapes, parameter summary, n2c metadata, "
+                       "and which backend can run it.")
+    i.add_argument("graph", help="NIR file")
+    i.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    i.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("demo", help="the built-in end-to-end run on digits",
                        description="Train a small QCFS CNN on digits, convert it to a one-step SNN, export NIR, "

@@ -3,6 +3,7 @@
 ``export_model``  model file → NIR file
 ``load_network``  NIR file → quantized integer network
 ``run_backend``   integer network + data → integer readout, timing
+``run_arrays``    any layer graph + input array (T, B, ...) → output at every step
 The CLI and the demo are thin wrappers around these.
 """
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from n2c.backends.ir import LayerGraph, import_nir
+from n2c.backends.ir import LayerGraph
+from n2c.backends.nir_import import import_nir
 from n2c.backends.quantize import IntNetwork, quantize
 from n2c.convert import convert
 from n2c.data import Dataset
@@ -74,3 +76,48 @@ def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = T
         out = run_lava(net, x, progress=progress)
         return BackendRun(backend, out, time.perf_counter() - start)
     raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+
+
+PRECISIONS = ("int", "float")
+
+
+@dataclass
+class ArrayRun:
+    output: np.ndarray  # (T, B, *output_shape), real units
+    seconds: float
+    messages: dict | None = None  # integer reference only: every layer's messages (T, B, ...)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Class = argmax of the output summed over time (mean readout, spike counts)."""
+        total = self.output.sum(axis=0)
+        return total.reshape(len(total), -1).argmax(axis=1)
+
+
+def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
+               input_scale: float | None = None, batch_size: int = 1024) -> ArrayRun:
+    """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
+
+    ``int``: Loihi integer arithmetic (n2c graphs; the output is the readout's input
+    current at each step, divided by its scale). ``float``: float64, any graph,
+    NIR neurons discretized by ``discretization`` (``n2c.backends.dynamics``)."""
+    from n2c.backends.float_sim import check_input, simulate_float
+    from n2c.backends.reference import run_encoded
+
+    if precision not in PRECISIONS:
+        raise N2CError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    start = time.perf_counter()
+    x = check_input(graph, x)
+    if precision == "float":
+        parts = [simulate_float(graph, x[:, i:i + batch_size], discretization).output
+                 for i in range(0, x.shape[1], batch_size)]
+        return ArrayRun(np.concatenate(parts, axis=1), time.perf_counter() - start)
+    net = quantize(graph, input_scale)
+    readout = net.by_name()[net.output]
+    outputs, messages = [], []
+    for i in range(0, x.shape[1], batch_size):
+        sim = run_encoded(net, net.source.encode(x[:, i:i + batch_size]))
+        outputs.append(sim.readout_current / readout.scale)
+        messages.append(sim.messages)
+    merged = {k: np.concatenate([m[k] for m in messages], axis=1) for k in messages[0]}
+    return ArrayRun(np.concatenate(outputs, axis=1), time.perf_counter() - start, merged)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from n2c import calibration
-from n2c.backends.ir import NeuronLayer, import_nir
+from n2c.backends.ir import NeuronLayer
+from n2c.backends.nir_import import import_nir
 from n2c.backends.quantize import quantize
 from n2c.backends.reference import simulate
 from n2c.convert import METHODS, convert, prepare, to_snn

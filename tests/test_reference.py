@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from n2c.backends.ir import import_nir
+from n2c.backends.nir_import import import_nir
 from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, quantize
 from n2c.backends.reference import lava_effective_weights, run_encoded, simulate
 from n2c.errors import QuantizationError

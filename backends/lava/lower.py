@@ -243,7 +243,7 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> _Stream:
 
 # --- network ------------------------------------------------------------------------------------
 
-def _check_network(net: IntNetwork) -> None:
+def check_network(net: IntNetwork) -> None:
     """Reject what the lowering cannot express before building anything."""
     output = net.by_name().get(net.output)
     if not isinstance(output, IntNeuron) or output.kind != "readout":
@@ -286,7 +286,7 @@ def _lower(net: IntNetwork, x: np.ndarray, record: bool = False):
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
-    _check_network(net)
+    check_network(net)
     if tuple(net.source.shape) != tuple(x.shape[1:]):
         raise QuantizationError(f"inputs of shape {tuple(x.shape[1:])} do not match the network input "
                                 f"{net.source.shape}")
