@@ -32,14 +32,18 @@ from n2c.errors import N2CError
 class Discretization:
     """How continuous NIR neurons become steps.
 
-    dt            time step, in the graph's time unit.
-    reset         ``zero``: v ← v_reset on a spike (NIR); ``subtract``: v ← v − θ.
-    reset_delay   0: the reset acts in the step that spiked (NIR); 1: it is
-                  applied at the start of the next step, after the decay.
-    current_first CubaLI(F): the membrane sees this step's synaptic current (True)
-                  or the previous step's (False).
-    current_jump  CubaLI(F): i ← decay(i) + w_in·x (the input jumps the current)
-                  instead of the Euler term (dt/τ_syn)·w_in·x.
+    dt               time step, in the graph's time unit.
+    reset            ``zero``: v ← v_reset on a spike (NIR); ``subtract``: v ← v − θ.
+    reset_delay      0: the reset acts in the step that spiked (NIR); 1: it is applied
+                     at the next step, after the decay and the input (snnTorch).
+    current_first    CubaLI(F): the membrane sees this step's synaptic current (True)
+                     or the previous step's (False).
+    current_jump     CubaLI(F): i ← (1 − dt/τ_syn)·i + w_in·x (the input jumps the
+                     current) instead of the Euler term (dt/τ_syn)·w_in·x.
+    integrator_dt    I and IF integrate dt·r·x (True, NIR) or r·x (False, Norse).
+    v_start          initial membrane: ``zero`` or ``leak`` (v(0) = v_leak).
+    recurrent_start  what an edge that closes a cycle delivers at step 0: ``zero``, or
+                     ``rest``: its source's output for all-zero inputs (an Affine's bias).
     """
     name: str
     dt: float
@@ -47,6 +51,9 @@ class Discretization:
     reset_delay: int = 0
     current_first: bool = True
     current_jump: bool = False
+    integrator_dt: bool = True
+    v_start: str = "zero"
+    recurrent_start: str = "zero"
     description: str = ""
 
     def with_dt(self, dt: float | None) -> "Discretization":
@@ -58,7 +65,15 @@ class Discretization:
 
 
 DISCRETIZATIONS = {
-    "nir": Discretization("nir", 1e-3, description="forward Euler of NIR's equations, hard reset in the spiking step"),
+    "nir": Discretization("nir", 1e-3, description="forward Euler of NIR's equations, hard reset in the "
+                          "spiking step (dt 1e-3 unless the graph states n2c.dt)"),
+    "snntorch": Discretization("snntorch", 1e-4, reset="subtract", reset_delay=1, recurrent_start="rest",
+                               description="snnTorch 1.0's own simulation of the graphs it exports: dt 1e-4, "
+                               "reset by subtraction one step late, recurrent bias from step 0"),
+    "norse": Discretization("norse", 1e-6, current_jump=True, integrator_dt=False, v_start="leak",
+                            description="Norse 1.1's own simulation of the graphs it exports: its exporter "
+                            "writes tau = dt/τ⁻¹ (norse#411), so dt = dt_module·dt_export = 1e-6; input jumps "
+                            "the synaptic current; IF integrates r·x; v starts at v_leak"),
 }
 
 
@@ -74,7 +89,8 @@ class NeuronState:
     def __init__(self, layer: DynamicsLayer, disc: Discretization, batch: int):
         self.layer, self.disc = layer, disc
         shape = (batch, *layer.out_shape)
-        self.v = np.zeros(shape)
+        self.v = np.zeros(shape) if disc.v_start == "zero" or layer.v_leak is None \
+            else np.broadcast_to(layer.v_leak, shape).astype(np.float64)
         self.i = np.zeros(shape)
         self.pending = np.zeros(shape, dtype=bool)  # spikes whose reset is still due (reset_delay 1)
 
@@ -82,7 +98,7 @@ class NeuronState:
         layer, d, dt = self.layer, self.disc, self.disc.dt
         kind = layer.kind
         if kind in ("I", "IF"):
-            v = self.v + dt * layer.r * x
+            v = self.v + (dt if d.integrator_dt else 1.0) * layer.r * x
         elif kind in ("LI", "LIF"):
             v = self.v + dt / layer.tau_mem * (layer.v_leak - self.v + layer.r * x)
         else:  # CubaLI, CubaLIF

@@ -143,6 +143,17 @@ def check_input(graph: LayerGraph, x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64)
 
 
+def _recurrent_start(graph: LayerGraph, disc: Discretization, batch: int) -> dict[str, np.ndarray]:
+    """Zeros, or (``rest``) every layer's output when all neurons are silent and the input is zero."""
+    last = {layer.name: np.zeros((batch, *layer.out_shape)) for layer in graph.layers}
+    if disc.recurrent_start == "rest":
+        for layer in graph.layers[1:]:
+            if not isinstance(layer, (DynamicsLayer, NeuronLayer, DelayLayer)):
+                total = sum(last[p] for p in layer.inputs if (p, layer.name) not in graph.recurrent)
+                last[layer.name] = _stateless(layer, total)
+    return last
+
+
 def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None = None,
                    record: bool = False) -> FloatRun:
     """Run ``x`` (T, B, *input_shape) through ``graph``; see the module docstring for timing."""
@@ -155,7 +166,7 @@ def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None
         for layer in graph.layers[1:]:
             values[layer.name] = runners[layer.name](sum(values[p] for p in layer.inputs))
         return FloatRun(values[graph.output.name], values if record else None)
-    last = {layer.name: np.zeros((batch, *layer.out_shape)) for layer in graph.layers}  # previous step
+    last = _recurrent_start(graph, disc, batch)  # the "previous step" of step 0
     history: dict[str, list] = {layer.name: [] for layer in graph.layers}
     for t in range(steps):
         now = {graph.input.name: x[t]}

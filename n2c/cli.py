@@ -73,8 +73,9 @@ def cmd_export(args) -> int:
     if shape is None:
         raise N2CError("the input shape is unknown; pass --input-shape C,H,W or --dataset NAME")
     scale = args.input_scale or (data.input_scale if data is not None else None)
-    export_model(snn, args.output, shape, scale)
-    print(f"wrote {args.output}: {len(snn.neurons())} spiking layers, method {snn.method}, "
+    export_model(snn, args.output, shape, scale, portable=args.portable)
+    form = "portable standard NIR (LIF populations, T = 1)" if args.portable else "n2c NIR"
+    print(f"wrote {args.output}: {form}, {len(snn.neurons())} spiking layers, method {snn.method}, "
           f"T = {snn.timesteps}, input {shape}")
     return 0
 
@@ -171,8 +172,9 @@ def cmd_simulate(args) -> int:
         raise N2CError("give either --input X.npy or --dataset NAME, not both")
     if args.save_output:
         _writable_output(args.save_output)
-    disc = discretization(args.dynamics, args.dt)
     graph = import_nir(args.graph)
+    stated_dt = graph.metadata.get("n2c.dt") if args.dynamics == "nir" else None  # the graph's own time step
+    disc = discretization(args.dynamics, args.dt or stated_dt)
     precision = args.precision or ("int" if graph.is_n2c else "float")
     if precision == "float" and args.backend != "reference":
         raise N2CError("--precision float runs on the reference simulator only; drop --backend lava")
@@ -397,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-shape", type=_shape, help="input shape C,H,W without batch, e.g. 1,8,8")
     e.add_argument("--input-scale", type=_positive_float,
                    help="real value of one integer input step (e.g. 0.0625 for digits' 0..16 pixels)")
+    e.add_argument("--portable", action="store_true", help="standard NIR only (T = 1, mtn/pmsm): every "
+                   "multi-level neuron as binary LIF neurons with staggered thresholds, runnable in any NIR tool")
     e.set_defaults(func=cmd_export)
 
     c = sub.add_parser("convert", help="convert a trained model into a spiking network (saved as TorchScript)",

@@ -28,14 +28,20 @@ BACKENDS = ("reference", "lava")
 
 def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale: float | None = None,
                  timesteps: int = 1, levels: int | None = None, calib: Dataset | None = None,
-                 calib_mode: str | None = None, method: str = "mtn", **options) -> SpikingNetwork:
+                 calib_mode: str | None = None, method: str = "mtn", portable: bool = False,
+                 **options) -> SpikingNetwork:
     """Convert ``model`` (or take a converted :class:`SpikingNetwork` as is) and write its
-    NIR graph to ``out_path`` (atomically). ``options`` go to :func:`n2c.convert.convert`."""
+    NIR graph to ``out_path`` (atomically). ``options`` go to :func:`n2c.convert.convert`.
+    With ``portable``, write the standard-NIR form instead (:mod:`n2c.portable`)."""
     if isinstance(model, SpikingNetwork):
         snn = model
     else:
         snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
-    write_nir(to_nir(snn, tuple(input_shape), input_scale), out_path)
+    graph = to_nir(snn, tuple(input_shape), input_scale)
+    if portable:
+        from n2c.portable import to_portable_nir
+        graph = to_portable_nir(import_nir(graph))
+    write_nir(graph, out_path)
     return snn
 
 
