@@ -410,6 +410,10 @@ def import_nir(graph: nir.NIRGraph | str | Path) -> LayerGraph:
     _check_cycles_have_state(nodes, edges)
     order, back = _order(nodes, edges, inputs[0])
     _check_reaches(nodes, edges, outputs[0])
+    if any(s == outputs[0] for s, _ in edges):
+        raise NIRFormatError(f"the Output node '{outputs[0]}' has outgoing edges")
+    order.remove(outputs[0])
+    order.append(outputs[0])  # a sink: last is still topological, and backends read the output there
     preds: dict[str, list[str]] = {n: [] for n in nodes}
     for src, dst in edges:
         preds[dst].append(src)

@@ -132,12 +132,16 @@ def load_input_array(path: str):
 
     if not os.path.isfile(path):
         raise N2CError(f"input file {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise N2CError(f"{path} is not a .npy array; save your input with np.save")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e):
             raise N2CError(f"{path} holds Python objects (a pickle); save a numeric array with np.save") from None
-        raise N2CError(f"{path} is not a .npy array ({str(e).splitlines()[0][:120]}); save it with np.save") from None
+        raise N2CError(f"{path} is not a readable .npy array ({str(e).splitlines()[0][:120]}); "
+                       "save it with np.save") from None
     except OSError as e:
         raise N2CError(f"{path} is not a readable .npy array ({e.__class__.__name__}); save it with np.save") from None
 

@@ -31,6 +31,13 @@ def qcfs_model(digits_train):
 
 
 @pytest.fixture(scope="session")
+def signed_cnn(digits_train):
+    """DigitsCNN with SignedQCFS (L = 4) activations, the PMSM quantizer."""
+    torch.manual_seed(0)
+    return train(DigitsCNN(levels=4, act="signed"), digits_train, epochs=10, progress=False)
+
+
+@pytest.fixture(scope="session")
 def digits_nir(qcfs_model, digits_test, tmp_path_factory):
     path = tmp_path_factory.mktemp("nir") / "digits.nir"
     export_model(qcfs_model, str(path), (1, 8, 8), digits_test.input_scale, timesteps=1)

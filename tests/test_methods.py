@@ -202,13 +202,6 @@ def relu_cnn(digits_train):
     return train(DigitsCNN(levels=None), digits_train, epochs=20, progress=False)
 
 
-@pytest.fixture(scope="module")
-def signed_cnn(digits_train):
-    """DigitsCNN with SignedQCFS (L = 4) activations, the PMSM quantizer."""
-    torch.manual_seed(0)
-    return train(DigitsCNN(levels=4, act="signed"), digits_train, epochs=10, progress=False)
-
-
 # ---------------------------------------------------------------------------------------
 # 1. MTN at T = 1 equals the QCFS ANN bit for bit
 # ---------------------------------------------------------------------------------------
