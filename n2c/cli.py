@@ -73,7 +73,9 @@ def cmd_export(args) -> int:
     if shape is None:
         raise N2CError("the input shape is unknown; pass --input-shape C,H,W or --dataset NAME")
     scale = args.input_scale or (data.input_scale if data is not None else None)
-    export_model(snn, args.output, shape, scale, portable=args.portable)
+    if args.portable and args.nested:
+        raise N2CError("--portable writes a flat graph; drop --nested")
+    export_model(snn, args.output, shape, scale, portable=args.portable, nested=args.nested)
     form = "portable standard NIR (LIF populations, T = 1)" if args.portable else "n2c NIR"
     print(f"wrote {args.output}: {form}, {len(snn.neurons())} spiking layers, method {snn.method}, "
           f"T = {snn.timesteps}, input {shape}")
@@ -403,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-shape", type=_shape, help="input shape C,H,W without batch, e.g. 1,8,8")
     e.add_argument("--input-scale", type=_positive_float,
                    help="real value of one integer input step (e.g. 0.0625 for digits' 0..16 pixels)")
+    e.add_argument("--nested", action="store_true", help="write each top-level submodule of the model "
+                   "(e.g. a residual block) as a nested NIR graph")
     e.add_argument("--portable", action="store_true", help="standard NIR only (T = 1, mtn/pmsm): every "
                    "multi-level neuron as binary LIF neurons with staggered thresholds, runnable in any NIR tool")
     e.set_defaults(func=cmd_export)

@@ -98,14 +98,20 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
     raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has no NIR export")
 
 
-def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float | None = None) -> nir.NIRGraph:
-    """Build the NIR graph of ``snn`` for inputs of shape ``input_shape`` (no batch dimension)."""
+def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float | None = None,
+           nested: bool = False) -> nir.NIRGraph:
+    """Build the NIR graph of ``snn`` for inputs of shape ``input_shape`` (no batch dimension).
+
+    ``nested``: each top-level submodule of the model (``features``, ``layer1``, ...) with one
+    entry and one exit becomes a nested NIRGraph, mirroring the model's structure."""
     gm: fx.GraphModule = snn.graph_module
     example = torch.zeros(snn.timesteps, *input_shape)
     ShapeProp(gm).propagate(example)
     nodes: dict[str, nir.NIRNode] = {}
     sources: dict[str, list[str]] = {}  # fx node -> NIR nodes whose outputs sum to its value
     edges: list[tuple[str, str]] = []
+    groups: dict[str, str] = {}  # NIR node -> top-level submodule it belongs to
+    shapes: dict[str, tuple[int, ...]] = {"input": tuple(input_shape)}
 
     def shape_of(n: fx.Node) -> tuple[int, ...]:
         return tuple(n.meta["tensor_meta"].shape[1:])
@@ -123,6 +129,9 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
             nodes[name] = _node_for(gm.get_submodule(node.target), shape_of(node.args[0]), shape_of(node), name)
             edges += [(s, name) for s in src]
             sources[node.name] = [name]
+            shapes[name] = shape_of(node)
+            if "." in node.target:
+                groups[name] = node.target.split(".")[0]
         elif node.op == "output":
             out = node.args[0]
             nodes["output"] = nir.Output(output_type={"output": np.array(shape_of(out))})
@@ -136,7 +145,32 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
     }
     if input_scale:
         metadata["n2c.input_scale"] = float(input_scale)
+    if nested:
+        nodes, edges = _nest(nodes, edges, groups, shapes)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _nest(nodes: dict, edges: list, groups: dict, shapes: dict) -> tuple[dict, list]:
+    """Move each group with ≥ 2 nodes, one external source and one exit node into a subgraph."""
+    for group in sorted(set(groups.values())):
+        members = {n for n, g in groups.items() if g == group}
+        entries = [(s, d) for s, d in edges if d in members and s not in members]
+        exits = [(s, d) for s, d in edges if s in members and d not in members]
+        if len(members) < 2 or len({s for s, _ in entries}) != 1 or len({s for s, _ in exits}) != 1 \
+                or group in nodes:
+            continue
+        source, exit_node = entries[0][0], exits[0][0]
+        prefix = len(group) + 1
+        inner = {n[prefix:]: nodes.pop(n) for n in sorted(members)}
+        inner["input"] = nir.Input(input_type={"input": np.array(shapes[source])})
+        inner["output"] = nir.Output(output_type={"output": np.array(shapes[exit_node])})
+        inner_edges = [(s[prefix:], d[prefix:]) for s, d in edges if s in members and d in members]
+        inner_edges += [("input", d[prefix:]) for _, d in entries] + [(exit_node[prefix:], "output")]
+        nodes[group] = nir.NIRGraph(nodes=inner, edges=inner_edges, type_check=False)
+        shapes[group] = shapes[exit_node]
+        edges = [e for e in edges if e[0] not in members and e[1] not in members]
+        edges += [(source, group)] + [(group, d) for _, d in exits]
+    return nodes, edges
 
 
 def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:

@@ -29,15 +29,16 @@ BACKENDS = ("reference", "lava")
 def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale: float | None = None,
                  timesteps: int = 1, levels: int | None = None, calib: Dataset | None = None,
                  calib_mode: str | None = None, method: str = "mtn", portable: bool = False,
-                 **options) -> SpikingNetwork:
+                 nested: bool = False, **options) -> SpikingNetwork:
     """Convert ``model`` (or take a converted :class:`SpikingNetwork` as is) and write its
     NIR graph to ``out_path`` (atomically). ``options`` go to :func:`n2c.convert.convert`.
-    With ``portable``, write the standard-NIR form instead (:mod:`n2c.portable`)."""
+    With ``portable``, write the standard-NIR form instead (:mod:`n2c.portable`); with
+    ``nested``, the model's top-level submodules become nested graphs."""
     if isinstance(model, SpikingNetwork):
         snn = model
     else:
         snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
-    graph = to_nir(snn, tuple(input_shape), input_scale)
+    graph = to_nir(snn, tuple(input_shape), input_scale, nested=nested and not portable)
     if portable:
         from n2c.portable import to_portable_nir
         graph = to_portable_nir(import_nir(graph))

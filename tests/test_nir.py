@@ -135,3 +135,22 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_nir(graph, tmp_path / "x.nir")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nested_export_mirrors_the_model_and_runs_like_the_flat_graph(tmp_path):
+    from n2c.backends.float_sim import simulate_float
+    from n2c.convert import convert
+    from n2c.models import build_model
+
+    torch.manual_seed(0)
+    snn = convert(build_model("resnet", (1, 12, 12), 10, act="qcfs", levels=4).eval(), "mtn", 1)
+    flat = to_nir(snn, (1, 12, 12), 1 / 16)
+    write_nir(to_nir(snn, (1, 12, 12), 1 / 16, nested=True), tmp_path / "nested.nir")
+    nested = nir.read(str(tmp_path / "nested.nir"))
+    subgraphs = sorted(k for k, v in nested.nodes.items() if isinstance(v, nir.NIRGraph))
+    assert subgraphs == ["blocks", "head", "stem"]
+    assert any(isinstance(v, nir.NIRGraph) is False and k.startswith("0_") for k, v in nested.nodes["blocks"].nodes.items())
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 1, 12, 12))
+    a, b = import_nir(flat), import_nir(tmp_path / "nested.nir")
+    assert len(a.layers) == len(b.layers)
+    assert np.array_equal(simulate_float(a, x).output, simulate_float(b, x).output)
