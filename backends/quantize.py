@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from n2c.backends.ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, LayerGraph, NeuronLayer,
-                         OutputLayer, PoolLayer)
+from n2c.backends.ir import (ConvLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
+                             NeuronLayer, OutputLayer, PoolLayer)
+from n2c.backends.loihi_lif import SHIFT, cuba_form
 from n2c.errors import QuantizationError
 
 STATE_BITS = 24  # Loihi u/v state
@@ -81,10 +82,11 @@ class IntSynapse:
 
 @dataclass
 class IntNeuron:
-    """A spiking layer (``kind`` "mtn", "parallel" or "sfn", see ``n2c.backends.ir.NeuronLayer``)
-    or the output accumulator (``kind='readout'``)."""
+    """A spiking layer (``kind`` "mtn", "parallel" or "sfn", see ``n2c.backends.ir.NeuronLayer``),
+    Loihi's CUBA neuron for NIR's neurons (``kind`` "lif" spiking, "li" sending its potential;
+    ``n2c.backends.loihi_lif``) or the output accumulator (``kind='readout'``)."""
     name: str
-    kind: str  # "mtn" | "parallel" | "sfn" | "readout"
+    kind: str  # "mtn" | "parallel" | "sfn" | "lif" | "li" | "readout"
     inputs: list[str]
     shape: tuple[int, ...]
     scale: float  # S: real potential = integer / S
@@ -97,10 +99,12 @@ class IntNeuron:
     edges: np.ndarray | None = None  # sfn: int64 thresholds (N,)
     codes: np.ndarray | None = None  # sfn: int64 output codes (N+1,)
     code_value: int = 0  # sfn: integer potential subtracted per code unit
+    du: np.ndarray | None = None  # lif/li: 12-bit current decay
+    dv: np.ndarray | None = None  # lif/li: 12-bit voltage decay
 
     @property
     def spiking(self) -> bool:
-        return self.kind != "readout"
+        return self.kind not in ("readout", "li")
 
     @property
     def message_bits(self) -> int:
@@ -147,8 +151,9 @@ def _to_int(x: np.ndarray, name: str, what: str, bits: int = STATE_BITS) -> np.n
     return r
 
 
-def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
-    """Quantize a layer graph; ``input_scale`` overrides the one stored in the graph."""
+def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | None = None) -> IntNetwork:
+    """Quantize a layer graph; ``input_scale`` overrides the one stored in the graph. ``dt`` is the
+    time step of NIR's neurons (forward Euler; default the graph's ``n2c.dt``, else 1e-3)."""
     layers = graph.layers
     if graph.recurrent:
         src, dst = sorted(graph.recurrent)[0]
@@ -159,7 +164,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
     if not scale_in:
         raise QuantizationError("the graph does not state its input scale (n2c.input_scale); pass one "
                                 "(--input-scale, the real value of one integer input step)")
-    source = IntSource(src_layer.name, src_layer.out_shape, float(scale_in))
+    source = IntSource(src_layer.name, src_layer.out_shape, float(scale_in), signed=not graph.is_n2c)
+    dt = dt or float(graph.metadata.get("n2c.dt", 1e-3))
     unit: dict[str, np.ndarray] = {source.name: np.array(float(scale_in))}
     alias: dict[str, str] = {}  # flatten layers forward to their producer
     pending: dict[str, tuple] = {}  # weighted layers waiting for their neuron: (layer, input name, in_shape, unit)
@@ -202,7 +208,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
             in_shape = by_name[src].out_shape if src in by_name else source.shape
             pending[layer.name] = (layer, src, tuple(in_shape), unit[src])
             continue
-        if isinstance(layer, (NeuronLayer, OutputLayer)):
+        if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
             syn_layers = []
             for p in layer.inputs:
                 src = resolve(p)
@@ -211,6 +217,12 @@ def quantize(graph: LayerGraph, input_scale: float | None = None) -> IntNetwork:
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
                     syn_layers.append((_identity_layer(f"{layer.name}_from_{src}", shape), src, shape, unit[src]))
+            if isinstance(layer, DynamicsLayer):
+                neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt)
+                out += synapses + [neuron]
+                summary.append(info)
+                unit[layer.name] = np.broadcast_to(1.0 if neuron.spiking else 1.0 / neuron.scale, layer.out_shape)
+                continue
             kind = layer.kind if isinstance(layer, NeuronLayer) else "readout"
             neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers)
             out += synapses + [neuron]
@@ -246,10 +258,10 @@ def _effective_weights(layer, in_shape, u) -> np.ndarray:
     return layer.weight * per_c[idx][:, :, None, None]
 
 
-def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
-    w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u in syn_layers]
+def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str):
+    """8-bit even weight mantissas at the largest power-of-two scale that fits every synapse."""
     max_abs = max(float(np.abs(w).max()) for w in w_eff)
-    scale = _power_of_two_scale(max_abs, layer.name)
+    scale = _power_of_two_scale(max_abs, name)
     synapses = []
     max_err = 0.0
     for (sl, src, in_shape, _), w in zip(syn_layers, w_eff):
@@ -259,6 +271,50 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
         extra = {} if kind_s == "dense" else dict(stride=sl.stride, padding=sl.padding, dilation=sl.dilation,
                                                   groups=sl.groups)
         synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, **extra))
+    return scale, synapses, max_err
+
+
+def _row_gain(sl, w: np.ndarray, gain: np.ndarray, name: str) -> np.ndarray:
+    """Multiply each output neuron's incoming weights by its gain (per channel for a conv)."""
+    if isinstance(sl, DenseLayer):
+        return w * gain.reshape(-1)[:, None]
+    per_c = _unit_per_channel(gain, gain.shape, name)
+    return w * per_c[:, None, None, None]
+
+
+def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
+    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.backends.loihi_lif``)."""
+    form = cuba_form(layer, dt)
+    w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
+             for sl, _, shape, u in syn_layers]
+    k, synapses, max_err = _integer_synapses(syn_layers, w_eff, layer.name)
+    scale = k * 2 ** SHIFT  # the input enters u shifted by 6 bits
+    shape = layer.out_shape
+    syn_bias = np.zeros(shape)
+    for sl, *_ in syn_layers:
+        syn_bias = syn_bias + np.broadcast_to(sl.bias if isinstance(sl, DenseLayer) else sl.bias[:, None, None], shape)
+    if layer.kind.startswith("Cuba") and np.any(syn_bias != 0):
+        raise QuantizationError(f"neuron '{layer.name}' ({layer.kind}): a bias on its input enters the synaptic "
+                                "current, which Loihi's neuron bias (added to v) cannot express; simulate it in "
+                                "float (--precision float)")
+    bias = _to_int((form["gain"] * syn_bias + form["leak"]) * scale, layer.name, "the bias")
+    neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
+                       bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"])
+    info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale,
+            "weight_max_abs_error": max_err, "weight_bits": WEIGHT_BITS, "synapses": [s.name for s in synapses]}
+    if layer.spiking:
+        vth = np.rint(np.broadcast_to(layer.v_threshold, shape) * k).astype(np.int64)
+        if (vth < 0).any() or (vth >= 2 ** 17).any():
+            raise QuantizationError(f"neuron '{layer.name}': threshold {int(vth.min())}..{int(vth.max())} does not fit "
+                                    f"Loihi's unsigned 17-bit threshold at scale {scale:g}")
+        neuron.threshold = vth
+        info["threshold_int_min"] = int(vth.min())
+    return neuron, synapses, info
+
+
+def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
+    w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u in syn_layers]
+    scale, synapses, max_err = _integer_synapses(syn_layers, w_eff, layer.name)
     shape = layer.out_shape
     bias = np.zeros(shape)
     for sl, *_ in syn_layers:

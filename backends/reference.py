@@ -11,6 +11,8 @@ Batched over samples and vectorized over neurons. Arithmetic (all int64):
   v = clamp24(v + Σa + b) over the window;  n = clip(v // θ, 0, T);  emit 1 at steps 0..n-1
 * scale-and-fire neuron (``n2c.neurons.scale_and_fire_step``), per step:
   m = v + Σa + b;  c = codes[#{e_i ≤ m}];  v = clamp24(m - c·u);  emit c
+* Loihi CUBA neuron for NIR's neurons (``n2c.backends.loihi_lif.lif_step``), per step:
+  u = wrap24(decay(u) + Σa·64);  v = clamp24(decay(v) + u + b);  s = v > θ·64;  v = 0 where s
 * readout neuron: v = clamp24(v + Σa + b); the output is v after the last step.
 
 Timing is zero-delay: every layer sees step t of its input at step t. Lava adds
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, clamp24
+from n2c.backends.loihi_lif import lif_step
 from n2c.neurons import multi_threshold_step, parallel_count, parallel_spikes, scale_and_fire_step
 
 EXACT_FLOAT64 = 2 ** 53
@@ -97,6 +100,12 @@ def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.
             v = clamp24(v + current[t] + bias)
         return np.zeros((0,)), v
     v = np.broadcast_to(neuron.v_init, current.shape[1:]).astype(np.int64)
+    if neuron.kind in ("lif", "li"):  # Loihi's CUBA neuron; the bias enters v, not the input
+        u, out = np.zeros_like(v), np.empty_like(current)
+        for t in range(timesteps):
+            out[t], u, v = lif_step(u, v, current[t], neuron.du, neuron.dv, bias, neuron.threshold,
+                                    neuron.kind == "lif")
+        return out, v
     if neuron.kind == "parallel":
         total = v
         for t in range(timesteps):  # integrate the window with the membrane's saturation

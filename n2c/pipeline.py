@@ -119,7 +119,12 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         parts = [simulate_float(graph, x[:, i:i + batch_size], discretization).output
                  for i in range(0, x.shape[1], batch_size)]
         return ArrayRun(np.concatenate(parts, axis=1), time.perf_counter() - start)
-    net = quantize(graph, input_scale)
+    from n2c.backends.ir import DynamicsLayer
+    if discretization is not None and discretization.name != "nir" and \
+            any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
+        raise N2CError(f"the integer (Loihi) form follows the nir scheme (hard reset, strict threshold), not "
+                       f"{discretization.name}'s; use --precision float for --dynamics {discretization.name}")
+    net = quantize(graph, input_scale, discretization.dt if discretization is not None else None)
     readout = net.by_name()[net.output]
     outputs, messages = [], []
     for i in range(0, x.shape[1], batch_size):

@@ -1,0 +1,110 @@
+"""Other tools' neurons in Loihi integer arithmetic (n2c.backends.loihi_lif): the CUBA step
+against Lava's equations, exactness where the parameters are representable, and agreement
+with the float simulator where rounding enters."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from n2c.backends.dynamics import discretization
+from n2c.backends.float_sim import simulate_float
+from n2c.backends.loihi_lif import lif_step
+from n2c.backends.nir_import import import_nir
+from n2c.backends.quantize import quantize
+from n2c.errors import N2CError, QuantizationError
+from n2c.pipeline import run_arrays
+
+
+def _graph(neuron_kind, n_in, n_hidden, n_out, rng, weight_scale=1.0, **params):
+    """Input → Linear → neuron → Linear → LIF → Output."""
+    def neuron(n, kind):
+        common = dict(r=np.ones(n), v_threshold=np.full(n, 1.0), v_reset=np.zeros(n))
+        if kind == "IF":
+            return nir.IF(**common)
+        if kind == "LIF":
+            return nir.LIF(tau=np.full(n, params.get("tau", 4e-3)), v_leak=np.zeros(n), **common)
+        return nir.CubaLIF(tau_syn=np.full(n, params.get("tau_syn", 2e-3)), tau_mem=np.full(n, 4e-3),
+                           v_leak=np.zeros(n), w_in=np.ones(n), **common)
+    gain = 1.0 if neuron_kind == "IF" else 4.0
+    nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}),
+             "fc1": nir.Linear(weight=rng.normal(0, weight_scale * gain, (n_hidden, n_in))),
+             "n1": neuron(n_hidden, neuron_kind),
+             "fc2": nir.Linear(weight=rng.normal(0, 0.8 * gain, (n_out, n_hidden))),
+             "n2": neuron(n_out, "LIF" if neuron_kind == "LIF" else neuron_kind),
+             "output": nir.Output(output_type={"output": np.array([n_out])})}
+    edges = [("input", "fc1"), ("fc1", "n1"), ("n1", "fc2"), ("fc2", "n2"), ("n2", "output")]
+    return import_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+
+
+def test_lif_step_follows_lavas_equations():
+    u, v = np.array([5000, -5000, 0]), np.array([100000, -100000, 2000])
+    du, dv, bias = np.array([99, 99, 4095]), np.array([410, 410, 0]), np.array([7, 7, 0])
+    out, u2, v2 = lif_step(u, v, np.array([3, -3, 1]), du, dv, bias, np.array([2000, 100, 40]))
+    # u: rtz(±5000·(4096−100)/4096) = ±4877 (toward zero), plus the input shifted by 6 bits
+    assert u2.tolist() == [4877 + 192, -4877 - 192, 64]
+    # v: rtz(±100000·3686/4096) = ±89990, plus u and the bias (not shifted)
+    assert v2.tolist() == [89990 + 5069 + 7, -89990 - 5069 + 7, 2064] and out.tolist() == [0, 0, 0]
+    s, _, v3 = lif_step(np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([2]), np.array([4095]),
+                        np.array([0]), np.array([0]), np.array([2]))
+    assert s.tolist() == [0] and v3.tolist() == [128]  # 128 > 2·64 is false: the threshold is strict
+    s, _, v3 = lif_step(np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([3]), np.array([4095]),
+                        np.array([0]), np.array([0]), np.array([2]))
+    assert s.tolist() == [1] and v3.tolist() == [0]  # 192 > 128: spike, reset to 0
+    v_out, u_wrapped, _ = lif_step(np.array([2 ** 23 - 1]), np.zeros(1, np.int64), np.array([1]), np.array([4095]),
+                                   np.array([0]), np.array([0]), np.array([0]), spiking=False)
+    assert u_wrapped.tolist() == [64] and v_out.tolist() == [64]  # du = 4095: u keeps only this step's input
+    big = 2 ** 23 - 1
+    v_out, u_wrapped, _ = lif_step(np.array([big]), np.zeros(1, np.int64), np.array([100]), np.array([0]),
+                                   np.array([0]), np.array([0]), np.array([0]), spiking=False)
+    expected = big * 4095 // 4096 + 6400 - 2 ** 24  # u passes 2^23 and wraps around
+    assert u_wrapped.tolist() == [expected] and v_out.tolist() == [expected]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2 ** 16), st.integers(4, 16))
+def test_integrate_and_fire_is_exact_when_weights_are_representable(seed, steps):
+    """IF has no decay: with weights on the 8-bit grid and integer inputs, integer = float."""
+    rng = np.random.default_rng(seed)
+    graph = _graph("IF", 4, 6, 3, rng)
+    for layer in graph.layers:  # put every weight on the even-mantissa grid of its scale (2^-5)
+        if hasattr(layer, "weight") and layer.weight is not None:
+            layer.weight = np.clip(np.round(layer.weight * 16) / 16, -7.5, 7.5)
+    x = rng.integers(0, 4, (steps, 5, 4)).astype(float)
+    ref = simulate_float(graph, x, discretization("nir", 1.0), record=True)
+    assume(ref.values["n1"].sum() > 0)  # a silent network would prove nothing
+    run = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0)
+    assert np.array_equal(run.messages["n1"], ref.values["n1"]) and np.array_equal(run.output, ref.output)
+
+
+@pytest.mark.parametrize("kind", ["LIF", "CubaLIF"])
+def test_leaky_neurons_agree_with_float_up_to_rounding(kind):
+    """Decays are rounded to 1/4096 and truncated toward zero, weights to 8 bits: the integer
+    network is an approximation of the float one, so agreement is measured, not equality."""
+    rng = np.random.default_rng(1)
+    graph = _graph(kind, 8, 32, 10, rng, weight_scale=0.6)
+    x = (rng.uniform(0, 1, (60, 8, 8)) < 0.3).astype(float)
+    ref = simulate_float(graph, x, discretization("nir", 1e-3), record=True)
+    run = run_arrays(graph, x, "int", discretization("nir", 1e-3), input_scale=1.0)
+    hidden = run.messages["n1"]
+    rate = ref.values["n1"].mean()
+    assert 0.02 < rate < 0.6
+    assert (hidden == ref.values["n1"]).mean() > 0.97
+    assert (run.output == ref.output).mean() > 0.95
+
+
+def test_what_has_no_integer_form_is_named():
+    rng = np.random.default_rng(0)
+    graph = _graph("LIF", 2, 3, 2, rng)
+    graph.layers[2].v_reset = np.full(3, 0.5)
+    with pytest.raises(QuantizationError, match="Loihi resets to 0"):
+        quantize(graph, 1.0)
+    with pytest.raises(QuantizationError, match="dt/τ ≥ 1"):
+        quantize(_graph("LIF", 2, 3, 2, rng), 1.0, dt=1.0)
+    with pytest.raises(N2CError, match="follows the nir scheme"):
+        run_arrays(_graph("LIF", 2, 3, 2, rng), np.zeros((2, 1, 2)), "int", discretization("snntorch"), 1.0)
+    with pytest.raises(QuantizationError, match="does not state its input scale"):
+        quantize(_graph("LIF", 2, 3, 2, rng))
