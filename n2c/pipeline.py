@@ -39,11 +39,39 @@ def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale
     else:
         snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
     graph = to_nir(snn, tuple(input_shape), input_scale, nested=nested and not portable)
+    if input_scale and not portable:
+        _annotate_int_scales(graph)
     if portable:
         from n2c.portable import to_portable_nir
         graph = to_portable_nir(import_nir(graph))
     write_nir(graph, out_path)
     return snn
+
+
+def _annotate_int_scales(graph) -> None:
+    """Record on each neuron node the power-of-two scale S of its integer form (real v = v_int / S).
+    Informative: backends recompute it. Skipped when the network has no integer form."""
+    import warnings
+
+    import nir
+
+    from n2c.backends.quantize import IntNeuron
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = quantize(import_nir(graph))
+    except N2CError:
+        return
+    for layer in net.layers:
+        if isinstance(layer, IntNeuron) and layer.spiking:
+            node = graph
+            for part in layer.name.split("."):  # nested graphs: outer.inner
+                node = node.nodes[part] if isinstance(node, nir.NIRGraph) and part in node.nodes else None
+                if node is None:
+                    break
+            if node is not None:
+                node.metadata["n2c.int_scale"] = float(layer.scale)
 
 
 def load_network(nir_path: str, input_scale: float | None = None) -> tuple[LayerGraph, IntNetwork]:
