@@ -258,10 +258,13 @@ def _effective_weights(layer, in_shape, u) -> np.ndarray:
     return layer.weight * per_c[idx][:, :, None, None]
 
 
-def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str):
-    """8-bit even weight mantissas at the largest power-of-two scale that fits every synapse."""
+def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str, max_scale: float | None = None):
+    """8-bit even weight mantissas at the largest power-of-two scale that fits every synapse
+    (and is at most ``max_scale``, when another quantity of the layer must fit too)."""
     max_abs = max(float(np.abs(w).max()) for w in w_eff)
     scale = _power_of_two_scale(max_abs, name)
+    if max_scale is not None and scale > max_scale:
+        scale = 2.0 ** math.floor(math.log2(max_scale))
     synapses = []
     max_err = 0.0
     for (sl, src, in_shape, _), w in zip(syn_layers, w_eff):
@@ -287,7 +290,9 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
     form = cuba_form(layer, dt)
     w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
              for sl, _, shape, u in syn_layers]
-    k, synapses, max_err = _integer_synapses(syn_layers, w_eff, layer.name)
+    theta_max = float(np.max(layer.v_threshold)) if layer.spiking else 0.0
+    cap = (2 ** 17 - 1) / theta_max if theta_max > 0 else None  # the threshold θ·k must fit 17 bits
+    k, synapses, max_err = _integer_synapses(syn_layers, w_eff, layer.name, cap)
     scale = k * 2 ** SHIFT  # the input enters u shifted by 6 bits
     shape = layer.out_shape
     syn_bias = np.zeros(shape)

@@ -202,12 +202,13 @@ def test_cli_inspect_lists_nodes_and_backends(digits_nir, capsys):
 
 
 def test_cli_inspect_says_why_a_backend_cannot_run(tmp_path, capsys):
-    lif = nir.LIF(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    lif = nir.LIF(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.full(2, 0.5))
     path = tmp_path / "lif.nir"
     write_nir(_chain(nir.Affine(weight=np.eye(2), bias=np.zeros(2)), lif), path)
     assert main(["inspect", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "reference float  yes" in text and "reference int    no: layer 'n1' (DynamicsLayer)" in text
+    assert "reference float  yes" in text and "reference int    no: neuron 'n1' (LIF): Loihi resets to 0" in text
+    assert "lava             no" in text
 
 
 def test_unknown_discretization_is_an_error():
