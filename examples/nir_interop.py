@@ -1,0 +1,79 @@
+"""NIR both ways: run an snnTorch network in n2c, and an n2c network in Norse.
+
+    .venv/bin/python examples/nir_interop.py
+
+1. Build a small recurrent snnTorch network, export it with snnTorch's own exporter,
+   and run the file in n2c's float reference simulator with snnTorch's discretization
+   (``--dynamics snntorch`` on the command line): the spikes equal snnTorch's own.
+2. Train nothing: take n2c's digits network (a few epochs of QCFS training), convert it
+   to a one-step multi-threshold SNN, write it as portable standard NIR, load that in
+   Norse and compare predictions with n2c's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import nir
+import numpy as np
+import snntorch as snn
+import torch
+from norse.torch import from_nir
+from snntorch import utils
+from snntorch.export_nir import export_to_nir
+from torch import nn
+
+from n2c.backends.dynamics import discretization
+from n2c.backends.float_sim import simulate_float
+from n2c.backends.nir_import import import_nir
+from n2c.convert import convert
+from n2c.data import load_dataset
+from n2c.models import DigitsCNN
+from n2c.nir_export import to_nir
+from n2c.portable import to_portable_nir
+from n2c.train import train
+
+
+def snntorch_to_n2c(folder: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(10, 16), snn.RLeaky(beta=0.85, linear_features=16, init_hidden=True),
+                        nn.Linear(16, 4), snn.Leaky(beta=torch.full((4,), 0.8), threshold=torch.full((4,), 0.5),
+                                                    init_hidden=True))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+        net[2].weight.mul_(3.0)
+    x = (torch.rand(40, 2, 10) < 0.3).float()  # (time, batch, features)
+    utils.reset(net)
+    with torch.no_grad():
+        theirs = np.stack([net(x[t]).numpy() for t in range(len(x))])
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress
+        graph = export_to_nir(net, torch.zeros(1, 10), ignore_dims=[0])
+    nir.write(str(folder / "snntorch.nir"), graph)
+    ours = simulate_float(import_nir(folder / "snntorch.nir"), x.numpy(), discretization("snntorch")).output
+    print(f"snnTorch → n2c: {int((ours != theirs).sum())} of {theirs.size} output spikes differ "
+          f"({int(theirs.sum())} spikes)")
+
+
+def n2c_to_norse(folder: Path) -> None:
+    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
+    torch.manual_seed(0)
+    model = train(DigitsCNN(levels=8), train_set, epochs=5, progress=False)
+    net = convert(model, "mtn", timesteps=1)
+    portable = to_portable_nir(import_nir(to_nir(net, (1, 8, 8), test_set.input_scale)))
+    nir.write(str(folder / "portable.nir"), portable)
+    norse_net = from_nir(nir.read(str(folder / "portable.nir")), ignore_warnings=True)
+    x = test_set.x[:100]
+    with torch.no_grad():
+        ours = net(torch.from_numpy(x)).argmax(1).numpy()
+        # Norse's Flatten(start_dim=0) would flatten a batch dimension too: one sample per call
+        theirs = np.array([int(norse_net(torch.from_numpy(s), None)[0].argmax()) for s in x])
+    print(f"n2c → Norse (portable NIR): {int((ours == theirs).sum())} of {len(x)} predictions equal")
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        snntorch_to_n2c(Path(tmp))
+        n2c_to_norse(Path(tmp))
