@@ -58,10 +58,11 @@ def _stateless(layer, x: np.ndarray) -> np.ndarray:
 
 
 class _Delay:
-    """y(t) = x(t − d) per element, d = round(τ/dt) steps; zeros before the first input."""
+    """y(t) = x(t − d) per element, d = round(τ/dt) steps; zeros before the first input.
+    A delay of at least the run's ``horizon`` steps outputs zeros throughout; it is clipped there."""
 
-    def __init__(self, layer: DelayLayer, dt: float, batch: int):
-        self.steps = np.rint(layer.delay / dt).astype(np.int64)
+    def __init__(self, layer: DelayLayer, dt: float, batch: int, horizon: int):
+        self.steps = np.minimum(np.rint(layer.delay / dt), horizon).astype(np.int64)
         self.buffer = np.zeros((int(self.steps.max(initial=0)) + 1, batch, *layer.out_shape))
         self.t = 0
 
@@ -110,13 +111,13 @@ class _Neuron:
         return np.stack([self.state.step(x[t]) for t in range(len(x))])
 
 
-def _runner(layer, disc: Discretization, batch: int, timesteps: int):
+def _runner(layer, disc: Discretization, batch: int, timesteps: int, horizon: int):
     if isinstance(layer, DynamicsLayer):
         return _Neuron(layer, disc, batch)
     if isinstance(layer, NeuronLayer):
         return _N2CNeuron(layer, batch, timesteps)
     if isinstance(layer, DelayLayer):
-        return _Delay(layer, disc.dt, batch)
+        return _Delay(layer, disc.dt, batch, horizon)
 
     def run(x: np.ndarray) -> np.ndarray:
         t, b = x.shape[:2]
@@ -160,7 +161,7 @@ def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None
     x = check_input(graph, x)
     disc = disc or discretization("nir")
     steps, batch = x.shape[:2]
-    runners = {layer.name: _runner(layer, disc, batch, graph.timesteps) for layer in graph.layers[1:]}
+    runners = {layer.name: _runner(layer, disc, batch, graph.timesteps, steps) for layer in graph.layers[1:]}
     if not graph.recurrent:
         values = {graph.input.name: x}
         for layer in graph.layers[1:]:

@@ -9,11 +9,14 @@ Every problem is a :class:`NIRFormatError` that names the node.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import h5py
 import nir
 import numpy as np
 from nir.ir.graph import Identity
+from nir.serialization import hdf2dict, try_byte_to_str
 
 from n2c.backends.ir import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, Layer,
                              LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
@@ -30,11 +33,78 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
     path = Path(path)
     if not path.is_file():
         raise NIRFormatError(f"NIR file {path} does not exist")
-    try:  # n2c checks shapes itself, with messages that name the node
-        return nir.read(str(path), type_check=False)
+    try:  # nir.read(type_check=False) would still type-check nested graphs; n2c checks shapes itself, naming nodes
+        with h5py.File(path, "r") as f:
+            data = _unchecked(hdf2dict(f["node"]))
+        return nir.dict2NIRNode(data)
     except Exception as e:  # h5py and nir raise many types on corrupt files
         first = str(e).splitlines()[0] if str(e) else ""
-        raise NIRFormatError(f"{path} is not a readable NIR file ({type(e).__name__}: {first[:200]})") from None
+        problem = _stored_problem(path)
+        raise NIRFormatError(f"{path} is not a readable NIR file: {problem}" if problem else
+                             f"{path} is not a readable NIR file ({type(e).__name__}: {first[:200]})") from None
+
+
+NIR_TYPES = ("Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Delay", "Flatten", "I",
+             "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Input", "Output", "Threshold", "NIRGraph")
+
+
+def _unchecked(data: dict) -> dict:
+    """The dict of a stored graph with nir's type check switched off in it and every nested graph."""
+    if isinstance(data, dict) and data.get("type") == "NIRGraph":
+        data["type_check"] = False
+        for node in (data["nodes"].values() if isinstance(data.get("nodes"), dict) else ()):
+            _unchecked(node)
+    return data
+
+
+def _stored_problem(path: Path) -> str | None:
+    """Why nir cannot read ``path``, naming the node (None if the damage is not in one node)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if not isinstance(f.get("node"), h5py.Group):
+                return "it has no 'node' group (an HDF5 file, but not one written by nir.write)"
+            return _node_problem(f["node"], "")
+    except Exception:  # too damaged to say which node; the caller reports nir's own error
+        return None
+
+
+def _node_problem(group, name: str) -> str | None:
+    """Why nir cannot build the node stored in HDF5 ``group`` (None if it can); nested nodes first."""
+    what = f"node '{name}'" if name else "the top graph"
+    kind = try_byte_to_str(group["type"][()]) if isinstance(group.get("type"), h5py.Dataset) else None
+    if kind is None:
+        return f"{what} has no 'type' dataset; export it again with nir.write"
+    if not isinstance(kind, str) or kind not in NIR_TYPES:
+        return f"{what} has type {_show(kind)}, which NIR does not define; export it again with nir.write"
+    stored = set(group.keys()) - {"type", "metadata"}
+    fields = {f.name for f in dataclasses.fields(getattr(nir, kind)) if f.init} - {"metadata"}
+    required = {f.name for f in dataclasses.fields(getattr(nir, kind)) if f.init and f.name != "metadata"
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if kind in ("Input", "Output"):
+        fields = required = {"shape"}
+    if required - stored:
+        return f"{what} ({kind}) lacks its {', '.join(sorted(required - stored))}; export it again"
+    if stored - fields - ({"type_check"} if kind == "NIRGraph" else set()):
+        return f"{what} ({kind}) has unknown field(s) {', '.join(sorted(stored - fields))}; remove them"
+    if kind == "NIRGraph":
+        if not isinstance(group["nodes"], h5py.Group):
+            return f"{what} (NIRGraph): 'nodes' is not a group of nodes"
+        edges = group["edges"]
+        if not isinstance(edges, h5py.Dataset) or not (edges.shape in ((0,), (0, 2)) or (
+                len(edges.shape) == 2 and edges.shape[1] == 2 and edges.dtype.kind in "SOU")):
+            return (f"{what} (NIRGraph): edges must be an (N, 2) array of node names, got "
+                    f"{getattr(edges, 'dtype', 'a group')} {getattr(edges, 'shape', '')}; export it again")
+        for child, sub in group["nodes"].items():
+            problem = _node_problem(sub, f"{name}.{child}" if name else child) if isinstance(sub, h5py.Group) \
+                else f"node '{child}' is a dataset, not a node group"
+            if problem:
+                return problem
+    try:
+        nir.dict2NIRNode(_unchecked(hdf2dict(group)))
+    except Exception as e:  # nir's constructors assert or fail on malformed values
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        return f"{what} ({kind}) has malformed parameters ({type(e).__name__}: {first}); export it again"
+    return None
 
 
 # ---------------------------------------------------------------- flattening
@@ -61,14 +131,17 @@ def _inline(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list, set]:
             edges += inner_edges
             passes |= inner_passes | set(ports[full])
         elif isinstance(node, nir.NIRNode):
+            if node.metadata is not None and not isinstance(node.metadata, dict):
+                raise NIRFormatError(f"node '{full}': metadata must be a dict, got {type(node.metadata).__name__}")
             nodes[full] = node
             if isinstance(node, Identity):
                 passes.add(full)
         else:
             raise NIRFormatError(f"node '{full}' is a {type(node).__name__}, not a NIR node")
     for edge in graph.edges:
-        if len(edge) != 2 or not all(isinstance(e, str) for e in edge):
-            raise NIRFormatError(f"graph '{prefix or 'top'}' has a malformed edge {edge!r}")
+        if not isinstance(edge, (tuple, list, np.ndarray)) or len(edge) != 2 \
+                or not all(isinstance(e, str) for e in edge):
+            raise NIRFormatError(f"graph '{prefix or 'top'}' has a malformed edge {_show(edge)}")
         src, dst = (f"{prefix}{e}" for e in edge)
         src = ports[src][1] if src in ports else src
         dst = ports[dst][0] if dst in ports else dst
@@ -164,21 +237,36 @@ def _check_cycles_have_state(nodes: dict, edges: list) -> None:
 
 
 def _ints(v, name: str, what: str, dims: int) -> tuple[int, ...]:
-    a = np.atleast_1d(np.asarray(v))
+    try:
+        a = np.atleast_1d(np.asarray(v))
+    except (TypeError, ValueError):  # ragged sequences
+        a = np.array([], dtype=object)
     if a.dtype.kind not in "iuf" or a.ndim != 1 or not np.all(np.isfinite(a)) or (a != np.round(a)).any():
-        raise NIRFormatError(f"node '{name}': {what} must be {dims} integer(s), got {v!r}")
+        raise NIRFormatError(f"node '{name}': {what} must be {dims} integer(s), got {_show(v)}")
+    if (np.abs(a) >= 2 ** 31).any():
+        raise NIRFormatError(f"node '{name}': {what} {_show(v)} is out of range; values must be below 2**31")
     if a.size == 1:
         a = np.repeat(a, dims)
     if a.size != dims:
-        raise NIRFormatError(f"node '{name}': {what} must be {dims} integer(s), got {v!r}")
+        raise NIRFormatError(f"node '{name}': {what} must be {dims} integer(s), got {_show(v)}")
     return tuple(int(x) for x in a)
 
 
+def _show(v) -> str:
+    """A value for an error message: one line, at most 80 characters."""
+    text = " ".join(repr(v).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _array(v, name: str, what: str) -> np.ndarray:
-    try:
-        a = np.asarray(v, dtype=np.float64)
+    try:  # strings ("0.5") and complex numbers would convert, silently
+        kind = np.asarray(v).dtype.kind
+        a = np.asarray(v, dtype=np.float64) if kind not in "USVc" else None
     except (TypeError, ValueError):
-        raise NIRFormatError(f"node '{name}': {what} is not numeric ({type(v).__name__})") from None
+        kind, a = "O", None
+    if a is None:
+        raise NIRFormatError(f"node '{name}': {what} is not numeric ({type(v).__name__}, dtype kind {kind!r}); "
+                             "give real numbers")
     if not np.all(np.isfinite(a)):
         raise NIRFormatError(f"node '{name}': {what} contains NaN or infinity")
     return a
@@ -221,22 +309,25 @@ def _meta_array(meta: dict, key: str, default, shape: tuple[int, ...], name: str
 
 def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...]) -> NeuronLayer:
     meta = node.metadata
-    kind = NEURON_KINDS.get(meta.get("n2c.neuron"))
+    kind = NEURON_KINDS.get(meta.get("n2c.neuron")) if isinstance(meta.get("n2c.neuron"), str) else None
     if kind is None:
-        raise NIRFormatError(f"IF node '{name}': unknown n2c.neuron {meta.get('n2c.neuron')!r} "
+        raise NIRFormatError(f"IF node '{name}': unknown n2c.neuron {_show(meta.get('n2c.neuron'))} "
                              f"(known: {', '.join(NEURON_KINDS)})")
-    if meta.get("n2c.reset") != "subtract" or meta.get("n2c.fire") != "inclusive":
+    if not (isinstance(meta.get("n2c.reset"), str) and meta["n2c.reset"] == "subtract"
+            and isinstance(meta.get("n2c.fire"), str) and meta["n2c.fire"] == "inclusive"):
         raise NIRFormatError(f"IF node '{name}': unsupported n2c.reset/n2c.fire "
-                             f"{meta.get('n2c.reset')!r}/{meta.get('n2c.fire')!r}")
+                             f"{_show(meta.get('n2c.reset'))}/{_show(meta.get('n2c.fire'))}")
     theta = _array(node.v_threshold, name, "v_threshold")
     if theta.shape != shape or not (theta > 0).all():
         raise NIRFormatError(f"IF node '{name}': v_threshold must be positive with shape {shape}, got {theta.shape}")
     v_init = _meta_array(meta, "n2c.v_init", theta / 2 if kind != "sfn" else 0.0, shape, name)
     spike_value = _meta_array(meta, "n2c.spike_value", theta, shape, name)
-    try:
-        max_spikes, min_spikes = int(meta.get("n2c.max_spikes", 1)), int(meta.get("n2c.min_spikes", 0))
-    except (TypeError, ValueError):
-        raise NIRFormatError(f"IF node '{name}': n2c.max_spikes/n2c.min_spikes must be integers") from None
+    counts = meta.get("n2c.max_spikes", 1), meta.get("n2c.min_spikes", 0)
+    if not all(isinstance(c, (int, np.integer, float, np.floating)) and not isinstance(c, bool)
+               and np.isfinite(float(c)) and float(c).is_integer() and abs(float(c)) < 2 ** 31 for c in counts):
+        raise NIRFormatError(f"IF node '{name}': n2c.max_spikes/n2c.min_spikes must be integers below 2**31, "
+                             f"got {_show(counts)}")
+    max_spikes, min_spikes = int(counts[0]), int(counts[1])
     if max_spikes < 1 or min_spikes < 0:
         raise NIRFormatError(f"IF node '{name}': n2c.max_spikes must be >= 1 and n2c.min_spikes >= 0")
     layer = NeuronLayer(name, preds, shape, shape, threshold=theta, v_init=v_init, max_spikes=max_spikes,
@@ -245,9 +336,9 @@ def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...
         edges = _array(meta.get("n2c.sfn_edges", []), name, "n2c.sfn_edges").reshape(-1)
         codes = _array(meta.get("n2c.sfn_codes", []), name, "n2c.sfn_codes").reshape(-1)
         if edges.size < 1 or codes.size != edges.size + 1 or (np.diff(edges) <= 0).any() \
-                or (np.diff(codes) < 0).any() or (codes != np.round(codes)).any():
+                or (np.diff(codes) < 0).any() or (codes != np.round(codes)).any() or (np.abs(codes) >= 2 ** 31).any():
             raise NIRFormatError(f"IF node '{name}': n2c.sfn_edges must ascend and n2c.sfn_codes be N+1 "
-                                 "non-decreasing integers")
+                                 "non-decreasing integers (below 2**31)")
         layer.edges, layer.codes = edges, codes.astype(np.int64)
         layer.max_spikes, layer.min_spikes = int(max(codes.max(), 0)), int(max(-codes.min(), 0))
     if kind == "parallel":
@@ -296,7 +387,7 @@ def _conv(name: str, node, preds: list[str], in_shape: tuple[int, ...]) -> ConvL
         elif node.padding == "same" and max(stride) == 1 and all(k % 2 == 0 for k in kernel):
             pad = tuple(k // 2 for k in kernel)
         else:
-            raise NIRFormatError(f"Conv{dims}d '{name}': padding {node.padding!r} is not supported (use integers; "
+            raise NIRFormatError(f"Conv{dims}d '{name}': padding {_show(node.padding)} is not supported (use integers; "
                                  "'same' only with stride 1 and odd kernels)")
     else:
         pad = _ints(node.padding, name, "padding", dims)
@@ -331,8 +422,13 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
     if isinstance(node, nir.Input):
         shape = _shape(node.input_type, "input", name)
         scale = (node.metadata or {}).get("n2c.input_scale", graph_meta.get("n2c.input_scale"))
-        return InputLayer(name, [], shape, shape, input_scale=float(_array(scale, name, "n2c.input_scale"))
-                          if scale is not None else None)
+        if scale is not None:
+            scale = _array(scale, name, "n2c.input_scale")
+            if scale.size != 1 or not scale.reshape(-1)[0] > 0:
+                raise NIRFormatError(f"node '{name}': n2c.input_scale must be one positive number, "
+                                     f"got {_show(scale.tolist())}")
+            scale = float(scale.reshape(-1)[0])
+        return InputLayer(name, [], shape, shape, input_scale=scale)
     if isinstance(node, nir.Output):
         declared = node.output_type.get("output") if isinstance(node.output_type, dict) else None
         if declared is not None and np.size(declared) and _shape(node.output_type, "output", name) != in_shape:
@@ -363,6 +459,9 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
         if min(k) < 1 or min(s) < 1 or min(p) < 0 or min(hw) < 1:
             raise NIRFormatError(f"{type(node).__name__} '{name}': kernel {k}, stride {s}, padding {p} do not fit "
                                  f"the input {in_shape}")
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise NIRFormatError(f"{type(node).__name__} '{name}': padding {p} exceeds half the kernel {k}; "
+                                 "pooling needs padding <= kernel_size // 2")
         scale = 1.0 / (k[0] * k[1]) if isinstance(node, nir.AvgPool2d) else 1.0
         return PoolLayer(name, preds, in_shape, (in_shape[0], *hw), kernel=k, stride=s, padding=p, scale=scale)
     if isinstance(node, nir.Flatten):
@@ -392,11 +491,13 @@ def import_nir(graph: nir.NIRGraph | str | Path) -> LayerGraph:
     """Translate a NIR graph (a file or an in-memory graph) into a :class:`LayerGraph`."""
     if not isinstance(graph, nir.NIRGraph):
         graph = read_graph(graph)
+    if graph.metadata is not None and not isinstance(graph.metadata, dict):
+        raise NIRFormatError(f"graph metadata must be a dict, got {type(graph.metadata).__name__}")
     meta = dict(graph.metadata or {})
     if "n2c.version" in meta:
         version = meta["n2c.version"]
-        if not isinstance(version, (int, np.integer)) or version < 1:
-            raise NIRFormatError(f"graph metadata n2c.version must be a positive integer, got {version!r}")
+        if not isinstance(version, (int, np.integer)) or isinstance(version, bool) or version < 1:
+            raise NIRFormatError(f"graph metadata n2c.version must be a positive integer, got {_show(version)}")
         if version > SUPPORTED_CONVENTION:
             raise NIRFormatError(f"the graph uses n2c NIR conventions version {version}; this n2c reads up to "
                                  f"{SUPPORTED_CONVENTION}: upgrade n2c")
@@ -446,6 +547,6 @@ def import_nir(graph: nir.NIRGraph | str | Path) -> LayerGraph:
             raise NIRFormatError(f"recurrent edge {src} -> {dst}: '{src}' outputs {out_shapes[src]} but "
                                  f"'{dst}' takes {in_shapes[dst]}")
     timesteps = meta.get("n2c.timesteps", 1)
-    if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
-        raise NIRFormatError(f"graph metadata n2c.timesteps must be a positive integer, got {timesteps!r}")
+    if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
+        raise NIRFormatError(f"graph metadata n2c.timesteps must be a positive integer, got {_show(timesteps)}")
     return LayerGraph(layers, int(timesteps), meta, back)

@@ -42,8 +42,9 @@ def _rows(graph: nir.NIRGraph, prefix: str = "") -> list[dict]:
             rows.append({"node": full, "type": "NIRGraph (nested)", "params": {}, "n2c": {}})
             rows += _rows(node, f"{full}.")
             continue
-        meta = {k: _summary(v) if not isinstance(v, str) else v for k, v in (node.metadata or {}).items()
-                if k.startswith("n2c.")}
+        node_meta = node.metadata if isinstance(node.metadata, dict) else {}  # import_nir names a malformed one
+        meta = {k: _summary(v) if not isinstance(v, str) else v for k, v in node_meta.items()
+                if str(k).startswith("n2c.")}
         rows.append({"node": full, "type": type(node).__name__, "params": _params(node), "n2c": meta})
     return rows
 
@@ -85,7 +86,8 @@ def describe(path, as_json: bool = False) -> str:
     for row in rows:
         if row["node"] in shapes:
             row["input_shape"], row["output_shape"] = (list(s) if s else None for s in shapes[row["node"]])
-    meta = {k: v if isinstance(v, (str, int, float)) else _summary(v) for k, v in (graph.metadata or {}).items()}
+    graph_meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    meta = {k: v if isinstance(v, (str, int, float)) else _summary(v) for k, v in graph_meta.items()}
     edges = _edges(graph)
     if as_json:
         return json.dumps({"file": str(path), "metadata": meta, "nodes": rows, "edges": edges,
