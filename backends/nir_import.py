@@ -1,6 +1,6 @@
 """Read any NIR graph (n2c's or another tool's) into the layer IR.
 
-Steps: read the file; inline nested ``NIRGraph`` nodes (their Input/Output and
+Steps: read the file (``n2c.backends.nir_file``); inline nested ``NIRGraph`` nodes (their Input/Output and
 ``Identity`` nodes become plain wiring); order the nodes from the Input, marking
 the edge that closes each cycle as recurrent (it delivers the previous step's
 value); translate every node into a layer, checking shapes on every edge.
@@ -9,17 +9,15 @@ Every problem is a :class:`NIRFormatError` that names the node.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import h5py
 import nir
 import numpy as np
 from nir.ir.graph import Identity
-from nir.serialization import hdf2dict, try_byte_to_str
 
 from n2c.backends.ir import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, Layer,
                              LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
+from n2c.backends.nir_file import read_graph, show as _show
 from n2c.errors import NIRFormatError
 
 SUPPORTED_CONVENTION = 2
@@ -27,84 +25,6 @@ NEURON_KINDS = {"multi_threshold_if": "mtn", "parallel": "parallel", "scale_and_
 STATEFUL = (nir.I, nir.LI, nir.IF, nir.LIF, nir.CubaLI, nir.CubaLIF, nir.Delay)
 RUNNABLE = ("Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Delay, "
             "Threshold, I, LI, IF, LIF, CubaLI, CubaLIF, Identity, nested NIRGraph")
-
-
-def read_graph(path: str | Path) -> nir.NIRGraph:
-    path = Path(path)
-    if not path.is_file():
-        raise NIRFormatError(f"NIR file {path} does not exist")
-    try:  # nir.read(type_check=False) would still type-check nested graphs; n2c checks shapes itself, naming nodes
-        with h5py.File(path, "r") as f:
-            data = _unchecked(hdf2dict(f["node"]))
-        return nir.dict2NIRNode(data)
-    except Exception as e:  # h5py and nir raise many types on corrupt files
-        first = str(e).splitlines()[0] if str(e) else ""
-        problem = _stored_problem(path)
-        raise NIRFormatError(f"{path} is not a readable NIR file: {problem}" if problem else
-                             f"{path} is not a readable NIR file ({type(e).__name__}: {first[:200]})") from None
-
-
-NIR_TYPES = ("Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Delay", "Flatten", "I",
-             "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Input", "Output", "Threshold", "NIRGraph")
-
-
-def _unchecked(data: dict) -> dict:
-    """The dict of a stored graph with nir's type check switched off in it and every nested graph."""
-    if isinstance(data, dict) and data.get("type") == "NIRGraph":
-        data["type_check"] = False
-        for node in (data["nodes"].values() if isinstance(data.get("nodes"), dict) else ()):
-            _unchecked(node)
-    return data
-
-
-def _stored_problem(path: Path) -> str | None:
-    """Why nir cannot read ``path``, naming the node (None if the damage is not in one node)."""
-    try:
-        with h5py.File(path, "r") as f:
-            if not isinstance(f.get("node"), h5py.Group):
-                return "it has no 'node' group (an HDF5 file, but not one written by nir.write)"
-            return _node_problem(f["node"], "")
-    except Exception:  # too damaged to say which node; the caller reports nir's own error
-        return None
-
-
-def _node_problem(group, name: str) -> str | None:
-    """Why nir cannot build the node stored in HDF5 ``group`` (None if it can); nested nodes first."""
-    what = f"node '{name}'" if name else "the top graph"
-    kind = try_byte_to_str(group["type"][()]) if isinstance(group.get("type"), h5py.Dataset) else None
-    if kind is None:
-        return f"{what} has no 'type' dataset; export it again with nir.write"
-    if not isinstance(kind, str) or kind not in NIR_TYPES:
-        return f"{what} has type {_show(kind)}, which NIR does not define; export it again with nir.write"
-    stored = set(group.keys()) - {"type", "metadata"}
-    fields = {f.name for f in dataclasses.fields(getattr(nir, kind)) if f.init} - {"metadata"}
-    required = {f.name for f in dataclasses.fields(getattr(nir, kind)) if f.init and f.name != "metadata"
-                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    if kind in ("Input", "Output"):
-        fields = required = {"shape"}
-    if required - stored:
-        return f"{what} ({kind}) lacks its {', '.join(sorted(required - stored))}; export it again"
-    if stored - fields - ({"type_check"} if kind == "NIRGraph" else set()):
-        return f"{what} ({kind}) has unknown field(s) {', '.join(sorted(stored - fields))}; remove them"
-    if kind == "NIRGraph":
-        if not isinstance(group["nodes"], h5py.Group):
-            return f"{what} (NIRGraph): 'nodes' is not a group of nodes"
-        edges = group["edges"]
-        if not isinstance(edges, h5py.Dataset) or not (edges.shape in ((0,), (0, 2)) or (
-                len(edges.shape) == 2 and edges.shape[1] == 2 and edges.dtype.kind in "SOU")):
-            return (f"{what} (NIRGraph): edges must be an (N, 2) array of node names, got "
-                    f"{getattr(edges, 'dtype', 'a group')} {getattr(edges, 'shape', '')}; export it again")
-        for child, sub in group["nodes"].items():
-            problem = _node_problem(sub, f"{name}.{child}" if name else child) if isinstance(sub, h5py.Group) \
-                else f"node '{child}' is a dataset, not a node group"
-            if problem:
-                return problem
-    try:
-        nir.dict2NIRNode(_unchecked(hdf2dict(group)))
-    except Exception as e:  # nir's constructors assert or fail on malformed values
-        first = str(e).splitlines()[0][:160] if str(e) else ""
-        return f"{what} ({kind}) has malformed parameters ({type(e).__name__}: {first}); export it again"
-    return None
 
 
 # ---------------------------------------------------------------- flattening
@@ -252,12 +172,6 @@ def _ints(v, name: str, what: str, dims: int) -> tuple[int, ...]:
     return tuple(int(x) for x in a)
 
 
-def _show(v) -> str:
-    """A value for an error message: one line, at most 80 characters."""
-    text = " ".join(repr(v).split())
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _array(v, name: str, what: str) -> np.ndarray:
     try:  # strings ("0.5") and complex numbers would convert, silently
         kind = np.asarray(v).dtype.kind
@@ -351,6 +265,10 @@ DYNAMICS = {nir.I: "I", nir.LI: "LI", nir.IF: "IF", nir.LIF: "LIF", nir.CubaLI: 
 
 def _dynamics(name: str, node, preds: list[str], shape: tuple[int, ...]) -> DynamicsLayer:
     kind = DYNAMICS[type(node)]
+    taus = [getattr(node, a, None) for a in ("tau", "tau_mem")]
+    if any(t is not None and np.isinf(np.asarray(t, dtype=float)).any() for t in taus):
+        raise NIRFormatError(f"{kind} node '{name}': τ is infinite (snnTorch writes τ = r = inf for β = 1), which "
+                             "leaves the input gain r/τ undefined; export with β < 1 (e.g. 0.9999) or use an IF")
     layer = DynamicsLayer(name, preds, shape, shape, kind=kind, r=_param(node, "r", name, shape))
     if kind in ("LI", "LIF"):
         layer.tau_mem = _param(node, "tau", name, shape, positive=True)

@@ -8,7 +8,8 @@ import warnings
 import nir
 import numpy as np
 
-from n2c.backends.nir_import import import_nir, read_graph
+from n2c.backends.nir_file import read_graph
+from n2c.backends.nir_import import import_nir
 from n2c.errors import N2CError
 
 PARAMETERS = ("weight", "bias", "scale", "delay", "threshold", "r", "tau", "tau_mem", "tau_syn", "v_leak",
