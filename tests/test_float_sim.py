@@ -214,3 +214,10 @@ def test_cli_inspect_says_why_a_backend_cannot_run(tmp_path, capsys):
 def test_unknown_discretization_is_an_error():
     with pytest.raises(N2CError, match="unknown discretization 'brian'"):
         discretization("brian")
+
+
+def test_infinite_tau_is_explained():
+    lif = nir.LIF(tau=np.full(2, np.inf), r=np.full(2, np.inf), v_leak=np.zeros(2), v_threshold=np.ones(2),
+                  v_reset=np.zeros(2))
+    with pytest.raises(N2CError, match="τ is infinite .* export with β < 1"):
+        import_nir(_chain(lif))
