@@ -172,7 +172,7 @@ def cmd_simulate(args) -> int:
     from n2c.backends.dynamics import discretization
     from n2c.backends.nir_import import import_nir
     from n2c.data import load_dataset
-    from n2c.pipeline import run_arrays, run_backend
+    from n2c.pipeline import run_arrays
 
     if args.input and args.dataset:
         raise N2CError("give either --input X.npy or --dataset NAME, not both")
@@ -187,8 +187,6 @@ def cmd_simulate(args) -> int:
     labels, data_name = None, None
     if args.input:
         x = load_input_array(args.input)
-        if args.backend == "lava":
-            raise N2CError("--input runs on the reference simulator; Lava runs n2c graphs on --dataset")
         source = args.input
     else:
         data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
@@ -201,30 +199,19 @@ def cmd_simulate(args) -> int:
     scale = args.input_scale or graph.input.input_scale
     if precision == "int" and scale is None and not args.input:
         scale = data.input_scale
-    if args.backend == "lava":
-        from n2c.backends.quantize import quantize
-        net = quantize(graph, scale)
-        run = run_backend(net, data.x, "lava", progress=not args.json, record_spikes=True)
-        output, seconds = None, run.seconds
-        predictions, spikes = run.predictions, _spikes_per_layer(net, run.messages) if run.messages else None
-    else:
-        run = run_arrays(graph, x, precision, disc, scale)
-        output, seconds, predictions = run.output, run.seconds, run.predictions
-        spikes = None
-        if run.messages is not None:
-            from n2c.backends.quantize import quantize
-            spikes = _spikes_per_layer(quantize(graph, scale), run.messages)
+    run = run_arrays(graph, x, precision, disc, scale, backend=args.backend, progress=not args.json)
+    output, seconds, predictions = run.output, run.seconds, run.predictions
+    spikes = _spikes_per_layer(run.net, run.messages) if run.net is not None else None
     if args.save_output:
-        save_array(output if output is not None else np.zeros(0), args.save_output)
+        save_array(output, args.save_output)
     n = len(predictions)
     result = {"backend": args.backend, "precision": precision, "graph": args.graph, "input": source,
-              "samples": n, "timesteps": int(x.shape[0]) if args.input or args.backend != "lava" else graph.timesteps,
+              "samples": n, "timesteps": int(x.shape[0]),
               "predictions": predictions.tolist(), "samples_per_second": n / seconds if seconds > 0 else float("inf"),
               "spikes_per_layer": spikes}
     if precision == "float" and not graph.is_n2c:
         result["discretization"] = {"name": disc.name, "dt": disc.dt}
-    if output is not None:
-        result["output_shape"] = list(output.shape)
+    result["output_shape"] = list(output.shape)
     if labels is not None:
         result["dataset"] = data_name
         result["accuracy"] = float((predictions == labels).mean())

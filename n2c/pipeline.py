@@ -120,7 +120,8 @@ PRECISIONS = ("int", "float")
 class ArrayRun:
     output: np.ndarray  # (T, B, *output_shape), real units
     seconds: float
-    messages: dict | None = None  # integer reference only: every layer's messages (T, B, ...)
+    messages: dict | None = None  # integer runs: the layers' messages (T, B, ...)
+    net: IntNetwork | None = None  # integer runs: the quantized network
 
     @property
     def predictions(self) -> np.ndarray:
@@ -130,12 +131,15 @@ class ArrayRun:
 
 
 def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
-               input_scale: float | None = None, batch_size: int = 1024) -> ArrayRun:
+               input_scale: float | None = None, batch_size: int = 1024, backend: str = "reference",
+               progress: bool = False) -> ArrayRun:
     """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
 
-    ``int``: Loihi integer arithmetic (n2c graphs; the output is the readout's input
-    current at each step, divided by its scale). ``float``: float64, any graph,
-    NIR neurons discretized by ``discretization`` (``n2c.backends.dynamics``)."""
+    ``int``: Loihi integer arithmetic (the output is the readout's input current at each
+    step, divided by its scale), on the reference simulator or, with ``backend="lava"``, on
+    Lava's fixed-point CPU simulation (one compiled run for all samples). ``float``: float64
+    on the reference simulator, any graph, NIR neurons discretized by ``discretization``
+    (``n2c.backends.dynamics``)."""
     from n2c.backends.float_sim import check_input, simulate_float
     from n2c.backends.reference import run_encoded
 
@@ -143,6 +147,10 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         raise N2CError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     start = time.perf_counter()
     x = check_input(graph, x)
+    if backend not in BACKENDS:
+        raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if precision == "float" and backend != "reference":
+        raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
     if precision == "float":
         parts = [simulate_float(graph, x[:, i:i + batch_size], discretization).output
                  for i in range(0, x.shape[1], batch_size)]
@@ -154,10 +162,14 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
                        f"{discretization.name}'s; use --precision float for --dynamics {discretization.name}")
     net = quantize(graph, input_scale, discretization.dt if discretization is not None else None)
     readout = net.by_name()[net.output]
+    if backend == "lava":
+        from n2c.backends.lava.lower import run_lava_steps
+        current, counts = run_lava_steps(net, net.source.encode(x), progress=progress, record=True)
+        return ArrayRun(current / readout.scale, time.perf_counter() - start, counts, net)
     outputs, messages = [], []
     for i in range(0, x.shape[1], batch_size):
         sim = run_encoded(net, net.source.encode(x[:, i:i + batch_size]))
         outputs.append(sim.readout_current / readout.scale)
         messages.append(sim.messages)
     merged = {k: np.concatenate([m[k] for m in messages], axis=1) for k in messages[0]}
-    return ArrayRun(np.concatenate(outputs, axis=1), time.perf_counter() - start, merged)
+    return ArrayRun(np.concatenate(outputs, axis=1), time.perf_counter() - start, merged, net)

@@ -279,7 +279,7 @@ def test_lava_conv_groups_overflow_int8():
 
 def test_conv_that_may_wrap_warns():
     """A conv whose worst-case current reaches 2^23 warns: Lava wraps there, the reference saturates."""
-    from n2c.backends.lava.lower import _lower
+    from n2c.backends.lava.lower import _direct, _lower
 
     rng = np.random.default_rng(7)
     s0, s1 = (16, 3, 3), (1, 1, 1)
@@ -287,4 +287,4 @@ def test_conv_that_may_wrap_warns():
               _readout(rng, "out", ["c1"], s1)]
     net = IntNetwork(IntSource("x", s0, 1.0), layers, "out", 1)
     with pytest.warns(UserWarning, match="wraps at 24 bits"):
-        _lower(net, _inputs(net, 7, batch=1))  # builds the Processes; nothing runs
+        _lower(net, _direct(net, _inputs(net, 7, batch=1)))  # builds the Processes; nothing runs

@@ -34,6 +34,7 @@ limit the lowering warns, because the reference simulator does not wrap.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -234,11 +235,42 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> _Stream:
                                     period=period, phase=depth, name=neuron.name)
     elif neuron.kind == "readout":
         proc = ReadoutNeuron(shape, bias=bias, period=period, phase=depth, name=neuron.name)
+    elif neuron.kind == "lif":
+        proc = _stock_lif(neuron, shape, period, depth)
     else:
         raise QuantizationError(f"neuron '{neuron.name}': kind {neuron.kind!r} has no Lava lowering")
     for s in inputs:
         s.port.connect(proc.a_in)
     return _Stream(proc.s_out, tuple(neuron.shape), depth, neuron.message_bits, neuron.max_spikes)
+
+
+def _uniform(values, what: str, name: str) -> int:
+    a = np.unique(np.asarray(values))
+    if a.size != 1:
+        raise QuantizationError(f"neuron '{name}': Lava's LIF takes one {what} per layer, this layer has "
+                                f"{a.size} different values; run it with --backend reference")
+    return int(a[0])
+
+
+def bias_mantissa_exponent(bias: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """Loihi's bias = mantissa (13-bit signed) << exponent (0..7), exactly, with one exponent per layer."""
+    bias = np.asarray(bias, dtype=np.int64)
+    for exp in range(8):
+        mant = bias >> exp
+        if (mant << exp == bias).all() and (np.abs(mant) < 2 ** 12).all():
+            return mant, exp
+    raise QuantizationError(f"neuron '{name}': bias up to {int(np.abs(bias).max())} has no exact 13-bit mantissa "
+                            "with a shared exponent 0..7; run it with --backend reference")
+
+
+def _stock_lif(neuron: IntNeuron, shape: tuple[int, ...], period: int, depth: int):
+    """Lava's own LIF (``LIFReset``: u and v cleared at each sample window), for NIR's neurons."""
+    from lava.proc.lif.process import LIFReset
+
+    mant, exp = bias_mantissa_exponent(np.broadcast_to(neuron.bias, neuron.shape), neuron.name)
+    return LIFReset(shape=shape, du=_uniform(neuron.du, "du", neuron.name), dv=_uniform(neuron.dv, "dv", neuron.name),
+                    vth=_uniform(neuron.threshold, "threshold", neuron.name), bias_mant=to_lava(mant),
+                    bias_exp=exp, reset_interval=period, reset_offset=(1 + depth) % period, name=neuron.name)
 
 
 # --- network ------------------------------------------------------------------------------------
@@ -249,6 +281,11 @@ def check_network(net: IntNetwork) -> None:
     if not isinstance(output, IntNeuron) or output.kind != "readout":
         raise QuantizationError(f"the network output '{net.output}' is not a readout neuron")
     for layer in net.layers:
+        if isinstance(layer, IntNeuron) and layer.kind == "lif":
+            _uniform(layer.du, "du", layer.name), _uniform(layer.dv, "dv", layer.name)
+            _uniform(layer.threshold, "threshold", layer.name)
+            bias_mantissa_exponent(layer.bias, layer.name)
+            continue
         if isinstance(layer, IntNeuron) and (layer.kind not in ("mtn", "readout") or layer.min_spikes):
             form = "polarity (negative) spikes" if layer.kind == "mtn" else f"the {layer.kind} neuron"
             raise QuantizationError(f"neuron '{layer.name}': {form} has no Lava lowering yet; "
@@ -260,10 +297,11 @@ def check_network(net: IntNetwork) -> None:
                     raise QuantizationError(f"neuron '{layer.name}': {what} exceeds Loihi's 24-bit state")
 
 
-def _source_data(net: IntNetwork, x: np.ndarray, flush: int) -> np.ndarray:
-    """Encoded samples in Lava layout, each repeated T steps, then ``flush`` zero steps; time last."""
-    s = to_lava(net.source.encode(x), lead=1)  # (B, *lava_shape)
-    steps = np.repeat(s, net.timesteps, axis=0)
+def _source_data(s_in: np.ndarray, flush: int) -> np.ndarray:
+    """Encoded steps (T, B, ...) in Lava layout, sample after sample (B·T steps), then ``flush``
+    zero steps; time last."""
+    t, b = s_in.shape[:2]
+    steps = to_lava(np.swapaxes(s_in, 0, 1).reshape(b * t, *s_in.shape[2:]), lead=1)
     steps = np.concatenate([steps, np.zeros((flush, *steps.shape[1:]), dtype=steps.dtype)])
     return np.moveaxis(steps, 0, -1).astype(np.int32)
 
@@ -279,7 +317,7 @@ def _network_depth(net: IntNetwork) -> int:
     return depth[net.output]
 
 
-def _lower(net: IntNetwork, x: np.ndarray, record: bool = False):
+def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False):
     """Build source, layers and sinks; returns (any process, readout sink, readout depth, total
     steps, {neuron name: (sink, depth)} for the spike counts of every multi-threshold layer if
     ``record``)."""
@@ -287,11 +325,11 @@ def _lower(net: IntNetwork, x: np.ndarray, record: bool = False):
     from lava.proc.io.source import RingBuffer as Source
 
     check_network(net)
-    if tuple(net.source.shape) != tuple(x.shape[1:]):
-        raise QuantizationError(f"inputs of shape {tuple(x.shape[1:])} do not match the network input "
+    if tuple(net.source.shape) != tuple(s_in.shape[2:]):
+        raise QuantizationError(f"inputs of shape {tuple(s_in.shape[2:])} do not match the network input "
                                 f"{net.source.shape}")
     flush = _network_depth(net)
-    source = Source(data=_source_data(net, x, flush))
+    source = Source(data=_source_data(s_in, flush))
     src = net.source
     src_max = 2 ** (src.bits - 1) if src.signed else 2 ** src.bits - 1
     streams = {src.name: _Stream(source.s_out, tuple(src.shape), 0, src.message_bits, src_max)}
@@ -301,7 +339,7 @@ def _lower(net: IntNetwork, x: np.ndarray, record: bool = False):
         else:
             streams[layer.name] = _neuron(layer, [streams[name] for name in layer.inputs], net.timesteps)
     readout = streams[net.output]
-    total = len(x) * net.timesteps + readout.depth
+    total = s_in.shape[0] * s_in.shape[1] + readout.depth
     sink = Sink(shape=lava_shape(readout.shape), buffer=total)
     readout.port.connect(sink.a_in)
     recorders = {}
@@ -359,21 +397,44 @@ def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarra
     Returns the readout potentials after each sample's last step, (B, *out_shape) int64, equal
     to ``n2c.backends.reference.simulate(net, x).output``.
     """
-    return _execute(net, x, progress, record=False)[0]
+    return _execute(net, _direct(net, x), progress, record=False)[0][-1]
 
 
 def run_lava_with_spikes(net: IntNetwork, x: np.ndarray, progress: bool = True
                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Like :func:`run_lava`, and also records every multi-threshold layer's spike counts as
-    (T, B, *shape) int64 in IR layout (one extra sink Process per layer, so slower)."""
-    return _execute(net, x, progress, record=True)
+    """Like :func:`run_lava`, and also records every spiking layer's output as (T, B, *shape)
+    int64 in IR layout (one extra sink Process per layer, so slower)."""
+    potentials, counts = _execute(net, _direct(net, x), progress, record=True)
+    return potentials[-1], counts
 
 
-def _execute(net: IntNetwork, x: np.ndarray, progress: bool, record: bool):
+def run_lava_steps(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run encoded integer inputs ``s_in`` (T, B, *input_shape), a frame per step, through ``net``.
+
+    Returns the readout's input (current plus bias) at every step, (T, B, *out_shape) int64 (as
+    ``n2c.backends.reference.run_encoded(...).readout_current``), and, with ``record``, every
+    spiking layer's output (T, B, *shape)."""
+    if s_in.shape[0] != net.timesteps:
+        net = dataclasses.replace(net, timesteps=int(s_in.shape[0]))  # the sample window is the input's T
+    potentials, counts = _execute(net, np.asarray(s_in, dtype=np.int64), progress, record)
+    return np.diff(potentials, axis=0, prepend=0), counts
+
+
+def _direct(net: IntNetwork, x: np.ndarray) -> np.ndarray:
+    """Direct encoding: every sample's frame at each of the T steps, (T, B, ...)."""
     x = np.asarray(x)
     if len(x) == 0:
         raise QuantizationError("run_lava needs at least one sample")
-    source, sink, depth, total, recorders = _lower(net, x, record)
+    s = net.source.encode(x)
+    return np.ascontiguousarray(np.broadcast_to(s, (net.timesteps, *s.shape)))
+
+
+def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool):
+    """Readout potentials at every step (T, B, *out) and the recorded spikes."""
+    if s_in.shape[1] == 0:
+        raise QuantizationError("run_lava needs at least one sample")
+    source, sink, depth, total, recorders = _lower(net, s_in, record)
     try:
         _run(source, total, progress)
         data = np.rint(np.asarray(sink.data.get())).astype(np.int64)  # (*lava_shape, total)
@@ -383,13 +444,11 @@ def _execute(net: IntNetwork, x: np.ndarray, progress: bool, record: bool):
         _abort(source)
         raise
     source.stop()
-    t, b = net.timesteps, len(x)
-    last_steps = np.arange(b) * t + t - 1 + depth
-    output = from_lava(np.moveaxis(data[..., last_steps], -1, 0), lead=1)
-    counts = {}
-    for name, (values, d) in recorded.items():
+    t, b = s_in.shape[:2]
+
+    def per_step(values: np.ndarray, d: int) -> np.ndarray:
         steps = (np.arange(b)[None, :] * t + np.arange(t)[:, None] + d).ravel()  # (T·B), t-major
-        per_step = np.moveaxis(values[..., steps], -1, 0)  # (T·B, *lava_shape)
-        in_ir_layout = from_lava(per_step, lead=1)  # (T·B, *shape)
-        counts[name] = in_ir_layout.reshape(t, b, *in_ir_layout.shape[1:])
-    return output, counts
+        in_ir_layout = from_lava(np.moveaxis(values[..., steps], -1, 0), lead=1)  # (T·B, *shape)
+        return in_ir_layout.reshape(t, b, *in_ir_layout.shape[1:])
+
+    return per_step(data, depth), {name: per_step(values, d) for name, (values, d) in recorded.items()}
