@@ -4,6 +4,8 @@ the node that is damaged (a missing field, an unknown type, malformed parameters
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -13,10 +15,40 @@ from nir.serialization import hdf2dict, try_byte_to_str
 from n2c.errors import NIRFormatError
 
 
-def read_graph(path: str | Path) -> nir.NIRGraph:
+# The same read as read_graph, in a child process (see probe_hdf5); its typed errors are fine.
+PROBE = ("import sys\n"
+         "from n2c.backends.nir_file import read_graph\n"
+         "from n2c.errors import NIRFormatError\n"
+         "try:\n"
+         "    read_graph(sys.argv[1])\n"
+         "except NIRFormatError:\n"
+         "    pass\n")
+PROBE_SECONDS = 60
+
+
+def probe_hdf5(path: Path, timeout: float | None = None) -> None:
+    """Read the file in a child process first. libhdf5 can crash (segfault) or loop forever
+    on a damaged file, which no Python code can catch; a child that dies or hangs becomes a
+    one-line error here instead of taking the CLI down."""
+    timeout = timeout or PROBE_SECONDS
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise NIRFormatError(f"{path} is not a readable NIR file: reading it did not finish in {timeout:g} s "
+                             "(a damaged HDF5 file); export it again") from None
+    if done.returncode < 0:
+        raise NIRFormatError(f"{path} is not a readable NIR file: the HDF5 library crashed reading it (signal "
+                             f"{-done.returncode}; a damaged HDF5 file); export it again")
+
+
+def read_graph(path: str | Path, isolate: bool = False) -> nir.NIRGraph:
+    """The graph stored in ``path``. ``isolate``: probe the file in a child process first
+    (:func:`probe_hdf5`; the CLI does, for files it did not write)."""
     path = Path(path)
     if not path.is_file():
         raise NIRFormatError(f"NIR file {path} does not exist")
+    if isolate:
+        probe_hdf5(path)
     try:  # nir.read(type_check=False) would still type-check nested graphs; n2c checks shapes itself, naming nodes
         with h5py.File(path, "r") as f:
             data = _unchecked(hdf2dict(f["node"]))

@@ -405,10 +405,11 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
                          f"(it runs {RUNNABLE})")
 
 
-def import_nir(graph: nir.NIRGraph | str | Path) -> LayerGraph:
-    """Translate a NIR graph (a file or an in-memory graph) into a :class:`LayerGraph`."""
+def import_nir(graph: nir.NIRGraph | str | Path, isolate: bool = False) -> LayerGraph:
+    """Translate a NIR graph (a file or an in-memory graph) into a :class:`LayerGraph`;
+    ``isolate`` probes a file in a child process first (``n2c.backends.nir_file.probe_hdf5``)."""
     if not isinstance(graph, nir.NIRGraph):
-        graph = read_graph(graph)
+        graph = read_graph(graph, isolate)
     if graph.metadata is not None and not isinstance(graph.metadata, dict):
         raise NIRFormatError(f"graph metadata must be a dict, got {type(graph.metadata).__name__}")
     meta = dict(graph.metadata or {})

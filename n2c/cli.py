@@ -112,7 +112,7 @@ def _load_for_run(args):
     from n2c.data import load_dataset
 
     data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
-    graph = import_nir(args.graph)
+    graph = import_nir(args.graph, isolate=True)
     scale = args.input_scale or graph.input.input_scale or data.input_scale
     return data, graph, quantize(graph, scale)
 
@@ -178,7 +178,7 @@ def cmd_simulate(args) -> int:
         raise N2CError("give either --input X.npy or --dataset NAME, not both")
     if args.save_output:
         _writable_output(args.save_output)
-    graph = import_nir(args.graph)
+    graph = import_nir(args.graph, isolate=True)
     stated_dt = graph.metadata.get("n2c.dt") if args.dynamics == "nir" else None  # the graph's own time step
     disc = discretization(args.dynamics, args.dt or stated_dt)
     precision = args.precision or ("int" if graph.is_n2c else "float")
@@ -234,7 +234,7 @@ def cmd_simulate(args) -> int:
 
 def cmd_inspect(args) -> int:
     from n2c.inspect_graph import describe
-    print(describe(args.graph, as_json=args.json))
+    print(describe(args.graph, as_json=args.json, isolate=True))
     return 0
 
 

@@ -78,8 +78,8 @@ def _backends(path) -> tuple[dict[str, str], dict]:
     return verdict, shapes
 
 
-def describe(path, as_json: bool = False) -> str:
-    graph = read_graph(path)
+def describe(path, as_json: bool = False, isolate: bool = False) -> str:
+    graph = read_graph(path, isolate=isolate)
     rows = _rows(graph)
     backends, shapes = _backends(path)
     order = list(shapes)  # the graph's topological order, when it imports

@@ -895,3 +895,35 @@ def test_fuzz_damaged_files_raise_only_typed_errors(name, data, fuzz_dir):
                 _h5_edit(f, data)
     _import_and_run(path)
     _allowed(describe, path)  # n2c inspect
+
+
+# ---------------------------------------------------------------------------------------------
+# libhdf5 itself can segfault or hang on a damaged file: the CLI reads files in a child first
+
+
+@pytest.mark.parametrize("probe,message", [("import os; os.abort()", "the HDF5 library crashed reading it"),
+                                           ("while True: pass", "did not finish in 2 s")])
+def test_a_crashing_or_hanging_read_is_a_one_line_error(probe, message, digits_nir, tmp_path, monkeypatch, capsys):
+    from n2c.backends import nir_file
+
+    monkeypatch.setattr(nir_file, "PROBE", probe)  # stands in for libhdf5 dying on the file
+    monkeypatch.setattr(nir_file, "PROBE_SECONDS", 2)
+    out = tmp_path / "y.npy"
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 1, 8, 8)))
+    for argv in (["inspect", str(digits_nir)],
+                 ["simulate", str(digits_nir), "--input", str(tmp_path / "x.npy"), "--save-output", str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and err.startswith("n2c: error:")
+    assert not out.exists()
+
+
+def test_the_child_read_accepts_good_files_and_reports_typed_errors_itself(digits_nir, tmp_path):
+    from n2c.backends.nir_file import probe_hdf5, read_graph
+
+    probe_hdf5(digits_nir)  # a good file: no error
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"not hdf5 at all")
+    probe_hdf5(bad)  # the child's typed error is not a crash ...
+    with pytest.raises(NIRFormatError, match="not a readable NIR file"):
+        read_graph(bad, isolate=True)  # ... and the parent reports it as usual
