@@ -23,7 +23,7 @@ Convolutions are computed in float64 by torch, which is exact for integers below
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ class SimResult:
     output: np.ndarray  # (B, ...) int64 readout potentials after the last step
     messages: dict[str, np.ndarray]  # every source/synapse/neuron -> (T, B, ...) int64 values it sent
     readout_current: np.ndarray | None = None  # (T, B, ...) int64 input of the readout at each step
+    overflows: dict[str, dict] = field(default_factory=dict)  # layer -> {"limit": what, "count": values}
 
     def counts(self, net: IntNetwork) -> dict[str, np.ndarray]:
         """Spike counts (T, B, ...) of the multi-threshold neurons."""
@@ -69,15 +70,27 @@ def _check_exact_range(syn: IntSynapse, max_in: int) -> None:
         raise OverflowError(f"synapse '{syn.name}': sums may exceed 2^53; reference simulation would be inexact")
 
 
-def _synapse(syn: IntSynapse, s: np.ndarray) -> np.ndarray:
-    """s: (N, *in_shape) int64 messages (N = T·B) → (N, *out_shape) int64 currents."""
+ACCUMULATOR_LIMIT = 2 ** 15  # Loihi's 16-bit synaptic accumulator (Lava's Dense declares it, does not clip)
+
+
+def _count(overflows: dict, name: str, limit: str, count: int) -> None:
+    if count:
+        entry = overflows.setdefault(name, {"limit": limit, "count": 0})
+        entry["count"] += int(count)
+
+
+def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict) -> np.ndarray:
+    """s: (N, *in_shape) int64 messages (N = T·B) → (N, *out_shape) int64 currents. Values past
+    Loihi's limits are counted in ``overflows`` (the arithmetic stays Lava's)."""
     n = s.shape[0]
     if syn.kind == "dense":
         w = lava_effective_weights(syn.weight)
         _check_exact_range(syn, int(np.abs(s).max(initial=0)))
         a = (s.reshape(n, -1).astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
         a = wrap_signed(a, 32)
-        return wrap_signed(a << syn.weight_exp if syn.weight_exp >= 0 else np.right_shift(a, -syn.weight_exp), 32)
+        a = wrap_signed(a << syn.weight_exp if syn.weight_exp >= 0 else np.right_shift(a, -syn.weight_exp), 32)
+        _count(overflows, syn.name, "16-bit synaptic accumulator", (np.abs(a) >= ACCUMULATOR_LIMIT).sum())
+        return a
     x = torch.from_numpy(s.astype(np.float64))
     if syn.kind == "conv":
         _check_exact_range(syn, int(np.abs(s).max(initial=0)))
@@ -88,12 +101,34 @@ def _synapse(syn: IntSynapse, s: np.ndarray) -> np.ndarray:
                          divisor_override=1)
     else:
         raise ValueError(f"unknown synapse kind {syn.kind!r}")
-    return wrap_signed(a.round().numpy().astype(np.int64), 24)
+    a = a.round().numpy().astype(np.int64)
+    _count(overflows, syn.name, "24-bit convolution output (Lava's Conv wraps)", (np.abs(a) >= 2 ** 23).sum())
+    return wrap_signed(a, 24)
 
 
-def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
-    """current: (T, B, *shape). Returns (counts (T, B, *shape), final v (B, *shape))."""
-    bias = neuron.bias
+def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int, overflows: dict) -> tuple[np.ndarray, np.ndarray]:
+    """current: (T, B, *shape). Returns (counts (T, B, *shape), final v (B, *shape)); membrane
+    saturations at 24 bits are counted in ``overflows``."""
+    sat = _Saturation()
+    try:
+        return _neuron_steps(neuron, current, timesteps, neuron.bias, sat)
+    finally:
+        _count(overflows, neuron.name, "24-bit membrane state (saturated)", sat.count)
+
+
+class _Saturation:
+    """clamp24 that counts the values it changes."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = clamp24(x)
+        self.count += int((y != x).sum())
+        return y
+
+
+def _neuron_steps(neuron: IntNeuron, current: np.ndarray, timesteps: int, bias, clamp24: _Saturation):
     if neuron.kind == "readout":
         v = np.zeros(current.shape[1:], dtype=np.int64)
         for t in range(timesteps):
@@ -105,6 +140,7 @@ def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int) -> tuple[np.
         for t in range(timesteps):
             out[t], u, v = lif_step(u, v, current[t], neuron.du, neuron.dv, bias, neuron.threshold,
                                     neuron.kind == "lif")
+            clamp24.count += int((np.abs(v) >= 2 ** 23 - 1).sum())  # v at Lava's clip limit
         return out, v
     if neuron.kind == "parallel":
         total = v
@@ -129,7 +165,16 @@ def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResul
     results = [_simulate_batch(net, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return SimResult(np.concatenate([r.output for r in results]),
                      {k: np.concatenate([r.messages[k] for r in results], axis=1) for k in results[0].messages},
-                     np.concatenate([r.readout_current for r in results], axis=1))
+                     np.concatenate([r.readout_current for r in results], axis=1),
+                     merge_overflows([r.overflows for r in results]))
+
+
+def merge_overflows(parts: list[dict]) -> dict:
+    merged: dict = {}
+    for part in parts:
+        for name, entry in part.items():
+            _count(merged, name, entry["limit"], entry["count"])
+    return merged
 
 
 def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
@@ -137,17 +182,19 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
     t, b = s_in.shape[:2]
     values: dict[str, np.ndarray] = {net.source.name: s_in.reshape(t * b, *s_in.shape[2:])}
     output = readout_current = None
+    overflows: dict = {}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
-            values[layer.name] = _synapse(layer, values[layer.input])
+            values[layer.name] = _synapse(layer, values[layer.input], overflows)
             continue
         current = sum(values[name] for name in layer.inputs).reshape(t, b, *layer.shape)
-        k, v = _neuron(layer, current, t)
+        k, v = _neuron(layer, current, t, overflows)
         if layer.kind == "readout":
             output, readout_current = v, current + layer.bias
         else:
             values[layer.name] = k.reshape(t * b, *layer.shape)
-    return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()}, readout_current)
+    return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()}, readout_current,
+                     overflows)
 
 
 def _simulate_batch(net: IntNetwork, x: np.ndarray) -> SimResult:

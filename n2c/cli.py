@@ -202,13 +202,14 @@ def cmd_simulate(args) -> int:
     run = run_arrays(graph, x, precision, disc, scale, backend=args.backend, progress=not args.json)
     output, seconds, predictions = run.output, run.seconds, run.predictions
     spikes = _spikes_per_layer(run.net, run.messages) if run.net is not None else None
+    _report_overflows(run.overflows or {}, args.strict)
     if args.save_output:
         save_array(output, args.save_output)
     n = len(predictions)
     result = {"backend": args.backend, "precision": precision, "graph": args.graph, "input": source,
               "samples": n, "timesteps": int(x.shape[0]),
               "predictions": predictions.tolist(), "samples_per_second": n / seconds if seconds > 0 else float("inf"),
-              "spikes_per_layer": spikes}
+              "spikes_per_layer": spikes, "overflows": run.overflows}
     if precision == "float" and not graph.is_n2c:
         result["discretization"] = {"name": disc.name, "dt": disc.dt}
     result["output_shape"] = list(output.shape)
@@ -230,6 +231,19 @@ def cmd_simulate(args) -> int:
         for name, count in spikes.items():
             print(f"  {name:<24} {count}")
     return 0
+
+
+def _report_overflows(overflows: dict, strict: bool) -> None:
+    """Values past Loihi's limits: a warning per layer, or with --strict an error."""
+    import warnings
+
+    lines = [f"layer '{name}': {entry['count']} values exceeded Loihi's {entry['limit']}"
+             for name, entry in overflows.items()]
+    if strict and lines:
+        raise N2CError(f"{lines[0]}{f' (and {len(lines) - 1} more layers)' if len(lines) > 1 else ''}; "
+                       "the chip would not compute this network as simulated (drop --strict to run anyway)")
+    for line in lines:
+        warnings.warn(line)
 
 
 def cmd_inspect(args) -> int:
@@ -435,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--dynamics scheme's)")
     s.add_argument("--timesteps", type=_positive_int, default=1,
                    help="steps per sample for --dataset on graphs from other tools (default: 1)")
+    s.add_argument("--strict", action="store_true", help="integer runs: fail (exit 2) when a value exceeds "
+                   "Loihi's limits (16-bit accumulator, 24-bit state) instead of warning")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     s.set_defaults(func=cmd_simulate)
 

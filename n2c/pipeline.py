@@ -122,6 +122,7 @@ class ArrayRun:
     seconds: float
     messages: dict | None = None  # integer runs: the layers' messages (T, B, ...)
     net: IntNetwork | None = None  # integer runs: the quantized network
+    overflows: dict | None = None  # integer reference runs: layer -> {"limit", "count"} past Loihi's limits
 
     @property
     def predictions(self) -> np.ndarray:
@@ -166,10 +167,13 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         from n2c.backends.lava.lower import run_lava_steps
         current, counts = run_lava_steps(net, net.source.encode(x), progress=progress, record=True)
         return ArrayRun(current / readout.scale, time.perf_counter() - start, counts, net)
-    outputs, messages = [], []
+    from n2c.backends.reference import merge_overflows
+    outputs, messages, overflows = [], [], []
     for i in range(0, x.shape[1], batch_size):
         sim = run_encoded(net, net.source.encode(x[:, i:i + batch_size]))
         outputs.append(sim.readout_current / readout.scale)
         messages.append(sim.messages)
+        overflows.append(sim.overflows)
     merged = {k: np.concatenate([m[k] for m in messages], axis=1) for k in messages[0]}
-    return ArrayRun(np.concatenate(outputs, axis=1), time.perf_counter() - start, merged, net)
+    return ArrayRun(np.concatenate(outputs, axis=1), time.perf_counter() - start, merged, net,
+                    merge_overflows(overflows))

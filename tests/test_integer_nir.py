@@ -108,3 +108,30 @@ def test_what_has_no_integer_form_is_named():
         run_arrays(_graph("LIF", 2, 3, 2, rng), np.zeros((2, 1, 2)), "int", discretization("snntorch"), 1.0)
     with pytest.raises(QuantizationError, match="does not state its input scale"):
         quantize(_graph("LIF", 2, 3, 2, rng))
+
+
+def test_values_past_loihis_limits_warn_or_fail_with_strict(tmp_path, capsys):
+    from n2c.cli import main
+    from n2c.nir_export import write_nir
+
+    n_in = 64
+    nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}),
+             "fc": nir.Linear(weight=np.full((2, n_in), 0.9)),
+             "lif": nir.IF(r=np.full(2, 1e3), v_threshold=np.full(2, 100.0), v_reset=np.zeros(2)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    path = tmp_path / "loud.nir"
+    write_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+                           type_check=False), path)
+    x = np.full((3, 1, n_in), 100.0)  # 64 inputs of 100 through 8-bit weights: far past 2^15
+    run = run_arrays(import_nir(path), x, "int", discretization("nir", 1e-3), input_scale=1.0)
+    assert run.overflows["fc"]["count"] == 6 and "16-bit" in run.overflows["fc"]["limit"]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    args = ["simulate", str(path), "--input", str(tmp_path / "x.npy"), "--precision", "int", "--input-scale", "1",
+            "--save-output", str(out)]
+    assert main(args) == 0
+    assert "n2c: warning: layer 'fc': 6 values exceeded Loihi's 16-bit synaptic accumulator" in capsys.readouterr().err
+    out.unlink()
+    assert main(args + ["--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("n2c: error: layer 'fc'") and err.count("\n") == 1 and not out.exists()
