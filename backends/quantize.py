@@ -266,15 +266,20 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     if max_scale is not None and scale > max_scale:
         scale = 2.0 ** math.floor(math.log2(max_scale))
     synapses = []
-    max_err = 0.0
+    stats = {"weight_max_abs_error": 0.0, "weight_bits": WEIGHT_BITS, "weight_bits_used": 0, "weights_zeroed": 0,
+             "weight_count": 0}
     for (sl, src, in_shape, _), w in zip(syn_layers, w_eff):
         w_int = (2 * np.round(w * scale / 2)).astype(np.int64)
-        max_err = max(max_err, float(np.abs(w_int / scale - w).max()))
+        stats["weight_max_abs_error"] = max(stats["weight_max_abs_error"], float(np.abs(w_int / scale - w).max()))
+        # magnitude bits of the largest mantissa (Lava's 8-bit weights: |w| ≤ 255, sign separate)
+        stats["weight_bits_used"] = max(stats["weight_bits_used"], int(np.abs(w_int).max()).bit_length())
+        stats["weights_zeroed"] += int(((w != 0) & (w_int == 0)).sum())  # small weights lost to rounding
+        stats["weight_count"] += int(w.size)
         kind_s = "dense" if isinstance(sl, DenseLayer) else "conv"
         extra = {} if kind_s == "dense" else dict(stride=sl.stride, padding=sl.padding, dilation=sl.dilation,
                                                   groups=sl.groups)
         synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, **extra))
-    return scale, synapses, max_err
+    return scale, synapses, stats
 
 
 def _row_gain(sl, w: np.ndarray, gain: np.ndarray, name: str) -> np.ndarray:
@@ -292,7 +297,7 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
              for sl, _, shape, u in syn_layers]
     theta_max = float(np.max(layer.v_threshold)) if layer.spiking else 0.0
     cap = (2 ** 17 - 1) / theta_max if theta_max > 0 else None  # the threshold θ·k must fit 17 bits
-    k, synapses, max_err = _integer_synapses(syn_layers, w_eff, layer.name, cap)
+    k, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, cap)
     scale = k * 2 ** SHIFT  # the input enters u shifted by 6 bits
     shape = layer.out_shape
     syn_bias = np.zeros(shape)
@@ -305,8 +310,8 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
     bias = _to_int((form["gain"] * syn_bias + form["leak"]) * scale, layer.name, "the bias")
     neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
                        bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"])
-    info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale,
-            "weight_max_abs_error": max_err, "weight_bits": WEIGHT_BITS, "synapses": [s.name for s in synapses]}
+    info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale, **stats,
+            "synapses": [s.name for s in synapses]}
     if layer.spiking:
         vth = np.rint(np.broadcast_to(layer.v_threshold, shape) * k).astype(np.int64)
         if (vth < 0).any() or (vth >= 2 ** 17).any():
@@ -319,7 +324,7 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
 
 def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
     w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u in syn_layers]
-    scale, synapses, max_err = _integer_synapses(syn_layers, w_eff, layer.name)
+    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name)
     shape = layer.out_shape
     bias = np.zeros(shape)
     for sl, *_ in syn_layers:
@@ -327,8 +332,7 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
         bias = bias + np.broadcast_to(b, shape)
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
                        bias=_to_int(bias * scale, layer.name, "the bias"))
-    info = {"layer": layer.name, "kind": kind, "scale": scale, "weight_max_abs_error": max_err,
-            "weight_bits": WEIGHT_BITS, "synapses": [s.name for s in synapses]}
+    info = {"layer": layer.name, "kind": kind, "scale": scale, **stats, "synapses": [s.name for s in synapses]}
     if kind != "readout":
         theta = np.broadcast_to(layer.threshold, shape)
         neuron.threshold = _to_int(theta * scale, layer.name, "the threshold", 17 + 6)

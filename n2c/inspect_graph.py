@@ -50,12 +50,13 @@ def _rows(graph: nir.NIRGraph, prefix: str = "") -> list[dict]:
     return rows
 
 
-def _backends(path) -> tuple[dict[str, str], dict]:
-    """What each backend says about the graph: 'yes' or the reason it cannot run it."""
+def _backends(path) -> tuple[dict[str, str], dict, list]:
+    """What each backend says about the graph ('yes' or the reason it cannot run it), the layer
+    shapes, and the integer form's per-layer quantization summary."""
     try:
         graph = import_nir(path)
     except N2CError as e:
-        return {b: f"no: {e}" for b in ("reference float", "reference int", "lava")}, {}
+        return {b: f"no: {e}" for b in ("reference float", "reference int", "lava")}, {}, []
     shapes = {layer.name: (layer.in_shape, layer.out_shape) for layer in graph.layers}
     verdict = {"reference float": "yes"}
     from n2c.backends.quantize import quantize
@@ -68,20 +69,20 @@ def _backends(path) -> tuple[dict[str, str], dict]:
     except N2CError as e:
         verdict["reference int"] = f"no: {e}"
         verdict["lava"] = "no: needs the integer form first"
-        return verdict, shapes
+        return verdict, shapes, []
     from n2c.backends.lava.lower import check_network
     try:
         check_network(net)
         verdict["lava"] = "yes"
     except N2CError as e:
         verdict["lava"] = f"no: {e}"
-    return verdict, shapes
+    return verdict, shapes, net.report
 
 
 def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     graph = read_graph(path, isolate=isolate)
     rows = _rows(graph)
-    backends, shapes = _backends(path)
+    backends, shapes, quantization = _backends(path)
     order = list(shapes)  # the graph's topological order, when it imports
     rows.sort(key=lambda r: order.index(r["node"]) if r["node"] in order else len(order))
     for row in rows:
@@ -92,7 +93,7 @@ def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     edges = _edges(graph)
     if as_json:
         return json.dumps({"file": str(path), "metadata": meta, "nodes": rows, "edges": edges,
-                           "backends": backends}, default=str)
+                           "backends": backends, "quantization": quantization}, default=str)
     lines = [f"{path}: {len(rows)} nodes, {len(edges)} edges"]
     if meta:
         lines.append("graph metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
@@ -106,6 +107,13 @@ def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     lines.append("edges: " + ", ".join(f"{s}→{d}" for s, d in edges))
     lines.append("backends:")
     lines += [f"  {k:<16} {v}" for k, v in backends.items()]
+    if quantization:
+        lines.append("integer form (per neuron layer): scale S, weight bits used of 8, max weight error, "
+                     "weights rounded to 0, smallest integer threshold")
+        for q in quantization:
+            lines.append(f"  {q['layer']:<20} S={q['scale']:<10g} bits {q['weight_bits_used']}/{q['weight_bits']}  "
+                         f"err {q['weight_max_abs_error']:.2e}  zeroed {q['weights_zeroed']}/{q['weight_count']}"
+                         + (f"  θ_int ≥ {q['threshold_int_min']}" if "threshold_int_min" in q else ""))
     return "\n".join(lines)
 
 

@@ -221,3 +221,13 @@ def test_infinite_tau_is_explained():
                   v_reset=np.zeros(2))
     with pytest.raises(N2CError, match="τ is infinite .* export with β < 1"):
         import_nir(_chain(lif))
+
+
+def test_cli_inspect_reports_the_integer_form_per_layer(digits_nir, capsys):
+    assert main(["inspect", str(digits_nir), "--json"]) == 0
+    quantization = json.loads(capsys.readouterr().out)["quantization"]
+    assert [q["layer"] for q in quantization][-1] == "output" and len(quantization) == 4
+    for q in quantization:
+        assert q["weight_bits_used"] == 8  # the scale is the largest that keeps 8-bit mantissas: all bits used
+        assert 0 < q["weight_max_abs_error"] <= 1 / q["scale"] + 1e-12  # even mantissas: error ≤ one step 2/S / 2
+        assert 0 <= q["weights_zeroed"] < q["weight_count"]
