@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from n2c.backends.dynamics import Discretization, NeuronState, discretization
-from n2c.backends.ir import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer,
-                             LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
+from n2c.backends.ir import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, LayerGraph,
+                             NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
 from n2c.errors import N2CError
 from n2c.neurons import multi_threshold_step, parallel_count, parallel_spikes, scale_and_fire_step
 
@@ -156,10 +156,20 @@ def _recurrent_start(graph: LayerGraph, disc: Discretization, batch: int) -> dic
 
 
 def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None = None,
-                   record: bool = False) -> FloatRun:
-    """Run ``x`` (T, B, *input_shape) through ``graph``; see the module docstring for timing."""
+                   record: bool = False, batch_size: int | None = None) -> FloatRun:
+    """Run ``x`` (T, B, *input_shape) through ``graph``, ``batch_size`` samples at a time (all at
+    once by default); see the module docstring for timing."""
     x = check_input(graph, x)
     disc = disc or discretization("nir")
+    size = batch_size or x.shape[1]
+    runs = [_simulate(graph, x[:, i:i + size], disc, record) for i in range(0, x.shape[1], size)]
+    if len(runs) == 1:
+        return runs[0]
+    values = {k: np.concatenate([r.values[k] for r in runs], axis=1) for k in runs[0].values} if record else None
+    return FloatRun(np.concatenate([r.output for r in runs], axis=1), values)
+
+
+def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bool) -> FloatRun:
     steps, batch = x.shape[:2]
     runners = {layer.name: _runner(layer, disc, batch, graph.timesteps, steps) for layer in graph.layers[1:]}
     if not graph.recurrent:

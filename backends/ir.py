@@ -11,9 +11,7 @@ value of the previous time step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import nir
 import numpy as np
 
 

@@ -95,7 +95,7 @@ class IntNeuron:
     v_init: np.ndarray | None = None
     max_spikes: int = 1
     min_spikes: int = 0  # negative spikes (polarity)
-    spike_value: np.ndarray | None = None  # real value of one spike (count or code unit), shape
+    spike_value: np.ndarray | None = None  # real value of one message unit (count, code, or li: 1/S), shape
     edges: np.ndarray | None = None  # sfn: int64 thresholds (N,)
     codes: np.ndarray | None = None  # sfn: int64 output codes (N+1,)
     code_value: int = 0  # sfn: integer potential subtracted per code unit
@@ -123,6 +123,12 @@ class IntNetwork:
 
     def by_name(self) -> dict:
         return {self.source.name: self.source, **{layer.name: layer for layer in self.layers}}
+
+    def direct_input(self, x: np.ndarray) -> np.ndarray:
+        """Direct encoding: float samples ``x`` (B, ...) as integer frames, the same at each of
+        the T steps, (T, B, ...)."""
+        s = self.source.encode(x)
+        return np.ascontiguousarray(np.broadcast_to(s, (self.timesteps, *s.shape)))
 
 
 def _unit_per_channel(unit: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -216,19 +222,16 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                     syn_layers.append(pending.pop(src))
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
-                    syn_layers.append((_identity_layer(f"{layer.name}_from_{src}", shape), src, shape, unit[src]))
+                    syn_layers.append((identity_layer(f"{layer.name}_from_{src}", shape), src, shape, unit[src]))
             if isinstance(layer, DynamicsLayer):
                 neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt)
-                out += synapses + [neuron]
-                summary.append(info)
-                unit[layer.name] = np.broadcast_to(1.0 if neuron.spiking else 1.0 / neuron.scale, layer.out_shape)
-                continue
-            kind = layer.kind if isinstance(layer, NeuronLayer) else "readout"
-            neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers)
+            else:
+                kind = layer.kind if isinstance(layer, NeuronLayer) else "readout"
+                neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers)
             out += synapses + [neuron]
             summary.append(info)
-            if kind != "readout":
-                unit[layer.name] = np.broadcast_to(layer.spike_value, layer.out_shape)
+            if neuron.kind != "readout":
+                unit[layer.name] = neuron.spike_value
             continue
         raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) has no integer (Loihi) form in "
                                 "this n2c yet; simulate the graph in float (--precision float)")
@@ -237,7 +240,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     return IntNetwork(source, out, out[-1].name, graph.timesteps, summary)
 
 
-def _identity_layer(name: str, shape: tuple[int, ...]):
+def identity_layer(name: str, shape: tuple[int, ...]):
     """Weights 1 from a layer's output to a neuron of the same shape (1x1 depthwise conv for images)."""
     if len(shape) == 1:
         return DenseLayer(name, [], shape, shape, weight=np.eye(shape[0]), bias=np.zeros(shape[0]))
@@ -282,6 +285,14 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     return scale, synapses, stats
 
 
+def _summed_bias(syn_layers: list[tuple], shape: tuple[int, ...]) -> np.ndarray:
+    """The real bias a neuron receives: the sum of its synapses' biases (per channel for a conv)."""
+    bias = np.zeros(shape)
+    for sl, *_ in syn_layers:
+        bias = bias + np.broadcast_to(sl.bias if isinstance(sl, DenseLayer) else sl.bias[:, None, None], shape)
+    return bias
+
+
 def _row_gain(sl, w: np.ndarray, gain: np.ndarray, name: str) -> np.ndarray:
     """Multiply each output neuron's incoming weights by its gain (per channel for a conv)."""
     if isinstance(sl, DenseLayer):
@@ -300,16 +311,15 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
     k, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, cap)
     scale = k * 2 ** SHIFT  # the input enters u shifted by 6 bits
     shape = layer.out_shape
-    syn_bias = np.zeros(shape)
-    for sl, *_ in syn_layers:
-        syn_bias = syn_bias + np.broadcast_to(sl.bias if isinstance(sl, DenseLayer) else sl.bias[:, None, None], shape)
+    syn_bias = _summed_bias(syn_layers, shape)
     if layer.kind.startswith("Cuba") and np.any(syn_bias != 0):
         raise QuantizationError(f"neuron '{layer.name}' ({layer.kind}): a bias on its input enters the synaptic "
                                 "current, which Loihi's neuron bias (added to v) cannot express; simulate it in "
                                 "float (--precision float)")
     bias = _to_int((form["gain"] * syn_bias + form["leak"]) * scale, layer.name, "the bias")
     neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
-                       bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"])
+                       bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"],
+                       spike_value=np.full(shape, 1.0 if layer.spiking else 1.0 / scale))  # a spike, or v_int
     info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale, **stats,
             "synapses": [s.name for s in synapses]}
     if layer.spiking:
@@ -326,12 +336,8 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
     w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u in syn_layers]
     scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name)
     shape = layer.out_shape
-    bias = np.zeros(shape)
-    for sl, *_ in syn_layers:
-        b = sl.bias if isinstance(sl, DenseLayer) else sl.bias[:, None, None]
-        bias = bias + np.broadcast_to(b, shape)
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
-                       bias=_to_int(bias * scale, layer.name, "the bias"))
+                       bias=_to_int(_summed_bias(syn_layers, shape) * scale, layer.name, "the bias"))
     info = {"layer": layer.name, "kind": kind, "scale": scale, **stats, "synapses": [s.name for s in synapses]}
     if kind != "readout":
         theta = np.broadcast_to(layer.threshold, shape)

@@ -128,11 +128,11 @@ class _Saturation:
         return y
 
 
-def _neuron_steps(neuron: IntNeuron, current: np.ndarray, timesteps: int, bias, clamp24: _Saturation):
+def _neuron_steps(neuron: IntNeuron, current: np.ndarray, timesteps: int, bias, clamp: _Saturation):
     if neuron.kind == "readout":
         v = np.zeros(current.shape[1:], dtype=np.int64)
         for t in range(timesteps):
-            v = clamp24(v + current[t] + bias)
+            v = clamp(v + current[t] + bias)
         return np.zeros((0,)), v
     v = np.broadcast_to(neuron.v_init, current.shape[1:]).astype(np.int64)
     if neuron.kind in ("lif", "li"):  # Loihi's CUBA neuron; the bias enters v, not the input
@@ -140,14 +140,14 @@ def _neuron_steps(neuron: IntNeuron, current: np.ndarray, timesteps: int, bias, 
         for t in range(timesteps):
             out[t], u, v = lif_step(u, v, current[t], neuron.du, neuron.dv, bias, neuron.threshold,
                                     neuron.kind == "lif")
-            clamp24.count += int((np.abs(v) >= 2 ** 23 - 1).sum())  # v at Lava's clip limit
+            clamp.count += int((np.abs(v) >= 2 ** 23 - 1).sum())  # v at Lava's clip limit
         return out, v
     if neuron.kind == "parallel":
         total = v
         for t in range(timesteps):  # integrate the window with the membrane's saturation
-            total = clamp24(total + current[t] + bias)
+            total = clamp(total + current[t] + bias)
         n = parallel_count(total, neuron.threshold, timesteps, v_init=0)
-        return parallel_spikes(n, timesteps), clamp24(total - neuron.threshold * n)
+        return parallel_spikes(n, timesteps), clamp(total - neuron.threshold * n)
     counts = np.empty_like(current)
     for t in range(timesteps):
         if neuron.kind == "sfn":
@@ -155,14 +155,20 @@ def _neuron_steps(neuron: IntNeuron, current: np.ndarray, timesteps: int, bias, 
         else:
             k, v = multi_threshold_step(v, current[t] + bias, neuron.threshold, neuron.max_spikes,
                                         neuron.min_spikes)
-        v = clamp24(v)
+        v = clamp(v)
         counts[t] = k
     return counts, v
 
 
 def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResult:
     """Run float images ``x`` (B, *input_shape) through the integer network (zero-delay timing)."""
-    results = [_simulate_batch(net, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return run_batches(net, lambda batch: net.direct_input(x[batch]), len(x), batch_size)
+
+
+def run_batches(net: IntNetwork, encoded, samples: int, batch_size: int = 1024) -> SimResult:
+    """:func:`run_encoded` over ``samples`` in batches; ``encoded(batch)`` gives the integer input
+    (T, b, ...) of the samples in the slice ``batch``. Results are joined along the batch axis."""
+    results = [run_encoded(net, encoded(slice(i, i + batch_size))) for i in range(0, samples, batch_size)]
     return SimResult(np.concatenate([r.output for r in results]),
                      {k: np.concatenate([r.messages[k] for r in results], axis=1) for k in results[0].messages},
                      np.concatenate([r.readout_current for r in results], axis=1),
@@ -195,9 +201,3 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
             values[layer.name] = k.reshape(t * b, *layer.shape)
     return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()}, readout_current,
                      overflows)
-
-
-def _simulate_batch(net: IntNetwork, x: np.ndarray) -> SimResult:
-    s = net.source.encode(x)
-    s_in = np.broadcast_to(s, (net.timesteps, *s.shape))  # direct encoding: same input every step
-    return run_encoded(net, np.ascontiguousarray(s_in))

@@ -150,20 +150,16 @@ def load_input_array(path: str):
 
 def save_array(array, path: str) -> None:
     """np.save, atomically: a failed write leaves nothing behind."""
-    import os
-    import tempfile
-
     import numpy as np
 
+    from n2c.files import atomic_write
+
     _writable_output(path)
-    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the name
             np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, write)
 
 
 def cmd_simulate(args) -> int:

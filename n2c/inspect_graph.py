@@ -50,11 +50,11 @@ def _rows(graph: nir.NIRGraph, prefix: str = "") -> list[dict]:
     return rows
 
 
-def _backends(path) -> tuple[dict[str, str], dict, list]:
+def _backends(nir_graph) -> tuple[dict[str, str], dict, list]:
     """What each backend says about the graph ('yes' or the reason it cannot run it), the layer
     shapes, and the integer form's per-layer quantization summary."""
     try:
-        graph = import_nir(path)
+        graph = import_nir(nir_graph)
     except N2CError as e:
         return {b: f"no: {e}" for b in ("reference float", "reference int", "lava")}, {}, []
     shapes = {layer.name: (layer.in_shape, layer.out_shape) for layer in graph.layers}
@@ -82,7 +82,7 @@ def _backends(path) -> tuple[dict[str, str], dict, list]:
 def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     graph = read_graph(path, isolate=isolate)
     rows = _rows(graph)
-    backends, shapes, quantization = _backends(path)
+    backends, shapes, quantization = _backends(graph)
     order = list(shapes)  # the graph's topological order, when it imports
     rows.sort(key=lambda r: order.index(r["node"]) if r["node"] in order else len(order))
     for row in rows:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import operator
 import os
-import tempfile
 from pathlib import Path
 
 import nir
@@ -20,6 +19,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from n2c.errors import UnsupportedLayerError
+from n2c.files import atomic_write
 from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
 NIR_CONVENTION_VERSION = 2
@@ -177,11 +177,4 @@ def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
     """Write atomically: a failed write leaves no partial file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".nir", dir=path.parent)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: nir.write(tmp, graph))

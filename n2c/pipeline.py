@@ -142,20 +142,19 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     on the reference simulator, any graph, NIR neurons discretized by ``discretization``
     (``n2c.backends.dynamics``)."""
     from n2c.backends.float_sim import check_input, simulate_float
-    from n2c.backends.reference import run_encoded
+    from n2c.backends.reference import run_batches
 
     if precision not in PRECISIONS:
         raise N2CError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
-    start = time.perf_counter()
-    x = check_input(graph, x)
     if backend not in BACKENDS:
         raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     if precision == "float" and backend != "reference":
         raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
+    start = time.perf_counter()
     if precision == "float":
-        parts = [simulate_float(graph, x[:, i:i + batch_size], discretization).output
-                 for i in range(0, x.shape[1], batch_size)]
-        return ArrayRun(np.concatenate(parts, axis=1), time.perf_counter() - start)
+        run = simulate_float(graph, x, discretization, batch_size=batch_size)
+        return ArrayRun(run.output, time.perf_counter() - start)
+    x = check_input(graph, x)
     from n2c.backends.ir import DynamicsLayer
     if discretization is not None and discretization.name != "nir" and \
             any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
@@ -167,13 +166,6 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         from n2c.backends.lava.lower import run_lava_steps
         current, counts = run_lava_steps(net, net.source.encode(x), progress=progress, record=True)
         return ArrayRun(current / readout.scale, time.perf_counter() - start, counts, net)
-    from n2c.backends.reference import merge_overflows
-    outputs, messages, overflows = [], [], []
-    for i in range(0, x.shape[1], batch_size):
-        sim = run_encoded(net, net.source.encode(x[:, i:i + batch_size]))
-        outputs.append(sim.readout_current / readout.scale)
-        messages.append(sim.messages)
-        overflows.append(sim.overflows)
-    merged = {k: np.concatenate([m[k] for m in messages], axis=1) for k in messages[0]}
-    return ArrayRun(np.concatenate(outputs, axis=1), time.perf_counter() - start, merged, net,
-                    merge_overflows(overflows))
+    sim = run_batches(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], batch_size)
+    return ArrayRun(sim.readout_current / readout.scale, time.perf_counter() - start, sim.messages, net,
+                    sim.overflows)

@@ -32,6 +32,8 @@ import numpy as np
 
 from n2c.backends.ir import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, LayerGraph, NeuronLayer, OutputLayer,
                              PoolLayer)
+from n2c.backends.lava.lower import regroup_conv_weight
+from n2c.backends.quantize import identity_layer
 from n2c.errors import N2CError
 
 
@@ -59,26 +61,12 @@ def _channel_coef(coef: np.ndarray, name: str) -> np.ndarray:
     return flat[..., 0]
 
 
-def _full_conv_weight(layer: ConvLayer) -> np.ndarray:
-    """Grouped weights as one dense (Cout, Cin, kH, kW) tensor (zeros outside each group)."""
-    w, g = layer.weight, layer.groups
-    if g == 1:
-        return w
-    cout, cin_g = w.shape[:2]
-    full = np.zeros((cout, cin_g * g, *w.shape[2:]))
-    per_group = cout // g
-    for o in range(cout):
-        grp = o // per_group
-        full[o, grp * cin_g:(grp + 1) * cin_g] = w[o]
-    return full
-
-
 def _fold_input(layer, value: _Value) -> np.ndarray:
     """The layer's weights acting on the stored blocks U instead of V."""
     if isinstance(layer, DenseLayer):
         coef = value.coef.reshape(value.blocks, -1)  # (n, in)
         return np.concatenate([layer.weight * coef[j][None, :] for j in range(value.blocks)], axis=1)
-    w = _full_conv_weight(layer)
+    w = regroup_conv_weight(layer.weight, layer.groups, 1)  # one group: zeros outside each original group
     coef = _channel_coef(value.coef, layer.name)  # (n, Cin)
     return np.concatenate([w * coef[j][None, :, None, None] for j in range(value.blocks)], axis=1)
 
@@ -173,7 +161,7 @@ def to_portable_nir(graph: LayerGraph) -> nir.NIRGraph:
                 else:  # shortcut from a population: an explicit linear node
                     shortcut = f"{name}_from_{src}"
                     shape = by_name[src].out_shape
-                    ident = _identity(shortcut, shape)
+                    ident = identity_layer(shortcut, shape)
                     emit_linear(shortcut, ident, _fold_input(ident, values[src]), ident.bias, signs, shifts, src,
                                 shape)
                     edges.append((shortcut, name))
@@ -194,13 +182,6 @@ def to_portable_nir(graph: LayerGraph) -> nir.NIRGraph:
     out = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
     out.infer_types()
     return out
-
-
-def _identity(name: str, shape: tuple[int, ...]):
-    if len(shape) == 1:
-        return DenseLayer(name, [], shape, shape, weight=np.eye(shape[0]), bias=np.zeros(shape[0]))
-    c = shape[0]
-    return ConvLayer(name, [], shape, shape, weight=np.eye(c)[:, :, None, None], bias=np.zeros(c))
 
 
 def _set_types(node: nir.NIRNode, in_shape, out_shape) -> None:

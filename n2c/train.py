@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 import warnings
 from typing import Iterable
 
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, N2CError
+from n2c.files import atomic_write
 from n2c.graph import canonicalize, set_submodule
 from n2c.qcfs import QCFS, SignedQCFS
 
@@ -332,19 +332,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, example_shape: It
     """
     path = os.fspath(path)
     script = to_torchscript(model, example_shape)
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        atomic_write(path, lambda tmp: torch.jit.save(script, tmp))
     except OSError as e:
         raise N2CError(f"cannot write {path}: {e.strerror or e}; choose a writable output path (-o)") from None
-    os.close(fd)
-    try:
-        torch.jit.save(script, tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise N2CError(f"cannot write {path}: {e.strerror or e}; choose a writable output path (-o)") from None
-        raise
     return path

@@ -426,8 +426,7 @@ def _direct(net: IntNetwork, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if len(x) == 0:
         raise QuantizationError("run_lava needs at least one sample")
-    s = net.source.encode(x)
-    return np.ascontiguousarray(np.broadcast_to(s, (net.timesteps, *s.shape)))
+    return net.direct_input(x)
 
 
 def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool):
