@@ -17,14 +17,15 @@ the float SNN (``n2c.neurons``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from n2c.backends.ir import (ConvLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
-                             NeuronLayer, OutputLayer, PoolLayer)
+from n2c.backends.ir import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
+                             NeuronLayer, OutputLayer, PoolLayer, ScaleLayer)
 from n2c.backends.loihi_lif import SHIFT, cuba_form
 from n2c.errors import QuantizationError
 
@@ -32,6 +33,7 @@ STATE_BITS = 24  # Loihi u/v state
 STATE_MAX = 2 ** (STATE_BITS - 1) - 1
 STATE_MIN = -(2 ** (STATE_BITS - 1))
 WEIGHT_BITS = 8
+MAX_DELAY = 62  # synaptic delay in steps (Loihi 2 stores 6 bits; netx clips above 62)
 
 
 def clamp24(x: np.ndarray) -> np.ndarray:
@@ -74,6 +76,7 @@ class IntSynapse:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     kernel: tuple[int, int] = (1, 1)  # sumpool only
+    delay: np.ndarray | None = None  # dense only: int64 (out, in) extra steps per synapse, 0..MAX_DELAY
 
     @property
     def message_bits(self) -> int:  # a synapse feeding a synapse sends 24-bit currents
@@ -173,8 +176,10 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     source = IntSource(src_layer.name, src_layer.out_shape, float(scale_in), signed=not graph.is_n2c)
     dt = dt or float(graph.metadata.get("n2c.dt", 1e-3))
     unit: dict[str, np.ndarray] = {source.name: np.array(float(scale_in))}
-    alias: dict[str, str] = {}  # flatten layers forward to their producer
-    pending: dict[str, tuple] = {}  # weighted layers waiting for their neuron: (layer, input name, in_shape, unit)
+    alias: dict[str, str] = {}  # flatten, scale and delay layers forward to their producer
+    delay_of: dict[str, np.ndarray] = {}  # delay layers on messages: steps per element (flat)
+    # weighted layers waiting for their neuron: (layer, input name, in_shape, unit, delays (out, in) or None)
+    pending: dict[str, tuple] = {}
     out: list = []
     summary: list[dict] = []
     by_name = graph.by_name()
@@ -184,6 +189,21 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             name = alias[name]
         return name
 
+    def unit_of(name: str) -> np.ndarray:
+        """Real value of one message unit, in the producer's shape (a Scale on messages changes it)."""
+        while name not in unit:
+            name = alias[name]
+        return unit[name]
+
+    def delays_of(name: str) -> np.ndarray | None:
+        """Steps of delay per element (flat) that Delay layers on messages add before ``name``."""
+        total = None
+        while name in alias:
+            if name in delay_of:
+                total = delay_of[name] if total is None else total + delay_of[name]
+            name = alias[name]
+        return total
+
     for layer in layers[1:]:
         if isinstance(layer, FlattenLayer):
             if len(layer.out_shape) != 1:
@@ -191,11 +211,27 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                                         "flatten has an integer (Loihi) form in this n2c")
             alias[layer.name] = layer.inputs[0]
             continue
+        if isinstance(layer, (ScaleLayer, DelayLayer)):
+            src, producer = layer.inputs[0], resolve(layer.inputs[0])
+            if producer in pending:  # after the weights: fold into the rows of the pending layer
+                pending[producer] = _fold_into_rows(pending[producer], layer, dt)
+            elif isinstance(layer, ScaleLayer):  # on messages: one message unit is worth scale times more
+                shape = by_name[producer].out_shape if producer in by_name else source.shape
+                scaled = np.broadcast_to(unit_of(src), shape).reshape(-1) * np.broadcast_to(
+                    layer.scale, layer.in_shape).reshape(-1)
+                unit[layer.name] = scaled.reshape(shape)
+            else:
+                delay_of[layer.name] = _delay_steps(layer, dt).reshape(-1)
+            alias[layer.name] = src
+            continue
         if isinstance(layer, PoolLayer):
             src = resolve(layer.inputs[0])
             if src in pending:
                 raise QuantizationError(f"pooling '{layer.name}' directly after a weighted layer is not supported")
-            u = _unit_per_channel(unit[src], layer.in_shape, layer.name)
+            if delays_of(layer.inputs[0]) is not None:
+                raise QuantizationError(f"pooling '{layer.name}' reads a Delay; Loihi's delays are per dense synapse "
+                                        "(Lava's DelayDense), so put the Delay before a dense layer")
+            u = _unit_per_channel(unit_of(layer.inputs[0]), layer.in_shape, layer.name)
             unit[layer.name] = (u * layer.scale)[:, None, None] * np.ones(layer.out_shape)
             out.append(IntSynapse(layer.name, "sumpool", src, layer.in_shape, layer.out_shape,
                                   kernel=layer.kernel, stride=layer.stride, padding=layer.padding,
@@ -212,7 +248,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 raise QuantizationError(f"layer '{layer.name}' follows weighted layer '{src}' without a neuron in "
                                         "between; fold the two linear layers into one")
             in_shape = by_name[src].out_shape if src in by_name else source.shape
-            pending[layer.name] = (layer, src, tuple(in_shape), unit[src])
+            pending[layer.name] = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
+                                   _column_delays(layer, delays_of(layer.inputs[0])))
             continue
         if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
             syn_layers = []
@@ -222,7 +259,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                     syn_layers.append(pending.pop(src))
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
-                    syn_layers.append((identity_layer(f"{layer.name}_from_{src}", shape), src, shape, unit[src]))
+                    ident = identity_layer(f"{layer.name}_from_{src}", shape)
+                    syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p))))
             if isinstance(layer, DynamicsLayer):
                 neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt)
             else:
@@ -250,6 +288,55 @@ def identity_layer(name: str, shape: tuple[int, ...]):
     return ConvLayer(name, [], shape, shape, weight=np.ones((c, 1, 1, 1)), bias=np.zeros(c), groups=c)
 
 
+def _delay_steps(layer: DelayLayer, dt: float) -> np.ndarray:
+    """NIR's delay τ (per element) in steps of ``dt``: round(τ/dt), 0..MAX_DELAY."""
+    steps = np.rint(np.broadcast_to(layer.delay, layer.in_shape) / dt).astype(np.int64)
+    if steps.max(initial=0) > MAX_DELAY:
+        raise QuantizationError(f"Delay '{layer.name}': {int(steps.max())} steps at dt {dt:g} exceed Loihi's "
+                                f"{MAX_DELAY}-step synaptic delay; use a larger dt or shorter delays")
+    return steps
+
+
+def _column_delays(layer, steps: np.ndarray | None) -> np.ndarray | None:
+    """Per-synapse delays (out, in) of a weighted layer whose input elements are delayed by ``steps``."""
+    if steps is None or not steps.any():
+        return None
+    if not isinstance(layer, DenseLayer):
+        raise QuantizationError(f"layer '{layer.name}' reads a Delay; Loihi's delays are per dense synapse (Lava's "
+                                "DelayDense), a convolution has none; put the Delay before a dense layer")
+    if steps.max() > MAX_DELAY:
+        raise QuantizationError(f"layer '{layer.name}': its input's delays add up to {int(steps.max())} steps, over "
+                                f"Loihi's {MAX_DELAY}")
+    return np.broadcast_to(steps[None, :], layer.weight.shape).copy()
+
+
+def _fold_into_rows(entry: tuple, layer, dt: float) -> tuple:
+    """A Scale or Delay between a weighted layer and its neuron: scale the rows (and bias), or
+    delay every synapse of a row."""
+    sl, src, in_shape, u, delay = entry
+    if isinstance(layer, ScaleLayer):
+        gain = np.broadcast_to(layer.scale, sl.out_shape)
+        per_row = gain.reshape(-1) if isinstance(sl, DenseLayer) else _unit_per_channel(gain, gain.shape, layer.name)
+        weight = sl.weight * per_row.reshape(-1, *[1] * (sl.weight.ndim - 1))
+        bias = None if sl.bias is None else sl.bias * per_row
+        return dataclasses.replace(sl, weight=weight, bias=bias), src, in_shape, u, delay
+    if sl.bias is not None and np.any(sl.bias != 0):
+        raise QuantizationError(f"Delay '{layer.name}' delays the bias of '{sl.name}' (absent for the first steps); "
+                                "Loihi's neuron bias is constant, so move the bias to the neuron or the Delay "
+                                "before the weights")
+    rows = _delay_steps(layer, dt).reshape(-1)
+    if not rows.any():
+        return entry
+    if not isinstance(sl, DenseLayer):
+        raise QuantizationError(f"Delay '{layer.name}' after convolution '{sl.name}': Loihi's delays are per dense "
+                                "synapse (Lava's DelayDense); put the Delay before a dense layer")
+    delay = (0 if delay is None else delay) + rows[:, None]
+    if delay.max() > MAX_DELAY:
+        raise QuantizationError(f"layer '{sl.name}': delays add up to {int(delay.max())} steps, over Loihi's "
+                                f"{MAX_DELAY}")
+    return sl, src, in_shape, u, delay
+
+
 def _effective_weights(layer, in_shape, u) -> np.ndarray:
     """Real weights per input count: W·u (u folded per input element or per input channel)."""
     if isinstance(layer, DenseLayer):
@@ -271,7 +358,7 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     synapses = []
     stats = {"weight_max_abs_error": 0.0, "weight_bits": WEIGHT_BITS, "weight_bits_used": 0, "weights_zeroed": 0,
              "weight_count": 0}
-    for (sl, src, in_shape, _), w in zip(syn_layers, w_eff):
+    for (sl, src, in_shape, _, delay), w in zip(syn_layers, w_eff):
         w_int = (2 * np.round(w * scale / 2)).astype(np.int64)
         stats["weight_max_abs_error"] = max(stats["weight_max_abs_error"], float(np.abs(w_int / scale - w).max()))
         # magnitude bits of the largest mantissa (Lava's 8-bit weights: |w| ≤ 255, sign separate)
@@ -279,8 +366,8 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
         stats["weights_zeroed"] += int(((w != 0) & (w_int == 0)).sum())  # small weights lost to rounding
         stats["weight_count"] += int(w.size)
         kind_s = "dense" if isinstance(sl, DenseLayer) else "conv"
-        extra = {} if kind_s == "dense" else dict(stride=sl.stride, padding=sl.padding, dilation=sl.dilation,
-                                                  groups=sl.groups)
+        extra = dict(delay=delay) if kind_s == "dense" else dict(stride=sl.stride, padding=sl.padding,
+                                                                 dilation=sl.dilation, groups=sl.groups)
         synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, **extra))
     return scale, synapses, stats
 
@@ -305,7 +392,7 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
     """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.backends.loihi_lif``)."""
     form = cuba_form(layer, dt)
     w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
-             for sl, _, shape, u in syn_layers]
+             for sl, _, shape, u, _ in syn_layers]
     theta_max = float(np.max(layer.v_threshold)) if layer.spiking else 0.0
     cap = (2 ** 17 - 1) / theta_max if theta_max > 0 else None  # the threshold θ·k must fit 17 bits
     k, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, cap)
@@ -333,7 +420,7 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
 
 
 def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
-    w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u in syn_layers]
+    w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u, _ in syn_layers]
     scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name)
     shape = layer.out_shape
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,

@@ -79,16 +79,21 @@ def _count(overflows: dict, name: str, limit: str, count: int) -> None:
         entry["count"] += int(count)
 
 
-def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict) -> np.ndarray:
-    """s: (N, *in_shape) int64 messages (N = T·B) → (N, *out_shape) int64 currents. Values past
-    Loihi's limits are counted in ``overflows`` (the arithmetic stays Lava's)."""
+def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, timesteps: int = 1) -> np.ndarray:
+    """s: (N, *in_shape) int64 messages (N = T·B, step-major) → (N, *out_shape) int64 currents. A
+    synapse delay k moves a contribution k steps later (``timesteps`` = T gives the step axis); what
+    moves past the last step is lost. Values past Loihi's limits are counted in ``overflows`` (the
+    arithmetic stays Lava's)."""
     n = s.shape[0]
     if syn.kind == "dense":
         w = lava_effective_weights(syn.weight)
         _check_exact_range(syn, int(np.abs(s).max(initial=0)))
-        a = (s.reshape(n, -1).astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
-        a = wrap_signed(a, 32)
-        a = wrap_signed(a << syn.weight_exp if syn.weight_exp >= 0 else np.right_shift(a, -syn.weight_exp), 32)
+        flat = s.reshape(n, -1).astype(np.float64)
+        delays = np.zeros(w.shape, np.int64) if syn.delay is None else np.asarray(syn.delay, np.int64)
+        a = np.zeros((n, w.shape[0]), dtype=np.int64)
+        for k in np.unique(delays):  # Lava's DelayDense sums each delay's product separately
+            part = _dense_product(np.where(delays == k, w, 0), flat, syn.weight_exp)
+            a = wrap_signed(a + _later(part, int(k), timesteps), 32)
         _count(overflows, syn.name, "16-bit synaptic accumulator", (np.abs(a) >= ACCUMULATOR_LIMIT).sum())
         return a
     x = torch.from_numpy(s.astype(np.float64))
@@ -106,12 +111,34 @@ def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict) -> np.ndarray:
     return wrap_signed(a, 24)
 
 
+def _dense_product(w: np.ndarray, flat: np.ndarray, weight_exp: int) -> np.ndarray:
+    """wrap32((W·s) << weight_exp), the shift a floor for negative exponents, as Lava's Dense."""
+    a = wrap_signed((flat @ w.T.astype(np.float64)).astype(np.int64), 32)
+    return wrap_signed(a << weight_exp if weight_exp >= 0 else np.right_shift(a, -weight_exp), 32)
+
+
+def _later(a: np.ndarray, k: int, timesteps: int) -> np.ndarray:
+    """Move step-major values (T·B, ...) k steps later; the first k steps become 0."""
+    if k == 0:
+        return a
+    steps = a.reshape(timesteps, -1, *a.shape[1:])
+    moved = np.zeros_like(steps)
+    moved[k:] = steps[:timesteps - k]
+    return moved.reshape(a.shape)
+
+
 def _neuron(neuron: IntNeuron, current: np.ndarray, timesteps: int, overflows: dict) -> tuple[np.ndarray, np.ndarray]:
     """current: (T, B, *shape). Returns (counts (T, B, *shape), final v (B, *shape)); membrane
     saturations at 24 bits are counted in ``overflows``."""
     sat = _Saturation()
     try:
-        return _neuron_steps(neuron, current, timesteps, neuron.bias, sat)
+        if neuron.kind == "parallel":
+            return _parallel_window(neuron, current, timesteps, sat)
+        state = _initial_state(neuron, current.shape[1:])
+        out = np.empty_like(current)
+        for t in range(timesteps):
+            out[t] = _step(neuron, state, current[t], sat)
+        return out, state["v"]
     finally:
         _count(overflows, neuron.name, "24-bit membrane state (saturated)", sat.count)
 
@@ -128,36 +155,42 @@ class _Saturation:
         return y
 
 
-def _neuron_steps(neuron: IntNeuron, current: np.ndarray, timesteps: int, bias, clamp: _Saturation):
+def _initial_state(neuron: IntNeuron, shape: tuple[int, ...]) -> dict:
+    """A neuron's state at the start of a sample window: v = v_init (0 for CUBA and readout), u = 0."""
+    v0 = neuron.v_init if neuron.kind in ("mtn", "sfn", "parallel") else 0
+    return {"v": np.broadcast_to(np.asarray(v0, dtype=np.int64), shape).copy(),
+            "u": np.zeros(shape, dtype=np.int64)}
+
+
+def _step(neuron: IntNeuron, state: dict, current: np.ndarray, clamp: _Saturation) -> np.ndarray:
+    """Advance ``state`` by one step with input ``current``; returns the message sent (the
+    readout sends its potential). Not for the parallel neuron, which acts once per window."""
+    v, bias = state["v"], neuron.bias
     if neuron.kind == "readout":
-        v = np.zeros(current.shape[1:], dtype=np.int64)
-        for t in range(timesteps):
-            v = clamp(v + current[t] + bias)
-        return np.zeros((0,)), v
-    v = np.broadcast_to(neuron.v_init, current.shape[1:]).astype(np.int64)
+        state["v"] = clamp(v + current + bias)
+        return state["v"]
     if neuron.kind in ("lif", "li"):  # Loihi's CUBA neuron; the bias enters v, not the input
-        u, out = np.zeros_like(v), np.empty_like(current)
-        for t in range(timesteps):
-            out[t], u, v = lif_step(u, v, current[t], neuron.du, neuron.dv, bias, neuron.threshold,
-                                    neuron.kind == "lif")
-            clamp.count += int((np.abs(v) >= 2 ** 23 - 1).sum())  # v at Lava's clip limit
-        return out, v
-    if neuron.kind == "parallel":
-        total = v
-        for t in range(timesteps):  # integrate the window with the membrane's saturation
-            total = clamp(total + current[t] + bias)
-        n = parallel_count(total, neuron.threshold, timesteps, v_init=0)
-        return parallel_spikes(n, timesteps), clamp(total - neuron.threshold * n)
-    counts = np.empty_like(current)
-    for t in range(timesteps):
-        if neuron.kind == "sfn":
-            k, v = scale_and_fire_step(v, current[t] + bias, neuron.edges, neuron.codes, neuron.code_value)
-        else:
-            k, v = multi_threshold_step(v, current[t] + bias, neuron.threshold, neuron.max_spikes,
-                                        neuron.min_spikes)
-        v = clamp(v)
-        counts[t] = k
-    return counts, v
+        out, state["u"], state["v"] = lif_step(state["u"], v, current, neuron.du, neuron.dv, bias,
+                                               neuron.threshold, neuron.kind == "lif")
+        clamp.count += int((np.abs(state["v"]) >= 2 ** 23 - 1).sum())  # v at Lava's clip limit
+        return out
+    if neuron.kind == "sfn":
+        k, v = scale_and_fire_step(v, current + bias, neuron.edges, neuron.codes, neuron.code_value)
+    elif neuron.kind == "mtn":
+        k, v = multi_threshold_step(v, current + bias, neuron.threshold, neuron.max_spikes, neuron.min_spikes)
+    else:
+        raise ValueError(f"neuron '{neuron.name}': unknown kind {neuron.kind!r}")
+    state["v"] = clamp(v)
+    return k
+
+
+def _parallel_window(neuron: IntNeuron, current: np.ndarray, timesteps: int, clamp: _Saturation):
+    """Zero-delay parallel neuron: integrate the window, then emit its n spikes in the same window."""
+    total = _initial_state(neuron, current.shape[1:])["v"]
+    for t in range(timesteps):  # integrate the window with the membrane's saturation
+        total = clamp(total + current[t] + neuron.bias)
+    n = parallel_count(total, neuron.threshold, timesteps, v_init=0)
+    return parallel_spikes(n, timesteps), clamp(total - neuron.threshold * n)
 
 
 def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResult:
@@ -191,7 +224,7 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
     overflows: dict = {}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
-            values[layer.name] = _synapse(layer, values[layer.input], overflows)
+            values[layer.name] = _synapse(layer, values[layer.input], overflows, t)
             continue
         current = sum(values[name] for name in layer.inputs).reshape(t, b, *layer.shape)
         k, v = _neuron(layer, current, t, overflows)
@@ -201,3 +234,98 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
             values[layer.name] = k.reshape(t * b, *layer.shape)
     return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in values.items()}, readout_current,
                      overflows)
+
+
+# --- Lava timing ---------------------------------------------------------------------------------
+
+@dataclass
+class StreamResult:
+    """Lava-timed run of B samples back to back, one stream of L = B·T + flush global steps."""
+    messages: dict[str, np.ndarray]  # every neuron -> (L, *shape) int64 values sent at each global step
+    state: dict[str, dict[str, np.ndarray]]  # neuron -> {"v": ..., "u": ...} after the last step
+    depth: dict[str, int]  # pipeline delay in steps of every layer's output
+    overflows: dict[str, dict] = field(default_factory=dict)
+
+    def window(self, name: str, timesteps: int, samples: int) -> np.ndarray:
+        """The messages of ``name`` during each sample's window, (T, B, *shape): sample i, step j is
+        global step i·T + j + depth."""
+        d = self.depth[name]
+        steps = (np.arange(samples)[None, :] * timesteps + np.arange(timesteps)[:, None] + d)
+        return self.messages[name][steps]
+
+
+def stream_depths(net: IntNetwork) -> dict[str, int]:
+    """Pipeline delay in steps of every output under Lava timing: a synapse Process adds one step
+    (its output at step t is computed from its input at step t-1), a parallel neuron one window of
+    T steps (it knows its count only at the end of the window); a neuron's inputs are aligned to
+    the deepest one."""
+    depth = {net.source.name: 0}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):
+            depth[layer.name] = depth[layer.input] + 1
+        else:
+            d = max(depth[name] for name in layer.inputs)
+            depth[layer.name] = d + (net.timesteps if layer.kind == "parallel" else 0)
+    return depth
+
+
+def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
+    """Run integer inputs ``s_in`` (T, B, *input_shape) with Lava's timing, as ``n2c.backends.lava``
+    builds the network: samples stream back to back (sample i, step j at global step t = i·T + j),
+    followed by ``flush`` zero steps that drain the pipeline. At step t:
+
+    * a synapse sends what it computed from its input at step t-1 (plus any synaptic delay k:
+      from step t-1-k); nothing before step 0;
+    * a neuron whose aligned input has depth d starts from its initial state at t = 0, returns to
+      it before its update at every t with (t - d) % T == 0, and updates and sends at every step
+      (also t < d, before the first sample arrives: no gating, as Lava's ``LIFReset``);
+    * the parallel neuron integrates the window [d + iT, d + (i+1)T) and sends its n unit spikes
+      at the first n steps of the next window.
+
+    Where every window lies inside the stream, ``window(name, T, B)`` equals the zero-delay
+    :func:`run_encoded` messages: the timing is the only difference."""
+    t, b = s_in.shape[:2]
+    depth = stream_depths(net)
+    flush = depth[net.output]
+    length = b * t + flush
+    stream = np.zeros((length, *s_in.shape[2:]), dtype=np.int64)
+    stream[:b * t] = np.swapaxes(s_in, 0, 1).reshape(b * t, *s_in.shape[2:])
+    values = {net.source.name: stream}
+    messages, state, overflows = {}, {}, {}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):  # one step of Process latency, as a delay of 1 on the whole stream
+            values[layer.name] = _later(_synapse(layer, values[layer.input], overflows, length), 1, length)
+            continue
+        d = max(depth[name] for name in layer.inputs)
+        current = sum(_later(values[name], d - depth[name], length) for name in layer.inputs)
+        sat = _Saturation()
+        if layer.kind == "parallel":
+            out, state[layer.name] = _parallel_stream(layer, current, t, d, sat)
+        else:
+            st = _initial_state(layer, tuple(layer.shape))
+            out = np.empty_like(current)
+            for step in range(length):
+                if (step - d) % t == 0:
+                    st = _initial_state(layer, tuple(layer.shape))
+                out[step] = _step(layer, st, current[step], sat)
+            state[layer.name] = st
+        _count(overflows, layer.name, "24-bit membrane state (saturated)", sat.count)
+        values[layer.name] = messages[layer.name] = out
+    return StreamResult(messages, state, depth, overflows)
+
+
+def _parallel_stream(neuron: IntNeuron, current: np.ndarray, timesteps: int, d: int, clamp: _Saturation):
+    """Lava-timed parallel neuron (see :func:`run_stream`); its state "v" is the window's total."""
+    fresh = _initial_state(neuron, tuple(neuron.shape))["v"]
+    total, pending = fresh.copy(), np.zeros_like(fresh)
+    out = np.empty_like(current)
+    for step in range(len(current)):
+        if (step - d) % timesteps == 0:
+            if step >= d + timesteps:  # a whole window has been integrated
+                pending = parallel_count(total, neuron.threshold, timesteps, v_init=0)
+            else:
+                pending = np.zeros_like(fresh)
+            total = fresh.copy()
+        total = clamp(total + current[step] + neuron.bias)
+        out[step] = ((step - d) % timesteps < pending).astype(np.int64)
+    return out, {"v": total, "u": np.zeros_like(total)}

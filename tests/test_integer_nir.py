@@ -135,3 +135,50 @@ def test_values_past_loihis_limits_warn_or_fail_with_strict(tmp_path, capsys):
     assert main(args + ["--strict"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("n2c: error: layer 'fc'") and err.count("\n") == 1 and not out.exists()
+
+
+def _scaled_delayed_graph(rng, n_in=4, n_hidden=6, n_out=3):
+    """Input → fc1 → IF → Delay → Scale → fc2 → Scale → Delay → IF → Output: Scale and Delay on
+    messages (folded into fc2's columns) and between weights and neuron (into its rows)."""
+    common = dict(v_threshold=np.ones, v_reset=np.zeros)
+    def if_node(n):
+        return nir.IF(r=np.ones(n), **{k: f(n) for k, f in common.items()})
+    grid = lambda shape: rng.integers(-12, 13, shape) / 8  # |w| ≤ 1.5 on the 1/8 grid
+    nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}),
+             "fc1": nir.Linear(weight=grid((n_hidden, n_in))), "n1": if_node(n_hidden),
+             "d1": nir.Delay(delay=rng.integers(0, 4, n_hidden).astype(float)),
+             "s1": nir.Scale(scale=rng.choice([1.0, 2.0], n_hidden)),
+             "fc2": nir.Linear(weight=grid((n_out, n_hidden))),
+             "s2": nir.Scale(scale=rng.choice([1.0, 2.0], n_out)),
+             "d2": nir.Delay(delay=rng.integers(0, 3, n_out).astype(float)), "n2": if_node(n_out),
+             "output": nir.Output(output_type={"output": np.array([n_out])})}
+    names = list(nodes)
+    return import_nir(nir.NIRGraph(nodes=nodes, edges=list(zip(names, names[1:])), type_check=False))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2 ** 16))
+def test_scale_and_delay_fold_into_integer_synapses_exactly(seed):
+    """Scale folds into weights, Delay into per-synapse delays (Lava's DelayDense): with weights on
+    the 8-bit grid the integer network equals the float one step for step."""
+    rng = np.random.default_rng(seed)
+    graph = _scaled_delayed_graph(rng)
+    x = rng.integers(0, 4, (10, 6, 4)).astype(float)
+    ref = simulate_float(graph, x, discretization("nir", 1.0), record=True)
+    assume(ref.values["n1"].sum() > 0 and ref.values["n2"].sum() > 0)
+    run = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0)
+    assert np.array_equal(run.messages["n1"], ref.values["n1"]) and np.array_equal(run.messages["n2"], ref.values["n2"])
+    assert np.array_equal(run.output, ref.output)
+    fc2 = next(layer for layer in run.net.layers if layer.name == "fc2")
+    assert fc2.delay is not None and fc2.delay.max() <= 5
+
+
+def test_delays_past_loihis_limit_or_on_convolutions_are_named():
+    graph = _scaled_delayed_graph(np.random.default_rng(0))
+    next(layer for layer in graph.layers if layer.name == "d1").delay = np.full(6, 63.0)
+    with pytest.raises(QuantizationError, match="63 steps at dt 1 exceed Loihi's 62-step"):
+        quantize(graph, 1.0, dt=1.0)
+    graph = _scaled_delayed_graph(np.random.default_rng(0))
+    next(layer for layer in graph.layers if layer.name == "fc2").bias = np.ones(3)
+    with pytest.raises(QuantizationError, match="delays the bias of 'fc2'"):
+        quantize(graph, 1.0, dt=1.0)
