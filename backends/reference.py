@@ -17,8 +17,9 @@ Batched over samples and vectorized over neurons. Arithmetic (all int64):
 
 Timing is zero-delay: every layer sees step t of its input at step t. Lava adds
 one step per synapse process; ``n2c.backends.lava`` aligns its outputs for that.
-Convolutions are computed in float64 by torch, which is exact for integers below
-2^53; :func:`_check_exact_range` proves the bound per layer before running.
+Products are computed in floating point by torch/BLAS: float32 where every partial sum is
+below 2^24 (exact there, and faster), float64 below 2^53; :func:`_exact_float_type` proves
+the bound per layer and batch before running.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from n2c.backends.loihi_lif import lif_step
 from n2c.neurons import multi_threshold_step, parallel_count, parallel_spikes, scale_and_fire_step
 
 EXACT_FLOAT64 = 2 ** 53
+EXACT_FLOAT32 = 2 ** 24
 
 
 def lava_effective_weights(w: np.ndarray) -> np.ndarray:
@@ -64,10 +66,16 @@ class SimResult:
                 if isinstance(layer, IntNeuron) and layer.spiking}
 
 
-def _check_exact_range(syn: IntSynapse, max_in: int) -> None:
+def _exact_float_type(syn: IntSynapse, s: np.ndarray):
+    """The narrowest float type that holds every partial sum of ``W·s`` exactly: the bound is
+    max row Σ|w| · max|s|; float32 is exact below 2^24, float64 below 2^53."""
     w = np.abs(syn.weight).reshape(syn.weight.shape[0], -1).sum(axis=1).max()
-    if w * max(max_in, 1) >= EXACT_FLOAT64:
-        raise OverflowError(f"synapse '{syn.name}': sums may exceed 2^53; reference simulation would be inexact")
+    bound = int(w) * max(int(np.abs(s).max(initial=0)), 1)
+    if bound < EXACT_FLOAT32:
+        return np.float32
+    if bound < EXACT_FLOAT64:
+        return np.float64
+    raise OverflowError(f"synapse '{syn.name}': sums may exceed 2^53; reference simulation would be inexact")
 
 
 ACCUMULATOR_LIMIT = 2 ** 15  # Loihi's 16-bit synaptic accumulator (Lava's Dense declares it, does not clip)
@@ -87,8 +95,7 @@ def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, timesteps: int = 1
     n = s.shape[0]
     if syn.kind == "dense":
         w = lava_effective_weights(syn.weight)
-        _check_exact_range(syn, int(np.abs(s).max(initial=0)))
-        flat = s.reshape(n, -1).astype(np.float64)
+        flat = s.reshape(n, -1).astype(_exact_float_type(syn, s))
         delays = np.zeros(w.shape, np.int64) if syn.delay is None else np.asarray(syn.delay, np.int64)
         a = np.zeros((n, w.shape[0]), dtype=np.int64)
         for k in np.unique(delays):  # Lava's DelayDense sums each delay's product separately
@@ -96,12 +103,13 @@ def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, timesteps: int = 1
             a = wrap_signed(a + _later(part, int(k), timesteps), 32)
         _count(overflows, syn.name, "16-bit synaptic accumulator", (np.abs(a) >= ACCUMULATOR_LIMIT).sum())
         return a
-    x = torch.from_numpy(s.astype(np.float64))
     if syn.kind == "conv":
-        _check_exact_range(syn, int(np.abs(s).max(initial=0)))
-        a = F.conv2d(x, torch.from_numpy(syn.weight.astype(np.float64)), stride=syn.stride,
+        dtype = _exact_float_type(syn, s)
+        a = F.conv2d(torch.from_numpy(s.astype(dtype)), torch.from_numpy(syn.weight.astype(dtype)), stride=syn.stride,
                      padding=syn.padding, dilation=syn.dilation, groups=syn.groups)
     elif syn.kind == "sumpool":
+        x = torch.from_numpy(s.astype(np.float32 if np.abs(s).max(initial=0) * np.prod(syn.kernel) < EXACT_FLOAT32
+                                      else np.float64))
         a = F.avg_pool2d(x, syn.kernel, syn.stride, syn.padding, count_include_pad=True,
                          divisor_override=1)
     else:
@@ -113,7 +121,7 @@ def _synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, timesteps: int = 1
 
 def _dense_product(w: np.ndarray, flat: np.ndarray, weight_exp: int) -> np.ndarray:
     """wrap32((W·s) << weight_exp), the shift a floor for negative exponents, as Lava's Dense."""
-    a = wrap_signed((flat @ w.T.astype(np.float64)).astype(np.int64), 32)
+    a = wrap_signed((flat @ w.T.astype(flat.dtype)).astype(np.int64), 32)
     return wrap_signed(a << weight_exp if weight_exp >= 0 else np.right_shift(a, -weight_exp), 32)
 
 
