@@ -195,7 +195,8 @@ def cmd_simulate(args) -> int:
     scale = args.input_scale or graph.input.input_scale
     if precision == "int" and scale is None and not args.input:
         scale = data.input_scale
-    run = run_arrays(graph, x, precision, disc, scale, backend=args.backend, progress=not args.json)
+    run = run_arrays(graph, x, precision, disc, scale, backend=args.backend, progress=not args.json,
+                     timing=args.timing)
     output, seconds, predictions = run.output, run.seconds, run.predictions
     spikes = _spikes_per_layer(run.net, run.messages) if run.net is not None else None
     _report_overflows(run.overflows or {}, args.strict)
@@ -445,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--dynamics scheme's)")
     s.add_argument("--timesteps", type=_positive_int, default=1,
                    help="steps per sample for --dataset on graphs from other tools (default: 1)")
+    s.add_argument("--timing", choices=["zero-delay", "lava"], default="zero-delay",
+                   help="integer reference runs: zero-delay (each layer sees step t at step t; default) or lava "
+                   "(a step of delay per synapse, samples streamed back to back, as Lava runs them)")
     s.add_argument("--strict", action="store_true", help="integer runs: fail (exit 2) when a value exceeds "
                    "Loihi's limits (16-bit accumulator, 24-bit state) instead of warning")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")

@@ -114,6 +114,7 @@ def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = T
 
 
 PRECISIONS = ("int", "float")
+TIMINGS = ("zero-delay", "lava")
 
 
 @dataclass
@@ -133,14 +134,18 @@ class ArrayRun:
 
 def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
                input_scale: float | None = None, batch_size: int = 1024, backend: str = "reference",
-               progress: bool = False) -> ArrayRun:
+               progress: bool = False, timing: str = "zero-delay") -> ArrayRun:
     """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
 
     ``int``: Loihi integer arithmetic (the output is the readout's input current at each
     step, divided by its scale), on the reference simulator or, with ``backend="lava"``, on
     Lava's fixed-point CPU simulation (one compiled run for all samples). ``float``: float64
     on the reference simulator, any graph, NIR neurons discretized by ``discretization``
-    (``n2c.backends.dynamics``)."""
+    (``n2c.backends.dynamics``).
+
+    ``timing`` (integer reference runs): ``zero-delay`` (every layer sees step t at step t, the
+    samples batched) or ``lava`` (the samples streamed back to back with a step per synapse
+    Process, as Lava runs them: ``n2c.backends.reference.run_stream``)."""
     from n2c.backends.float_sim import check_input, simulate_float
     from n2c.backends.reference import run_batches
 
@@ -148,6 +153,11 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         raise N2CError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if backend not in BACKENDS:
         raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if timing not in TIMINGS:
+        raise N2CError(f"unknown timing {timing!r}; use one of {TIMINGS}")
+    if timing == "lava" and (precision != "int" or backend != "reference"):
+        raise N2CError("--timing lava applies to integer runs on the reference simulator (Lava itself always "
+                       "runs with its own timing); use --precision int --backend reference")
     if precision == "float" and backend != "reference":
         raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
     start = time.perf_counter()
@@ -166,6 +176,22 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         from n2c.backends.lava.lower import run_lava_steps
         current, counts = run_lava_steps(net, net.source.encode(x), progress=progress, record=True)
         return ArrayRun(current / readout.scale, time.perf_counter() - start, counts, net)
+    if timing == "lava":
+        return _run_lava_timed(net, net.source.encode(x), start)
     sim = run_batches(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], batch_size)
     return ArrayRun(sim.readout_current / readout.scale, time.perf_counter() - start, sim.messages, net,
                     sim.overflows)
+
+
+def _run_lava_timed(net: IntNetwork, s_in: np.ndarray, start: float) -> ArrayRun:
+    """Reference run with Lava's timing; every layer's messages and the readout's per-step input
+    read off each sample's window, as ``run_lava_steps`` reads Lava's sinks."""
+    from n2c.backends.reference import run_stream
+
+    t, b = s_in.shape[:2]
+    stream = run_stream(net, s_in)
+    potentials = stream.window(net.output, t, b)
+    messages = {name: stream.window(name, t, b) for name in stream.messages if name != net.output}
+    readout = net.by_name()[net.output]
+    return ArrayRun(np.diff(potentials, axis=0, prepend=0) / readout.scale, time.perf_counter() - start, messages,
+                    net, stream.overflows)
