@@ -109,12 +109,6 @@ class IntNeuron:
     def spiking(self) -> bool:
         return self.kind not in ("readout", "li")
 
-    @property
-    def message_bits(self) -> int:
-        """Bits of a graded spike: the count/code, with a sign bit when negative spikes exist."""
-        bits = max(1, math.ceil(math.log2(self.max_spikes + 1)))
-        return bits + 1 if self.min_spikes > 0 else bits
-
 
 @dataclass
 class IntNetwork:

@@ -262,19 +262,26 @@ class StreamResult:
         return self.messages[name][steps]
 
 
-def stream_depths(net: IntNetwork) -> dict[str, int]:
-    """Pipeline delay in steps of every output under Lava timing: a synapse Process adds one step
-    (its output at step t is computed from its input at step t-1), a parallel neuron one window of
-    T steps (it knows its count only at the end of the window); a neuron's inputs are aligned to
-    the deepest one."""
+def stream_depths(net: IntNetwork, period: int | None = None) -> dict[str, int]:
+    """Pipeline delay in steps of every value under Lava timing, for samples of ``period`` steps
+    (default T): the source 0; a synapse Process adds one step (its output at step t is computed
+    from its input at step t-1); a neuron takes its deepest input (the others are aligned to it)
+    and a parallel neuron adds one window (it knows its count only at the window's end)."""
+    period = period or net.timesteps
     depth = {net.source.name: 0}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             depth[layer.name] = depth[layer.input] + 1
         else:
-            d = max(depth[name] for name in layer.inputs)
-            depth[layer.name] = d + (net.timesteps if layer.kind == "parallel" else 0)
+            depth[layer.name] = max(depth[name] for name in layer.inputs) + (period if layer.kind == "parallel" else 0)
     return depth
+
+
+def flush_steps(net: IntNetwork, period: int | None = None) -> int:
+    """Zero steps after the last sample so that every neuron sends all of it: the deepest neuron
+    output (the readout's depth whenever every layer feeds the output)."""
+    depth = stream_depths(net, period)
+    return max(depth[layer.name] for layer in net.layers if isinstance(layer, IntNeuron))
 
 
 def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
@@ -293,9 +300,8 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
     Where every window lies inside the stream, ``window(name, T, B)`` equals the zero-delay
     :func:`run_encoded` messages: the timing is the only difference."""
     t, b = s_in.shape[:2]
-    depth = stream_depths(net)
-    flush = depth[net.output]
-    length = b * t + flush
+    depth = stream_depths(net, t)
+    length = b * t + flush_steps(net, t)
     stream = np.zeros((length, *s_in.shape[2:]), dtype=np.int64)
     stream[:b * t] = np.swapaxes(s_in, 0, 1).reshape(b * t, *s_in.shape[2:])
     values = {net.source.name: stream}

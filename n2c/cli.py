@@ -61,10 +61,44 @@ def _load_model_or_snn(args):
     return _convert_from_args(args, load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle))
 
 
+def _export_netx(args) -> int:
+    """``n2c export GRAPH.nir --to netx``: a NIR graph of IF/LIF/CubaLIF layers as a lava-dl netx
+    HDF5 file (``n2c.backends.lava.netx``, docs/netx.md)."""
+    import os
+
+    import h5py
+
+    from n2c.backends.lava.netx import RESET_OFFSET, export_netx
+    from n2c.backends.nir_import import import_nir
+
+    for flag, given in (("--portable", args.portable), ("--nested", args.nested), ("--dataset", args.dataset),
+                        ("--input-shape", args.input_shape)):
+        if given:
+            raise N2CError(f"{flag} does not apply to --to netx, which writes an existing NIR graph; drop it")
+    if os.path.isfile(args.model) and not h5py.is_hdf5(args.model):
+        raise N2CError(f"{args.model} is not a NIR file; --to netx reads a NIR graph (write one with "
+                       "n2c export MODEL -o model.nir, or take another tool's)")
+    _writable_output(args.output)
+    model = export_netx(import_nir(args.model, isolate=True), args.output, args.input_scale, args.dt)
+    readout = {"spikes": f"the last layer's spikes (n2c readout = {model.readout_weight} x spike count)",
+               "potential-sum": f"the last layer's v (n2c readout = {model.readout_weight} x sum of v over the "
+                                "sample)",
+               "potential": "the last layer's v (n2c readout = v / 64 at the sample's last step)"}[model.readout]
+    print(f"wrote {args.output}: lava-dl netx, {len(model.blocks)} layers "
+          f"({', '.join(layer.type for layer in model.blocks)}), output {readout}; load it with "
+          f"netx.hdf5.Network(net_config='{args.output}', reset_interval=T, reset_offset={RESET_OFFSET}, "
+          f"input_message_bits={model.input_message_bits}) (T: steps per sample)")
+    return 0
+
+
 def cmd_export(args) -> int:
     from n2c.data import load_dataset
     from n2c.pipeline import export_model
 
+    if args.to == "netx":
+        return _export_netx(args)
+    if args.dt:
+        raise N2CError("--dt applies to --to netx only (the time step of a NIR graph's neurons); drop it")
     snn = _load_model_or_snn(args)
     data = load_dataset(args.dataset, "test") if args.dataset else None
     shape = args.input_shape or (tuple(data.x.shape[1:]) if data is not None else None)
@@ -391,12 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--da", action=argparse.BooleanOptionalAction, default=None,
                        help="parallel: DA-QCFS calibration (default: on for ReLU models, off for QCFS models)")
 
-    e = sub.add_parser("export", help="convert a trained model (or take a converted SNN) and write it as NIR",
+    e = sub.add_parser("export", help="convert a trained model (or take a converted SNN) and write it as NIR; "
+                       "or write a NIR graph as a lava-dl netx file",
                        description="Convert a trained model into a spiking network, or take an SNN saved by "
-                       "n2c convert, and write it as a NIR file.")
+                       "n2c convert, and write it as a NIR file. With --to netx, write a NIR graph of IF/LIF/CubaLIF "
+                       "layers as a lava-dl netx HDF5 file for Loihi 2 (docs/netx.md).")
     e.add_argument("model", help="TorchScript file, torch.export .pt2 file, state_dict (with --arch), "
-                   "pickled nn.Module (with --trust-pickle), or an SNN file written by n2c convert")
-    e.add_argument("--to", choices=["nir"], default="nir", help="output format (default: nir)")
+                   "pickled nn.Module (with --trust-pickle), or an SNN file written by n2c convert; with "
+                   "--to netx a NIR file")
+    e.add_argument("--to", choices=["nir", "netx"], default="nir", help="output format: nir (default), or netx: "
+                   "a NIR graph of IF/LIF/CubaLIF layers as a lava-dl netx HDF5 file for Loihi 2 (docs/netx.md)")
+    e.add_argument("--dt", type=_positive_float, help="--to netx: time step of NIR's neurons (default: the "
+                   "graph's n2c.dt, else 1e-3)")
     e.add_argument("-o", "--output", required=True, help="output file, e.g. model.nir")
     conversion_args(e)
     e.add_argument("--dataset", help="data set the model was trained on (gives input shape and scale)")

@@ -9,6 +9,7 @@ import pytest
 
 from n2c.backends.dynamics import discretization
 from n2c.backends.lava.lower import bias_mantissa_exponent, check_network, run_lava_steps
+from n2c.backends.lava.neurons import stock_lif_mismatch
 from n2c.backends.nir_import import import_nir
 from n2c.backends.quantize import quantize
 from n2c.backends.reference import run_encoded
@@ -77,5 +78,6 @@ def test_what_stock_lif_cannot_take_is_named():
                             v_reset=np.zeros(2)), "output": nir.Output(output_type={"output": np.array([2])})}
     graph = import_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
                                     type_check=False))
-    with pytest.raises(QuantizationError, match="one dv per layer"):
-        check_network(quantize(graph, 1.0))
+    net = quantize(graph, 1.0)
+    check_network(net)  # lowered to the custom CUBA neuron instead
+    assert "per-neuron dv" in stock_lif_mismatch(net.by_name()["lif"])

@@ -3,54 +3,70 @@
 ``run_lava`` builds one Lava Process per IR layer, streams all samples through
 one compiled network on ``Loihi2SimCfg(select_tag="fixed_pt")`` and returns the
 readout potentials, equal bit for bit to ``n2c.backends.reference.simulate``.
+Which Process runs which neuron: ``n2c.backends.lava.neurons`` and
+``docs/lava-backend.md``.
 
 Layout. The IR is torch-ordered, (C, H, W); Lava's Conv works on (X, Y, C) =
 (W, H, C). Inputs, per-neuron parameters and conv weights are transposed on the
-way in and the readout on the way out. Lava's Conv computes a true convolution
-(scipy ``convolve2d``; checked with a delta input: the output reproduces the
-kernel unflipped), torch a correlation, so conv kernels are flipped spatially.
-Dense weights index the C-order (C, H, W) flattening; when a Dense reads a
-conv-shaped port, the port is flattened in Lava's (W, H, C) order and the weight
-columns are permuted to match.
+way in and recorded values on the way out. Lava's Conv computes a true
+convolution (scipy ``convolve2d``; checked with a delta input: the output
+reproduces the kernel unflipped), torch a correlation, so conv kernels are
+flipped spatially. Dense weights index the C-order (C, H, W) flattening; when a
+Dense reads a conv-shaped port, the port is flattened in Lava's (W, H, C) order
+and the weight columns are permuted to match.
 
-Timing (measured). Lava's RingBuffer source sends ``data[..., t-1]`` at
-``time_step`` t (counted from 1); every Dense/Conv Process sends at step t what
-it computed from its input at step t-1 (one step of delay); neurons and the
-sink act within the step. A layer that is ``d`` synapse Processes downstream of
-the source therefore sees sample ``i``, step ``j`` at ``time_step =
-i·T + j + 1 + d``: its ``phase`` is ``d``, it resets when ``(time_step - 1 - d)
-% T == 0``, and the sink (which stores step t at index t-1) holds sample ``i``'s
-final readout at index ``i·T + T - 1 + d``. The run lasts ``B·T + d`` steps;
-the last ``d`` source steps are zeros that flush the pipeline. Inputs of one
-neuron arriving at different depths are aligned with identity synapses.
+Timing (measured). Global step ``t = time_step - 1`` (Lava counts from 1). The
+RingBuffer source sends step ``t`` of the stream at ``t``; every Dense/Conv
+Process sends at ``t`` what it computed from its input at ``t - 1``; neurons,
+delay lines and sinks act within the step, except that the parallel neuron sends
+a window's count during the next window (T steps later). So every value has a
+*depth* in steps (``n2c.backends.reference.stream_depths``): the source 0, a synapse its input's
++ 1, a neuron's input the deepest of its inputs (shallower inputs are delayed to
+match), a neuron's output its input's depth (+ T for the parallel neuron). A
+neuron whose input has depth ``d`` sees sample ``i``, step ``j`` at ``t = i·T +
+j + d`` and restarts its window at every ``t`` with ``(t - d) % T == 0``. The run
+lasts ``B·T + flush`` steps (``reference.flush_steps``); the last ``flush`` source
+steps are zeros that drain the pipeline.
+
+Delays. A delay of up to ``STOCK_DELAY_MAX`` steps is a chain of stock identity
+synapses (hardware-mappable); a longer one (around a parallel neuron) is one
+custom ``DelayLine`` Process (CPU simulation only, like the parallel neuron).
 
 Lava limits. Conv keeps kernel size, stride, padding, dilation and groups in
 int8 Vars: groups ≥ 128 silently yields zeros (measured), so larger groups are
 re-expressed as fewer groups with block-diagonal kernels. Conv ignores
 ``weight_exp`` (rejected here) and wraps its output to 24 bits; Dense
 accumulates in int32. Where a worst-case bound on a current reaches either
-limit the lowering warns, because the reference simulator does not wrap.
+limit the lowering warns: such currents wrap (the reference simulator wraps them the same
+way and counts them in its overflows).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from n2c.backends.quantize import STATE_BITS, IntNetwork, IntNeuron, IntSynapse
+from n2c.backends.lava.neurons import (bias_mantissa_exponent, check_neuron, final_state, message_bits,
+                                       message_bound, neuron_process, output_delay)
+from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse
+from n2c.backends.reference import flush_steps
 from n2c.errors import QuantizationError
 
+__all__ = ["run_lava", "run_lava_with_spikes", "run_lava_steps", "run_lava_stream", "check_network",
+           "bias_mantissa_exponent", "lava_shape", "to_lava", "from_lava",
+           "dense_columns_for_lava", "conv_weight_for_lava", "regroup_conv_weight"]
+
 LAVA_INT8_MAX = 127  # Lava's Conv stores kernel size, stride, padding, dilation and groups as int8
-CONV_WRAP = 2 ** 23  # Lava's Conv wraps its output to signed 24 bits; the reference saturates
-DENSE_WRAP = 2 ** 31  # Lava's Dense accumulates in int32; the reference in int64
+CONV_WRAP = 2 ** 23  # Lava's Conv wraps its output to signed 24 bits (the reference too)
+DENSE_WRAP = 2 ** 31  # Lava's Dense accumulates in int32 (the reference wraps at 32 bits too)
+STOCK_DELAY_MAX = 2  # longer alignment delays use one custom DelayLine instead of a synapse per step
 
 
 @dataclass
 class _Stream:
-    """An IR value as a Lava OutPort: its IR shape, pipeline depth, message width and a bound on |value|."""
+    """An IR value as a Lava OutPort: its IR shape, depth in steps, message width and a bound on |value|."""
     port: object
     shape: tuple[int, ...]
     depth: int
@@ -118,10 +134,10 @@ def _current_bound(syn: IntSynapse, weight: np.ndarray, src: _Stream) -> int:
 
 
 def _warn_if_may_wrap(syn: IntSynapse, bound: int, limit: int, what: str) -> None:
-    """Warn when a current may reach ``limit``, where Lava wraps and the reference does not."""
+    """Warn when a current may reach ``limit``, where Lava wraps it (beyond Loihi's range)."""
     if bound >= limit:
-        warnings.warn(f"synapse '{syn.name}': currents may reach {bound} ≥ {limit}; {what}, so Lava and the "
-                      "reference simulator may disagree on such inputs")
+        warnings.warn(f"synapse '{syn.name}': currents may reach {bound} ≥ {limit}; {what}; such inputs give "
+                      "wrapped currents (the reference simulator wraps them alike and counts them as overflows)")
 
 
 def _check_conv_params(syn: IntSynapse, kernel: tuple[int, int]) -> None:
@@ -143,7 +159,7 @@ def _conv_process(syn: IntSynapse, src: _Stream, weight: np.ndarray, groups: int
         raise QuantizationError(f"synapse '{syn.name}' ({syn.kind}) expects a (C, H, W) input of shape "
                                 f"{syn.in_shape}, but its input has shape {src.shape}")
     _warn_if_may_wrap(syn, _current_bound(syn, weight, src), CONV_WRAP,
-                      "Lava's Conv wraps at 24 bits where the reference saturates")
+                      "Lava's Conv wraps at 24 bits")
     lava_groups = _lava_groups(groups)
     if lava_groups != groups:
         weight = regroup_conv_weight(weight, groups, lava_groups)
@@ -161,7 +177,8 @@ def _conv_process(syn: IntSynapse, src: _Stream, weight: np.ndarray, groups: int
 
 
 def _dense_process(syn: IntSynapse, src: _Stream):
-    from lava.proc.dense.process import Dense
+    """Dense, or DelayDense when the synapses have delays (k extra steps: k + 1 in all)."""
+    from lava.proc.dense.process import DelayDense, Dense
 
     n_in = int(np.prod(syn.in_shape))
     if syn.weight.shape != (int(np.prod(syn.out_shape)), n_in) or int(np.prod(src.shape)) != n_in:
@@ -171,7 +188,12 @@ def _dense_process(syn: IntSynapse, src: _Stream):
         raise QuantizationError(f"synapse '{syn.name}': a dense output must be flat, got {syn.out_shape}")
     _warn_if_may_wrap(syn, _current_bound(syn, syn.weight, src), DENSE_WRAP, "Lava's Dense accumulates in int32")
     weights = dense_columns_for_lava(syn.weight, tuple(src.shape))
-    proc = Dense(weights=weights, weight_exp=int(syn.weight_exp), num_message_bits=src.bits, name=syn.name)
+    if syn.delay is not None and np.any(syn.delay):
+        delays = dense_columns_for_lava(np.asarray(syn.delay, dtype=np.int64), tuple(src.shape))
+        proc = DelayDense(weights=weights, delays=delays, weight_exp=int(syn.weight_exp),
+                          num_message_bits=src.bits, name=syn.name)
+    else:
+        proc = Dense(weights=weights, weight_exp=int(syn.weight_exp), num_message_bits=src.bits, name=syn.name)
     port = src.port.flatten() if len(src.shape) > 1 else src.port
     port.connect(proc.s_in)
     return proc
@@ -194,12 +216,19 @@ def _synapse(syn: IntSynapse, src: _Stream) -> _Stream:
 
 
 def _delay(stream: _Stream, steps: int) -> _Stream:
-    """Delay a current by ``steps`` steps with identity synapses on the flattened value: a 1x1
-    Conv on an (N, 1, 1) view (one scipy call per step; exact below Conv's 24-bit wrap) or, for
-    currents that may exceed 24 bits, an N x N identity Dense (exact in int32)."""
+    """Delay a current by ``steps`` steps. Up to ``STOCK_DELAY_MAX`` steps: identity synapses on
+    the flattened value, one per step, each a 1x1 Conv on an (N, 1, 1) view (one scipy call per
+    step; exact below Conv's 24-bit wrap) or, for currents that may exceed 24 bits, an N x N
+    identity Dense (exact in int32). Longer: one ``DelayLine`` (exact in int32)."""
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
 
+    from n2c.backends.lava.processes.neurons import DelayLine
+
+    if steps > STOCK_DELAY_MAX:
+        proc = DelayLine(lava_shape(stream.shape), steps)
+        stream.port.connect(proc.a_in)
+        return _Stream(proc.s_out, stream.shape, stream.depth + steps, stream.bits, stream.max_abs)
     n = int(np.prod(stream.shape))
     for _ in range(steps):
         if stream.max_abs < CONV_WRAP:
@@ -216,85 +245,36 @@ def _delay(stream: _Stream, steps: int) -> _Stream:
 
 # --- neurons ------------------------------------------------------------------------------------
 
-def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> _Stream:
-    """Build a neuron Process summing ``inputs`` (aligned to the deepest one); phase = its depth."""
-    from n2c.backends.lava.processes.neurons import MultiThresholdNeuron, ReadoutNeuron
-
-    shape = lava_shape(tuple(neuron.shape))
+def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> tuple[_Stream, object]:
+    """Build a neuron Process summing ``inputs``, aligned to the deepest one; returns its output
+    stream and the Process."""
     for s, name in zip(inputs, neuron.inputs):
         if tuple(s.shape) != tuple(neuron.shape):
             raise QuantizationError(f"neuron '{neuron.name}' of shape {neuron.shape} receives '{name}' of "
                                     f"shape {s.shape}")
     depth = max(s.depth for s in inputs)
     inputs = [_delay(s, depth - s.depth) for s in inputs]
-    bias = to_lava(np.broadcast_to(neuron.bias, neuron.shape))
-    if neuron.kind == "mtn":
-        proc = MultiThresholdNeuron(shape, threshold=to_lava(np.broadcast_to(neuron.threshold, neuron.shape)),
-                                    max_spikes=neuron.max_spikes, bias=bias,
-                                    v_init=to_lava(np.broadcast_to(neuron.v_init, neuron.shape)),
-                                    period=period, phase=depth, name=neuron.name)
-    elif neuron.kind == "readout":
-        proc = ReadoutNeuron(shape, bias=bias, period=period, phase=depth, name=neuron.name)
-    elif neuron.kind == "lif":
-        proc = _stock_lif(neuron, shape, period, depth)
-    else:
-        raise QuantizationError(f"neuron '{neuron.name}': kind {neuron.kind!r} has no Lava lowering")
+    proc = neuron_process(neuron, period, depth)
     for s in inputs:
         s.port.connect(proc.a_in)
-    return _Stream(proc.s_out, tuple(neuron.shape), depth, neuron.message_bits, neuron.max_spikes)
-
-
-def _uniform(values, what: str, name: str) -> int:
-    a = np.unique(np.asarray(values))
-    if a.size != 1:
-        raise QuantizationError(f"neuron '{name}': Lava's LIF takes one {what} per layer, this layer has "
-                                f"{a.size} different values; run it with --backend reference")
-    return int(a[0])
-
-
-def bias_mantissa_exponent(bias: np.ndarray, name: str) -> tuple[np.ndarray, int]:
-    """Loihi's bias = mantissa (13-bit signed) << exponent (0..7), exactly, with one exponent per layer."""
-    bias = np.asarray(bias, dtype=np.int64)
-    for exp in range(8):
-        mant = bias >> exp
-        if (mant << exp == bias).all() and (np.abs(mant) < 2 ** 12).all():
-            return mant, exp
-    raise QuantizationError(f"neuron '{name}': bias up to {int(np.abs(bias).max())} has no exact 13-bit mantissa "
-                            "with a shared exponent 0..7; run it with --backend reference")
-
-
-def _stock_lif(neuron: IntNeuron, shape: tuple[int, ...], period: int, depth: int):
-    """Lava's own LIF (``LIFReset``: u and v cleared at each sample window), for NIR's neurons."""
-    from lava.proc.lif.process import LIFReset
-
-    mant, exp = bias_mantissa_exponent(np.broadcast_to(neuron.bias, neuron.shape), neuron.name)
-    return LIFReset(shape=shape, du=_uniform(neuron.du, "du", neuron.name), dv=_uniform(neuron.dv, "dv", neuron.name),
-                    vth=_uniform(neuron.threshold, "threshold", neuron.name), bias_mant=to_lava(mant),
-                    bias_exp=exp, reset_interval=period, reset_offset=(1 + depth) % period, name=neuron.name)
+    out = _Stream(proc.s_out, tuple(neuron.shape), depth + output_delay(neuron, period), message_bits(neuron),
+                  message_bound(neuron))
+    return out, proc
 
 
 # --- network ------------------------------------------------------------------------------------
 
 def check_network(net: IntNetwork) -> None:
-    """Reject what the lowering cannot express before building anything."""
+    """Reject what the lowering cannot express before building anything (one-line errors)."""
     output = net.by_name().get(net.output)
     if not isinstance(output, IntNeuron) or output.kind != "readout":
         raise QuantizationError(f"the network output '{net.output}' is not a readout neuron")
     for layer in net.layers:
-        if isinstance(layer, IntNeuron) and layer.kind == "lif":
-            _uniform(layer.du, "du", layer.name), _uniform(layer.dv, "dv", layer.name)
-            _uniform(layer.threshold, "threshold", layer.name)
-            bias_mantissa_exponent(layer.bias, layer.name)
-            continue
-        if isinstance(layer, IntNeuron) and (layer.kind not in ("mtn", "readout") or layer.min_spikes):
-            form = "polarity (negative) spikes" if layer.kind == "mtn" else f"the {layer.kind} neuron"
-            raise QuantizationError(f"neuron '{layer.name}': {form} has no Lava lowering yet; "
-                                    "run it with --backend reference")
         if isinstance(layer, IntNeuron):
-            for what in ("bias", "threshold", "v_init"):
-                values = getattr(layer, what)
-                if values is not None and np.abs(np.asarray(values)).max(initial=0) >= 2 ** (STATE_BITS - 1):
-                    raise QuantizationError(f"neuron '{layer.name}': {what} exceeds Loihi's 24-bit state")
+            check_neuron(layer)
+        elif layer.kind not in ("dense", "conv", "sumpool"):
+            raise QuantizationError(f"synapse '{layer.name}': kind {layer.kind!r} has no Lava lowering; use "
+                                    "dense, conv or sumpool")
 
 
 def _source_data(s_in: np.ndarray, flush: int) -> np.ndarray:
@@ -306,21 +286,17 @@ def _source_data(s_in: np.ndarray, flush: int) -> np.ndarray:
     return np.moveaxis(steps, 0, -1).astype(np.int32)
 
 
-def _network_depth(net: IntNetwork) -> int:
-    """Depth (number of synapse Processes, including alignment delays) of the readout."""
-    depth = {net.source.name: 0}
-    for layer in net.layers:
-        if isinstance(layer, IntSynapse):
-            depth[layer.name] = depth[layer.input] + 1
-        else:
-            depth[layer.name] = max(depth[name] for name in layer.inputs)
-    return depth[net.output]
+@dataclass
+class _Lowered:
+    source: object  # the RingBuffer source (any Process of the network runs and stops it)
+    procs: dict  # neuron name -> Process
+    sinks: dict  # neuron name -> (sink RingBuffer, depth of the neuron's output)
+    total: int  # steps to run: B·T + flush
 
 
-def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False):
-    """Build source, layers and sinks; returns (any process, readout sink, readout depth, total
-    steps, {neuron name: (sink, depth)} for the spike counts of every multi-threshold layer if
-    ``record``)."""
+def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
+    """Build source, layers and sinks for inputs ``s_in`` (T, B, ...): a sink on the readout and,
+    with ``record``, on every neuron."""
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
@@ -328,28 +304,26 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False):
     if tuple(net.source.shape) != tuple(s_in.shape[2:]):
         raise QuantizationError(f"inputs of shape {tuple(s_in.shape[2:])} do not match the network input "
                                 f"{net.source.shape}")
-    flush = _network_depth(net)
+    period, samples = s_in.shape[:2]
+    flush = flush_steps(net, period)
+    total = samples * period + flush
     source = Source(data=_source_data(s_in, flush))
     src = net.source
     src_max = 2 ** (src.bits - 1) if src.signed else 2 ** src.bits - 1
     streams = {src.name: _Stream(source.s_out, tuple(src.shape), 0, src.message_bits, src_max)}
+    procs = {}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])
         else:
-            streams[layer.name] = _neuron(layer, [streams[name] for name in layer.inputs], net.timesteps)
-    readout = streams[net.output]
-    total = s_in.shape[0] * s_in.shape[1] + readout.depth
-    sink = Sink(shape=lava_shape(readout.shape), buffer=total)
-    readout.port.connect(sink.a_in)
-    recorders = {}
-    if record:
-        for layer in net.layers:
-            if isinstance(layer, IntNeuron) and layer.spiking:
-                stream = streams[layer.name]
-                recorders[layer.name] = (Sink(shape=lava_shape(stream.shape), buffer=total), stream.depth)
-                stream.port.connect(recorders[layer.name][0].a_in)
-    return source, sink, readout.depth, total, recorders
+            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in layer.inputs], period)
+    sinks = {}
+    for name in procs:
+        if record or name == net.output:
+            stream = streams[name]
+            sinks[name] = (Sink(shape=lava_shape(stream.shape), buffer=total), stream.depth)
+            stream.port.connect(sinks[name][0].a_in)
+    return _Lowered(source, procs, sinks, total)
 
 
 def _run(proc, total: int, progress: bool) -> None:
@@ -391,34 +365,90 @@ def _abort(proc) -> None:
         warnings.warn(f"could not shut the Lava runtime down cleanly: {type(e).__name__}: {e}")
 
 
+def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, state: bool = False):
+    """Run ``s_in`` (T, B, ...). Returns ({neuron: raw messages (L, *shape)}, {neuron: output depth},
+    {neuron: final state} if ``state``), all int64 in IR layout, L = B·T + flush."""
+    if s_in.ndim < 2 or s_in.shape[1] == 0:
+        raise QuantizationError("a Lava run needs inputs of shape (T, B, ...) with at least one sample")
+    low = _lower(net, np.asarray(s_in, dtype=np.int64), record)
+    layers = net.by_name()
+    try:
+        _run(low.source, low.total, progress)
+        raw = {name: from_lava(np.moveaxis(np.rint(np.asarray(sink.data.get())).astype(np.int64), -1, 0), lead=1)
+               for name, (sink, _) in low.sinks.items()}
+        final = {name: final_state(layers[name], proc) for name, proc in low.procs.items()} if state else {}
+    except BaseException:
+        _abort(low.source)
+        raise
+    low.source.stop()
+    return raw, {name: depth for name, (_, depth) in low.sinks.items()}, final
+
+
+def _aligned(raw: np.ndarray, depth: int, period: int, samples: int) -> np.ndarray:
+    """Raw messages (L, *shape) of a value at ``depth`` → (T, B, *shape): sample i, step j is
+    global step i·T + j + depth."""
+    return raw[np.arange(samples)[None, :] * period + np.arange(period)[:, None] + depth]
+
+
+def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool):
+    """Readout potentials at every step (T, B, *out) and, with ``record``, every other neuron's
+    messages (T, B, *shape). With synaptic delays a sample's late contributions would reach the
+    next sample's window, so each sample then streams alone (a compiled run per sample)."""
+    t, b = s_in.shape[:2]
+    if b > 1 and any(isinstance(layer, IntSynapse) and layer.delay is not None and np.any(layer.delay)
+                     for layer in net.layers):
+        runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record) for i in range(b)]
+        return (np.concatenate([r[0] for r in runs], axis=1),
+                {name: np.concatenate([r[1][name] for r in runs], axis=1) for name in runs[0][1]})
+    raw, depth, _ = _execute(net, s_in, progress, record)
+    aligned = {name: _aligned(values, depth[name], t, b) for name, values in raw.items()}
+    return aligned.pop(net.output), aligned
+
+
 def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarray:
     """Run float inputs ``x`` (B, *input_shape) through ``net`` on Lava's fixed-point CPU simulation.
 
     Returns the readout potentials after each sample's last step, (B, *out_shape) int64, equal
     to ``n2c.backends.reference.simulate(net, x).output``.
     """
-    return _execute(net, _direct(net, x), progress, record=False)[0][-1]
+    return _run_aligned(net, _direct(net, x), progress, record=False)[0][-1]
 
 
 def run_lava_with_spikes(net: IntNetwork, x: np.ndarray, progress: bool = True
                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Like :func:`run_lava`, and also records every spiking layer's output as (T, B, *shape)
-    int64 in IR layout (one extra sink Process per layer, so slower)."""
-    potentials, counts = _execute(net, _direct(net, x), progress, record=True)
-    return potentials[-1], counts
+    """Like :func:`run_lava`, and also records every neuron's messages except the readout's
+    (spikes, counts, codes, li potentials) as (T, B, *shape) int64 in IR layout (one extra sink
+    Process per layer, so slower)."""
+    potentials, messages = _run_aligned(net, _direct(net, x), progress, record=True)
+    return potentials[-1], messages
 
 
 def run_lava_steps(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False
                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Run encoded integer inputs ``s_in`` (T, B, *input_shape), a frame per step, through ``net``.
+    """Run encoded integer inputs ``s_in`` (T, B, *input_shape), a frame per step, through ``net``;
+    the sample window is the input's T.
 
     Returns the readout's input (current plus bias) at every step, (T, B, *out_shape) int64 (as
     ``n2c.backends.reference.run_encoded(...).readout_current``), and, with ``record``, every
-    spiking layer's output (T, B, *shape)."""
-    if s_in.shape[0] != net.timesteps:
-        net = dataclasses.replace(net, timesteps=int(s_in.shape[0]))  # the sample window is the input's T
-    potentials, counts = _execute(net, np.asarray(s_in, dtype=np.int64), progress, record)
-    return np.diff(potentials, axis=0, prepend=0), counts
+    other neuron's messages (T, B, *shape), as ``run_encoded(...).messages``."""
+    potentials, messages = _run_aligned(net, np.asarray(s_in, dtype=np.int64), progress, record)
+    return np.diff(potentials, axis=0, prepend=0), messages
+
+
+def run_lava_stream(net: IntNetwork, s_in: np.ndarray, progress: bool = False
+                    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """Run encoded inputs ``s_in`` (T, B, *input_shape) as one stream; nothing is aligned.
+
+    Returns ``(messages, final_state)``, int64 in IR layout:
+
+    * ``messages[name]``, for every neuron (the readout included): (L, *shape), what it sent
+      at each global step t = 0..L-1 (Lava's time_step t + 1): counts, codes, spikes, the li
+      potential v, the readout's v. L = B·T + ``reference.flush_steps(net, T)``.
+    * ``final_state[name]``: {"v": (*shape)} after the last step, and "u" for the CUBA kinds
+      ("lif", "li"); the parallel neuron's v is its running window total.
+    """
+    raw, _, final = _execute(net, np.asarray(s_in, dtype=np.int64), progress, record=True, state=True)
+    return raw, final
 
 
 def _direct(net: IntNetwork, x: np.ndarray) -> np.ndarray:
@@ -427,27 +457,3 @@ def _direct(net: IntNetwork, x: np.ndarray) -> np.ndarray:
     if len(x) == 0:
         raise QuantizationError("run_lava needs at least one sample")
     return net.direct_input(x)
-
-
-def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool):
-    """Readout potentials at every step (T, B, *out) and the recorded spikes."""
-    if s_in.shape[1] == 0:
-        raise QuantizationError("run_lava needs at least one sample")
-    source, sink, depth, total, recorders = _lower(net, s_in, record)
-    try:
-        _run(source, total, progress)
-        data = np.rint(np.asarray(sink.data.get())).astype(np.int64)  # (*lava_shape, total)
-        recorded = {name: (np.rint(np.asarray(rec.data.get())).astype(np.int64), d)
-                    for name, (rec, d) in recorders.items()}
-    except BaseException:
-        _abort(source)
-        raise
-    source.stop()
-    t, b = s_in.shape[:2]
-
-    def per_step(values: np.ndarray, d: int) -> np.ndarray:
-        steps = (np.arange(b)[None, :] * t + np.arange(t)[:, None] + d).ravel()  # (T·B), t-major
-        in_ir_layout = from_lava(np.moveaxis(values[..., steps], -1, 0), lead=1)  # (T·B, *shape)
-        return in_ir_layout.reshape(t, b, *in_ir_layout.shape[1:])
-
-    return per_step(data, depth), {name: per_step(values, d) for name, (values, d) in recorded.items()}

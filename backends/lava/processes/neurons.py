@@ -1,16 +1,24 @@
-"""Lava Processes for n2c's neurons, each with its fixed-point CPU model.
+"""Lava Processes for n2c's neurons (and the DelayLine that aligns their inputs), each with its
+fixed-point CPU model.
 
 Lava finds a Process's models by re-executing every ``.py`` file in the
 Process's directory, so this module stays alone in ``processes/`` and imports
 only what it needs.
 
-Both neurons restart at the beginning of every sample window: the input
-streams ``period`` (= T) steps per sample back to back, and a neuron ``phase``
-synapse Processes downstream of the source sees sample ``i`` from global step
-``i·period + phase + 1`` on (Lava counts ``time_step`` from 1). Hence the
-reset rule ``(time_step - 1 - phase) % period == 0``.
+These models run only in Lava's CPU simulation (``Loihi2SimCfg``): on the chip
+a custom neuron needs a microcoded model from the non-public lava-loihi package.
+Where Lava's stock ``LIFReset`` expresses a layer exactly, ``n2c.backends.lava``
+uses it instead (the path to real hardware).
 
-All arithmetic is int64 and follows ``n2c.backends.reference`` exactly.
+Timing, shared by every neuron here (and by the stock ``LIFReset``): global step
+``t = time_step - 1`` (Lava counts from 1). The samples stream back to back,
+``period`` (= T) steps each, and a neuron whose input lags the source by
+``phase`` (= d) steps restarts its sample window before its update at every
+``t >= 0`` with ``(t - d) % T == 0``. It computes and sends at every step, also
+at ``t < d``; its state starts at its reset value at ``t = 0``.
+
+All arithmetic is int64 and follows ``n2c.backends.reference`` exactly; the
+equations are stated once in ``n2c.neurons`` and ``n2c.backends.loihi_lif``.
 """
 
 from __future__ import annotations
@@ -26,63 +34,145 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from n2c.backends.loihi_lif import lif_step
 from n2c.backends.quantize import clamp24
-from n2c.neurons import multi_threshold_step
-
+from n2c.neurons import multi_threshold_step, parallel_count, scale_and_fire_step
 
 
 def _per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(np.asarray(values, dtype=np.int64), shape).copy()
 
 
-def _window_starts(time_step: int, period: int, phase: int) -> bool:
-    """True on the first step of a sample window (``time_step`` counts from 1)."""
-    return (time_step - 1 - phase) % period == 0
+class _WindowedNeuron(AbstractProcess):
+    """Ports, bias and window parameters shared by every neuron Process below."""
 
-
-class MultiThresholdNeuron(AbstractProcess):
-    """Multi-threshold integrate-and-fire neuron with reset by subtraction.
-
-    Per step, with ``I`` the summed input ``a_in`` (int64) and ``b`` the bias:
-    ``v = v_init`` at the start of each sample window, then
-    ``k, v = multi_threshold_step(v, I + b, threshold, max_spikes)``
-    (``k = clip((v + I + b) // θ, 0, K)``, ``v -= k·θ``), ``v = clamp24(v)``,
-    and ``s_out`` sends the graded spike count ``k`` (0..K, int32).
-    ``threshold``, ``bias`` and ``v_init`` are per-neuron (broadcast to ``shape``).
-    """
-
-    def __init__(self, shape: tuple[int, ...], threshold, max_spikes: int, bias, v_init,
-                 period: int, phase: int, name: str | None = None) -> None:
+    def __init__(self, shape: tuple[int, ...], bias, period: int, phase: int, name: str | None = None,
+                 **params) -> None:
         shape = tuple(int(n) for n in shape)
-        super().__init__(shape=shape, max_spikes=int(max_spikes), period=int(period), phase=int(phase),
-                         name=name)
+        super().__init__(shape=shape, period=int(period), phase=int(phase), name=name, **params)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
+        self.bias = Var(shape=shape, init=_per_neuron(bias, shape))
+
+
+class MultiThresholdNeuron(_WindowedNeuron):
+    """Multi-threshold integrate-and-fire neuron with reset by subtraction, optionally with
+    polarity (negative spikes).
+
+    Per step, with ``I`` the summed input ``a_in`` and ``b`` the bias (``v = v_init`` at each
+    window start)::
+
+        m = v + I + b;   k = clip(m // θ, -K⁻, K);   v = clamp24(m - k·θ);   send k
+
+    ``K = max_spikes``, ``K⁻ = min_spikes`` (0: no negative spikes); ``k`` is a signed graded
+    spike (int32), so receivers need ``num_message_bits`` with a sign bit when ``K⁻ > 0``.
+    ``threshold``, ``bias`` and ``v_init`` are per neuron (broadcast to ``shape``).
+    """
+
+    def __init__(self, shape: tuple[int, ...], threshold, max_spikes: int, bias, v_init, period: int,
+                 phase: int, min_spikes: int = 0, name: str | None = None) -> None:
+        super().__init__(shape, bias, period, phase, name, max_spikes=int(max_spikes), min_spikes=int(min_spikes))
+        shape = self.s_out.shape
         self.v = Var(shape=shape, init=_per_neuron(v_init, shape))
         self.threshold = Var(shape=shape, init=_per_neuron(threshold, shape))
-        self.bias = Var(shape=shape, init=_per_neuron(bias, shape))
         self.v_init = Var(shape=shape, init=_per_neuron(v_init, shape))
 
 
-class ReadoutNeuron(AbstractProcess):
+class ScaleAndFireNeuron(_WindowedNeuron):
+    """Scale-and-fire neuron: ascending thresholds ``edges`` (N,), integer output ``codes``
+    (N+1,) and ``code_value``, the integer potential one code unit is worth.
+
+    Per step (``v = v_init`` at each window start)::
+
+        m = v + I + b;   c = codes[#{i : edges_i ≤ m}];   v = clamp24(m - c·code_value);   send c
+    """
+
+    def __init__(self, shape: tuple[int, ...], edges, codes, code_value: int, bias, v_init, period: int,
+                 phase: int, name: str | None = None) -> None:
+        super().__init__(shape, bias, period, phase, name, code_value=int(code_value))
+        shape = self.s_out.shape
+        edges, codes = np.asarray(edges, dtype=np.int64), np.asarray(codes, dtype=np.int64)
+        self.v = Var(shape=shape, init=_per_neuron(v_init, shape))
+        self.v_init = Var(shape=shape, init=_per_neuron(v_init, shape))
+        self.edges = Var(shape=edges.shape, init=edges)
+        self.codes = Var(shape=codes.shape, init=codes)
+
+
+class ParallelNeuron(_WindowedNeuron):
+    """Parallel spiking neuron: integrates a whole window, then emits its count in the next.
+
+    State ``v`` (the window's running total) and ``pending`` (the count being emitted). At a
+    window start, at ``t ≥ d + T``: ``pending = clip(v // θ, 0, T)`` (earlier: 0), then
+    ``v = v_init``. Every step::
+
+        v = clamp24(v + I + b);   send 1 if (t - d) % T < pending else 0
+
+    So sample ``i``'s spikes (first ``n`` steps of a window, as ``n2c.neurons.parallel_spikes``)
+    leave during the next window: the output lags the input by T steps.
+    """
+
+    def __init__(self, shape: tuple[int, ...], threshold, bias, v_init, period: int, phase: int,
+                 name: str | None = None) -> None:
+        super().__init__(shape, bias, period, phase, name)
+        shape = self.s_out.shape
+        self.v = Var(shape=shape, init=_per_neuron(v_init, shape))
+        self.pending = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
+        self.threshold = Var(shape=shape, init=_per_neuron(threshold, shape))
+        self.v_init = Var(shape=shape, init=_per_neuron(v_init, shape))
+
+
+class CubaNeuron(_WindowedNeuron):
+    """Loihi's CUBA neuron with per-neuron ``du``, ``dv``, threshold and an unrestricted bias
+    (``n2c.backends.loihi_lif.lif_step``, bit-identical to Lava's fixed-point ``LIF``)::
+
+        u = wrap24(rtz(u·(4096 − (du + 1)) / 4096) + I·64)
+        v = clip(rtz(v·(4096 − dv) / 4096) + u + b, ±(2²³ − 1))
+        spiking: s = v > vth·64, v = 0 where s, send s;   otherwise send v (graded, 24-bit)
+
+    ``u = v = 0`` at each window start. The CPU-simulation fallback for what Lava's stock
+    ``LIFReset`` cannot take (per-neuron decays or thresholds, a bias without a shared-exponent
+    13-bit mantissa, and the non-spiking "li" form that sends its potential).
+    """
+
+    def __init__(self, shape: tuple[int, ...], du, dv, bias, vth, spiking: bool, period: int, phase: int,
+                 name: str | None = None) -> None:
+        super().__init__(shape, bias, period, phase, name, spiking=bool(spiking))
+        shape = self.s_out.shape
+        self.u = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
+        self.v = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
+        self.du = Var(shape=shape, init=_per_neuron(du, shape))
+        self.dv = Var(shape=shape, init=_per_neuron(dv, shape))
+        self.vth = Var(shape=shape, init=_per_neuron(0 if vth is None else vth, shape))
+
+
+class ReadoutNeuron(_WindowedNeuron):
     """Non-spiking accumulator for the network output.
 
-    Per step: ``v = 0`` at the start of each sample window, then
-    ``v = clamp24(v + a_in + bias)``; ``s_out`` sends ``v`` every step (graded,
-    24-bit), so a sink can pick the potential after a window's last step.
+    Per step: ``v = 0`` at each window start, then ``v = clamp24(v + I + b)``; ``s_out`` sends
+    ``v`` every step (graded, 24-bit), so a sink can pick the potential after a window's last step.
     """
 
     def __init__(self, shape: tuple[int, ...], bias, period: int, phase: int, name: str | None = None) -> None:
+        super().__init__(shape, bias, period, phase, name)
+        self.v = Var(shape=self.s_out.shape, init=np.zeros(self.s_out.shape, dtype=np.int64))
+
+
+class DelayLine(AbstractProcess):
+    """Delays a stream of integers by ``steps`` ≥ 1 steps: sends at step t what it received at
+    step t − steps (zeros before). Exact for any int32 value; CPU simulation only."""
+
+    def __init__(self, shape: tuple[int, ...], steps: int, name: str | None = None) -> None:
         shape = tuple(int(n) for n in shape)
-        super().__init__(shape=shape, period=int(period), phase=int(phase), name=name)
+        super().__init__(shape=shape, steps=int(steps), name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
-        self.v = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
-        self.bias = Var(shape=shape, init=_per_neuron(bias, shape))
+        self.buffer = Var(shape=(*shape, int(steps)), init=np.zeros((*shape, int(steps)), dtype=np.int64))
 
+
+# --- fixed-point models -------------------------------------------------------------------------
 
 class _WindowedNeuronModel(PyLoihiProcessModel):
-    """Shared ports and the per-sample reset of both neuron models."""
+    """Shared ports and the window start of every neuron model."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)  # inputs are summed in this type
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -95,12 +185,13 @@ class _WindowedNeuronModel(PyLoihiProcessModel):
         # not ``self.phase``: PyLoihiProcessModel uses that name for its SPK/MGMT phase
         self.window_offset: int = proc_params["phase"]
 
-    def receive(self) -> np.ndarray:
+    def current(self) -> np.ndarray:
         """Summed input of this step plus the bias, in int64."""
         return self.a_in.recv().astype(np.int64) + self.bias
 
-    def window_starts(self) -> bool:
-        return _window_starts(self.time_step, self.period, self.window_offset)
+    def window_position(self) -> int:
+        """(t − d) % T: 0 on the first step of a sample window (t = time_step − 1)."""
+        return (self.time_step - 1 - self.window_offset) % self.period
 
 
 @implements(proc=MultiThresholdNeuron, protocol=LoihiProtocol)
@@ -115,14 +206,86 @@ class PyMultiThresholdNeuronModel(_WindowedNeuronModel):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self.max_spikes: int = proc_params["max_spikes"]
+        self.min_spikes: int = proc_params["min_spikes"]
 
     def run_spk(self) -> None:
-        current = self.receive()
-        if self.window_starts():
+        current = self.current()
+        if self.window_position() == 0:
             self.v = self.v_init.copy()
-        k, v = multi_threshold_step(self.v.astype(np.int64), current, self.threshold, self.max_spikes)
+        k, v = multi_threshold_step(self.v.astype(np.int64), current, self.threshold, self.max_spikes,
+                                    self.min_spikes)
         self.v = clamp24(v)
         self.s_out.send(k.astype(np.int32))
+
+
+@implements(proc=ScaleAndFireNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyScaleAndFireNeuronModel(_WindowedNeuronModel):
+    """Fixed-point model of :class:`ScaleAndFireNeuron`."""
+
+    v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    edges: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    codes: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.code_value: int = proc_params["code_value"]
+
+    def run_spk(self) -> None:
+        current = self.current()
+        if self.window_position() == 0:
+            self.v = self.v_init.copy()
+        code, v = scale_and_fire_step(self.v.astype(np.int64), current, self.edges, self.codes, self.code_value)
+        self.v = clamp24(v)
+        self.s_out.send(code.astype(np.int32))
+
+
+@implements(proc=ParallelNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyParallelNeuronModel(_WindowedNeuronModel):
+    """Fixed-point model of :class:`ParallelNeuron`."""
+
+    pending: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    threshold: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def run_spk(self) -> None:
+        current = self.current()
+        position = self.window_position()
+        if position == 0:
+            if self.time_step - 1 >= self.window_offset + self.period:  # a whole window has been seen
+                self.pending = parallel_count(self.v.astype(np.int64), self.threshold, self.period, v_init=0)
+            else:
+                self.pending = np.zeros_like(self.pending)
+            self.v = self.v_init.copy()
+        self.v = clamp24(self.v.astype(np.int64) + current)
+        self.s_out.send((position < self.pending).astype(np.int32))
+
+
+@implements(proc=CubaNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyCubaNeuronModel(_WindowedNeuronModel):
+    """Fixed-point model of :class:`CubaNeuron` (``lif_step``)."""
+
+    u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=17)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.spiking: bool = proc_params["spiking"]
+
+    def run_spk(self) -> None:
+        a = self.a_in.recv().astype(np.int64)  # the bias enters v, not the input
+        if self.window_position() == 0:
+            self.u, self.v = np.zeros_like(self.u), np.zeros_like(self.v)
+        out, self.u, self.v = lif_step(self.u.astype(np.int64), self.v.astype(np.int64), a, self.du, self.dv,
+                                       self.bias, self.vth, self.spiking)
+        self.s_out.send(out.astype(np.int32))
 
 
 @implements(proc=ReadoutNeuron, protocol=LoihiProtocol)
@@ -132,8 +295,26 @@ class PyReadoutNeuronModel(_WindowedNeuronModel):
     """Fixed-point model of :class:`ReadoutNeuron`."""
 
     def run_spk(self) -> None:
-        current = self.receive()
-        if self.window_starts():
+        current = self.current()
+        if self.window_position() == 0:
             self.v = np.zeros_like(self.v)
         self.v = clamp24(self.v.astype(np.int64) + current)
         self.s_out.send(self.v.astype(np.int32))
+
+
+@implements(proc=DelayLine, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDelayLineModel(PyLoihiProcessModel):
+    """Fixed-point model of :class:`DelayLine`: a ring buffer of ``steps`` frames."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=32)
+    buffer: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=32)
+
+    def run_spk(self) -> None:
+        x = self.a_in.recv().astype(np.int64)
+        slot = (self.time_step - 1) % self.buffer.shape[-1]
+        out = self.buffer[..., slot].copy()
+        self.buffer[..., slot] = x
+        self.s_out.send(out.astype(np.int32))
