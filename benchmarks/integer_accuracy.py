@@ -18,7 +18,9 @@ every method at its natural T (PLAN below):
    rounded to zero, weight bits used;
 4. run Lava's fixed-point CPU simulation (n2c.backends.lava.lower.run_lava) on the first
    --lava-samples test samples and compare its predictions and readout potentials with
-   the reference's; a network Lava refuses is reported as "not lowerable: <reason>".
+   the reference's; a network Lava refuses is reported as "not lowerable: <reason>";
+5. where float and integer agree on fewer than 90 % of the samples, measure how far the float
+   SNN's own predictions move under random weight noise of the size of 8-bit rounding.
 
 Results go to docs/results/integer_accuracy.md (and a JSON file beside it).
 """
@@ -72,6 +74,8 @@ PLAN = (
 )
 LAVA_SAMPLES = 50
 REFERENCE_CHUNK = 64  # sample-steps per reference call
+NOISE_CHECK_BELOW = 0.90  # agreement under which the float SNN's sensitivity to weight noise is measured
+NOISE_SEEDS = (0, 1, 2)
 
 
 # --- training (benchmarks/accuracy.py's recipe), cached ------------------------------------------
@@ -118,6 +122,24 @@ def trained_models(name: str, arch: str, budget: dict, train: Dataset, use_cache
 @torch.no_grad()
 def float_predictions(model, x: np.ndarray, timesteps: int = 1) -> np.ndarray:
     return predict(model, x, batch_size=max(8, 4096 // timesteps)).argmax(axis=1)
+
+
+@torch.no_grad()
+def noise_agreement(snn, x: np.ndarray, reference: np.ndarray, seed: int) -> float:
+    """Agreement of the float SNN with its own predictions ``reference`` after adding uniform noise
+    of at most max|W|/254 to every conv and linear weight (per layer: the largest rounding error
+    of 8-bit even mantissas at n2c's scale, which maps max|W| to 254)."""
+    import copy
+
+    from torch import nn
+
+    noisy = copy.deepcopy(snn)
+    gen = torch.Generator().manual_seed(seed)
+    for module in noisy.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            w = module.weight
+            w += (torch.rand(w.shape, generator=gen, dtype=w.dtype) * 2 - 1) * w.abs().max() / 254
+    return float((float_predictions(noisy, x, snn.timesteps) == reference).mean())
 
 
 def reference_run(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -210,6 +232,8 @@ def evaluate(model, method: str, timesteps: int, calib: Dataset, test: Dataset, 
     row["drop"] = row["float_accuracy"] - row["integer_accuracy"]
     row["agreement"] = float((ref_pred == float_pred).mean())
     row["overflows"] = overflows
+    if row["agreement"] < NOISE_CHECK_BELOW:
+        row["noise_agreement"] = [noise_agreement(snn, test.x, float_pred, seed) for seed in NOISE_SEEDS]
     row["lava"] = lava_run(net, test, lava_samples, ref_out, ref_pred)
     return row
 
@@ -302,7 +326,8 @@ def to_markdown(results: list[dict], command: str, seconds: float) -> str:
              "(`n2c.backends.reference.simulate`), both on the same full test set. *Agreement* is the fraction "
              "of test samples on which the two predict the same class. Lava fixed_pt "
              "(`n2c.backends.lava.lower.run_lava`, Loihi2SimCfg fixed_pt on the CPU) runs the first test "
-             "samples only; *= reference* says whether its predictions equal the integer reference's on "
+             "samples only, so its accuracy column is over those samples (not comparable with the full-set "
+             "columns); *= reference* says whether its predictions equal the integer reference's on "
              "those samples (and whether the readout potentials are bit-identical too).", "",
              "Quantization columns (from `IntNetwork.report`): *θ_int min* is the smallest integer threshold "
              "of any spiking layer (the precision left in the membrane), *weights → 0* counts non-zero "
@@ -354,6 +379,15 @@ def to_markdown(results: list[dict], command: str, seconds: float) -> str:
                              f"{row['float_seconds']:.1f} / {row['reference_seconds']:.1f} / {lava_s} |")
             warned = sorted({w for row in a["rows"] for w in row.get("quantize_warnings", [])})
             lines.append("")
+            for row in a["rows"]:
+                if "noise_agreement" in row:
+                    noise = ", ".join(f"{100 * v:.2f}" for v in row["noise_agreement"])
+                    lines += [f"Sensitivity check, {row['method']} T={row['T']} (agreement below "
+                              f"{100 * NOISE_CHECK_BELOW:.0f} %): the float SNN with uniform noise of at most "
+                              f"max|W|/254 added to each layer's weights (the largest 8-bit rounding error; seeds "
+                              f"{', '.join(map(str, NOISE_SEEDS))}) agrees with the noise-free float SNN on {noise} % "
+                              f"of the test samples, against {100 * row['agreement']:.2f} % for the integer network.",
+                              ""]
             if notes:
                 lines += ["Not run:", ""] + [f"- {n}" for n in notes] + [""]
             if warned:
