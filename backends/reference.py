@@ -38,13 +38,17 @@ EXACT_FLOAT64 = 2 ** 53
 EXACT_FLOAT32 = 2 ** 24
 
 
-def lava_effective_weights(w: np.ndarray) -> np.ndarray:
-    """What Lava's fixed-point Dense uses: mixed-sign weights clipped to [-256, 255]
-    then the lowest bit dropped (floor), non-negative ones clipped to [0, 255]."""
+def lava_effective_weights(w: np.ndarray, num_weight_bits: int = 8) -> np.ndarray:
+    """The weights Lava's fixed-point Dense multiplies with: sign mode from the weights
+    (excitatory if all ≥ 0, else inhibitory if all ≤ 0, else mixed), magnitudes clipped to
+    8 bits ([−256, 255], [0, 255] or [−255, 0]), and 8 − num_weight_bits (+1 when mixed) low
+    bits dropped (floor): mixed-sign weights lose their lowest bit even at 8 bits."""
     w = np.asarray(w, dtype=np.int64)
-    if (w < 0).any() and (w > 0).any():
-        return np.right_shift(np.clip(w, -256, 255), 1) << 1
-    return np.clip(w, -255, 255)
+    mixed = bool((w < 0).any() and (w > 0).any())
+    sign = -1 if not mixed and (w < 0).any() else 1
+    m = np.clip(sign * w, -256 if mixed else 0, 255)
+    drop = 8 - num_weight_bits + mixed
+    return sign * ((m >> drop) << drop)
 
 
 def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:

@@ -21,10 +21,10 @@ import pytest
 
 from n2c.backends.lava.lower import conv_weight_for_lava, from_lava, to_lava
 from n2c.backends.lava.netx import (RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
-                                    lava_dense_weights, netx_dense_weights, to_netx, write_netx)
+                                    netx_dense_weights, to_netx, write_netx)
 from n2c.backends.nir_import import import_nir
 from n2c.backends.quantize import IntSynapse, clamp24, quantize
-from n2c.backends.reference import _synapse, run_encoded
+from n2c.backends.reference import _synapse, lava_effective_weights, run_encoded
 from n2c.cli import main
 from n2c.errors import N2CError
 
@@ -142,10 +142,10 @@ def test_dense_weight_model_cases():
     for w in ([-254, 254], [-3, 5], [0, 254], [2, 4, 6], [-6, 0, -2], [-1, 1]):
         w = np.array(w)
         shifted, bits, exp = netx_dense_weights(w)
-        assert np.array_equal(lava_dense_weights(shifted, bits), w << -exp), w
+        assert np.array_equal(lava_effective_weights(shifted, bits), w << -exp), w
     shifted, bits, exp = netx_dense_weights(np.array([-2, -2]))
     assert (shifted.tolist(), bits, exp) == ([-256, -256], 0, -7)
-    assert not lava_dense_weights(shifted, bits).any()
+    assert not lava_effective_weights(shifted, bits).any()
     assert netx_dense_weights(np.zeros(3, np.int64)) is None
 
 
@@ -354,7 +354,7 @@ def test_netx_weight_model_matches_netx_and_lava():
             assert np.array_equal(mine[0], theirs[0]) and mine[1:] == tuple(theirs[1:3]), w
             mode = determine_sign_mode(theirs[0])
             lava = truncate_weights(clip_weights(theirs[0], mode, 8), mode, theirs[1])
-            assert np.array_equal(lava_dense_weights(theirs[0], theirs[1]), lava), w
+            assert np.array_equal(lava_effective_weights(theirs[0], theirs[1]), lava), w
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ import numpy as np
 
 from n2c.backends.ir import LayerGraph
 from n2c.backends.lava.lower import LAVA_INT8_MAX, _lava_groups, regroup_conv_weight, to_lava
+from n2c.backends.lava.neurons import uniform_value
 from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, quantize
 from n2c.backends.reference import lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
@@ -84,11 +85,11 @@ class NetxNetwork:
 
 
 def _uniform(values, what: str, name: str) -> int:
-    a = np.unique(np.asarray(values))
-    if a.size != 1:
-        raise QuantizationError(f"neuron '{name}': netx takes one {what} per layer, this layer has {a.size} "
-                                "different values; give the layer scalar parameters")
-    return int(a[0])
+    value = uniform_value(values)
+    if value is None:
+        raise QuantizationError(f"neuron '{name}': netx takes one {what} per layer, this layer has "
+                                f"{np.unique(np.asarray(values)).size} different values; give the layer scalar parameters")
+    return value
 
 
 def _cuba(neuron: IntNeuron, spiking: bool) -> dict:
@@ -152,23 +153,11 @@ def netx_dense_weights(w: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     return (w << k if k >= 0 else np.zeros_like(w)), bits, -k  # numpy shifts left by k < 0 to 0
 
 
-def lava_dense_weights(w: np.ndarray, num_weight_bits: int) -> np.ndarray:
-    """The weights Lava's fixed-point Dense multiplies with: sign mode from the weights
-    (excitatory if all ≥ 0, else inhibitory if all ≤ 0, else mixed), magnitudes clipped to
-    8 bits ([−256, 255], [0, 255] or [−255, 0]), and 8 − num_weight_bits (+1 when mixed) low
-    bits dropped."""
-    mixed = bool((w < 0).any() and (w > 0).any())
-    sign = -1 if not mixed and (w < 0).any() else 1
-    m = np.clip(sign * w, -256 if mixed else 0, 255)
-    drop = 8 - num_weight_bits + mixed
-    return sign * ((m >> drop) << drop)
-
-
 def _check_dense(w: np.ndarray, name: str) -> None:
     """Refuse dense weights that netx + Lava would not use as they are: the synapse computes
     (W_lava·s) >> k, which equals W·s exactly when W_lava = W·2^k."""
     opt = netx_dense_weights(w)
-    if opt is not None and opt[2] <= 0 and np.array_equal(lava_dense_weights(opt[0], opt[1]), w << -opt[2]):
+    if opt is not None and opt[2] <= 0 and np.array_equal(lava_effective_weights(opt[0], opt[1]), w << -opt[2]):
         return
     how = "netx cannot optimize them" if opt is None else \
         f"netx's optimize_weight_bits (exponent {opt[2]}, {opt[1]} bits) and Lava's truncation would change them"

@@ -57,7 +57,8 @@ def output_delay(neuron: IntNeuron, period: int) -> int:
     return period if neuron.kind == "parallel" else 0
 
 
-def _uniform(values) -> int | None:
+def uniform_value(values) -> int | None:
+    """The one value of a per-layer parameter, or None when the neurons differ."""
     a = np.unique(np.asarray(values))
     return int(a[0]) if a.size == 1 else None
 
@@ -76,7 +77,7 @@ def bias_mantissa_exponent(bias: np.ndarray, name: str) -> tuple[np.ndarray, int
 def stock_lif_mismatch(neuron: IntNeuron) -> str | None:
     """Why Lava's stock ``LIFReset`` cannot run this "lif" layer exactly (None: it can)."""
     for what in ("du", "dv", "threshold"):
-        if _uniform(getattr(neuron, what)) is None:
+        if uniform_value(getattr(neuron, what)) is None:
             return f"per-neuron {what} (LIFReset takes one per layer)"
     try:
         bias_mantissa_exponent(np.broadcast_to(neuron.bias, neuron.shape), neuron.name)
@@ -154,7 +155,7 @@ def _stock_lif(neuron: IntNeuron, shape: tuple[int, ...], per_neuron, period: in
     from lava.proc.lif.process import LIFReset
 
     mant, exp = bias_mantissa_exponent(np.broadcast_to(neuron.bias, neuron.shape), neuron.name)
-    return LIFReset(shape=shape, du=_uniform(neuron.du), dv=_uniform(neuron.dv), vth=_uniform(neuron.threshold),
+    return LIFReset(shape=shape, du=uniform_value(neuron.du), dv=uniform_value(neuron.dv), vth=uniform_value(neuron.threshold),
                     bias_mant=per_neuron(mant), bias_exp=exp, reset_interval=period,
                     reset_offset=(1 + depth) % period, name=neuron.name)
 
