@@ -110,6 +110,31 @@ class IntNeuron:
         return self.kind not in ("readout", "li")
 
 
+def message_range(neuron: IntNeuron) -> tuple[int, int]:
+    """Smallest and largest integer a neuron sends."""
+    if neuron.kind in ("readout", "li"):
+        return -STATE_MAX, STATE_MAX  # its potential v
+    if neuron.kind in ("lif", "parallel"):
+        return 0, 1
+    if neuron.kind == "sfn":
+        return int(np.min(neuron.codes)), int(np.max(neuron.codes))
+    return -int(neuron.min_spikes), int(neuron.max_spikes)
+
+
+def message_bits(neuron: IntNeuron) -> int:
+    """Bits of the neuron's graded message: two's complement when it can be negative. (Lava's CPU
+    Dense and Conv only test ``num_message_bits > 0``; 0 would cast −1 to +1.)"""
+    lo, hi = message_range(neuron)
+    if lo >= 0:
+        return max(1, hi.bit_length())
+    return 1 + max(hi.bit_length(), (-lo - 1).bit_length())
+
+
+def message_bound(neuron: IntNeuron) -> int:
+    """Largest |message|."""
+    return max(abs(v) for v in message_range(neuron))
+
+
 @dataclass
 class IntNetwork:
     source: IntSource

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from n2c.backends.reference import flush_steps, stream_depths as pipeline_depths
 from n2c.backends.lava.lower import _lower, check_network, run_lava_stream, \
     run_lava_steps
-from n2c.backends.lava.neurons import message_bits, stock_lif_mismatch
+from n2c.backends.lava.neurons import stock_lif_mismatch
+from n2c.backends.quantize import message_bits
 from n2c.backends.quantize import STATE_MAX, IntNetwork, IntNeuron, IntSource, IntSynapse, clamp24
 from n2c.backends.reference import run_encoded
 from n2c.errors import QuantizationError

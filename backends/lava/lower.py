@@ -48,9 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from n2c.backends.lava.neurons import (bias_mantissa_exponent, check_neuron, final_state, message_bits,
-                                       message_bound, neuron_process, output_delay)
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse
+from n2c.backends.lava.neurons import bias_mantissa_exponent, check_neuron, final_state, neuron_process, output_delay
+from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits, message_bound
 from n2c.backends.reference import flush_steps
 from n2c.errors import QuantizationError
 

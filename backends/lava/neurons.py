@@ -26,31 +26,6 @@ VTH_LIMIT = 2 ** 17  # Loihi's unsigned 17-bit threshold mantissa
 KINDS = ("mtn", "sfn", "parallel", "lif", "li", "readout")
 
 
-def message_range(neuron: IntNeuron) -> tuple[int, int]:
-    """Smallest and largest integer a neuron sends."""
-    if neuron.kind in ("readout", "li"):
-        return -STATE_LIMIT + 1, STATE_LIMIT - 1  # its potential v
-    if neuron.kind in ("lif", "parallel"):
-        return 0, 1
-    if neuron.kind == "sfn":
-        return int(np.min(neuron.codes)), int(np.max(neuron.codes))
-    return -int(neuron.min_spikes), int(neuron.max_spikes)
-
-
-def message_bits(neuron: IntNeuron) -> int:
-    """Bits of the neuron's graded message: two's complement when it can be negative. (Lava's CPU
-    Dense and Conv only test ``num_message_bits > 0``; 0 would cast −1 to +1.)"""
-    lo, hi = message_range(neuron)
-    if lo >= 0:
-        return max(1, hi.bit_length())
-    return 1 + max(hi.bit_length(), (-lo - 1).bit_length())
-
-
-def message_bound(neuron: IntNeuron) -> int:
-    """Largest |message|."""
-    return max(abs(v) for v in message_range(neuron))
-
-
 def output_delay(neuron: IntNeuron, period: int) -> int:
     """Steps between a neuron's input and its output: T for the parallel neuron (it sends a
     window's count during the next window), 0 otherwise."""
