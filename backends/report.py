@@ -1,157 +1,146 @@
-"""First resource and energy report: static per-layer counts plus activity measured
-by the reference simulator on real data.
+"""Hardware report of one network on one chip: mapping, activity measured on real data,
+energy, latency and EDP, the 45 nm ANN comparison, and the same network across T.
 
-Definitions (per inference = per sample of T steps):
-
-* synapses: existing connections (padding excluded), counted exactly by
-  convolving all-ones inputs with all-ones kernels.
-* messages: non-zero graded spikes sent by a layer (one message per active
-  neuron per step, whatever its count); unit spikes: the sum of the counts.
-* synaptic ops: messages × the synapses each one reaches (a graded spike is one
-  op) and, as the disputed alternative, unit spikes × synapses.
-* neuron updates: every neuron of every layer, every step.
-* energy: synops·E_syn + neuron updates·E_neuron + messages·E_spike, with the
-  constants of :mod:`n2c.backends.hardware`; static power is not included yet.
-* ANN baseline: one MAC per synapse of each conv/dense layer, at 4.6 pJ.
+``build_report`` returns a JSON-able dict (``report_version`` 2, schema in
+``docs/hardware-model.md``); ``n2c.backends.report_render.write_report`` writes it as
+report.json, report.md and report.html.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from n2c.backends.hardware import ANN_ENERGY_PER_MAC, hardware
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse
-from n2c.backends.reference import SimResult
+from n2c import __version__
+from n2c.backends.cost import Activity, price
+from n2c.backends.hardware import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_MAC, ChipSpec
+from n2c.backends.mapping import Mapping, map_network
+from n2c.backends.quantize import IntNetwork, IntSynapse
+from n2c.errors import N2CError
 
-REPORT_VERSION = 1
-
-
-def _fanout_sum(syn: IntSynapse, s: np.ndarray) -> float:
-    """Σ over input elements of value × number of synapses leaving that element."""
-    n = s.shape[0]
-    if syn.kind == "dense":
-        return float(s.reshape(n, -1).sum() * syn.out_shape[0])
-    cin = syn.in_shape[0]
-    cout = syn.out_shape[0]
-    if syn.kind == "sumpool":
-        weight = torch.ones(cin, 1, *syn.kernel, dtype=torch.float64)
-        groups, stride, padding, dilation = cin, syn.stride, syn.padding, (1, 1)
-    else:
-        weight = torch.ones(cout, syn.weight.shape[1], *syn.weight.shape[2:], dtype=torch.float64)
-        groups, stride, padding, dilation = syn.groups, syn.stride, syn.padding, syn.dilation
-    out = F.conv2d(torch.from_numpy(s.astype(np.float64)), weight, stride=stride, padding=padding,
-                   dilation=dilation, groups=groups)
-    return float(out.sum())
+REPORT_VERSION = 2
+SIMULATORS = ("reference", "lava")
 
 
-def _synapse_count(syn: IntSynapse) -> int:
-    return int(round(_fanout_sum(syn, np.ones((1, *syn.in_shape)))))
+@dataclass
+class RunInfo:
+    """Where a report's numbers come from."""
+    graph: str
+    method: str
+    data_name: str
+    split: str
+    simulator: str = "reference"
 
 
-def build_report(net: IntNetwork, sim: SimResult, hardware_name: str, labels: np.ndarray | None = None,
-                 dataset: str = "") -> dict:
-    hw = hardware(hardware_name)
-    energy = hw["energy"]
-    t, b = next(iter(sim.messages.values())).shape[:2]
-    layers = []
-    totals = {"synops": 0.0, "synops_unit_spikes": 0.0, "neuron_updates": 0.0, "messages": 0.0, "ann_macs": 0}
+def ann_macs(net: IntNetwork) -> dict[str, int]:
+    """Multiply-accumulates of the equivalent ANN per conv/dense layer, as the papers count
+    them: output elements × kernel size (padded positions included)."""
+    macs = {}
     for layer in net.layers:
-        if isinstance(layer, IntSynapse):
-            s = sim.messages[layer.input].reshape(t * b, *layer.in_shape)
-            synapses = _synapse_count(layer)
-            synops = _fanout_sum(layer, (s != 0).astype(np.float64)) / b
-            unit = _fanout_sum(layer, np.abs(s).astype(np.float64)) / b
-            row = {"name": layer.name, "kind": layer.kind, "shape": list(layer.out_shape), "synapses": synapses,
-                   "weight_bits": 8 if layer.weight is not None else 0, "weight_exp": layer.weight_exp,
-                   "synops": synops, "synops_unit_spikes": unit}
-            totals["synops"] += synops
-            totals["synops_unit_spikes"] += unit
-            if layer.kind != "sumpool":
-                totals["ann_macs"] += synapses
-        else:
-            neurons = int(np.prod(layer.shape))
-            row = {"name": layer.name, "kind": layer.kind, "shape": list(layer.shape), "neurons": neurons,
-                   "neuron_updates": neurons * t}
-            totals["neuron_updates"] += neurons * t
-            if layer.spiking:
-                k = np.abs(sim.messages[layer.name])  # unit spikes: |count| (polarity), code (SFN)
-                messages = float((k != 0).sum()) / b
-                row.update({"threshold_int_min": int(layer.threshold.min()), "max_spikes": layer.max_spikes,
-                            "messages": messages, "unit_spikes": float(k.sum()) / b,
-                            "spike_rate": float(k.sum()) / (b * t * neurons),
-                            "active_fraction": float((k != 0).mean())})
-                totals["messages"] += messages
-        layers.append(row)
-    src_msgs = float((sim.messages[net.source.name] != 0).sum()) / b
-    totals["messages"] += src_msgs
-    parts = {
-        "synaptic_ops": totals["synops"] * energy["energy_per_synop"].value,
-        "neuron_updates": totals["neuron_updates"] * energy["energy_per_neuron_update"].value,
-        "spike_messages": totals["messages"] * energy["energy_per_spike_message"].value,
-    }
-    report = {
-        "report_version": REPORT_VERSION,
-        "hardware": {"key": hardware_name, "name": hw["name"], "note": hw["note"]},
-        "dataset": dataset, "samples": int(b), "timesteps": int(t),
-        "input": {"name": net.source.name, "shape": list(net.source.shape), "scale": net.source.scale,
-                  "messages": src_msgs},
-        "layers": layers,
-        "quantization": net.report,
-        "totals_per_inference": totals,
-        "energy_per_inference_J": {**parts, "total": sum(parts.values()),
-                                   "excludes": "static power and routing hops (not modelled yet)"},
-        "ann_energy_per_inference_J": totals["ann_macs"] * ANN_ENERGY_PER_MAC.value,
-        "constants": {**{k: c.as_dict() for k, c in energy.items()}, "ann_energy_per_mac": ANN_ENERGY_PER_MAC.as_dict()},
-    }
-    if labels is not None:
-        report["accuracy"] = float((sim.output.reshape(b, -1).argmax(1) == labels).mean())
-    return report
+        if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense"):
+            macs[layer.name] = int(np.prod(layer.out_shape)) * int(np.prod(layer.weight.shape[1:]))
+    return macs
 
 
-def _fmt(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+def ann_comparison(net: IntNetwork, mapping: Mapping, activity: dict) -> dict:
+    """The 45 nm convention: ANN = MACs·E_MAC; SNN = the layer fed by the (non-spike) input at
+    E_MAC per MAC, every other synaptic op at E_AC (a graded spike as one op, or as its units)."""
+    macs = ann_macs(net)
+    first = [c.target for c in mapping.connections if c.source == net.source.name]
+    first_macs = sum(v for name, v in macs.items() if _feeds(net, name) in first)
+    rows = {r["name"]: r for r in activity["layers"]}
+    later = [r for name, r in rows.items() if name not in first]
+    snn = {"graded_as_one": sum(r["synops"] for r in later),
+           "unit_spikes": sum(r["synops_unit_spikes"] for r in later)}
+    e_mac, e_ac = ANN_ENERGY_PER_MAC.value, ANN_ENERGY_PER_AC.value
+    return {"macs": sum(macs.values()), "energy_J": sum(macs.values()) * e_mac,
+            "snn_45nm_J": {k: first_macs * e_mac + v * e_ac for k, v in snn.items()},
+            "first_layer_macs": first_macs,
+            "constants": {"energy_per_mac": ANN_ENERGY_PER_MAC.as_dict(), "energy_per_ac": ANN_ENERGY_PER_AC.as_dict()}}
 
 
-def to_markdown(r: dict) -> str:
-    lines = [f"# n2c report: {r['hardware']['name']}", "",
-             f"Data: {r['dataset']} ({r['samples']} samples, T = {r['timesteps']})"
-             + (f", integer SNN accuracy {100 * r['accuracy']:.2f} %" if "accuracy" in r else ""), ""]
-    if r["hardware"]["note"]:
-        lines += [f"> {r['hardware']['note']}", ""]
-    lines += ["## Layers (activity per inference, measured by the reference simulator)", "",
-              "| layer | kind | shape | neurons | synapses | weight bits | synops | synops (unit spikes) | "
-              "messages out | spike rate |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in r["layers"]:
-        lines.append("| {name} | {kind} | {shape} | {n} | {syn} | {wb} | {so} | {su} | {msg} | {rate} |".format(
-            name=row["name"], kind=row["kind"], shape="×".join(map(str, row["shape"])),
-            n=row.get("neurons", ""), syn=row.get("synapses", ""), wb=row.get("weight_bits", "") or "",
-            so=_fmt(row["synops"]) if "synops" in row else "", su=_fmt(row["synops_unit_spikes"]) if "synops" in row else "",
-            msg=_fmt(row["messages"]) if "messages" in row else "",
-            rate=f"{row['spike_rate']:.3f}" if "spike_rate" in row else ""))
-    e = r["energy_per_inference_J"]
-    lines += ["", "## Energy per inference (estimate)", "", "| component | energy |", "|---|---|"]
-    lines += [f"| {k.replace('_', ' ')} | {v * 1e9:.3f} nJ |" for k, v in e.items() if k not in ("total", "excludes")]
-    lines += [f"| **total** | **{e['total'] * 1e9:.3f} nJ** |",
-              f"| ANN baseline (45 nm fp32 MACs) | {r['ann_energy_per_inference_J'] * 1e9:.3f} nJ |", "",
-              f"Not included: {e['excludes']}.", "", "## Constants", "", "| constant | value | tag | source |",
-              "|---|---|---|---|"]
-    lines += [f"| {k} | {c['value']:.3g} {c['unit']} | [{c['tag']}] | {c['source']} |" for k, c in r["constants"].items()]
-    lines += ["", "Tags: [S] pre-silicon simulation, [P] proxy from another chip, [M] measured, [D] derived.", ""]
-    return "\n".join(lines)
+def _feeds(net: IntNetwork, synapse: str) -> str:
+    """The neuron that a synapse's output reaches (through any further synapses)."""
+    consumers = {}
+    for layer in net.layers:
+        for name in ([layer.input] if isinstance(layer, IntSynapse) else layer.inputs):
+            consumers[name] = layer
+    layer = consumers[synapse]
+    while isinstance(layer, IntSynapse):
+        layer = consumers[layer.name]
+    return layer.name
 
 
-def write_report(report: dict, out_dir: str | os.PathLike) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {out / "report.json": json.dumps(report, indent=2), out / "report.md": to_markdown(report)}
-    for path, text in files.items():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return list(files)
+class ReportBuilder:
+    """Map ``net`` on ``chip``, then feed it runs chunk by chunk (:meth:`add`), then :meth:`build`."""
+
+    def __init__(self, net: IntNetwork, chip: ChipSpec, info: RunInfo):
+        if info.simulator not in SIMULATORS:
+            raise N2CError(f"unknown simulator {info.simulator!r}; use one of {', '.join(SIMULATORS)}")
+        self.net, self.chip, self.info = net, chip, info
+        self.mapping = map_network(net, chip)
+        self.activity = Activity(net, self.mapping)
+        self.correct = 0
+        self.labelled = 0
+
+    def add(self, messages: dict, output: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """One chunk: every neuron's and the source's messages (T, B, ...), the readout (B, ...)."""
+        self.activity.add(messages)
+        if labels is not None:
+            self.correct += int((output.reshape(len(output), -1).argmax(1) == labels).sum())
+            self.labelled += len(labels)
+
+    def build(self, across_T: list | None = None) -> dict:
+        cost = price(self.activity)
+        net, mapping, info = self.net, self.mapping, self.info
+        report = {
+            "report_version": REPORT_VERSION, "generator": f"n2c {__version__}",
+            "graph": info.graph, "method": info.method, "timesteps": int(net.timesteps),
+            "data": {"name": info.data_name, "split": info.split, "samples": self.activity.samples,
+                     "simulator": info.simulator},
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+            "hardware": self.chip.as_dict(),
+            "mapping": mapping.as_dict(),
+            **cost,
+            "ann": ann_comparison(net, mapping, cost["activity"]),
+            "across_T": across_T or [],
+            "quantization": net.report,
+            "notes": notes(mapping),
+        }
+        return report
+
+
+def notes(mapping: Mapping) -> list[str]:
+    chip = mapping.chip
+    out = []
+    if any(lm.compartments_per_neuron > 1 for lm in mapping.layers) or \
+            any(c.axons_per_source > 1 for c in mapping.connections):
+        out.append(f"{chip.name} spikes carry {chip.int('graded_spike_bits')} bit(s): wider messages travel as "
+                   "bit planes (one binary spike per set bit, on its own axon and compartment); this is n2c's "
+                   "model, not a published Loihi mapping.")
+    proxies = sorted(k for k, q in chip.values.items() if q.tag == "P")
+    if proxies:
+        out.append(f"Stated proxies [P] (not published for {chip.name}): {', '.join(proxies)}.")
+    out += ["Synaptic ops count a graded spike as one op (the Loihi 2 convention); the energy with each unit "
+            "spike as an op is given as well.",
+            "Static energy is the whole chips' static power over the inference time (not prorated by cores).",
+            "Latency excludes host I/O; chip-to-chip crossings are counted but not priced (no published constant).",
+            "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
+            "placement + pairwise swaps)."]
+    return out
+
+
+def summary_row(report: dict) -> dict:
+    """One row of the across-T table from a full report."""
+    return {"graph": report["graph"], "method": report["method"], "timesteps": report["timesteps"],
+            "accuracy": report["accuracy"], "fits": True, "reason": "", "cores": report["mapping"]["cores"],
+            "energy_total_J": report["energy"]["total"], "energy_dynamic_J": report["energy"]["dynamic"],
+            "inference_s": report["latency"]["inference_s"], "edp_J_s": report["edp_J_s"],
+            "synops": report["activity"]["totals"]["synops"], "ann_energy_J": report["ann"]["energy_J"]}
+
+
+def unfit_row(graph: str, method: str, timesteps: int, reason: str) -> dict:
+    return {"graph": graph, "method": method, "timesteps": timesteps, "accuracy": None, "fits": False,
+            "reason": reason, "cores": None, "energy_total_J": None, "energy_dynamic_J": None,
+            "inference_s": None, "edp_J_s": None, "synops": None, "ann_energy_J": None}

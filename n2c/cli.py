@@ -138,19 +138,6 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _load_for_run(args):
-    """Data, layer graph and integer network. Input scale: --input-scale, else the graph's,
-    else the data set's."""
-    from n2c.backends.nir_import import import_nir
-    from n2c.backends.quantize import quantize
-    from n2c.data import load_dataset
-
-    data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
-    graph = import_nir(args.graph, isolate=True)
-    scale = args.input_scale or graph.input.input_scale or data.input_scale
-    return data, graph, quantize(graph, scale)
-
-
 def _spikes_per_layer(net, messages) -> dict:
     """Unit spikes per spiking layer: |count| summed (a negative spike is a spike too)."""
     import numpy as np
@@ -284,17 +271,62 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from n2c.backends.report import build_report, write_report
-    from n2c.backends.reference import simulate
+    import os
 
-    data, _, net = _load_for_run(args)
-    report = build_report(net, simulate(net, data.x), args.hardware, data.y, data.name)
+    from n2c.backends.hardware import load_chip
+    from n2c.backends.report import summary_row, unfit_row
+    from n2c.backends.report_render import write_report
+    from n2c.data import load_dataset
+    from n2c.pipeline import report_network
+
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise N2CError(f"output {args.output} is a file; -o names a directory for report.json, report.md and "
+                       "report.html")
+    chip = load_chip(args.hardware)
+    for path in args.graphs:
+        if not os.path.isfile(path):
+            raise N2CError(f"graph {path} does not exist")
+    _check_same_network(args.graphs)
+    data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
+
+    def run(path: str, across=None) -> dict:
+        return report_network(path, chip, data, args.split, args.simulator, args.input_scale,
+                              progress=sys.stderr.isatty(), across_T=across)
+
+    rows = []
+    for path in args.graphs[1:]:  # the same model at other T: one summary row each
+        try:
+            rows.append(summary_row(run(path)))
+        except N2CError as e:
+            if "cannot fit" not in str(e):
+                raise
+            from n2c.backends.nir_import import import_nir
+            meta = import_nir(path).metadata
+            rows.append(unfit_row(path, str(meta.get("n2c.method", "nir")), int(meta.get("n2c.timesteps", 1)), str(e)))
+    report = run(args.graphs[0])
+    if rows:
+        report["across_T"] = sorted([summary_row(report), *rows], key=lambda r: (r["timesteps"], r["method"]))
     for path in write_report(report, args.output):
         print(f"wrote {path}")
-    e = report["energy_per_inference_J"]
-    print(f"{report['hardware']['name']}: {e['total'] * 1e9:.2f} nJ per inference (estimate), "
-          f"ANN baseline {report['ann_energy_per_inference_J'] * 1e9:.2f} nJ")
+    e, m, lat = report["energy"], report["mapping"], report["latency"]
+    acc = f", accuracy {100 * report['accuracy']:.2f} %" if report["accuracy"] is not None else ""
+    print(f"{chip.name}: {m['cores']} cores on {m['chips']} chip(s) (lower bound {m['lower_bound']}); "
+          f"{e['total'] * 1e9:.2f} nJ per inference ({e['dynamic'] * 1e9:.2f} nJ dynamic), "
+          f"{lat['inference_s'] * 1e6:.2f} us per inference{acc}; ANN at 45 nm {report['ann']['energy_J'] * 1e9:.2f} nJ")
     return 0
+
+
+def _check_same_network(graphs: list[str]) -> None:
+    """Across-T rows must come from one model: the same layers (names, shapes) in every graph."""
+    from n2c.backends.nir_import import import_nir
+
+    def layers(path):
+        return [(layer.name, tuple(layer.out_shape)) for layer in import_nir(path).layers]
+    first = layers(graphs[0])
+    for path in graphs[1:]:
+        if layers(path) != first:
+            raise N2CError(f"{path} is not the same network as {graphs[0]} (its layers differ); give one model "
+                           "exported at several T to compare across T")
 
 
 def cmd_demo(args) -> int:
@@ -494,11 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     s.set_defaults(func=cmd_simulate)
 
-    r = sub.add_parser("report", help="resource and energy report for a NIR graph",
-                       description="Per-layer resources, measured activity and an energy estimate.")
-    data_args(r)
-    r.add_argument("--hardware", choices=["loihi1", "loihi2"], default="loihi2", help="target chip (default: loihi2)")
-    r.add_argument("-o", "--output", required=True, help="directory for report.json and report.md")
+    r = sub.add_parser("report", help="map a NIR graph on a chip: cores, energy, latency, EDP (json, md, html)",
+                       description="Map a NIR graph onto a chip's cores, run real data through it, and write "
+                       "report.json, report.md and report.html: per-layer and per-core resources, spikes, synaptic "
+                       "ops, energy by component with every constant's source, latency, EDP, the 45 nm ANN "
+                       "comparison and, with several graphs of one model at different T, the comparison across T.")
+    r.add_argument("graphs", nargs="+", metavar="GRAPH", help="NIR file; more files (the same model exported at "
+                   "other T or methods) add the across-T comparison")
+    r.add_argument("--dataset", help="digits (default), fashion-mnist, or an .npz file")
+    r.add_argument("--split", choices=["train", "test"], default="test", help="data split (default: test)")
+    r.add_argument("--samples", type=_positive_int, help="use only the first N samples")
+    r.add_argument("--input-scale", type=_positive_float, help="override the graph's input scale")
+    r.add_argument("--hardware", default="loihi2", help="loihi1, loihi2 (default) or your chip spec file (.json, "
+                   "format in docs/hardware-model.md)")
+    r.add_argument("--simulator", choices=["reference", "lava"], default="reference",
+                   help="where the activity is measured: reference simulator (default) or Lava (slow)")
+    r.add_argument("-o", "--output", required=True, help="directory for report.json, report.md and report.html")
     r.set_defaults(func=cmd_report)
 
     i = sub.add_parser("inspect", help="print a NIR graph as a table: nodes, shapes, parameters, backends",

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import torch
 
-from n2c.backends.reference import SimResult
-from n2c.backends.report import build_report, write_report
+from n2c.backends.hardware import load_chip
+from n2c.backends.report import summary_row
+from n2c.backends.report_render import write_report
 from n2c.data import load_dataset
 from n2c.ingest import load_model
 from n2c.models import DigitsCNN
-from n2c.pipeline import export_model, load_network, run_backend
+from n2c.pipeline import export_model, load_network, report_network, run_backend
 from n2c.train import accuracy, predict, train
 
 DEMO_ARCH = "n2c.models:DigitsCNN(levels=8)"
+ACROSS_T = (4, 8)  # the demo model also exported with IF neurons at these T, for the across-T comparison
 
 
 def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int = 60) -> dict:
@@ -54,8 +56,15 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
     }
     same = (ref.output[:len(lava_data)] == lava.output).all()
 
-    print("[5/5] writing the report")
-    report = build_report(net, SimResult(ref.output, ref.messages), "loihi2", test_set.y, "digits")
+    print("[5/5] mapping on Loihi 2 and writing the report (with IF at T = 4 and 8 for comparison)")
+    chip = load_chip("loihi2")
+    rows = []
+    for t in ACROSS_T:
+        path = out / f"digits_if_T{t}.nir"
+        export_model(model, str(path), tuple(test_set.x.shape[1:]), test_set.input_scale, timesteps=t, method="if")
+        rows.append(summary_row(report_network(str(path), chip, test_set)))
+    report = report_network(str(nir_path), chip, test_set)
+    report["across_T"] = [summary_row(report), *rows]
     paths = write_report(report, out)
 
     print(f"\nAccuracy on the digits test split ({len(test_set)} images):")
@@ -63,8 +72,12 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
         print(f"  {name:<44} {100 * acc:6.2f} %")
     print(f"  Lava and reference integer outputs identical: {'yes' if same else 'NO'}")
     print(f"  reference: {len(test_set) / ref.seconds:,.0f} samples/s   Lava: {len(lava_data) / lava.seconds:,.1f} samples/s")
-    e = report["energy_per_inference_J"]
-    print(f"  energy estimate (Loihi 2, proxy constants): {e['total'] * 1e9:.1f} nJ per inference; "
-          f"ANN baseline {report['ann_energy_per_inference_J'] * 1e9:.1f} nJ")
+    m = report["mapping"]
+    print(f"\nOn Loihi 2 ({m['cores']} cores, lower bound {m['lower_bound']}; per-op energies are Loihi 1 proxies):")
+    for row in report["across_T"]:
+        print(f"  {row['method']:>4} T={row['timesteps']:<2} accuracy {100 * row['accuracy']:6.2f} %   "
+              f"{row['energy_dynamic_J'] * 1e9:8.1f} nJ dynamic, {row['energy_total_J'] * 1e9:8.1f} nJ total, "
+              f"{row['inference_s'] * 1e6:6.2f} us per inference")
+    print(f"  ANN at 45 nm (fp32 MACs): {report['ann']['energy_J'] * 1e9:.1f} nJ")
     print(f"\nwrote {checkpoint}, {nir_path}, " + ", ".join(str(p) for p in paths))
     return {"accuracy": results, "lava_equals_reference": bool(same)}

@@ -195,3 +195,36 @@ def _run_lava_timed(net: IntNetwork, s_in: np.ndarray, start: float) -> ArrayRun
     readout = net.by_name()[net.output]
     return ArrayRun(np.diff(potentials, axis=0, prepend=0) / readout.scale, time.perf_counter() - start, messages,
                     net, stream.overflows)
+
+
+def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simulator: str = "reference",
+                   input_scale: float | None = None, chunk: int = 256, progress: bool = False,
+                   across_T: list | None = None) -> dict:
+    """Map a NIR graph on ``chip`` (a :class:`n2c.backends.hardware.ChipSpec`), run ``data`` on the
+    reference simulator (or Lava) in chunks of ``chunk`` samples, and build the hardware report
+    (``n2c.backends.report``). A graph that cannot be mapped raises :class:`N2CError`."""
+    from tqdm import tqdm
+
+    from n2c.backends.report import ReportBuilder, RunInfo
+
+    graph = import_nir(nir_path)
+    net = quantize(graph, input_scale or graph.input.input_scale or data.input_scale)
+    if tuple(data.x.shape[1:]) != tuple(net.source.shape):
+        raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but {nir_path} expects "
+                       f"{tuple(net.source.shape)}; use the data set the network was trained on")
+    method = str(graph.metadata.get("n2c.method", "nir"))
+    builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator))
+    starts = range(0, len(data.x), chunk)
+    for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):
+        x, y = data.x[start:start + chunk], data.y[start:start + chunk]
+        if simulator == "lava":
+            from n2c.backends.lava.lower import run_lava_with_spikes
+            output, messages = run_lava_with_spikes(net, x, progress=False)
+            messages = {**messages, net.source.name: net.direct_input(x)}
+        else:
+            from n2c.backends.reference import simulate
+            sim = simulate(net, x, batch_size=chunk)
+            output, messages = sim.output, sim.messages
+        builder.add(messages, output, y)
+    return builder.build(across_T)
+

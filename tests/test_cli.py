@@ -56,16 +56,16 @@ def test_export_of_relu_model_needs_calibration(tmp_path, capsys):
     assert out.exists()
 
 
-def test_report_writes_json_and_markdown(digits_nir, tmp_path):
+def test_report_writes_json_markdown_and_html(digits_nir, tmp_path):
     assert main(["report", str(digits_nir), "--hardware", "loihi2", "--dataset", "digits", "--samples", "40",
                  "-o", str(tmp_path / "rep")]) == 0
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert report["samples"] == 40 and report["hardware"]["key"] == "loihi2"
-    assert report["energy_per_inference_J"]["total"] > 0
-    assert all(c["source"] and c["tag"] for c in report["constants"].values())
-    neurons = [row for row in report["layers"] if row["kind"] == "mtn"]
-    assert [row["neurons"] for row in neurons] == [1024, 512, 64]
-    assert "Energy per inference" in (tmp_path / "rep" / "report.md").read_text()
+    assert report["report_version"] == 2 and report["data"]["samples"] == 40
+    assert report["hardware"]["key"] == "loihi2" and report["energy"]["total"] > report["energy"]["dynamic"] > 0
+    assert all(q["source"] and q["tag"] for q in report["hardware"]["values"].values())
+    assert [row["neurons"] for row in report["activity"]["layers"] if row["kind"] == "mtn"] == [1024, 512, 64]
+    assert "## Summary" in (tmp_path / "rep" / "report.md").read_text()
+    assert "data:image/png;base64," in (tmp_path / "rep" / "report.html").read_text()
 
 
 def test_pickled_model_is_refused_without_trust(tmp_path):

@@ -57,5 +57,5 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result["lava_equals_reference"]
     acc = list(result["accuracy"].values())
     assert acc[0] >= 0.95 and abs(acc[2] - acc[0]) <= 0.01
-    for name in ("digits.nir", "digits_qcfs.pt", "report.json", "report.md"):
+    for name in ("digits.nir", "digits_qcfs.pt", "report.json", "report.md", "report.html", "digits_if_T8.nir"):
         assert (tmp_path / name).exists()
