@@ -42,7 +42,7 @@ Partition
     count per dimension with near-equal contiguous slices; only counts giving distinct chunk
     sizes are tried. The split with the fewest cores whose every core fits wins (ties: fewer input
     axons in total, then the first in lexicographic order). All usages shrink with the block, so
-    a layer fits iff one neuron per core fits; otherwise ``N2CError`` names the layer and limit.
+    a layer fits iff one neuron per core fits; otherwise ``MappingError`` names the layer and limit.
 
 Lower bound
     Per layer, max over resources of ⌈total / per-core capacity⌉ with totals of the unsplit
@@ -73,7 +73,7 @@ import numpy as np
 
 from n2c.backends.hardware import ChipSpec
 from n2c.backends.quantize import WEIGHT_BITS, IntNetwork, IntNeuron, IntSynapse, message_bits
-from n2c.errors import N2CError
+from n2c.errors import MappingError
 
 USAGE_KEYS = ("neurons", "input_axons", "output_fanout", "synapse_bits", "neuron_state_bits", "routing_bits")
 POOL_USE = {"synapses": "synapse_bits", "neuron_state": "neuron_state_bits", "routing": "routing_bits"}
@@ -165,7 +165,7 @@ class Connection:
     def __post_init__(self):
         kinds = [s.kind for s in self.chain]
         if not kinds or any(k != "sumpool" for k in kinds[:-1]):
-            raise N2CError(f"layer '{self.target}': synapse chain {' -> '.join(kinds) or '(none)'} from "
+            raise MappingError(f"layer '{self.target}': synapse chain {' -> '.join(kinds) or '(none)'} from "
                            f"'{self.source}' is not supported; use sum-pools followed by at most one conv or dense")
         pools = self.chain[:-1] if kinds[-1] == "dense" else self.chain
         axes = [np.eye(n, dtype=np.int64) for n in self.chain[0].in_shape] if pools else None
@@ -245,7 +245,7 @@ class Connection:
         w, d = self._weight_bits, self._delay_bits(chip)
         if w > chip.int("weight_bits"):
             syn = self.chain[-1]
-            raise N2CError(f"layer '{self.target}': synapse '{syn.name}' has {w}-bit weights but {chip.name} stores "
+            raise MappingError(f"layer '{self.target}': synapse '{syn.name}' has {w}-bit weights but {chip.name} stores "
                            f"at most {chip.int('weight_bits')}-bit weights; quantize to fewer bits or use another chip")
         if self._axes is None:
             sizes = _outer([np.diff(np.append(s, n)) for s, n in zip(starts, self.target_shape)])
@@ -422,11 +422,11 @@ def _split_counts(n: int) -> list[int]:
     return [int(x) for x in k[np.r_[True, chunk[1:] < chunk[:-1]]]]
 
 
-def _fit_error(neuron, chip, over: dict) -> N2CError:
+def _fit_error(neuron, chip, over: dict) -> MappingError:
     needs = " and ".join(f"{used} {LABELS.get(k, 'bits of ' + k)} (limit {lim} per core)"
                          for k, (used, lim) in over.items())
     hint = HINTS.get(next(iter(over)), "give it fewer or narrower inputs or use a chip with more memory per core")
-    return N2CError(f"layer '{neuron.name}' cannot fit one {chip.name} core: one neuron needs {needs}; {hint}")
+    return MappingError(f"layer '{neuron.name}' cannot fit one {chip.name} core: one neuron needs {needs}; {hint}")
 
 
 def _partition(neuron, comp, conns, fanout, chip) -> tuple[tuple, dict]:

@@ -197,27 +197,6 @@ def _check(report: dict) -> None:
         raise ValueError(f"report_version {version!r} is not supported (this renderer reads {SUPPORTED_VERSION})")
 
 
-def core_list(mapping: dict) -> list:
-    """The per-core records. The schema names both the core count and the per-core list
-    ``cores`` (in a Python dict the later one, the list, wins); when ``cores`` is the count,
-    the list is whichever other list of per-core records (dicts with ``usage``) the mapping has."""
-    cores = mapping.get("cores")
-    if isinstance(cores, list):
-        return cores
-    for key, value in mapping.items():
-        if key != "layers" and isinstance(value, list) and value and isinstance(value[0], dict) \
-                and "usage" in value[0]:
-            return value
-    return []
-
-
-def core_count(mapping: dict):
-    cores = mapping.get("cores")
-    if isinstance(cores, list):
-        return mapping.get("n_cores", len(cores))
-    return cores
-
-
 def _static_energy(energy: dict):
     return (energy.get("components") or {}).get("static")
 
@@ -259,7 +238,7 @@ def _document(report: dict, plot_names: list[str]) -> list[tuple]:
     rng = energy.get("range") or {}
     rows = [
         ["Accuracy", "—" if report.get("accuracy") is None else fmt_pct(report["accuracy"], 2)],
-        ["Cores", f"{fmt_count(core_count(mapping))} on {fmt_count(mapping.get('chips'))} chip(s)"],
+        ["Cores", f"{fmt_count(mapping.get('cores'))} on {fmt_count(mapping.get('chips'))} chip(s)"],
         ["Core lower bound / gap", f"{fmt_count(mapping.get('lower_bound'))} / {fmt_count(mapping.get('gap'))}"],
         ["Energy per inference, total", fmt_energy(energy.get("total"))],
         ["Energy per inference, dynamic", fmt_energy(energy.get("dynamic"))],
@@ -282,7 +261,7 @@ def _document(report: dict, plot_names: list[str]) -> list[tuple]:
     add(("h", 2, "Mapping per layer"))
     mesh = mapping.get("mesh") or {}
     limits = mapping.get("limits") or {}
-    parts = [f"{fmt_count(core_count(mapping))} cores on {fmt_count(mapping.get('chips'))} chip(s); "
+    parts = [f"{fmt_count(mapping.get('cores'))} cores on {fmt_count(mapping.get('chips'))} chip(s); "
              f"lower bound {fmt_count(mapping.get('lower_bound'))}, gap {fmt_count(mapping.get('gap'))}."]
     if mesh:
         parts.append(f"Mesh per chip: {fmt_count(mesh.get('tiles_x'))} × {fmt_count(mesh.get('tiles_y'))} tiles, "
@@ -304,7 +283,7 @@ def _document(report: dict, plot_names: list[str]) -> list[tuple]:
 
     # Per core ----------------------------------------------------------------------------------
     add(("h", 2, "Per core"))
-    cores = core_list(mapping)
+    cores = mapping.get("per_core") or []
     if "core_utilization" in plot_names:
         add(("plot", "core_utilization"))
     usage_keys, mem_keys, util_keys = [], [], []
@@ -647,7 +626,7 @@ def _sub_grid(cores_per_tile: int) -> tuple[int, int]:
 def _core_positions(mapping: dict) -> tuple[list, int, int, int, int]:
     """Place every core in its chip/tile; cores sharing a tile fill its cells in index order."""
     mesh = mapping.get("mesh") or {}
-    cores = core_list(mapping)
+    cores = mapping.get("per_core") or []
     tx, ty = int(mesh.get("tiles_x") or 1), int(mesh.get("tiles_y") or 1)
     cpt = int(mesh.get("cores_per_tile") or 1)
     cpc = int(mesh.get("cores_per_chip") or tx * ty * cpt)

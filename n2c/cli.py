@@ -277,6 +277,7 @@ def cmd_report(args) -> int:
     from n2c.backends.report import summary_row, unfit_row
     from n2c.backends.report_render import write_report
     from n2c.data import load_dataset
+    from n2c.errors import MappingError
     from n2c.pipeline import report_network
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
@@ -289,21 +290,19 @@ def cmd_report(args) -> int:
     _check_same_network(args.graphs)
     data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
 
-    def run(path: str, across=None) -> dict:
+    def run(path: str) -> dict:
         return report_network(path, chip, data, args.split, args.simulator, args.input_scale,
-                              progress=sys.stderr.isatty(), across_T=across)
+                              progress=sys.stderr.isatty())
 
+    report = run(args.graphs[0])  # first: a primary graph that does not fit fails before the others run
     rows = []
     for path in args.graphs[1:]:  # the same model at other T: one summary row each
         try:
             rows.append(summary_row(run(path)))
-        except N2CError as e:
-            if "cannot fit" not in str(e):
-                raise
+        except MappingError as e:
             from n2c.backends.nir_import import import_nir
             meta = import_nir(path).metadata
             rows.append(unfit_row(path, str(meta.get("n2c.method", "nir")), int(meta.get("n2c.timesteps", 1)), str(e)))
-    report = run(args.graphs[0])
     if rows:
         report["across_T"] = sorted([summary_row(report), *rows], key=lambda r: (r["timesteps"], r["method"]))
     for path in write_report(report, args.output):

@@ -27,3 +27,7 @@ class DatasetError(N2CError):
 
 class QuantizationError(N2CError):
     """A layer does not fit Loihi's integer formats."""
+
+
+class MappingError(N2CError):
+    """A network does not fit the cores of a chip (or cannot be mapped onto them)."""

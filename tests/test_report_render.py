@@ -112,12 +112,11 @@ def sample_report(n_cores: int = 9, across_T: int = 3, layer_names=None) -> dict
                      "spec_file": "backends/chips/loihi2.json", "values": values,
                      "memory_per_core": [{"name": "core memory (shared)",
                                           "holds": ["synapses", "neuron_state", "routing"], "bits": mem}]},
-        # the schema names both the core count and the per-core list "cores"; the list is what survives
         "mapping": {"chips": (n_cores - 1) // cpc + 1, "lower_bound": n_cores - 2, "gap": 2,
                     "mesh": mesh,
                     "limits": {"neurons": 8192, "input_axons": 4096, "output_fanout": 4096,
                                "memory": {"core memory (shared)": 1572864}},
-                    "layers": layers, "cores": cores},
+                    "layers": layers, "cores": n_cores, "per_core": cores},
         "activity": {"per": "inference", "layers": act_layers, "input": {"name": "input", "messages": 50.1},
                      "totals": totals},
         "energy": {"unit": "J per inference", "components": components, "dynamic": dynamic,
@@ -301,16 +300,12 @@ def test_big_mapping(tmp_path):
     assert "236 more cores omitted here (first 64 of 300 shown)" in md
     page = rr.to_html(report)
     for i in (0, 63, 64, 299):
-        assert f'<td class="num">{i}</td><td>{report["mapping"]["cores"][i]["layer"]}</td>' in page
+        assert f'<td class="num">{i}</td><td>{report["mapping"]["per_core"][i]["layer"]}</td>' in page
     assert len(_images(page)) == 3
 
 
-def test_core_count_and_core_list_under_another_key():
+def test_a_mapping_without_per_core_rows_still_renders():
     report = sample_report(n_cores=6, across_T=0)
-    report["mapping"]["per_core"] = report["mapping"]["cores"]
-    report["mapping"]["cores"] = 6  # "cores" as the count, the records under another key
-    md = rr.to_markdown(report)
-    assert "| Cores | 6 on 1 chip(s) |" in md and "| 5 | classifier_1 | 0 |" in md
-    del report["mapping"]["per_core"]  # only the count: the summary still renders, the core map is empty
+    del report["mapping"]["per_core"]
     assert "| Cores | 6 on 1 chip(s) |" in rr.to_markdown(report)
     assert rr.plots(report)["core_utilization"].startswith(PNG_MAGIC)
