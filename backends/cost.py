@@ -30,10 +30,11 @@ from n2c.backends.mapping import Connection, Mapping
 from n2c.backends.quantize import IntNetwork, IntNeuron, message_bits
 from n2c.backends.reference import stream_depths
 
-ENERGY_COMPONENTS = ("synaptic_ops", "neuron_updates_active", "neuron_updates_inactive", "spike_messages", "hops")
+# energy component -> the chip values that price it
 COMPONENT_CONSTANTS = {"synaptic_ops": ("energy_synop",), "neuron_updates_active": ("energy_neuron_update_active",),
                        "neuron_updates_inactive": ("energy_neuron_update_inactive",),
                        "spike_messages": ("energy_spike_in_tile",), "hops": ("energy_hop_ew", "energy_hop_ns")}
+ENERGY_COMPONENTS = tuple(COMPONENT_CONSTANTS)
 
 
 def _popcount(values: np.ndarray, bits: int) -> np.ndarray:

@@ -25,12 +25,11 @@ import os
 import secrets
 from pathlib import Path
 
+from n2c.backends.cost import ENERGY_COMPONENTS
 from n2c.backends.hardware import TAGS
-
-SUPPORTED_VERSION = 2
+from n2c.backends.report import REPORT_VERSION as SUPPORTED_VERSION
 MD_CORE_ROWS = 64  # per-core rows shown in the markdown; the HTML lists every core
 
-ENERGY_COMPONENTS = ("synaptic_ops", "neuron_updates_active", "neuron_updates_inactive", "spike_messages", "hops")
 COMPONENT_LABELS = {
     "synaptic_ops": "synaptic ops", "neuron_updates_active": "neuron updates (active)",
     "neuron_updates_inactive": "neuron updates (inactive)", "spike_messages": "spike messages",
