@@ -196,3 +196,16 @@ def test_data_of_the_wrong_shape_is_refused(digits_nir, tmp_path, capsys):
     np.savez(npz, x=np.zeros((4, 1, 5, 5), np.float32), y=np.zeros(4, np.int64))
     assert main(["report", str(digits_nir), "--dataset", str(npz), "-o", str(tmp_path / "rep")]) == 2
     assert "expects (1, 8, 8)" in capsys.readouterr().err
+
+
+def test_the_documented_schema_lists_exactly_the_report_keys(digits_reports):
+    """docs/hardware-model.md §4 documents every top-level key of report.json, and no other."""
+    import re
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "hardware-model.md").read_text()
+    section = doc[doc.index("## 4. `report.json`"):doc.index("## 5.")]
+    documented = {key for row in section.splitlines() if row.startswith("| `")
+                  for key in re.findall(r"`([a-z_A-Z]+)`", row.split("|")[1])}
+    _, reports = digits_reports
+    assert documented == set(reports["loihi2"])
+    assert reports["loihi2"]["report_version"] == 2
