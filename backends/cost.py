@@ -15,6 +15,7 @@ Counts, per inference (one sample of T steps), from the messages (T, B, ...) of 
 
 Energy:   E = synops·e_syn + N_act·e_act + N_inact·e_inact + messages·e_spike
               + hops_EW·e_EW + hops_NS·e_NS + P_static·chips·T·t_step
+          (and, for comparison only, the static share of the cores used: × cores / (chips·cores per chip))
 Latency:  t_step = max over cores (synops_c·t_syn + N_act,c·t_act + N_inact,c·t_inact)
               + t_spike + longest route (hops_EW·t_EW + hops_NS·t_NS) + barrier sync,
           taken per (sample, step) and averaged; an inference streams in T steps and its
@@ -204,7 +205,9 @@ def price(act: Activity) -> dict:
     per_layer = {r["name"]: components(main, r) for r in activity["layers"]}
     per_layer[activity["input"]["name"]] = components(main, {**activity["input"], "synops": 0.0,
                                                            "neuron_updates_active": 0.0, "neuron_updates_inactive": 0.0})
+    share = len(mapping.cores) / (mapping.chips * mapping.chip.int("cores_per_chip"))
     energy = {"unit": "J per inference", "components": parts, "dynamic": dynamic, "total": dynamic + parts["static"],
+              "static_prorated_by_cores": parts["static"] * share,
               "range": {"low": low, "high": high}, "per_layer": per_layer,
               "graded_as_unit_spikes": dynamic + (tot["synops_unit_spikes"] - tot["synops"]) * main["energy_synop"],
               "constants": names}

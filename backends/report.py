@@ -124,7 +124,8 @@ def notes(mapping: Mapping) -> list[str]:
         out.append(f"Stated proxies [P] (not published for {chip.name}): {', '.join(proxies)}.")
     out += ["Synaptic ops count a graded spike as one op (the Loihi 2 convention); the energy with each unit "
             "spike as an op is given as well.",
-            "Static energy is the whole chips' static power over the inference time (not prorated by cores).",
+            "Static energy is the whole chips' static power over the inference time; the share of the cores used "
+            "is shown beside it, not in the total.",
             "Latency excludes host I/O; chip-to-chip crossings are counted but not priced (no published constant).",
             "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
             "placement + pairwise swaps)."]

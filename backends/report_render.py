@@ -242,6 +242,7 @@ def _document(report: dict, plot_names: list[str]) -> list[tuple]:
         ["Energy per inference, total", fmt_energy(energy.get("total"))],
         ["Energy per inference, dynamic", fmt_energy(energy.get("dynamic"))],
         ["Energy per inference, static", fmt_energy(_static_energy(energy))],
+        ["Static, prorated to the cores used", fmt_energy(energy.get("static_prorated_by_cores"))],
         ["Total energy range (alternative constants)",
          f"{fmt_energy(rng.get('low'))} – {fmt_energy(rng.get('high'))}" if rng else "—"],
         ["Latency per step (mean / max)",

@@ -58,6 +58,7 @@ def test_activity_and_energy_of_a_tiny_network_by_hand():
                2 * chip["time_synop"] + 2 * chip["time_neuron_update_active"])
     assert lat["step_s_mean"] == pytest.approx(work + lat["route_s"] + lat["barrier_s"], rel=1e-12)
     assert e["static"] == pytest.approx(chip["static_power_per_chip"] * lat["inference_s"], rel=1e-12)
+    assert cost["energy"]["static_prorated_by_cores"] == pytest.approx(e["static"] * 2 / 128, rel=1e-12)
     assert cost["edp_J_s"] == pytest.approx(cost["energy"]["total"] * lat["inference_s"], rel=1e-12)
 
 
