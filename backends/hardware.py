@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from n2c.errors import N2CError
@@ -53,9 +53,6 @@ class Quantity:
         d["alternatives"] = [a.as_dict() for a in self.alternatives]
         return d
 
-    def cite(self) -> str:
-        return f"[{self.tag}] {self.source}" + (f" ({self.where})" if self.where else "")
-
 
 @dataclass(frozen=True)
 class MemoryPool:
@@ -73,7 +70,6 @@ class ChipSpec:
     values: dict  # name → Quantity
     memory: tuple  # MemoryPool, ...
     path: str = ""
-    sources: dict = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> float:
         return self.values[name].value
@@ -196,7 +192,7 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
     for use in MEMORY_USES:
         if held.count(use) != 1:
             fail(f"{use} must be held by exactly one memory_per_core entry (found {held.count(use)})")
-    return ChipSpec(raw["key"], raw["name"], str(raw.get("note", "")), values, tuple(pools), where, sources)
+    return ChipSpec(raw["key"], raw["name"], str(raw.get("note", "")), values, tuple(pools), where)
 
 
 # The 45 nm convention of the SNN papers (Yao et al. 2023, Spikformer): an ANN layer costs one

@@ -47,10 +47,10 @@ def ann_comparison(net: IntNetwork, mapping: Mapping, activity: dict) -> dict:
     """The 45 nm convention: ANN = MACs·E_MAC; SNN = the layer fed by the (non-spike) input at
     E_MAC per MAC, every other synaptic op at E_AC (a graded spike as one op, or as its units)."""
     macs = ann_macs(net)
-    first = [c.target for c in mapping.connections if c.source == net.source.name]
-    first_macs = sum(v for name, v in macs.items() if _feeds(net, name) in first)
-    rows = {r["name"]: r for r in activity["layers"]}
-    later = [r for name, r in rows.items() if name not in first]
+    inputs = [c for c in mapping.connections if c.source == net.source.name]
+    first = {c.target for c in inputs}
+    first_macs = sum(macs.get(syn.name, 0) for c in inputs for syn in c.chain)
+    later = [r for r in activity["layers"] if r["name"] not in first]
     snn = {"graded_as_one": sum(r["synops"] for r in later),
            "unit_spikes": sum(r["synops_unit_spikes"] for r in later)}
     e_mac, e_ac = ANN_ENERGY_PER_MAC.value, ANN_ENERGY_PER_AC.value
@@ -58,18 +58,6 @@ def ann_comparison(net: IntNetwork, mapping: Mapping, activity: dict) -> dict:
             "snn_45nm_J": {k: first_macs * e_mac + v * e_ac for k, v in snn.items()},
             "first_layer_macs": first_macs,
             "constants": {"energy_per_mac": ANN_ENERGY_PER_MAC.as_dict(), "energy_per_ac": ANN_ENERGY_PER_AC.as_dict()}}
-
-
-def _feeds(net: IntNetwork, synapse: str) -> str:
-    """The neuron that a synapse's output reaches (through any further synapses)."""
-    consumers = {}
-    for layer in net.layers:
-        for name in ([layer.input] if isinstance(layer, IntSynapse) else layer.inputs):
-            consumers[name] = layer
-    layer = consumers[synapse]
-    while isinstance(layer, IntSynapse):
-        layer = consumers[layer.name]
-    return layer.name
 
 
 class ReportBuilder:

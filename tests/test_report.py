@@ -1,7 +1,6 @@
 """Hardware reports: activity counted exactly, energy and latency consistent with the model's
 equations, chunking and simulator independence, the 45 nm comparison, and the CLI."""
 
-import copy
 import json
 
 import numpy as np
@@ -146,7 +145,6 @@ def digits_if_nir(qcfs_model, digits_test, tmp_path_factory):
 
 def narrow_chip(tmp_path, axons: int):
     spec = json.loads((CHIPS_DIR / "loihi1.json").read_text())
-    spec = copy.deepcopy(spec)
     spec["values"]["input_axons_per_core"]["value"] = axons
     parse_chip(spec)
     path = tmp_path / f"axons{axons}.json"
