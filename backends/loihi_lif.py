@@ -8,7 +8,7 @@ input; rtz: round toward zero)::
     v ← clip( rtz(v·(4096 − dv) / 4096) + u + bias, ±(2²³ − 1) )
     s = v > vth·64;   v ← 0 where s
 
-NIR's forward-Euler equations (``n2c.backends.dynamics``, scheme ``nir``) map onto it
+NIR's forward-Euler equations (``backends.float.dynamics``, scheme ``nir``) map onto it
 with a per-layer integer scale S (real v = v_int / S, a power of two times 64):
 
     LI/LIF    dv = round(4096·dt/τ),  du = 4095 (u is this step's input)
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from n2c.backends.ir import DynamicsLayer
+from backends.ir.layers import DynamicsLayer
 from n2c.errors import QuantizationError
 
 DECAY_UNITY = 4096

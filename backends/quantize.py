@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from n2c.backends.ir import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
+from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
                              NeuronLayer, OutputLayer, PoolLayer, ScaleLayer)
-from n2c.backends.loihi_lif import SHIFT, cuba_form
+from backends.loihi_lif import SHIFT, cuba_form
 from n2c.errors import QuantizationError
 
 STATE_BITS = 24  # Loihi u/v state
@@ -85,9 +85,9 @@ class IntSynapse:
 
 @dataclass
 class IntNeuron:
-    """A spiking layer (``kind`` "mtn", "parallel" or "sfn", see ``n2c.backends.ir.NeuronLayer``),
+    """A spiking layer (``kind`` "mtn", "parallel" or "sfn", see ``backends.ir.layers.NeuronLayer``),
     Loihi's CUBA neuron for NIR's neurons (``kind`` "lif" spiking, "li" sending its potential;
-    ``n2c.backends.loihi_lif``) or the output accumulator (``kind='readout'``)."""
+    ``backends.loihi_lif``) or the output accumulator (``kind='readout'``)."""
     name: str
     kind: str  # "mtn" | "parallel" | "sfn" | "lif" | "li" | "readout"
     inputs: list[str]
@@ -408,7 +408,7 @@ def _row_gain(sl, w: np.ndarray, gain: np.ndarray, name: str) -> np.ndarray:
 
 
 def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
-    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.backends.loihi_lif``)."""
+    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``backends.loihi_lif``)."""
     form = cuba_form(layer, dt)
     w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
              for sl, _, shape, u, _ in syn_layers]

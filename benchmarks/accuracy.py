@@ -6,13 +6,13 @@
 
 For each data set and each architecture (n2c.models VGGStyle and ResNetStyle):
 
-1. train a ReLU ANN from scratch (n2c.train.fit);
+1. train a ReLU ANN from scratch (n2c.ann.train.fit);
 2. fine-tune it into a QCFS ANN (L = 8) and into a signed-QCFS ANN (L = 8) with
-   n2c.train.fine_tune;
+   n2c.ann.train.fine_tune;
 3. convert: if, mtn, sfn, parallel from the QCFS ANN; pmsm from the signed one;
    the training-free parallel path (channel-max thresholds + DA-QCFS) and
    SpikingJelly 0.0.0.0.14 ``ann2snn`` (max and 99.9% modes) from the ReLU ANN;
-4. evaluate every SNN in torch (float, n2c.snn) at T = 1, 2, 4, 8, 16, 32 on the
+4. evaluate every SNN in torch (float, n2c.snn.modules) at T = 1, 2, 4, 8, 16, 32 on the
    same test samples.
 
 Then, on the VGG-style Fashion-MNIST network at T = 32, time the parallel neuron
@@ -38,12 +38,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from n2c.convert import convert  # noqa: E402
+from n2c.snn.convert import convert  # noqa: E402
 from n2c.data import load_dataset  # noqa: E402
-from n2c.graph import set_submodule  # noqa: E402
+from n2c.ingest.canonical import set_submodule  # noqa: E402
 from n2c.models import build_model  # noqa: E402
-from n2c.snn import MultiThresholdIF  # noqa: E402
-from n2c.train import accuracy, fine_tune, fit, predict  # noqa: E402
+from n2c.snn.modules import MultiThresholdIF  # noqa: E402
+from n2c.ann.train import accuracy, fine_tune, fit, predict  # noqa: E402
 
 TIMESTEPS = (1, 2, 4, 8, 16, 32)
 LEVELS = 8

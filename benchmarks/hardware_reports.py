@@ -5,7 +5,7 @@ QCFS model with IF neurons at T = 2, 4 and 8.
     .venv/bin/python benchmarks/hardware_reports.py             # both networks, both chips
     .venv/bin/python benchmarks/hardware_reports.py --quick     # digits only
 
-* The digits network is the demo's (n2c.demo: DigitsCNN, L = 8, 60 epochs, seed 0).
+* The digits network is the demo's (n2c.cli.demo: DigitsCNN, L = 8, 60 epochs, seed 0).
 * The Fashion network is n2c.models.VGGStyle at width 8, trained as benchmarks/accuracy.py
   trains it (ReLU, then a QCFS fine-tune, L = 8; cached under out/cache/benchmarks/). At
   width 16 its pool→dense layer has a folded fan-in of 32·14·14 = 6272 axons, which does
@@ -30,14 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import n2c.backends.lava  # noqa: F401,E402  (Lava fixes the multiprocessing start method first)
+import backends.lava  # noqa: F401,E402  (Lava fixes the multiprocessing start method first)
 from accuracy import BUDGETS, LEVELS  # noqa: E402
 from integer_accuracy import cached  # noqa: E402
-from n2c.cli import main as n2c  # noqa: E402
+from n2c.cli.main import main as n2c  # noqa: E402
 from n2c.data import load_dataset  # noqa: E402
 from n2c.models import DigitsCNN, build_model  # noqa: E402
-from n2c.pipeline import export_model  # noqa: E402
-from n2c.train import fine_tune, fit, train  # noqa: E402
+from n2c.cli.pipeline import export_model  # noqa: E402
+from n2c.ann.train import fine_tune, fit, train  # noqa: E402
 
 OUT = ROOT / "out" / "hardware"
 DOCS = ROOT / "docs" / "results"
@@ -46,7 +46,7 @@ CHIPS = ("loihi1", "loihi2")
 
 
 def digits_model():
-    torch.manual_seed(0)  # the demo's recipe (n2c.demo.run_demo)
+    torch.manual_seed(0)  # the demo's recipe (n2c.cli.demo.run_demo)
     return train(DigitsCNN(levels=8), load_dataset("digits", "train"), epochs=60)
 
 

@@ -6,17 +6,17 @@
 
 For each data set and each architecture (n2c.models VGGStyle and ResNetStyle) the ANNs
 are trained exactly as benchmarks/accuracy.py trains them (same seeded budgets, same
-code path: n2c.train.fit, then n2c.train.fine_tune to QCFS and to signed QCFS, L = 8)
+code path: n2c.ann.train.fit, then n2c.ann.train.fine_tune to QCFS and to signed QCFS, L = 8)
 and cached under out/cache/benchmarks/ (gitignored; --no-cache retrains). Then, for
 every method at its natural T (PLAN below):
 
-1. convert (n2c.convert) and run the float SNN in torch on the test set;
-2. export it to NIR and quantize it (n2c.pipeline.export_model, load_network), run the
-   integer reference simulator (n2c.backends.reference.simulate) on the same test set:
+1. convert (n2c.snn.convert) and run the float SNN in torch on the test set;
+2. export it to NIR and quantize it (n2c.cli.pipeline.export_model, load_network), run the
+   integer reference simulator (backends.reference.simulate.simulate) on the same test set:
    accuracy, drop, prediction agreement float vs integer, values past Loihi's limits;
 3. summarize the quantization (IntNetwork.report): smallest integer threshold, weights
    rounded to zero, weight bits used;
-4. run Lava's fixed-point CPU simulation (n2c.backends.lava.lower.run_lava) on the first
+4. run Lava's fixed-point CPU simulation (backends.lava.lower.run_lava) on the first
    --lava-samples test samples and compare its predictions and readout potentials with
    the reference's; a network Lava refuses is reported as "not lowerable: <reason>";
 5. where float and integer agree on fewer than 90 % of the samples, measure how far the float
@@ -45,19 +45,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 try:  # Lava fixes the multiprocessing start method when first imported: before anything else uses it
-    import n2c.backends.lava  # noqa: F401,E402
+    import backends.lava  # noqa: F401,E402
     LAVA_IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001  (Lava missing or broken: the Lava column says so)
     LAVA_IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 from accuracy import BUDGETS, LEVELS, QUICK  # noqa: E402  (the budgets of the accuracy tables)
-from n2c.convert import convert  # noqa: E402
+from n2c.snn.convert import convert  # noqa: E402
 from n2c.data import Dataset, load_dataset  # noqa: E402
 from n2c.errors import N2CError  # noqa: E402
 from n2c.files import atomic_write  # noqa: E402
 from n2c.models import build_model  # noqa: E402
-from n2c.pipeline import export_model, load_network  # noqa: E402
-from n2c.train import fine_tune, fit, predict  # noqa: E402
+from n2c.cli.pipeline import export_model, load_network  # noqa: E402
+from n2c.ann.train import fine_tune, fit, predict  # noqa: E402
 
 CACHE = ROOT / "out" / "cache" / "benchmarks"  # out/ is gitignored
 ARCHS = ("vgg", "resnet")
@@ -147,7 +147,7 @@ def reference_run(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     layer's messages of a call in memory, and small calls run 3-4x faster than its default batch
     of 1024 samples (measured; see throughput.md). Returns (readout potentials, predictions,
     values past Loihi's limits per layer)."""
-    from n2c.backends.reference import simulate
+    from backends.reference.simulate import simulate
 
     chunk = max(4, REFERENCE_CHUNK // max(1, net.timesteps))
     outputs, overflows = [], {}
@@ -180,7 +180,7 @@ def lava_run(net, test: Dataset, n: int, ref_out: np.ndarray, ref_pred: np.ndarr
         return {"status": f"unavailable: {LAVA_IMPORT_ERROR}"}
     if n <= 0:
         return {"status": "skipped (--lava-samples 0)"}
-    from n2c.backends.lava.lower import run_lava
+    from backends.lava.lower import run_lava
 
     n = min(n, len(test))
     start = time.perf_counter()
@@ -321,11 +321,11 @@ def to_markdown(results: list[dict], command: str, seconds: float) -> str:
              f"{seconds / 60:.1f} min (times below are wall-clock on shared cores, indicative only).", "",
              "Each network is trained exactly as in `accuracy.md` (same seeded budgets; trained models cached "
              "in `out/cache/benchmarks/`), converted with each method at its natural T, run as a float SNN in "
-             "torch (`n2c.snn`, float32) and, after NIR export and quantization to Loihi's formats "
-             "(`n2c.pipeline.load_network`), on the integer reference simulator "
-             "(`n2c.backends.reference.simulate`), both on the same full test set. *Agreement* is the fraction "
+             "torch (`n2c.snn.modules`, float32) and, after NIR export and quantization to Loihi's formats "
+             "(`n2c.cli.pipeline.load_network`), on the integer reference simulator "
+             "(`backends.reference.simulate.simulate`), both on the same full test set. *Agreement* is the fraction "
              "of test samples on which the two predict the same class. Lava fixed_pt "
-             "(`n2c.backends.lava.lower.run_lava`, Loihi2SimCfg fixed_pt on the CPU) runs the first test "
+             "(`backends.lava.lower.run_lava`, Loihi2SimCfg fixed_pt on the CPU) runs the first test "
              "samples only, so its accuracy column is over those samples (not comparable with the full-set "
              "columns); *= reference* says whether its predictions equal the integer reference's on "
              "those samples (and whether the readout potentials are bit-identical too).", "",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from n2c.snn import MultiThresholdIF, ParallelNeuron
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron
 
 ROOT = Path(__file__).resolve().parents[1]
 

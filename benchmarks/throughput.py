@@ -9,11 +9,11 @@ seeded budget; trained models cached under out/cache/benchmarks/), both converte
 mtn at T = 1 and exported to NIR as ``n2c export`` does. On the same test samples it times
 
 * the float ANN forward pass in torch (QCFS ANN, float32, autograd off), and for reference
-  the float SNN in torch (n2c.snn);
-* the integer reference simulator (n2c.backends.reference.simulate), with its default batch
+  the float SNN in torch (n2c.snn.modules);
+* the integer reference simulator (backends.reference.simulate.simulate), with its default batch
   and with batches of 64 samples, and as a what-if the same per-batch runner (run_encoded)
   keeping only the readout instead of every layer's messages;
-* Lava's fixed-point CPU simulation (n2c.backends.lava.lower.run_lava), split into
+* Lava's fixed-point CPU simulation (backends.lava.lower.run_lava), split into
   compile (Lava compiler + runtime start), run (the RunSteps loop) and the rest (building
   the Processes, reading the sink, stopping), after one warm-up run;
 
@@ -43,15 +43,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import n2c.backends.lava  # noqa: E402,F401  (Lava fixes the multiprocessing start method first)
+import backends.lava  # noqa: E402,F401  (Lava fixes the multiprocessing start method first)
 from accuracy import BUDGETS, QUICK  # noqa: E402
 from integer_accuracy import cached, trained_models  # noqa: E402
-from n2c.backends.lava import lower  # noqa: E402
-from n2c.backends.reference import run_encoded, simulate  # noqa: E402
+from backends.lava import lower  # noqa: E402
+from backends.reference.simulate import run_encoded, simulate  # noqa: E402
 from n2c.data import load_dataset  # noqa: E402
 from n2c.models import DigitsCNN  # noqa: E402
-from n2c.pipeline import export_model, load_network  # noqa: E402
-from n2c.train import predict, train  # noqa: E402
+from n2c.cli.pipeline import export_model, load_network  # noqa: E402
+from n2c.ann.train import predict, train  # noqa: E402
 
 REPEATS = 5
 MIN_SECONDS = 2.0  # keep timing a runner until this much time has passed
@@ -184,7 +184,7 @@ def measure(label: str, model, test, n: int, profile: bool, progress) -> dict:
 
 
 def digits_cnn(quick: bool):
-    """The demo's network: DigitsCNN(levels=8) trained as n2c.demo.run_demo trains it (seeded)."""
+    """The demo's network: DigitsCNN(levels=8) trained as n2c.cli.demo.run_demo trains it (seeded)."""
     epochs = 5 if quick else 60
 
     def build():
@@ -231,7 +231,7 @@ def to_markdown(results: list[dict], command: str) -> str:
         ref = s["reference"]
         lines += [f"## {r['network']} ({n} test samples, T = 1)", "",
                   "| runner | seconds | samples/s | time ÷ reference time |", "|---|---|---|---|"]
-        rows = [("float ANN, torch (QCFS, float32)", s["ann"]), ("float SNN, torch (n2c.snn, mtn T=1)", s["snn"]),
+        rows = [("float ANN, torch (QCFS, float32)", s["ann"]), ("float SNN, torch (n2c.snn.modules, mtn T=1)", s["snn"]),
                 ("integer reference simulator (default batch_size=1024)", ref),
                 (f"integer reference simulator (batch_size={SMALL_BATCH})", s["reference_small_batches"]),
                 (f"what-if: reference per {SMALL_BATCH} samples, readout only (no joined messages)",

@@ -8,11 +8,11 @@ import warnings
 
 import torch
 
-from n2c.convert import convert
+from n2c.snn.convert import convert
 from n2c.data import load_dataset
 from n2c.models import build_model
-from n2c.snn_io import load_snn, save_snn
-from n2c.train import accuracy, fine_tune, fit, predict
+from n2c.snn.io import load_snn, save_snn
+from n2c.ann.train import accuracy, fine_tune, fit, predict
 
 
 def main():

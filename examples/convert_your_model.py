@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from n2c.data import load_dataset
-from n2c.pipeline import export_model, load_network, run_backend
-from n2c.train import accuracy, predict, train
+from n2c.cli.pipeline import export_model, load_network, run_backend
+from n2c.ann.train import accuracy, predict, train
 
 
 class MyCNN(nn.Module):

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from n2c.backends.hardware import CHIPS_DIR, load_chip
-from n2c.backends.mapping import map_network
-from n2c.backends.report_render import write_report
+from backends.hardware.spec import CHIPS_DIR, load_chip
+from backends.hardware.mapping import map_network
+from backends.report.render import write_report
 from n2c.data import load_dataset
 from n2c.models import DigitsCNN
-from n2c.pipeline import export_model, load_network, report_network
-from n2c.train import train
+from n2c.cli.pipeline import export_model, load_network, report_network
+from n2c.ann.train import train
 
 
 def small_core_spec(folder: Path) -> str:

@@ -26,15 +26,15 @@ from snntorch import utils
 from snntorch.export_nir import export_to_nir
 from torch import nn
 
-from n2c.backends.dynamics import discretization
-from n2c.backends.float_sim import simulate_float
-from n2c.backends.nir_import import import_nir
-from n2c.convert import convert
+from backends.float.dynamics import discretization
+from backends.float.simulate import simulate_float
+from backends.nir.to_layers import import_nir
+from n2c.snn.convert import convert
 from n2c.data import load_dataset
 from n2c.models import DigitsCNN
-from n2c.nir_export import to_nir
-from n2c.portable import to_portable_nir
-from n2c.train import train
+from n2c.export.nir import to_nir
+from backends.nir.portable import to_portable_nir
+from n2c.ann.train import train
 
 
 def snntorch_to_n2c(folder: Path) -> None:

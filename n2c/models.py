@@ -3,14 +3,14 @@ ResNet-style CNN for benchmarks and tests.
 
 Any user network works with n2c; these exist so the built-in default runs in
 seconds, the benchmarks have comparable architectures and the tests have real
-trained models. They use only what n2c converts (see :mod:`n2c.graph`): Conv2d,
+trained models. They use only what n2c converts (see :mod:`n2c.ingest.canonical`): Conv2d,
 BatchNorm2d, the activation module, AvgPool2d, AdaptiveAvgPool2d, Flatten,
 Linear, Dropout and ``+`` for residual connections.
 
 Every activation is its own module instance of one type, chosen by ``act``:
 
 * ``"relu"``: ``nn.ReLU()`` (conversion then needs calibration data or
-  fine-tuning with :func:`n2c.train.fine_tune`);
+  fine-tuning with :func:`n2c.ann.train.fine_tune`);
 * ``"qcfs"``: ``QCFS(levels, lam)``, ``h(z) = λ·clip(floor(z·L/λ + 1/2), 0, L)/L``;
 * ``"signed"``: ``SignedQCFS(levels, lam)``, ``q(z) = λ·clip(floor(z·L/λ + 1/2), -L, L)/L``.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from n2c.qcfs import QCFS, SignedQCFS
+from n2c.ann.qcfs import QCFS, SignedQCFS
 
 ACTIVATIONS = ("relu", "qcfs", "signed")
 MODEL_NAMES = ("digits-cnn", "vgg", "resnet")

@@ -48,7 +48,7 @@ real value ``u`` of one code unit:
 
 The graded spike carries the integer ``c_k`` (so a synapse multiplies it by
 ``u·W``). Uniform ``e_i = (i - 1/2)·θ``, ``c_i = i``, ``u = θ`` with ``v(0) = 0`` is
-the MTN, shifted by the constant θ/2 in v. ``n2c.convert`` places the thresholds
+the MTN, shifted by the constant θ/2 in v. ``n2c.snn.convert`` places the thresholds
 from the measured activation distribution and scales them by the SFN scale factor.
 """
 

@@ -7,8 +7,8 @@ import torch
 
 from n2c.data import load_dataset
 from n2c.models import DigitsCNN
-from n2c.pipeline import export_model
-from n2c.train import train
+from n2c.cli.pipeline import export_model
+from n2c.ann.train import train
 
 torch.set_num_threads(2)
 

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 
-from n2c.backends.float_sim import simulate_float
-from n2c.backends.nir_import import import_nir
-from n2c.cli import main
+from backends.float.simulate import simulate_float
+from backends.nir.to_layers import import_nir
+from n2c.cli.main import main
 from n2c.errors import N2CError, NIRFormatError
-from n2c.inspect_graph import describe
+from backends.nir.inspect import describe
 
 # ---------------------------------------------------------------- valid seed graphs (tiny)
 
@@ -110,24 +110,24 @@ def misc_graph():
 
 
 def _n2c(model, input_shape, method="mtn", timesteps=1):
-    from n2c.convert import prepare, to_snn
-    from n2c.nir_export import to_nir
+    from n2c.snn.convert import prepare, to_snn
+    from n2c.export.nir import to_nir
     torch.manual_seed(0)
     return to_nir(to_snn(prepare(model), method=method, timesteps=timesteps), input_shape, 0.25)
 
 
 def n2c_dense_graph():
-    from n2c.qcfs import QCFS
+    from n2c.ann.qcfs import QCFS
     return _n2c(torch.nn.Sequential(torch.nn.Linear(4, 3), QCFS(4), torch.nn.Linear(3, 2)), (4,))
 
 
 def n2c_parallel_graph():
-    from n2c.qcfs import QCFS
+    from n2c.ann.qcfs import QCFS
     return _n2c(torch.nn.Sequential(torch.nn.Linear(4, 3), QCFS(4), torch.nn.Linear(3, 2)), (4,), "parallel", 2)
 
 
 def n2c_conv_graph():
-    from n2c.qcfs import QCFS
+    from n2c.ann.qcfs import QCFS
     return _n2c(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), QCFS(4), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
                                     torch.nn.Linear(8, 3)), (1, 6, 6))
 
@@ -904,7 +904,7 @@ def test_fuzz_damaged_files_raise_only_typed_errors(name, data, fuzz_dir):
 @pytest.mark.parametrize("probe,message", [("import os; os.abort()", "the HDF5 library crashed reading it"),
                                            ("while True: pass", "did not finish in 2 s")])
 def test_a_crashing_or_hanging_read_is_a_one_line_error(probe, message, digits_nir, tmp_path, monkeypatch, capsys):
-    from n2c.backends import nir_file
+    from backends.nir import read as nir_file
 
     monkeypatch.setattr(nir_file, "PROBE", probe)  # stands in for libhdf5 dying on the file
     monkeypatch.setattr(nir_file, "PROBE_SECONDS", 2)
@@ -919,7 +919,7 @@ def test_a_crashing_or_hanging_read_is_a_one_line_error(probe, message, digits_n
 
 
 def test_the_child_read_accepts_good_files_and_reports_typed_errors_itself(digits_nir, tmp_path):
-    from n2c.backends.nir_file import probe_hdf5, read_graph
+    from backends.nir.read import probe_hdf5, read_graph
 
     probe_hdf5(digits_nir)  # a good file: no error
     bad = tmp_path / "bad.nir"

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2c.convert import fold_batchnorm, prepare, to_snn
+from n2c.snn.convert import fold_batchnorm, prepare, to_snn
 from n2c.errors import CalibrationError, UnsupportedLayerError
-from n2c.graph import canonicalize
+from n2c.ingest.canonical import canonicalize
 from n2c.models import DigitsCNN
-from n2c.qcfs import QCFS
-from n2c.snn import MultiThresholdIF
-from n2c.train import accuracy, predict
+from n2c.ann.qcfs import QCFS
+from n2c.snn.modules import MultiThresholdIF
+from n2c.ann.train import accuracy, predict
 
 
 def test_trained_demo_network_is_accurate(qcfs_model, digits_test):
@@ -96,7 +96,7 @@ def test_relu_model_without_calibration_is_an_error():
 
 
 def test_relu_model_with_calibration_converts(digits_train, digits_test):
-    from n2c.train import train
+    from n2c.ann.train import train
     relu = train(DigitsCNN(levels=None), digits_train, epochs=10, progress=False)
     gm = prepare(relu, levels=16, calib=digits_train.head(500))
     qcfs = [m for m in gm.modules() if isinstance(m, QCFS)]

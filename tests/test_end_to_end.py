@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from n2c.cli import main
-from n2c.pipeline import load_network, run_backend
-from n2c.train import accuracy, predict
+from n2c.cli.main import main
+from n2c.cli.pipeline import load_network, run_backend
+from n2c.ann.train import accuracy, predict
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_simulate_json_predictions_identical_across_backends(digits_nir, capsys)
 
 
 def test_lava_spike_counts_equal_reference_per_step(digits_nir, digits_test):
-    from n2c.backends.lava.lower import run_lava_with_spikes
+    from backends.lava.lower import run_lava_with_spikes
     _, net = load_network(str(digits_nir))
     data = digits_test.head(20)
     ref = run_backend(net, data.x, "reference", progress=False)
@@ -52,7 +52,7 @@ def test_integer_snn_accuracy_within_one_point_of_ann(qcfs_model, digits_nir, di
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    from n2c.demo import run_demo
+    from n2c.cli.demo import run_demo
     result = run_demo(str(tmp_path), lava_samples=60)
     assert result["lava_equals_reference"]
     acc = list(result["accuracy"].values())

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from n2c.cli import main
+from n2c.cli.main import main
 from n2c.data import load_dataset
 from n2c.errors import DatasetError
 from n2c.models import build_model
-from n2c.snn_io import load_snn
-from n2c.train import fine_tune, fit, predict
+from n2c.snn.io import load_snn
+from n2c.ann.train import fine_tune, fit, predict
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def fashion():
 @pytest.fixture(scope="module", params=["vgg", "resnet"])
 def checkpoints(request, fashion, tmp_path_factory):
     """A QCFS (L = 8) and a signed-QCFS checkpoint of one architecture, as n2c train writes them."""
-    from n2c.train import save_checkpoint
+    from n2c.ann.train import save_checkpoint
     train, _ = fashion
     torch.manual_seed(0)
     relu = fit(build_model(request.param, (1, 28, 28), 10, act="relu", width=8), train, epochs=4, lr=3e-3,

@@ -12,13 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from n2c.backends.dynamics import discretization
-from n2c.backends.float_sim import simulate_float
-from n2c.backends.nir_import import import_nir
-from n2c.cli import main
-from n2c.convert import convert
+from backends.float.dynamics import discretization
+from backends.float.simulate import simulate_float
+from backends.nir.to_layers import import_nir
+from n2c.cli.main import main
+from n2c.snn.convert import convert
 from n2c.errors import N2CError
-from n2c.nir_export import to_nir, write_nir
+from n2c.export.nir import to_nir, write_nir
 
 
 def _io(n):

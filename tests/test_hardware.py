@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from n2c.backends.hardware import CHIPS_DIR, REQUIRED, TAGS, chip_names, load_chip, parse_chip
-from n2c.cli import main
+from backends.hardware.spec import CHIPS_DIR, REQUIRED, TAGS, chip_names, load_chip, parse_chip
+from n2c.cli.main import main
 from n2c.errors import N2CError
 
 

@@ -1,4 +1,4 @@
-"""n2c.ingest.load_model: every accepted format round-trips exactly; every bad input fails clearly.
+"""n2c.ingest.model_file.load_model: every accepted format round-trips exactly; every bad input fails clearly.
 
 Each format is checked on the demo DigitsCNN (QCFS activations with distinct,
 random λ) and on a small residual net written with functional ops (F.relu,
@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2c import qcfs as qcfs_module
+from n2c.ann import qcfs as qcfs_module
 from n2c.errors import ModelLoadError, UnsupportedLayerError
-from n2c.graph import canonicalize
-from n2c.ingest import load_model
+from n2c.ingest.canonical import canonicalize
+from n2c.ingest.model_file import load_model
 from n2c.models import DigitsCNN
 
 torch.set_num_threads(2)
@@ -71,7 +71,7 @@ class ResNetTiny(nn.Module):
 class QCFS(qcfs_module.QCFS):
     """n2c's QCFS with a TorchScript-compilable forward computing the same floats.
 
-    n2c.qcfs.QCFS cannot be scripted (its forward uses an autograd.Function and
+    n2c.ann.qcfs.QCFS cannot be scripted (its forward uses an autograd.Function and
     untyped helpers), so the scripted-format test swaps this in; its
     ``original_name`` is still ``QCFS``, which is what the importer keys on.
     """
@@ -411,7 +411,7 @@ class SignedQCFS(qcfs_module.SignedQCFS):
 
     torch 2.3's torch.export.save cannot serialize ``-levels`` of the symbolic int
     that ``int(self.levels)`` becomes (``operator.neg``), so a model using
-    n2c.qcfs.SignedQCFS cannot be saved as .pt2 (test_export_real_signed_qcfs).
+    n2c.ann.qcfs.SignedQCFS cannot be saved as .pt2 (test_export_real_signed_qcfs).
     Same floats; ``original_name``/module-stack type is still ``SignedQCFS``.
     """
 
@@ -480,12 +480,12 @@ def test_state_dict_per_channel_into_scalar_arch(tmp_path):
 
 
 def test_export_real_signed_qcfs(tmp_path):
-    """n2c.qcfs.SignedQCFS itself through .pt2, where this torch can serialize it."""
+    """n2c.ann.qcfs.SignedQCFS itself through .pt2, where this torch can serialize it."""
     model = quant_net(signed=True)
     try:
         save_export(model, tmp_path / "m.pt2")
     except Exception as e:  # torch 2.3: SerializeError on operator.neg (see SignedQCFS above)
-        pytest.xfail(f"torch.export.save cannot serialize n2c.qcfs.SignedQCFS: {_one_line(e)[:120]}")
+        pytest.xfail(f"torch.export.save cannot serialize n2c.ann.qcfs.SignedQCFS: {_one_line(e)[:120]}")
     gm = canonicalize(load_model(str(tmp_path / "m.pt2")))
     x = torch.randn(3, 1, 8, 8) * 2
     with torch.no_grad():
@@ -499,8 +499,8 @@ def _one_line(e: BaseException) -> str:
 
 def test_converted_snn_is_refused(tmp_path):
     """A saved SNN is not a model to convert: load_model points to n2c export / load_snn."""
-    from n2c.snn import MultiThresholdIF, SpikingNetwork
-    from n2c.snn_io import save_snn
+    from n2c.snn.modules import MultiThresholdIF, SpikingNetwork
+    from n2c.snn.io import save_snn
 
     gm = canonicalize(nn.Sequential(nn.Linear(4, 3), MultiThresholdIF(0.5, 1, 2)))
     save_snn(SpikingNetwork(gm, 2, "mtn"), tmp_path / "snn.pt")

@@ -1,4 +1,4 @@
-"""Other tools' neurons in Loihi integer arithmetic (n2c.backends.loihi_lif): the CUBA step
+"""Other tools' neurons in Loihi integer arithmetic (backends.loihi_lif): the CUBA step
 against Lava's equations, exactness where the parameters are representable, and agreement
 with the float simulator where rounding enters."""
 
@@ -10,13 +10,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from n2c.backends.dynamics import discretization
-from n2c.backends.float_sim import simulate_float
-from n2c.backends.loihi_lif import lif_step
-from n2c.backends.nir_import import import_nir
-from n2c.backends.quantize import quantize
+from backends.float.dynamics import discretization
+from backends.float.simulate import simulate_float
+from backends.loihi_lif import lif_step
+from backends.nir.to_layers import import_nir
+from backends.quantize import quantize
 from n2c.errors import N2CError, QuantizationError
-from n2c.pipeline import run_arrays
+from n2c.cli.pipeline import run_arrays
 
 
 def _graph(neuron_kind, n_in, n_hidden, n_out, rng, weight_scale=1.0, **params):
@@ -111,8 +111,8 @@ def test_what_has_no_integer_form_is_named():
 
 
 def test_values_past_loihis_limits_warn_or_fail_with_strict(tmp_path, capsys):
-    from n2c.cli import main
-    from n2c.nir_export import write_nir
+    from n2c.cli.main import main
+    from n2c.export.nir import write_nir
 
     n_in = 64
     nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}),

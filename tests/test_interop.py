@@ -25,7 +25,7 @@ Peer-tool bugs (snnTorch 1.0.0, Norse 1.1.0) worked around here:
   unbatched; ``Conv2d`` nodes are exported with ``input_shape=None``, which ``nir.write``
   cannot store, so ``graph.infer_types()`` fills it in before writing. Norse exports no
   Flatten or pooling (the node becomes None), so its conv net has neither. ``from_nir`` warns
-  that it ignores r (harmless for portable graphs, see ``n2c.portable``).
+  that it ignores r (harmless for portable graphs, see ``backends.nir.portable``).
 * Both importers map ``Flatten(start_dim=0)`` to ``nn.Flatten(0)``, which also flattens a batch
   dimension, so portable conv graphs are fed one unbatched (C, H, W) sample per call.
 
@@ -47,17 +47,17 @@ import pytest
 import torch
 from torch import nn
 
-from n2c.backends.dynamics import discretization
-from n2c.backends.float_sim import simulate_float
-from n2c.backends.ir import ConvLayer, DenseLayer, NeuronLayer
-from n2c.backends.nir_import import import_nir
-from n2c.cli import main
-from n2c.convert import convert
+from backends.float.dynamics import discretization
+from backends.float.simulate import simulate_float
+from backends.ir.layers import ConvLayer, DenseLayer, NeuronLayer
+from backends.nir.to_layers import import_nir
+from n2c.cli.main import main
+from n2c.snn.convert import convert
 from n2c.data import load_dataset
-from n2c.nir_export import to_nir, write_nir
-from n2c.pipeline import export_model
-from n2c.portable import to_portable_nir
-from n2c.snn import MultiThresholdIF
+from n2c.export.nir import to_nir, write_nir
+from n2c.cli.pipeline import export_model
+from backends.nir.portable import to_portable_nir
+from n2c.snn.modules import MultiThresholdIF
 
 RATE_MIN, RATE_MAX = 0.02, 0.60  # every compared spiking layer must fire at a moderate rate
 
@@ -339,7 +339,7 @@ def test_norse_conv_export_runs_in_n2c_spike_for_spike(tmp_path):
 
 def _population_counts(z: np.ndarray, neuron: MultiThresholdIF) -> np.ndarray:
     """Rebuild n2c's spike counts k from a portable population's binary spikes z: the K
-    positive blocks, then the K⁻ negative ones, along the channel axis (n2c.portable)."""
+    positive blocks, then the K⁻ negative ones, along the channel axis (backends.nir.portable)."""
     kp, km = neuron.max_spikes, neuron.min_spikes
     blocks = z.reshape(z.shape[0], kp + km, -1, *z.shape[2:])  # (N, blocks, C, ...)
     return blocks[:, :kp].sum(axis=1) - blocks[:, kp:].sum(axis=1)

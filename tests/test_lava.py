@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from n2c.backends.lava.lower import (conv_weight_for_lava, dense_columns_for_lava, lava_shape,
+from backends.lava.lower import (conv_weight_for_lava, dense_columns_for_lava, lava_shape,
                                      regroup_conv_weight, run_lava, to_lava)
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
-from n2c.backends.reference import simulate
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.reference.simulate import simulate
 from n2c.errors import QuantizationError
 
 # a Lava run costs ~1 s: few examples, no shrinking (a failure reports the drawn seed instead)
@@ -279,7 +279,7 @@ def test_lava_conv_groups_overflow_int8():
 
 def test_conv_that_may_wrap_warns():
     """A conv whose worst-case current reaches 2^23 warns: Lava wraps there, the reference saturates."""
-    from n2c.backends.lava.lower import _direct, _lower
+    from backends.lava.lower import _direct, _lower
 
     rng = np.random.default_rng(7)
     s0, s1 = (16, 3, 3), (1, 1, 1)

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from n2c.backends.reference import flush_steps, stream_depths as pipeline_depths
-from n2c.backends.lava.lower import _lower, check_network, run_lava_stream, \
+from backends.reference.simulate import flush_steps, stream_depths as pipeline_depths
+from backends.lava.lower import _lower, check_network, run_lava_stream, \
     run_lava_steps
-from n2c.backends.lava.neurons import stock_lif_mismatch
-from n2c.backends.quantize import message_bits
-from n2c.backends.quantize import STATE_MAX, IntNetwork, IntNeuron, IntSource, IntSynapse, clamp24
-from n2c.backends.reference import run_encoded
+from backends.lava.neurons import stock_lif_mismatch
+from backends.quantize import message_bits
+from backends.quantize import STATE_MAX, IntNetwork, IntNeuron, IntSource, IntSynapse, clamp24
+from backends.reference.simulate import run_encoded
 from n2c.errors import QuantizationError
 from tests.test_lava import LAVA_SETTINGS
 
@@ -351,7 +351,7 @@ def test_message_bits_hold_every_message():
 def test_stock_lif_where_it_matches_and_custom_otherwise():
     from lava.proc.lif.process import LIFReset
 
-    from n2c.backends.lava.processes.neurons import CubaNeuron
+    from backends.lava.processes.neurons import CubaNeuron
 
     net = cuba_net(0)
     uniform = net.by_name()["n1"]

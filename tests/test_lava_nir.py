@@ -7,12 +7,12 @@ import nir
 import numpy as np
 import pytest
 
-from n2c.backends.dynamics import discretization
-from n2c.backends.lava.lower import bias_mantissa_exponent, check_network, run_lava_steps
-from n2c.backends.lava.neurons import stock_lif_mismatch
-from n2c.backends.nir_import import import_nir
-from n2c.backends.quantize import quantize
-from n2c.backends.reference import run_encoded
+from backends.float.dynamics import discretization
+from backends.lava.lower import bias_mantissa_exponent, check_network, run_lava_steps
+from backends.lava.neurons import stock_lif_mismatch
+from backends.nir.to_layers import import_nir
+from backends.quantize import quantize
+from backends.reference.simulate import run_encoded
 from n2c.errors import QuantizationError
 
 

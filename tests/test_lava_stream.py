@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from n2c.backends.lava.lower import run_lava_stream
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
-from n2c.backends.reference import run_stream
+from backends.lava.lower import run_lava_stream
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.reference.simulate import run_stream
 from tests.random_networks import KINDS, conv_network, dense_network, inputs
 
 pytestmark = pytest.mark.slow
@@ -69,8 +69,8 @@ def test_values_exactly_at_threshold_and_saturated_membranes():
 def test_synaptic_delays_on_delay_dense(kind):
     """Per-synapse delays lower to Lava's DelayDense: the stream is bit-exact, and run_lava_steps
     (each sample alone when there are delays) equals the zero-delay reference per sample."""
-    from n2c.backends.lava.lower import run_lava_steps
-    from n2c.backends.reference import run_encoded
+    from backends.lava.lower import run_lava_steps
+    from backends.reference.simulate import run_encoded
 
     net = dense_network(5, kind, 4, delays=True)
     net.layers[1].bias = -np.abs(net.layers[1].bias)  # silent before its input arrives (see test_reference_timing)

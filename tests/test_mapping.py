@@ -1,4 +1,4 @@
-"""Core mapping (n2c.backends.mapping): every core re-counted by a brute-force counter built on
+"""Core mapping (backends.hardware.mapping): every core re-counted by a brute-force counter built on
 explicit connectivity (the synapse chain probed with one-hot inputs), exact hand-computed cases,
 the one-line errors, placement and a real network."""
 
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from n2c.backends import mapping as mp
-from n2c.backends.hardware import CHIPS_DIR, load_chip, parse_chip
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, message_bits
+from backends.hardware import mapping as mp
+from backends.hardware.spec import CHIPS_DIR, load_chip, parse_chip
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, message_bits
 from n2c.errors import N2CError
 from tests import random_networks as rn
 
@@ -429,7 +429,7 @@ def test_serpentine_walk():
 
 @pytest.mark.parametrize("key", ["loihi1", "loihi2"])
 def test_digits_network_maps(digits_nir, key):
-    from n2c.pipeline import load_network
+    from n2c.cli.pipeline import load_network
     _, net = load_network(str(digits_nir))
     chip = load_chip(key)
     m = mp.map_network(net, chip)

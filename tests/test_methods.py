@@ -27,19 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2c import calibration
-from n2c.backends.ir import NeuronLayer
-from n2c.backends.nir_import import import_nir
-from n2c.backends.quantize import quantize
-from n2c.backends.reference import simulate
-from n2c.convert import METHODS, convert, prepare, to_snn
+from n2c.ann import calibration
+from backends.ir.layers import NeuronLayer
+from backends.nir.to_layers import import_nir
+from backends.quantize import quantize
+from backends.reference.simulate import simulate
+from n2c.snn.convert import METHODS, convert, prepare, to_snn
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.models import DigitsCNN
 from n2c.neurons import qcfs_count
-from n2c.nir_export import to_nir, write_nir
-from n2c.qcfs import QCFS, SignedQCFS
-from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
-from n2c.train import accuracy, predict, train
+from n2c.export.nir import to_nir, write_nir
+from n2c.ann.qcfs import QCFS, SignedQCFS
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
+from n2c.ann.train import accuracy, predict, train
 
 NEURONS = (MultiThresholdIF, ParallelNeuron, ScaleAndFire)
 

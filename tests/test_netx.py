@@ -1,4 +1,4 @@
-"""lava-dl netx export (``n2c.backends.lava.netx``): the file netx loads computes, in Lava's
+"""lava-dl netx export (``backends.lava.netx``): the file netx loads computes, in Lava's
 fixed-point simulation, every layer's spikes and the readout of n2c's integer reference.
 
 Timing: the test source sends sample i's step j at time step i·T + j + 1; each netx block adds
@@ -19,13 +19,13 @@ import nir
 import numpy as np
 import pytest
 
-from n2c.backends.lava.lower import conv_weight_for_lava, from_lava, to_lava
-from n2c.backends.lava.netx import (RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
+from backends.lava.lower import conv_weight_for_lava, from_lava, to_lava
+from backends.lava.netx import (RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
                                     netx_dense_weights, to_netx, write_netx)
-from n2c.backends.nir_import import import_nir
-from n2c.backends.quantize import IntSynapse, clamp24, quantize
-from n2c.backends.reference import _synapse, lava_effective_weights, run_encoded
-from n2c.cli import main
+from backends.nir.to_layers import import_nir
+from backends.quantize import IntSynapse, clamp24, quantize
+from backends.reference.simulate import _synapse, lava_effective_weights, run_encoded
+from n2c.cli.main import main
 from n2c.errors import N2CError
 
 DT = 1e-3
@@ -247,12 +247,12 @@ def test_cli_writes_netx_and_refuses_with_one_line(tmp_path, capsys):
 
 def test_cli_refuses_an_n2c_multi_threshold_graph_in_a_subprocess(tmp_path):
     from n2c.models import DigitsCNN
-    from n2c.pipeline import export_model
+    from n2c.cli.pipeline import export_model
 
     graph_file = tmp_path / "n2c.nir"
     export_model(DigitsCNN(levels=4).eval(), str(graph_file), (1, 8, 8), 1 / 16)
     out = tmp_path / "net.h5"
-    done = subprocess.run([sys.executable, "-m", "n2c.cli", "export", str(graph_file), "--to", "netx", "-o", str(out)],
+    done = subprocess.run([sys.executable, "-m", "n2c.cli.main", "export", str(graph_file), "--to", "netx", "-o", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "is a multi-threshold neuron" in done.stderr, done.stderr

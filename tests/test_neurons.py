@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from n2c.neurons import multi_threshold_step, qcfs_count
-from n2c.qcfs import QCFS
-from n2c.snn import MultiThresholdIF
+from n2c.ann.qcfs import QCFS
+from n2c.snn.modules import MultiThresholdIF
 
 # Dyadic rationals (k / 2^8) keep every float operation below exact, so the tests can
 # demand equality with the paper's formula rather than a tolerance.

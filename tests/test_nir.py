@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from n2c.backends.ir import ConvLayer, DenseLayer, NeuronLayer, PoolLayer
-from n2c.backends.nir_import import import_nir
-from n2c.convert import prepare, to_snn
+from backends.ir.layers import ConvLayer, DenseLayer, NeuronLayer, PoolLayer
+from backends.nir.to_layers import import_nir
+from n2c.snn.convert import prepare, to_snn
 from n2c.errors import NIRFormatError
-from n2c.nir_export import to_nir, write_nir
-from n2c.qcfs import QCFS
+from n2c.export.nir import to_nir, write_nir
+from n2c.ann.qcfs import QCFS
 
 
 def test_export_loads_and_type_checks(digits_nir):
@@ -138,8 +138,8 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_nested_export_mirrors_the_model_and_runs_like_the_flat_graph(tmp_path):
-    from n2c.backends.float_sim import simulate_float
-    from n2c.convert import convert
+    from backends.float.simulate import simulate_float
+    from n2c.snn.convert import convert
     from n2c.models import build_model
 
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ pytest.importorskip("requests")  # spikingjelly.activation_based.ann2snn imports
 
 from benchmarks.peers.spikingjelly_ann2snn import (  # noqa: E402
     spikingjelly_accuracy, spikingjelly_convert, spikingjelly_version)
-from n2c.train import train  # noqa: E402
+from n2c.ann.train import train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

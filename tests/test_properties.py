@@ -27,8 +27,8 @@ from n2c.neurons import (
     scale_and_fire_step,
     signed_qcfs_count,
 )
-from n2c.qcfs import QCFS, SignedQCFS
-from n2c.snn import MultiThresholdIF, ParallelNeuron, ScaleAndFire
+from n2c.ann.qcfs import QCFS, SignedQCFS
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire
 
 
 def fast(n: int):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from n2c.backends.nir_import import import_nir
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, quantize
-from n2c.backends.reference import lava_effective_weights, run_encoded, simulate
+from backends.nir.to_layers import import_nir
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, quantize
+from backends.reference.simulate import lava_effective_weights, run_encoded, simulate
 from n2c.errors import QuantizationError
-from n2c.train import accuracy, predict
+from n2c.ann.train import accuracy, predict
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_missing_input_scale_is_an_error(digits_nir):
 
 
 def test_wrap_signed_is_twos_complement():
-    from n2c.backends.reference import wrap_signed
+    from backends.reference.simulate import wrap_signed
     x = np.array([2 ** 23 - 1, 2 ** 23, -(2 ** 23), -(2 ** 23) - 1, 5, -5, 3 * 2 ** 24 + 7])
     assert wrap_signed(x, 24).tolist() == [2 ** 23 - 1, -(2 ** 23), -(2 ** 23), 2 ** 23 - 1, 5, -5, 7]
     assert np.array_equal(wrap_signed(x.astype(np.int64), 32), x.astype(np.int32).astype(np.int64))

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from n2c.backends.quantize import clamp24
-from n2c.backends.reference import run_encoded, run_stream, stream_depths
+from backends.quantize import clamp24
+from backends.reference.simulate import run_encoded, run_stream, stream_depths
 from tests.random_networks import KINDS, conv_network, dense_network, inputs
 
 
@@ -90,7 +90,7 @@ def test_neurons_act_before_the_first_sample_arrives(kind):
 def test_cli_timing_switch_gives_the_same_windows(digits_nir, tmp_path, capsys):
     """n2c simulate --timing lava streams the samples with Lava's delays; read per window, the
     readout equals the zero-delay run's exactly."""
-    from n2c.cli import main
+    from n2c.cli.main import main
 
     outputs = {}
     for timing in ("zero-delay", "lava"):

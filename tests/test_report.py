@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from n2c.backends.cost import Activity, price
-from n2c.backends.hardware import CHIPS_DIR, load_chip, parse_chip
-from n2c.backends.mapping import map_network
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
-from n2c.backends.report import ann_macs
-from n2c.cli import main
+from backends.hardware.cost import Activity, price
+from backends.hardware.spec import CHIPS_DIR, load_chip, parse_chip
+from backends.hardware.mapping import map_network
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.report.build import ann_macs
+from n2c.cli.main import main
 from n2c.data import load_dataset
-from n2c.pipeline import export_model, load_network, report_network
+from n2c.cli.pipeline import export_model, load_network, report_network
 
 
 def tiny_network() -> IntNetwork:

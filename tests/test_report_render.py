@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from n2c.backends import report_render as rr
+from backends.report import render as rr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DAVIES = "Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), 2018"
@@ -109,7 +109,7 @@ def sample_report(n_cores: int = 9, across_T: int = 3, layer_names=None) -> dict
         "data": {"name": "digits", "split": "test", "samples": 360, "simulator": "reference"},
         "accuracy": 0.9722,
         "hardware": {"key": "loihi2", "name": "Intel Loihi 2", "note": NOTE,
-                     "spec_file": "backends/chips/loihi2.json", "values": values,
+                     "spec_file": "backends/hardware/chips/loihi2.json", "values": values,
                      "memory_per_core": [{"name": "core memory (shared)",
                                           "holds": ["synapses", "neuron_state", "routing"], "bits": mem}]},
         "mapping": {"chips": (n_cores - 1) // cpc + 1, "lower_bound": n_cores - 2, "gap": 2,

@@ -1,8 +1,8 @@
-"""n2c.snn_io: a saved SNN loads back bit for bit, runs under plain torch.jit.load,
+"""n2c.snn.io: a saved SNN loads back bit for bit, runs under plain torch.jit.load,
 and every bad file fails with a one-line ModelLoadError.
 
-The SNNs are built directly from the neuron modules of n2c.snn (canonical fx
-graphs via n2c.graph.canonicalize), one per neuron kind and feature: multi-spike
+The SNNs are built directly from the neuron modules of n2c.snn.modules (canonical fx
+graphs via n2c.ingest.canonical.canonicalize), one per neuron kind and feature: multi-spike
 IF with and without negative spikes, per-channel parallel neurons whose spike
 value differs from the threshold, scale-and-fire, a residual addition, nested
 module names and a max-pool on the analog input. One more is a real conversion.
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from n2c.errors import ModelLoadError, N2CError, UnsupportedLayerError
-from n2c.graph import canonicalize
-from n2c.ingest import load_model
-from n2c.snn import NEURON_TYPES, MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
-from n2c.snn_io import FORMAT_VERSION, ScriptableSNN, is_snn_file, load_snn, save_snn
+from n2c.ingest.canonical import canonicalize
+from n2c.ingest.model_file import load_model
+from n2c.snn.modules import NEURON_TYPES, MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
+from n2c.snn.io import FORMAT_VERSION, ScriptableSNN, is_snn_file, load_snn, save_snn
 
 torch.set_num_threads(2)
 T = 4
@@ -167,7 +167,7 @@ def test_graph_and_names_are_kept(tmp_path):
 
 
 def test_real_conversion_round_trips(tmp_path):
-    from n2c.convert import convert
+    from n2c.snn.convert import convert
     from n2c.models import DigitsCNN
 
     torch.manual_seed(0)
@@ -261,7 +261,7 @@ def test_corrupt_code(tmp_path, saved):
     with zipfile.ZipFile(saved) as src, zipfile.ZipFile(bad, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            if item.filename.endswith(".py") and "snn_io" in item.filename:
+            if item.filename.endswith(".py") and "snn/io" in item.filename:
                 data = b"def forward(self, x: Tensor) -> Tensor:\n  return (((\n"
             dst.writestr(item, data)
     assert is_snn_file(bad)  # it still says it is one

@@ -1,9 +1,9 @@
-"""Lower an integer network (``n2c.backends.quantize.IntNetwork``) to Lava and run it.
+"""Lower an integer network (``backends.quantize.IntNetwork``) to Lava and run it.
 
 ``run_lava`` builds one Lava Process per IR layer, streams all samples through
 one compiled network on ``Loihi2SimCfg(select_tag="fixed_pt")`` and returns the
-readout potentials, equal bit for bit to ``n2c.backends.reference.simulate``.
-Which Process runs which neuron: ``n2c.backends.lava.neurons`` and
+readout potentials, equal bit for bit to ``backends.reference.simulate.simulate``.
+Which Process runs which neuron: ``backends.lava.neurons`` and
 ``docs/lava-backend.md``.
 
 Layout. The IR is torch-ordered, (C, H, W); Lava's Conv works on (X, Y, C) =
@@ -20,7 +20,7 @@ RingBuffer source sends step ``t`` of the stream at ``t``; every Dense/Conv
 Process sends at ``t`` what it computed from its input at ``t - 1``; neurons,
 delay lines and sinks act within the step, except that the parallel neuron sends
 a window's count during the next window (T steps later). So every value has a
-*depth* in steps (``n2c.backends.reference.stream_depths``): the source 0, a synapse its input's
+*depth* in steps (``backends.reference.simulate.stream_depths``): the source 0, a synapse its input's
 + 1, a neuron's input the deepest of its inputs (shallower inputs are delayed to
 match), a neuron's output its input's depth (+ T for the parallel neuron). A
 neuron whose input has depth ``d`` sees sample ``i``, step ``j`` at ``t = i·T +
@@ -48,9 +48,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from n2c.backends.lava.neurons import bias_mantissa_exponent, check_neuron, final_state, neuron_process, output_delay
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits, message_bound
-from n2c.backends.reference import flush_steps
+from backends.lava.neurons import bias_mantissa_exponent, check_neuron, final_state, neuron_process, output_delay
+from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits, message_bound
+from backends.reference.simulate import flush_steps
 from n2c.errors import QuantizationError
 
 __all__ = ["run_lava", "run_lava_with_spikes", "run_lava_steps", "run_lava_stream", "check_network",
@@ -222,7 +222,7 @@ def _delay(stream: _Stream, steps: int) -> _Stream:
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
 
-    from n2c.backends.lava.processes.neurons import DelayLine
+    from backends.lava.processes.neurons import DelayLine
 
     if steps > STOCK_DELAY_MAX:
         proc = DelayLine(lava_shape(stream.shape), steps)
@@ -408,7 +408,7 @@ def run_lava(net: IntNetwork, x: np.ndarray, progress: bool = True) -> np.ndarra
     """Run float inputs ``x`` (B, *input_shape) through ``net`` on Lava's fixed-point CPU simulation.
 
     Returns the readout potentials after each sample's last step, (B, *out_shape) int64, equal
-    to ``n2c.backends.reference.simulate(net, x).output``.
+    to ``backends.reference.simulate.simulate(net, x).output``.
     """
     return _run_aligned(net, _direct(net, x), progress, record=False)[0][-1]
 
@@ -428,7 +428,7 @@ def run_lava_steps(net: IntNetwork, s_in: np.ndarray, progress: bool = True, rec
     the sample window is the input's T.
 
     Returns the readout's input (current plus bias) at every step, (T, B, *out_shape) int64 (as
-    ``n2c.backends.reference.run_encoded(...).readout_current``), and, with ``record``, every
+    ``backends.reference.simulate.run_encoded(...).readout_current``), and, with ``record``, every
     other neuron's messages (T, B, *shape), as ``run_encoded(...).messages``."""
     potentials, messages = _run_aligned(net, np.asarray(s_in, dtype=np.int64), progress, record)
     return np.diff(potentials, axis=0, prepend=0), messages

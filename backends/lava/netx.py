@@ -1,9 +1,9 @@
-"""Write an integer network (``n2c.backends.quantize.IntNetwork``) as a lava-dl netx HDF5 file,
+"""Write an integer network (``backends.quantize.IntNetwork``) as a lava-dl netx HDF5 file,
 the format ``lava.lib.dl.netx.hdf5.Network`` loads for Lava and, through lava-loihi, for Loihi 2.
 
 netx builds one block per layer (one synapse Process, then one CUBA neuron Process), so the
 network must be a chain of NIR IF/LIF/CubaLIF layers (n2c kind "lif"). Per layer, with n2c's
-integers (u, v, a, b, θ, du, dv of ``n2c.backends.loihi_lif``)::
+integers (u, v, a, b, θ, du, dv of ``backends.loihi_lif``)::
 
     dense   weight = W (out, in), in = C-order index of (C, H, W)   netx's flatten agrees
     conv    weight = W (Cout, Cin/g, kH, kW) as torch stores it;     netx flips and transposes it
@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from n2c.backends.ir import LayerGraph
-from n2c.backends.lava.lower import LAVA_INT8_MAX, _lava_groups, regroup_conv_weight, to_lava
-from n2c.backends.lava.neurons import uniform_value
-from n2c.backends.quantize import IntNetwork, IntNeuron, IntSynapse, quantize
-from n2c.backends.reference import lava_effective_weights
+from backends.ir.layers import LayerGraph
+from backends.lava.lower import LAVA_INT8_MAX, _lava_groups, regroup_conv_weight, to_lava
+from backends.lava.neurons import uniform_value
+from backends.quantize import IntNetwork, IntNeuron, IntSynapse, quantize
+from backends.reference.simulate import lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
 
 BIAS_EXP = 6  # netx passes bias_exp = 6 to every CUBA neuron

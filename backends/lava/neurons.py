@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from n2c.backends.quantize import STATE_BITS, IntNeuron
+from backends.quantize import STATE_BITS, IntNeuron
 from n2c.errors import QuantizationError
 
 STATE_LIMIT = 2 ** (STATE_BITS - 1)
@@ -95,8 +95,8 @@ def check_neuron(neuron: IntNeuron) -> None:
 def neuron_process(neuron: IntNeuron, period: int, depth: int):
     """The Lava Process of ``neuron`` whose input lags the source by ``depth`` steps; samples
     are ``period`` steps long. Per-neuron parameters are passed in Lava's (W, H, C) layout."""
-    from n2c.backends.lava.lower import lava_shape, to_lava  # (lower imports this module)
-    from n2c.backends.lava.processes import neurons as procs
+    from backends.lava.lower import lava_shape, to_lava  # (lower imports this module)
+    from backends.lava.processes import neurons as procs
 
     check_neuron(neuron)
     shape = lava_shape(tuple(neuron.shape))
@@ -138,7 +138,7 @@ def _stock_lif(neuron: IntNeuron, shape: tuple[int, ...], per_neuron, period: in
 def final_state(neuron: IntNeuron, proc) -> dict[str, np.ndarray]:
     """The neuron's state after a run in IR layout: {"v"} and, for the CUBA kinds, {"u"} (int64).
     The parallel neuron's ``v`` is its running window total. Call before the runtime stops."""
-    from n2c.backends.lava.lower import from_lava
+    from backends.lava.lower import from_lava
 
     names = ("v", "u") if neuron.kind in ("lif", "li") else ("v",)
     return {n: from_lava(np.rint(np.asarray(getattr(proc, n).get())).astype(np.int64)) for n in names}

@@ -7,7 +7,7 @@ only what it needs.
 
 These models run only in Lava's CPU simulation (``Loihi2SimCfg``): on the chip
 a custom neuron needs a microcoded model from the non-public lava-loihi package.
-Where Lava's stock ``LIFReset`` expresses a layer exactly, ``n2c.backends.lava``
+Where Lava's stock ``LIFReset`` expresses a layer exactly, ``backends.lava``
 uses it instead (the path to real hardware).
 
 Timing, shared by every neuron here (and by the stock ``LIFReset``): global step
@@ -17,8 +17,8 @@ Timing, shared by every neuron here (and by the stock ``LIFReset``): global step
 ``t >= 0`` with ``(t - d) % T == 0``. It computes and sends at every step, also
 at ``t < d``; its state starts at its reset value at ``t = 0``.
 
-All arithmetic is int64 and follows ``n2c.backends.reference`` exactly; the
-equations are stated once in ``n2c.neurons`` and ``n2c.backends.loihi_lif``.
+All arithmetic is int64 and follows ``backends.reference.simulate`` exactly; the
+equations are stated once in ``n2c.neurons`` and ``backends.loihi_lif``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from n2c.backends.loihi_lif import lif_step
-from n2c.backends.quantize import clamp24
+from backends.loihi_lif import lif_step
+from backends.quantize import clamp24
 from n2c.neurons import multi_threshold_step, parallel_count, scale_and_fire_step
 
 
@@ -123,7 +123,7 @@ class ParallelNeuron(_WindowedNeuron):
 
 class CubaNeuron(_WindowedNeuron):
     """Loihi's CUBA neuron with per-neuron ``du``, ``dv``, threshold and an unrestricted bias
-    (``n2c.backends.loihi_lif.lif_step``, bit-identical to Lava's fixed-point ``LIF``)::
+    (``backends.loihi_lif.lif_step``, bit-identical to Lava's fixed-point ``LIF``)::
 
         u = wrap24(rtz(u·(4096 − (du + 1)) / 4096) + I·64)
         v = clip(rtz(v·(4096 − dv) / 4096) + u + b, ±(2²³ − 1))

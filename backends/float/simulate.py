@@ -1,0 +1,192 @@
+"""Float reference simulator: runs any layer graph (n2c's or another tool's) in float64.
+
+Input: an array (T, B, *input_shape), one frame per step. Output: the Output
+node's value at every step, (T, B, *output_shape). Timing is zero-delay along
+forward edges: a layer sees step t of its inputs at step t. An edge that closes
+a cycle (``LayerGraph.recurrent``) delivers the previous step's value, as
+recurrent layers in snnTorch and Norse do.
+
+Feed-forward graphs run layer by layer over all T steps at once (stateless
+layers batch over time); graphs with cycles run step by step. Neuron equations:
+``n2c.neurons`` for n2c's neurons, ``backends.float.dynamics`` for NIR's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backends.float.dynamics import Discretization, NeuronState, discretization
+from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, LayerGraph,
+                             NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
+from n2c.errors import N2CError
+from n2c.neurons import multi_threshold_step, parallel_count, parallel_spikes, scale_and_fire_step
+
+
+@dataclass
+class FloatRun:
+    output: np.ndarray  # (T, B, *output_shape)
+    values: dict[str, np.ndarray] | None = None  # every layer's output (T, B, ...), when recorded
+
+
+def _stateless(layer, x: np.ndarray) -> np.ndarray:
+    """x: (N, *in_shape) → (N, *out_shape) for layers without state."""
+    n = x.shape[0]
+    if isinstance(layer, DenseLayer):
+        return x.reshape(n, -1) @ layer.weight.T + layer.bias
+    if isinstance(layer, ConvLayer):
+        conv = F.conv1d if layer.dims == 1 else F.conv2d
+        y = conv(torch.from_numpy(x), torch.from_numpy(layer.weight), torch.from_numpy(layer.bias),
+                 stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+        return y.numpy()
+    if isinstance(layer, PoolLayer):
+        y = F.avg_pool2d(torch.from_numpy(x), layer.kernel, layer.stride, layer.padding, count_include_pad=True,
+                         divisor_override=1)
+        return y.numpy() * layer.scale
+    if isinstance(layer, FlattenLayer):
+        return x.reshape(n, *layer.out_shape)
+    if isinstance(layer, ScaleLayer):
+        return x * layer.scale
+    if isinstance(layer, ThresholdLayer):
+        return (x > layer.threshold).astype(np.float64)
+    if isinstance(layer, OutputLayer):
+        return x
+    raise N2CError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be simulated in float")
+
+
+class _Delay:
+    """y(t) = x(t − d) per element, d = round(τ/dt) steps; zeros before the first input.
+    A delay of at least the run's ``horizon`` steps outputs zeros throughout; it is clipped there."""
+
+    def __init__(self, layer: DelayLayer, dt: float, batch: int, horizon: int):
+        self.steps = np.minimum(np.rint(layer.delay / dt), horizon).astype(np.int64)
+        self.buffer = np.zeros((int(self.steps.max(initial=0)) + 1, batch, *layer.out_shape))
+        self.t = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty_like(x)
+        size = len(self.buffer)
+        for k in range(len(x)):
+            self.buffer[self.t % size] = x[k]
+            idx = (self.t - self.steps) % size  # per element, (*shape)
+            out[k] = np.take_along_axis(self.buffer, np.broadcast_to(idx, self.buffer.shape[1:])[None], 0)[0]
+            out[k][:, self.t < self.steps] = 0.0
+            self.t += 1
+        return out
+
+
+class _N2CNeuron:
+    """n2c's neurons (``n2c.neurons``) in float: out(t) = a·k(t)."""
+
+    def __init__(self, layer: NeuronLayer, batch: int, timesteps: int):
+        self.layer, self.timesteps = layer, timesteps
+        self.v = np.broadcast_to(layer.v_init, (batch, *layer.out_shape)).astype(np.float64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        layer = self.layer
+        if layer.kind == "parallel":
+            if len(x) != self.timesteps:
+                raise N2CError(f"parallel neuron '{layer.name}' sees its whole window of {self.timesteps} steps at "
+                               "once; it cannot run step by step (inside a cycle)")
+            n = parallel_count(self.v + x.sum(axis=0), layer.threshold, self.timesteps, v_init=0)
+            return parallel_spikes(n, self.timesteps) * layer.spike_value
+        out = np.empty_like(x)
+        for t in range(len(x)):
+            if layer.kind == "sfn":
+                k, self.v = scale_and_fire_step(self.v, x[t], layer.edges, layer.codes, layer.spike_value)
+            else:
+                k, self.v = multi_threshold_step(self.v, x[t], layer.threshold, layer.max_spikes, layer.min_spikes)
+            out[t] = k * layer.spike_value
+        return out
+
+
+class _Neuron:
+    def __init__(self, layer: DynamicsLayer, disc: Discretization, batch: int):
+        self.state = NeuronState(layer, disc, batch)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([self.state.step(x[t]) for t in range(len(x))])
+
+
+def _runner(layer, disc: Discretization, batch: int, timesteps: int, horizon: int):
+    if isinstance(layer, DynamicsLayer):
+        return _Neuron(layer, disc, batch)
+    if isinstance(layer, NeuronLayer):
+        return _N2CNeuron(layer, batch, timesteps)
+    if isinstance(layer, DelayLayer):
+        return _Delay(layer, disc.dt, batch, horizon)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        t, b = x.shape[:2]
+        return _stateless(layer, x.reshape(t * b, *x.shape[2:])).reshape(t, b, *layer.out_shape)
+    return run
+
+
+def check_input(graph: LayerGraph, x: np.ndarray) -> np.ndarray:
+    """The input array must be (T, B, *input_shape); n2c graphs fix T."""
+    shape = tuple(graph.input.out_shape)
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise N2CError(f"the input array has dtype {x.dtype}; give numbers, shape (T, B, {', '.join(map(str, shape))})")
+    if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != shape:
+        raise N2CError(f"the input array has shape {tuple(x.shape)} but the graph expects (T, B, "
+                       f"{', '.join(map(str, shape))}): time, batch, then the Input node's shape")
+    if graph.is_n2c and x.shape[0] != graph.timesteps:
+        raise N2CError(f"the input has {x.shape[0]} steps but this n2c graph runs T = {graph.timesteps}; "
+                       f"give (T={graph.timesteps}, B, ...) (n2c graphs present the same frame every step)")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise N2CError(f"the input array {tuple(x.shape)} has no steps or no samples")
+    if not np.all(np.isfinite(x)):
+        raise N2CError("the input array contains NaN or infinity")
+    return x.astype(np.float64)
+
+
+def _recurrent_start(graph: LayerGraph, disc: Discretization, batch: int) -> dict[str, np.ndarray]:
+    """Zeros, or (``rest``) every layer's output when all neurons are silent and the input is zero."""
+    last = {layer.name: np.zeros((batch, *layer.out_shape)) for layer in graph.layers}
+    if disc.recurrent_start == "rest":
+        for layer in graph.layers[1:]:
+            if not isinstance(layer, (DynamicsLayer, NeuronLayer, DelayLayer)):
+                total = sum(last[p] for p in layer.inputs if (p, layer.name) not in graph.recurrent)
+                last[layer.name] = _stateless(layer, total)
+    return last
+
+
+def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None = None,
+                   record: bool = False, batch_size: int | None = None) -> FloatRun:
+    """Run ``x`` (T, B, *input_shape) through ``graph``, ``batch_size`` samples at a time (all at
+    once by default); see the module docstring for timing."""
+    x = check_input(graph, x)
+    disc = disc or discretization("nir")
+    size = batch_size or x.shape[1]
+    runs = [_simulate(graph, x[:, i:i + size], disc, record) for i in range(0, x.shape[1], size)]
+    if len(runs) == 1:
+        return runs[0]
+    values = {k: np.concatenate([r.values[k] for r in runs], axis=1) for k in runs[0].values} if record else None
+    return FloatRun(np.concatenate([r.output for r in runs], axis=1), values)
+
+
+def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bool) -> FloatRun:
+    steps, batch = x.shape[:2]
+    runners = {layer.name: _runner(layer, disc, batch, graph.timesteps, steps) for layer in graph.layers[1:]}
+    if not graph.recurrent:
+        values = {graph.input.name: x}
+        for layer in graph.layers[1:]:
+            values[layer.name] = runners[layer.name](sum(values[p] for p in layer.inputs))
+        return FloatRun(values[graph.output.name], values if record else None)
+    last = _recurrent_start(graph, disc, batch)  # the "previous step" of step 0
+    history: dict[str, list] = {layer.name: [] for layer in graph.layers}
+    for t in range(steps):
+        now = {graph.input.name: x[t]}
+        for layer in graph.layers[1:]:
+            total = sum(last[p] if (p, layer.name) in graph.recurrent else now[p] for p in layer.inputs)
+            now[layer.name] = runners[layer.name](total[None])[0]
+        for name, value in now.items():
+            last[name] = value
+            if record or name == graph.output.name:
+                history[name].append(value)
+    values = {name: np.stack(h) for name, h in history.items() if h}
+    return FloatRun(values[graph.output.name], values if record else None)

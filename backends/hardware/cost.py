@@ -1,0 +1,226 @@
+"""What one inference costs on a mapped chip: activity counted from a simulation, priced with
+the chip spec's constants (``docs/hardware-model.md`` has the model and its limits).
+
+Counts, per inference (one sample of T steps), from the messages (T, B, ...) of a run:
+
+* spike packets of a source neuron at a step: 1 when its message is non-zero (a graded
+  spike is one packet), or, when the chip's spikes are narrower than the message
+  (bit-plane code, ``backends.hardware.mapping``), the number of set bits of the message;
+* synaptic ops landing on neuron i: Σ_j packets_j · (stored synapses j→i)
+  (``Connection.synapse_counts``); the alternative that counts a graded spike of k units as
+  k ops uses |message| instead of packets;
+* messages: one per (packet, destination core it reaches); hops: the mesh distance of each;
+* neuron updates: every compartment every step, *active* when it received a synaptic op or
+  sent a message that step, *inactive* otherwise.
+
+Energy:   E = synops·e_syn + N_act·e_act + N_inact·e_inact + messages·e_spike
+              + hops_EW·e_EW + hops_NS·e_NS + P_static·chips·T·t_step
+          (and, for comparison only, the static share of the cores used: × cores / (chips·cores per chip))
+Latency:  t_step = max over cores (synops_c·t_syn + N_act,c·t_act + N_inact,c·t_inact)
+              + t_spike + longest route (hops_EW·t_EW + hops_NS·t_NS) + barrier sync,
+          taken per (sample, step) and averaged; an inference streams in T steps and its
+          first output leaves after T + pipeline depth steps.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from backends.hardware.mapping import Connection, Mapping
+from backends.quantize import IntNetwork, IntNeuron, message_bits
+from backends.reference.simulate import stream_depths
+
+# energy component -> the chip values that price it
+COMPONENT_CONSTANTS = {"synaptic_ops": ("energy_synop",), "neuron_updates_active": ("energy_neuron_update_active",),
+                       "neuron_updates_inactive": ("energy_neuron_update_inactive",),
+                       "spike_messages": ("energy_spike_in_tile",), "hops": ("energy_hop_ew", "energy_hop_ns")}
+ENERGY_COMPONENTS = tuple(COMPONENT_CONSTANTS)
+
+
+def _popcount(values: np.ndarray, bits: int) -> np.ndarray:
+    """Set bits of the two's-complement ``bits``-bit form of each value."""
+    v = np.asarray(values, dtype=np.int64) & ((1 << bits) - 1)
+    count = np.zeros(v.shape, dtype=np.float32)
+    for b in range(bits):
+        count += (v >> b) & 1
+    return count
+
+
+def packets(messages: np.ndarray, conn: Connection, bits: int) -> np.ndarray:
+    """Spike packets per source neuron and step: non-zero messages, or set bits under bit planes."""
+    if conn.axons_per_source > 1:
+        return _popcount(messages, bits)
+    return (messages != 0).astype(np.float32)
+
+
+COUNTS = ("messages", "unit_spikes", "synops", "synops_unit_spikes", "neuron_updates_active",
+          "neuron_updates_inactive", "hops_ew", "hops_ns", "chip_crossings")
+
+
+def _message_bits(net: IntNetwork) -> dict[str, int]:
+    bits = {net.source.name: net.source.bits}
+    bits.update({layer.name: message_bits(layer) for layer in net.layers if isinstance(layer, IntNeuron)})
+    return bits
+
+
+class Activity:
+    """Counts of runs on a mapping, accumulated chunk by chunk (:meth:`add`), so that a large test
+    set never has to be held in memory at once. :meth:`per_inference` divides by the samples."""
+
+    def __init__(self, net: IntNetwork, mapping: Mapping):
+        self.net, self.mapping = net, mapping
+        self.bits = _message_bits(net)
+        chip = mapping.chip
+        host = len(mapping.cores)  # the input enters at tile (0, 0) of chip 0
+        self.layers = {lm.name: {"name": lm.name, "kind": lm.kind, "neurons": int(np.prod(lm.shape)),
+                                 **dict.fromkeys(COUNTS, 0.0), "spiking_steps": 0.0} for lm in mapping.layers}
+        self.source = {"name": net.source.name, **dict.fromkeys(COUNTS, 0.0)}
+        # routes: per connection and destination core, the source neurons that reach it and their cores
+        self.routes = []
+        longest = (0, 0)
+        for conn in mapping.connections:
+            src_core = _core_ids(mapping, conn.source, conn.source_shape, host)
+            for i in mapping.layer(conn.target).cores:
+                mask = conn.receptive_mask(mapping.cores[i].block).ravel()
+                senders = src_core[mask]
+                hops = {a: _hops(mapping, int(a), i) for a in np.unique(senders)}
+                longest = max([longest, *((h[0], h[1]) for h in hops.values())], key=sum)
+                self.routes.append((conn, i, mask, senders, hops))
+        self.route_s = chip["time_spike_in_tile"] + longest[0] * chip["time_hop_ew"] + longest[1] * chip["time_hop_ns"]
+        self.barrier_s = chip.barrier_sync(len({(c.chip, c.tile) for c in mapping.cores}), mapping.chips)
+        self.samples = 0
+        self.timesteps = net.timesteps
+        self.step_sum = 0.0
+        self.step_max = 0.0
+        self.critical = np.zeros(len(mapping.cores))
+
+    def add(self, messages: dict[str, np.ndarray]) -> None:
+        """Count one chunk of a run: ``messages`` (T, B, ...) of the source and every neuron."""
+        net, mapping = self.net, self.mapping
+        t, b = messages[net.source.name].shape[:2]
+        self.samples += b
+        self.timesteps = t
+        received: dict[str, np.ndarray] = {}
+        packets_of: dict[str, np.ndarray] = {}
+        for conn in mapping.connections:
+            s = messages[conn.source].reshape(t * b, *conn.source_shape)
+            p = packets(s, conn, self.bits[conn.source])
+            packets_of[(conn.source, conn.target)] = p.sum(axis=0).ravel()
+            syn = conn.synapse_counts(p)
+            received[conn.target] = received.get(conn.target, 0) + syn
+            self.layers[conn.target]["synops"] += float(syn.sum())
+            self.layers[conn.target]["synops_unit_spikes"] += float(
+                conn.synapse_counts(np.abs(s).astype(np.float32)).sum())
+        for conn, _, mask, senders, hops in self.routes:
+            sent = packets_of[(conn.source, conn.target)][mask]
+            row = self.source if conn.source == net.source.name else self.layers[conn.source]
+            for a, (ew, ns, cross) in hops.items():
+                n = float(sent[senders == a].sum())
+                row["messages"] += n
+                row["hops_ew"] += n * ew
+                row["hops_ns"] += n * ns
+                row["chip_crossings"] += n * cross
+        self.source["unit_spikes"] += float(np.abs(messages[net.source.name]).sum())
+        chip = mapping.chip
+        work = np.zeros((t * b, len(mapping.cores)))
+        for lm in mapping.layers:
+            row, shape, comp = self.layers[lm.name], tuple(lm.shape), lm.compartments_per_neuron
+            got = received.get(lm.name)
+            got = np.zeros((t * b, *shape), np.float32) if got is None else got
+            sent = messages[lm.name].reshape(t * b, *shape) if lm.kind != "readout" else np.zeros((1, *shape))
+            active = (got > 0) | (sent != 0)
+            row["unit_spikes"] += float(np.abs(sent).sum())
+            row["spiking_steps"] += float((sent != 0).sum())
+            row["neuron_updates_active"] += float(active.sum()) * comp
+            row["neuron_updates_inactive"] += float((~active).sum()) * comp
+            for i in lm.cores:
+                block = (slice(None), *mapping.cores[i].block)
+                n_act = active[block].reshape(t * b, -1).sum(axis=1) * comp
+                n_all = int(np.prod([sl.stop - sl.start for sl in mapping.cores[i].block])) * comp
+                work[:, i] = (got[block].reshape(t * b, -1).sum(axis=1) * chip["time_synop"]
+                              + n_act * chip["time_neuron_update_active"]
+                              + (n_all - n_act) * chip["time_neuron_update_inactive"])
+        step = work.max(axis=1) + self.route_s + self.barrier_s
+        self.step_sum += float(step.sum())
+        self.step_max = max(self.step_max, float(step.max()))
+        self.critical += np.bincount(work.argmax(axis=1), minlength=len(mapping.cores))
+
+    def per_inference(self) -> dict:
+        """Per-layer and input counts divided by the samples, with spike rates."""
+        n, t = self.samples, self.timesteps
+        layers = []
+        for row in self.layers.values():
+            r = {k: (v / n if k in COUNTS else v) for k, v in row.items() if k != "spiking_steps"}
+            r["spike_rate"] = row["unit_spikes"] / (n * t * row["neurons"])
+            r["active_fraction"] = row["spiking_steps"] / (n * t * row["neurons"])
+            layers.append(r)
+        source = {k: (v / n if k in COUNTS else v) for k, v in self.source.items()}
+        totals = {k: sum(r[k] for r in layers) + source.get(k, 0.0) for k in COUNTS}
+        return {"per": "inference", "samples": n, "layers": layers, "input": source, "totals": totals}
+
+
+def _core_ids(mapping: Mapping, name: str, shape: tuple, host: int) -> np.ndarray:
+    """Core index of each neuron of ``name`` (flat); every input neuron is at the host entry."""
+    ids = np.full(shape, host, dtype=np.int64)
+    if name in {lm.name for lm in mapping.layers}:
+        for i in mapping.layer(name).cores:
+            ids[tuple(mapping.cores[i].block)] = i
+    return ids.ravel()
+
+
+def _hops(mapping: Mapping, a: int, b: int) -> tuple[int, int, int]:
+    """Hops from core a (len(cores) = the host's entry at tile (0, 0) of chip 0) to core b."""
+    if a < len(mapping.cores):
+        return mapping.hops(a, b)
+    x, y = mapping.cores[b].tile
+    return x, y, x // mapping.chip.mesh[0]
+
+
+def price(act: Activity) -> dict:
+    """Activity per inference, energy per inference by component and per layer (with the low–high
+    range over each constant's published alternatives), latency and energy-delay product."""
+    mapping, chip = act.mapping, act.mapping.chip
+    activity = act.per_inference()
+    tot = activity["totals"]
+    latency = _latency(act)
+
+    def components(c: dict, counts: dict) -> dict:
+        return {"synaptic_ops": counts["synops"] * c["energy_synop"],
+                "neuron_updates_active": counts["neuron_updates_active"] * c["energy_neuron_update_active"],
+                "neuron_updates_inactive": counts["neuron_updates_inactive"] * c["energy_neuron_update_inactive"],
+                "spike_messages": counts["messages"] * c["energy_spike_in_tile"],
+                "hops": counts["hops_ew"] * c["energy_hop_ew"] + counts["hops_ns"] * c["energy_hop_ns"]}
+
+    names = [n for group in COMPONENT_CONSTANTS.values() for n in group] + ["static_power_per_chip"]
+    options = {n: [chip.values[n].value] + [a.value for a in chip.values[n].alternatives] for n in names}
+    main = {n: chip[n] for n in names}
+    static = {k: v * mapping.chips * latency["inference_s"] for k, v in
+              (("main", main["static_power_per_chip"]), ("low", min(options["static_power_per_chip"])),
+               ("high", max(options["static_power_per_chip"])))}
+    parts = {**components(main, tot), "static": static["main"]}
+    low = sum(components({n: min(v) for n, v in options.items()}, tot).values()) + static["low"]
+    high = sum(components({n: max(v) for n, v in options.items()}, tot).values()) + static["high"]
+    dynamic = sum(v for k, v in parts.items() if k != "static")
+    per_layer = {r["name"]: components(main, r) for r in activity["layers"]}
+    per_layer[activity["input"]["name"]] = components(main, {**activity["input"], "synops": 0.0,
+                                                           "neuron_updates_active": 0.0, "neuron_updates_inactive": 0.0})
+    share = len(mapping.cores) / (mapping.chips * mapping.chip.int("cores_per_chip"))
+    energy = {"unit": "J per inference", "components": parts, "dynamic": dynamic, "total": dynamic + parts["static"],
+              "static_prorated_by_cores": parts["static"] * share,
+              "range": {"low": low, "high": high}, "per_layer": per_layer,
+              "graded_as_unit_spikes": dynamic + (tot["synops_unit_spikes"] - tot["synops"]) * main["energy_synop"],
+              "constants": names}
+    return {"activity": activity, "energy": energy, "latency": latency,
+            "edp_J_s": energy["total"] * latency["inference_s"]}
+
+
+def _latency(act: Activity) -> dict:
+    mapping = act.mapping
+    mean = act.step_sum / (act.samples * act.timesteps)
+    core = int(act.critical.argmax())
+    depth = max(stream_depths(act.net).values())
+    return {"step_s_mean": mean, "step_s_max": act.step_max, "barrier_s": act.barrier_s, "route_s": act.route_s,
+            "critical_core": core, "critical_layer": mapping.cores[core].layer,
+            "steps_per_inference": act.timesteps, "pipeline_depth_steps": int(depth),
+            "inference_s": act.timesteps * mean, "first_output_s": (act.timesteps + depth) * mean}

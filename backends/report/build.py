@@ -1,0 +1,135 @@
+"""Hardware report of one network on one chip: mapping, activity measured on real data,
+energy, latency and EDP, the 45 nm ANN comparison, and the same network across T.
+
+``build_report`` returns a JSON-able dict (``report_version`` 2, schema in
+``docs/hardware-model.md``); ``backends.report.render.write_report`` writes it as
+report.json, report.md and report.html.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from n2c import __version__
+from backends.hardware.cost import Activity, price
+from backends.hardware.spec import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_MAC, ChipSpec
+from backends.hardware.mapping import Mapping, map_network
+from backends.quantize import IntNetwork, IntSynapse
+from n2c.errors import N2CError
+
+REPORT_VERSION = 2
+SIMULATORS = ("reference", "lava")
+
+
+@dataclass
+class RunInfo:
+    """Where a report's numbers come from."""
+    graph: str
+    method: str
+    data_name: str
+    split: str
+    simulator: str = "reference"
+
+
+def ann_macs(net: IntNetwork) -> dict[str, int]:
+    """Multiply-accumulates of the equivalent ANN per conv/dense layer, as the papers count
+    them: output elements × kernel size (padded positions included)."""
+    macs = {}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense"):
+            macs[layer.name] = int(np.prod(layer.out_shape)) * int(np.prod(layer.weight.shape[1:]))
+    return macs
+
+
+def ann_comparison(net: IntNetwork, mapping: Mapping, activity: dict) -> dict:
+    """The 45 nm convention: ANN = MACs·E_MAC; SNN = the layer fed by the (non-spike) input at
+    E_MAC per MAC, every other synaptic op at E_AC (a graded spike as one op, or as its units)."""
+    macs = ann_macs(net)
+    inputs = [c for c in mapping.connections if c.source == net.source.name]
+    first = {c.target for c in inputs}
+    first_macs = sum(macs.get(syn.name, 0) for c in inputs for syn in c.chain)
+    later = [r for r in activity["layers"] if r["name"] not in first]
+    snn = {"graded_as_one": sum(r["synops"] for r in later),
+           "unit_spikes": sum(r["synops_unit_spikes"] for r in later)}
+    e_mac, e_ac = ANN_ENERGY_PER_MAC.value, ANN_ENERGY_PER_AC.value
+    return {"macs": sum(macs.values()), "energy_J": sum(macs.values()) * e_mac,
+            "snn_45nm_J": {k: first_macs * e_mac + v * e_ac for k, v in snn.items()},
+            "first_layer_macs": first_macs,
+            "constants": {"energy_per_mac": ANN_ENERGY_PER_MAC.as_dict(), "energy_per_ac": ANN_ENERGY_PER_AC.as_dict()}}
+
+
+class ReportBuilder:
+    """Map ``net`` on ``chip``, then feed it runs chunk by chunk (:meth:`add`), then :meth:`build`."""
+
+    def __init__(self, net: IntNetwork, chip: ChipSpec, info: RunInfo):
+        if info.simulator not in SIMULATORS:
+            raise N2CError(f"unknown simulator {info.simulator!r}; use one of {', '.join(SIMULATORS)}")
+        self.net, self.chip, self.info = net, chip, info
+        self.mapping = map_network(net, chip)
+        self.activity = Activity(net, self.mapping)
+        self.correct = 0
+        self.labelled = 0
+
+    def add(self, messages: dict, output: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """One chunk: every neuron's and the source's messages (T, B, ...), the readout (B, ...)."""
+        self.activity.add(messages)
+        if labels is not None:
+            self.correct += int((output.reshape(len(output), -1).argmax(1) == labels).sum())
+            self.labelled += len(labels)
+
+    def build(self, across_T: list | None = None) -> dict:
+        cost = price(self.activity)
+        net, mapping, info = self.net, self.mapping, self.info
+        report = {
+            "report_version": REPORT_VERSION, "generator": f"n2c {__version__}",
+            "graph": info.graph, "method": info.method, "timesteps": int(net.timesteps),
+            "data": {"name": info.data_name, "split": info.split, "samples": self.activity.samples,
+                     "simulator": info.simulator},
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+            "hardware": self.chip.as_dict(),
+            "mapping": mapping.as_dict(),
+            **cost,
+            "ann": ann_comparison(net, mapping, cost["activity"]),
+            "across_T": across_T or [],
+            "quantization": net.report,
+            "notes": notes(mapping),
+        }
+        return report
+
+
+def notes(mapping: Mapping) -> list[str]:
+    chip = mapping.chip
+    out = []
+    if any(lm.compartments_per_neuron > 1 for lm in mapping.layers) or \
+            any(c.axons_per_source > 1 for c in mapping.connections):
+        out.append(f"{chip.name} spikes carry {chip.int('graded_spike_bits')} bit(s): wider messages travel as "
+                   "bit planes (one binary spike per set bit, on its own axon and compartment); this is n2c's "
+                   "model, not a published Loihi mapping.")
+    proxies = sorted(k for k, q in chip.values.items() if q.tag == "P")
+    if proxies:
+        out.append(f"Stated proxies [P] (not published for {chip.name}): {', '.join(proxies)}.")
+    out += ["Synaptic ops count a graded spike as one op (the Loihi 2 convention); the energy with each unit "
+            "spike as an op is given as well.",
+            "Static energy is the whole chips' static power over the inference time; the share of the cores used "
+            "is shown beside it, not in the total.",
+            "Latency excludes host I/O; chip-to-chip crossings are counted but not priced (no published constant).",
+            "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
+            "placement + pairwise swaps)."]
+    return out
+
+
+def summary_row(report: dict) -> dict:
+    """One row of the across-T table from a full report."""
+    return {"graph": report["graph"], "method": report["method"], "timesteps": report["timesteps"],
+            "accuracy": report["accuracy"], "fits": True, "reason": "", "cores": report["mapping"]["cores"],
+            "energy_total_J": report["energy"]["total"], "energy_dynamic_J": report["energy"]["dynamic"],
+            "inference_s": report["latency"]["inference_s"], "edp_J_s": report["edp_J_s"],
+            "synops": report["activity"]["totals"]["synops"], "ann_energy_J": report["ann"]["energy_J"]}
+
+
+def unfit_row(graph: str, method: str, timesteps: int, reason: str) -> dict:
+    return {"graph": graph, "method": method, "timesteps": timesteps, "accuracy": None, "fits": False,
+            "reason": reason, "cores": None, "energy_total_J": None, "energy_dynamic_J": None,
+            "inference_s": None, "edp_J_s": None, "synops": None, "ann_energy_J": None}

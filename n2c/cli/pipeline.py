@@ -1,0 +1,230 @@
+"""The stages users run, as functions from one artifact to the next.
+
+``export_model``  model file → NIR file
+``load_network``  NIR file → quantized integer network
+``run_backend``   integer network + data → integer readout, timing
+``run_arrays``    any layer graph + input array (T, B, ...) → output at every step
+The CLI and the demo are thin wrappers around these.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.ir.layers import LayerGraph
+from backends.nir.to_layers import import_nir
+from backends.quantize import IntNetwork, quantize
+from n2c.snn.convert import convert
+from n2c.data import Dataset
+from n2c.errors import N2CError
+from n2c.export.nir import to_nir, write_nir
+from n2c.snn.modules import SpikingNetwork
+
+BACKENDS = ("reference", "lava")
+
+
+def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale: float | None = None,
+                 timesteps: int = 1, levels: int | None = None, calib: Dataset | None = None,
+                 calib_mode: str | None = None, method: str = "mtn", portable: bool = False,
+                 nested: bool = False, **options) -> SpikingNetwork:
+    """Convert ``model`` (or take a converted :class:`SpikingNetwork` as is) and write its
+    NIR graph to ``out_path`` (atomically). ``options`` go to :func:`n2c.snn.convert.convert`.
+    With ``portable``, write the standard-NIR form instead (:mod:`backends.nir.portable`); with
+    ``nested``, the model's top-level submodules become nested graphs."""
+    if isinstance(model, SpikingNetwork):
+        snn = model
+    else:
+        snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
+    graph = to_nir(snn, tuple(input_shape), input_scale, nested=nested and not portable)
+    if input_scale and not portable:
+        _annotate_int_scales(graph)
+    if portable:
+        from backends.nir.portable import to_portable_nir
+        graph = to_portable_nir(import_nir(graph))
+    write_nir(graph, out_path)
+    return snn
+
+
+def _annotate_int_scales(graph) -> None:
+    """Record on each neuron node the power-of-two scale S of its integer form (real v = v_int / S).
+    Informative: backends recompute it. Skipped when the network has no integer form."""
+    import warnings
+
+    import nir
+
+    from backends.quantize import IntNeuron
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = quantize(import_nir(graph))
+    except N2CError:
+        return
+    for layer in net.layers:
+        if isinstance(layer, IntNeuron) and layer.spiking:
+            node = graph
+            for part in layer.name.split("."):  # nested graphs: outer.inner
+                node = node.nodes[part] if isinstance(node, nir.NIRGraph) and part in node.nodes else None
+                if node is None:
+                    break
+            if node is not None:
+                node.metadata["n2c.int_scale"] = float(layer.scale)
+
+
+def load_network(nir_path: str, input_scale: float | None = None) -> tuple[LayerGraph, IntNetwork]:
+    graph = import_nir(nir_path)
+    return graph, quantize(graph, input_scale)
+
+
+@dataclass
+class BackendRun:
+    backend: str
+    output: np.ndarray  # (B, classes) integer readout
+    seconds: float
+    messages: dict | None = None  # reference only: every layer's messages (T, B, ...)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.output.reshape(len(self.output), -1).argmax(axis=1)
+
+
+def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = True,
+                record_spikes: bool = False) -> BackendRun:
+    """Run ``x`` on a backend. The reference always records every layer's messages; Lava
+    records the spiking layers' counts only when ``record_spikes`` (extra sink processes)."""
+    if tuple(x.shape[1:]) != tuple(net.source.shape):
+        raise N2CError(f"the data has samples of shape {tuple(x.shape[1:])} but the graph expects "
+                       f"{tuple(net.source.shape)}; use data the network was trained on")
+    start = time.perf_counter()
+    if backend == "reference":
+        from backends.reference.simulate import simulate
+        sim = simulate(net, x)
+        return BackendRun(backend, sim.output, time.perf_counter() - start, sim.messages)
+    if backend == "lava":
+        from backends.lava.lower import run_lava, run_lava_with_spikes
+        if record_spikes:
+            out, counts = run_lava_with_spikes(net, x, progress=progress)
+            return BackendRun(backend, out, time.perf_counter() - start, counts)
+        out = run_lava(net, x, progress=progress)
+        return BackendRun(backend, out, time.perf_counter() - start)
+    raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+
+
+PRECISIONS = ("int", "float")
+TIMINGS = ("zero-delay", "lava")
+
+
+@dataclass
+class ArrayRun:
+    output: np.ndarray  # (T, B, *output_shape), real units
+    seconds: float
+    messages: dict | None = None  # integer runs: the layers' messages (T, B, ...)
+    net: IntNetwork | None = None  # integer runs: the quantized network
+    overflows: dict | None = None  # integer reference runs: layer -> {"limit", "count"} past Loihi's limits
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Class = argmax of the output summed over time (mean readout, spike counts)."""
+        total = self.output.sum(axis=0)
+        return total.reshape(len(total), -1).argmax(axis=1)
+
+
+def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
+               input_scale: float | None = None, batch_size: int = 1024, backend: str = "reference",
+               progress: bool = False, timing: str = "zero-delay") -> ArrayRun:
+    """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
+
+    ``int``: Loihi integer arithmetic (the output is the readout's input current at each
+    step, divided by its scale), on the reference simulator or, with ``backend="lava"``, on
+    Lava's fixed-point CPU simulation (one compiled run for all samples). ``float``: float64
+    on the reference simulator, any graph, NIR neurons discretized by ``discretization``
+    (``backends.float.dynamics``).
+
+    ``timing`` (integer reference runs): ``zero-delay`` (every layer sees step t at step t, the
+    samples batched) or ``lava`` (the samples streamed back to back with a step per synapse
+    Process, as Lava runs them: ``backends.reference.simulate.run_stream``)."""
+    from backends.float.simulate import check_input, simulate_float
+    from backends.reference.simulate import run_batches
+
+    if precision not in PRECISIONS:
+        raise N2CError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    if backend not in BACKENDS:
+        raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if timing not in TIMINGS:
+        raise N2CError(f"unknown timing {timing!r}; use one of {TIMINGS}")
+    if timing == "lava" and (precision != "int" or backend != "reference"):
+        raise N2CError("--timing lava applies to integer runs on the reference simulator (Lava itself always "
+                       "runs with its own timing); use --precision int --backend reference")
+    if precision == "float" and backend != "reference":
+        raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
+    start = time.perf_counter()
+    if precision == "float":
+        run = simulate_float(graph, x, discretization, batch_size=batch_size)
+        return ArrayRun(run.output, time.perf_counter() - start)
+    x = check_input(graph, x)
+    from backends.ir.layers import DynamicsLayer
+    if discretization is not None and discretization.name != "nir" and \
+            any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
+        raise N2CError(f"the integer (Loihi) form follows the nir scheme (hard reset, strict threshold), not "
+                       f"{discretization.name}'s; use --precision float for --dynamics {discretization.name}")
+    net = quantize(graph, input_scale, discretization.dt if discretization is not None else None)
+    readout = net.by_name()[net.output]
+    if backend == "lava":
+        from backends.lava.lower import run_lava_steps
+        current, counts = run_lava_steps(net, net.source.encode(x), progress=progress, record=True)
+        return ArrayRun(current / readout.scale, time.perf_counter() - start, counts, net)
+    if timing == "lava":
+        return _run_lava_timed(net, net.source.encode(x), start)
+    sim = run_batches(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], batch_size)
+    return ArrayRun(sim.readout_current / readout.scale, time.perf_counter() - start, sim.messages, net,
+                    sim.overflows)
+
+
+def _run_lava_timed(net: IntNetwork, s_in: np.ndarray, start: float) -> ArrayRun:
+    """Reference run with Lava's timing; every layer's messages and the readout's per-step input
+    read off each sample's window, as ``run_lava_steps`` reads Lava's sinks."""
+    from backends.reference.simulate import run_stream
+
+    t, b = s_in.shape[:2]
+    stream = run_stream(net, s_in)
+    potentials = stream.window(net.output, t, b)
+    messages = {name: stream.window(name, t, b) for name in stream.messages if name != net.output}
+    readout = net.by_name()[net.output]
+    return ArrayRun(np.diff(potentials, axis=0, prepend=0) / readout.scale, time.perf_counter() - start, messages,
+                    net, stream.overflows)
+
+
+def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simulator: str = "reference",
+                   input_scale: float | None = None, chunk: int = 256, progress: bool = False,
+                   across_T: list | None = None) -> dict:
+    """Map a NIR graph on ``chip`` (a :class:`backends.hardware.spec.ChipSpec`), run ``data`` on the
+    reference simulator (or Lava) in chunks of ``chunk`` samples, and build the hardware report
+    (``backends.report.build``). A graph that cannot be mapped raises :class:`N2CError`."""
+    from tqdm import tqdm
+
+    from backends.report.build import ReportBuilder, RunInfo
+
+    graph = import_nir(nir_path)
+    net = quantize(graph, input_scale or graph.input.input_scale or data.input_scale)
+    if tuple(data.x.shape[1:]) != tuple(net.source.shape):
+        raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but {nir_path} expects "
+                       f"{tuple(net.source.shape)}; use the data set the network was trained on")
+    method = str(graph.metadata.get("n2c.method", "nir"))
+    builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator))
+    starts = range(0, len(data.x), chunk)
+    for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):
+        x, y = data.x[start:start + chunk], data.y[start:start + chunk]
+        if simulator == "lava":
+            from backends.lava.lower import run_lava_with_spikes
+            output, messages = run_lava_with_spikes(net, x, progress=False)
+            messages = {**messages, net.source.name: net.direct_input(x)}
+        else:
+            from backends.reference.simulate import simulate
+            sim = simulate(net, x, batch_size=chunk)
+            output, messages = sim.output, sim.messages
+        builder.add(messages, output, y)
+    return builder.build(across_T)
+

@@ -1,0 +1,180 @@
+"""Export a SpikingNetwork to NIR.
+
+Standard nodes carry everything NIR can state (weights, shapes, thresholds);
+neuron semantics NIR cannot state go into namespaced ``n2c.*`` metadata,
+documented in ``docs/nir-conventions.md``. Residual additions become several
+edges into one node (NIR sums the inputs of a node).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from n2c.errors import UnsupportedLayerError
+from n2c.files import atomic_write
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
+
+NIR_CONVENTION_VERSION = 2
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def _pair(v) -> np.ndarray:
+    return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
+
+
+def _full(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    return np.broadcast_to(_np(t), shape).copy()
+
+
+def neuron_metadata(m: nn.Module, shape: tuple[int, ...]) -> dict:
+    """The ``n2c.*`` keys of a neuron (see docs/nir-conventions.md)."""
+    meta = {"n2c.reset": "subtract", "n2c.fire": "inclusive", "n2c.output": "graded",
+            "n2c.timesteps": int(m.timesteps), "n2c.v_init": _full(m.v_init, shape),
+            "n2c.spike_value": _full(m.spike_value, shape)}
+    if isinstance(m, MultiThresholdIF):
+        meta.update({"n2c.neuron": "multi_threshold_if", "n2c.max_spikes": int(m.max_spikes),
+                     "n2c.min_spikes": int(m.min_spikes)})
+    elif isinstance(m, ParallelNeuron):
+        meta.update({"n2c.neuron": "parallel", "n2c.max_spikes": 1, "n2c.min_spikes": 0})
+    elif isinstance(m, ScaleAndFire):
+        meta.update({"n2c.neuron": "scale_and_fire", "n2c.sfn_edges": _np(m.edges).astype(np.float64),
+                     "n2c.sfn_codes": m.codes.detach().numpy().astype(np.int64)})
+    return meta
+
+
+def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], name: str) -> nir.NIRNode:
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            raise UnsupportedLayerError(f"Conv2d '{name}': only numeric zero padding is supported")
+        bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_channels, np.float32)
+        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(module.weight), stride=_pair(module.stride),
+                          padding=_pair(module.padding), dilation=_pair(module.dilation),
+                          groups=module.groups, bias=bias)
+    if isinstance(module, nn.Linear):
+        if module.bias is None:
+            return nir.Linear(weight=_np(module.weight))
+        return nir.Affine(weight=_np(module.weight), bias=_np(module.bias))
+    if isinstance(module, nn.AvgPool2d):
+        if module.ceil_mode or (module.padding and module.count_include_pad is False):
+            raise UnsupportedLayerError(f"AvgPool2d '{name}': ceil_mode and count_include_pad=False are not supported")
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return nir.AvgPool2d(kernel_size=_pair(module.kernel_size), stride=_pair(stride), padding=_pair(module.padding))
+    if isinstance(module, nn.Flatten):
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise UnsupportedLayerError(f"Flatten '{name}': only flatten(start_dim=1) is supported")
+        # NIR shapes have no batch dimension: torch's start_dim=1 is NIR's start_dim=0.
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        out = module.output_size if isinstance(module.output_size, (tuple, list)) else (module.output_size,) * 2
+        size = [in_shape[1 + i] if out[i] is None else int(out[i]) for i in range(2)]
+        if in_shape[1] % size[0] or in_shape[2] % size[1]:
+            raise UnsupportedLayerError(f"AdaptiveAvgPool2d '{name}': input {in_shape[1:]} is not a multiple of "
+                                        f"the output size {tuple(size)}; use an AvgPool2d")
+        kernel = np.array([in_shape[1] // size[0], in_shape[2] // size[1]])
+        return nir.AvgPool2d(kernel_size=kernel, stride=kernel, padding=np.zeros(2, np.int64))
+    if isinstance(module, nn.MaxPool2d):
+        raise UnsupportedLayerError(f"MaxPool2d '{name}': NIR 1.0 has no max pooling node; n2c runs it in "
+                                    "torch before the first spiking layer, but cannot export it (use "
+                                    "--maxpool avg, or an AvgPool2d)")
+    if isinstance(module, (MultiThresholdIF, ParallelNeuron, ScaleAndFire)):
+        if isinstance(module, ScaleAndFire):  # NIR's threshold: the first positive SFN threshold
+            edges = module.edges[module.edges > 0]
+            theta = np.full(out_shape, float(edges[0]) if edges.numel() else 1.0, np.float32)
+        else:
+            theta = _full(module.threshold, out_shape)
+        return nir.IF(r=np.ones(out_shape, np.float32), v_threshold=theta,
+                      v_reset=np.zeros(out_shape, np.float32), metadata=neuron_metadata(module, out_shape))
+    raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has no NIR export")
+
+
+def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float | None = None,
+           nested: bool = False) -> nir.NIRGraph:
+    """Build the NIR graph of ``snn`` for inputs of shape ``input_shape`` (no batch dimension).
+
+    ``nested``: each top-level submodule of the model (``features``, ``layer1``, ...) with one
+    entry and one exit becomes a nested NIRGraph, mirroring the model's structure."""
+    gm: fx.GraphModule = snn.graph_module
+    example = torch.zeros(snn.timesteps, *input_shape)
+    ShapeProp(gm).propagate(example)
+    nodes: dict[str, nir.NIRNode] = {}
+    sources: dict[str, list[str]] = {}  # fx node -> NIR nodes whose outputs sum to its value
+    edges: list[tuple[str, str]] = []
+    groups: dict[str, str] = {}  # NIR node -> top-level submodule it belongs to
+    shapes: dict[str, tuple[int, ...]] = {"input": tuple(input_shape)}
+
+    def shape_of(n: fx.Node) -> tuple[int, ...]:
+        return tuple(n.meta["tensor_meta"].shape[1:])
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            meta = {"n2c.input_scale": float(input_scale)} if input_scale else {}
+            nodes["input"] = nir.Input(input_type={"input": np.array(input_shape)}, metadata=meta)
+            sources[node.name] = ["input"]
+        elif node.op == "call_function" and node.target is operator.add:
+            sources[node.name] = [s for a in node.args for s in sources[a.name]]
+        elif node.op == "call_module":
+            src = sources[node.args[0].name]
+            name = node.target.replace(".", "_")
+            nodes[name] = _node_for(gm.get_submodule(node.target), shape_of(node.args[0]), shape_of(node), name)
+            edges += [(s, name) for s in src]
+            sources[node.name] = [name]
+            shapes[name] = shape_of(node)
+            if "." in node.target:
+                groups[name] = node.target.split(".")[0]
+        elif node.op == "output":
+            out = node.args[0]
+            nodes["output"] = nir.Output(output_type={"output": np.array(shape_of(out))})
+            edges += [(s, "output") for s in sources[out.name]]
+    metadata = {
+        "n2c.version": NIR_CONVENTION_VERSION,
+        "n2c.timesteps": int(snn.timesteps),
+        "n2c.encoding": "direct",
+        "n2c.readout": "mean",
+        "n2c.method": snn.method,
+    }
+    if input_scale:
+        metadata["n2c.input_scale"] = float(input_scale)
+    if nested:
+        nodes, edges = _nest(nodes, edges, groups, shapes)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _nest(nodes: dict, edges: list, groups: dict, shapes: dict) -> tuple[dict, list]:
+    """Move each group with ≥ 2 nodes, one external source and one exit node into a subgraph."""
+    for group in sorted(set(groups.values())):
+        members = {n for n, g in groups.items() if g == group}
+        entries = [(s, d) for s, d in edges if d in members and s not in members]
+        exits = [(s, d) for s, d in edges if s in members and d not in members]
+        if len(members) < 2 or len({s for s, _ in entries}) != 1 or len({s for s, _ in exits}) != 1 \
+                or group in nodes:
+            continue
+        source, exit_node = entries[0][0], exits[0][0]
+        prefix = len(group) + 1
+        inner = {n[prefix:]: nodes.pop(n) for n in sorted(members)}
+        inner["input"] = nir.Input(input_type={"input": np.array(shapes[source])})
+        inner["output"] = nir.Output(output_type={"output": np.array(shapes[exit_node])})
+        inner_edges = [(s[prefix:], d[prefix:]) for s, d in edges if s in members and d in members]
+        inner_edges += [("input", d[prefix:]) for _, d in entries] + [(exit_node[prefix:], "output")]
+        nodes[group] = nir.NIRGraph(nodes=inner, edges=inner_edges, type_check=False)
+        shapes[group] = shapes[exit_node]
+        edges = [e for e in edges if e[0] not in members and e[1] not in members]
+        edges += [(source, group)] + [(group, d) for _, d in exits]
+    return nodes, edges
+
+
+def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
+    """Write atomically: a failed write leaves no partial file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: nir.write(tmp, graph))

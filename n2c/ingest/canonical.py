@@ -1,0 +1,150 @@
+"""The canonical torch graph every model is brought into before conversion.
+
+A canonical graph is a ``torch.fx.GraphModule`` whose nodes are only
+
+* ``call_module`` of a type in :data:`LEAF_MODULES`,
+* ``call_function`` of ``operator.add`` (residual additions),
+* ``placeholder`` (one input) and ``output``.
+
+Functional activations and reshapes (``F.relu``, ``torch.relu``,
+``x.clamp(min=0)``, ``torch.flatten``, ``x.view(x.size(0), -1)``) are rewritten
+into modules so that no ReLU is ever left analog without notice. Anything else
+is an :class:`UnsupportedLayerError` naming the node, its type and what to do.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from n2c.errors import UnsupportedLayerError
+from n2c.ann.qcfs import QCFS, SignedQCFS
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire
+
+# The spiking neurons are leaves too, so that a converted network's graph is canonical
+# (n2c.snn.io rebuilds saved SNNs in this form).
+LEAF_MODULES = (
+    nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten,
+    nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, QCFS, SignedQCFS, nn.Dropout, nn.Identity,
+    MultiThresholdIF, ParallelNeuron, ScaleAndFire,
+)
+RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
+ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+FLATTEN_FUNCTIONS = (torch.flatten,)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
+
+
+def _describe(node: fx.Node, gm: nn.Module) -> str:
+    if node.op == "call_module":
+        return f"layer '{node.target}' ({type(gm.get_submodule(node.target)).__name__})"
+    target = getattr(node.target, "__name__", str(node.target))
+    return f"operation '{node.name}' ({node.op} {target})"
+
+
+def set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``target`` of ``gm`` (the graph keeps calling it there)."""
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+def _replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, arg: fx.Node) -> None:
+    name = f"{node.name}_module"
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(node):
+        new = gm.graph.call_module(name, (arg,))
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+
+
+def _is_relu_clamp(node: fx.Node) -> bool:
+    """``x.clamp(min=0)``, ``torch.clamp(x, min=0)``, ``x.clamp_min(0)`` without a max."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name in ("clamp", "clamp_", "clip"):
+        lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+        hi = node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
+        return lo == 0 and hi is None
+    if name in ("clamp_min", "clamp_min_"):
+        return (node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)) == 0
+    return False
+
+
+def _is_batch_flatten(node: fx.Node) -> bool:
+    """``torch.flatten(x, 1)``, ``x.flatten(1)``, ``x.view(x.size(0), -1)``, ``x.reshape(len(x), -1)``."""
+    if node.op == "call_function" and node.target in FLATTEN_FUNCTIONS or \
+            node.op == "call_method" and node.target == "flatten":
+        start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
+        end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
+        return start == 1 and end == -1
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        shape = node.args[1:] if not isinstance(node.args[1], (tuple, list)) else tuple(node.args[1])
+        if len(shape) == 2 and shape[1] == -1:
+            batch = shape[0]
+            return isinstance(batch, fx.Node) and (
+                batch.op == "call_method" and batch.target == "size" and batch.args[1:] == (0,)
+                or batch.op == "call_function" and batch.target is len)
+    return False
+
+
+def canonicalize(model: nn.Module) -> fx.GraphModule:
+    """Trace ``model`` with torch.fx and rewrite it into the canonical form.
+
+    Raises :class:`UnsupportedLayerError` for every operation outside the
+    vocabulary, naming it.
+    """
+    if isinstance(model, fx.GraphModule) and _is_canonical(model):
+        return model
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # torch.fx raises many types for data-dependent control flow
+        raise UnsupportedLayerError(
+            f"torch.fx cannot trace {type(model).__name__}: {str(e).splitlines()[0]}; "
+            "remove data-dependent control flow from forward() or export with torch.export") from None
+    gm = fx.GraphModule(model, graph)
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in RELU_FUNCTIONS or \
+                node.op == "call_method" and node.target in ("relu", "relu_") or _is_relu_clamp(node):
+            _replace_with_module(gm, node, nn.ReLU(), node.args[0])
+        elif _is_batch_flatten(node):
+            _replace_with_module(gm, node, nn.Flatten(), node.args[0])
+        elif node.op == "call_function" and node.target in ADD_FUNCTIONS:
+            if len(node.args) != 2 or node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
+                raise UnsupportedLayerError(
+                    f"{_describe(node, gm)}: only the sum of two tensors (a residual connection) is supported")
+            node.target = operator.add
+    gm.graph.eliminate_dead_code()
+    _check_canonical(gm)
+    gm.recompile()
+    return gm
+
+
+def _check_canonical(gm: fx.GraphModule) -> None:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedLayerError(
+            f"the model takes {len(placeholders)} inputs; n2c converts models with exactly one input tensor")
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), LEAF_MODULES):
+            continue
+        if node.op == "call_function" and node.target is operator.add:
+            continue
+        raise UnsupportedLayerError(
+            f"{_describe(node, gm)} cannot be converted to spikes; supported are "
+            f"{', '.join(t.__name__ for t in LEAF_MODULES)} and residual additions "
+            "(replace the operation, or wrap it in one of these modules)")
+
+
+def _is_canonical(gm: fx.GraphModule) -> bool:
+    try:
+        _check_canonical(gm)
+        return True
+    except UnsupportedLayerError:
+        return False
