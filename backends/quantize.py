@@ -7,40 +7,32 @@ layer's threshold θ, or the input scale) folds ``u`` into its weights:
 
     w_int = round(W·u·S)          8-bit mantissa; mixed-sign weights are even
                                   (Lava drops their lowest bit), range [-256, 254]
-    θ_int = round(θ·S),  v_init_int = round(v_init·S),  b_int = round(b·S)
+    b_int = round(b·S), and each neuron kind's own parameters (θ_int = round(θ·S), ...)
+    by its quantization rule (``n2c.neurons``)
 
-``S`` is the largest power of two that keeps every weight mantissa in range.
-Spikes travel as integer counts (0..K), so the integer network computes
-``k = clip(floor((v + W·k_in + b)/θ), 0, K)`` on integers, the same equation as
-the float SNN (``n2c.neurons``).
+``S`` is the largest power of two that keeps every weight mantissa in range. Spikes
+travel as integer counts (0..K), so the integer network computes
+``k = clip(floor((v + W·k_in + b)/θ), 0, K)`` on integers, the same equation as the
+float SNN. The widths are those of an ``n2c.fixed_point.IntegerFormat`` (Loihi's by
+default, a chip spec's with ``fmt``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
                              NeuronLayer, OutputLayer, PoolLayer, ScaleLayer)
-from backends.loihi_lif import SHIFT, cuba_form
 from n2c.errors import QuantizationError
-
-STATE_BITS = 24  # Loihi u/v state
-STATE_MAX = 2 ** (STATE_BITS - 1) - 1
-STATE_MIN = -(2 ** (STATE_BITS - 1))
-WEIGHT_BITS = 8
-MAX_DELAY = 62  # synaptic delay in steps (Loihi 2 stores 6 bits; netx clips above 62)
-
-
-def clamp24(x: np.ndarray) -> np.ndarray:
-    """Saturate to Loihi's signed 24-bit state range (membrane potentials)."""
-    return np.clip(x, STATE_MIN, STATE_MAX)
-
-INPUT_BITS = 8
+from n2c.fixed_point import INPUT_BITS, LOIHI, STATE_BITS, IntegerFormat, to_signed
+from n2c.neurons import NeuronKind, kind as kind_named
+from n2c.neurons.cuba import LIF, cuba_form
+from n2c.neurons.polarity import message_bits as graded_bits
+from n2c.neurons.readout import KIND as READOUT
 
 
 @dataclass
@@ -85,16 +77,16 @@ class IntSynapse:
 
 @dataclass
 class IntNeuron:
-    """A spiking layer (``kind`` "mtn", "parallel" or "sfn", see ``backends.ir.layers.NeuronLayer``),
-    Loihi's CUBA neuron for NIR's neurons (``kind`` "lif" spiking, "li" sending its potential;
-    ``backends.loihi_lif``) or the output accumulator (``kind='readout'``)."""
+    """A neuron layer of one of the kinds of ``n2c.neurons`` (``kind`` names it in the registry):
+    a spiking layer ("mtn", "parallel", "sfn"), Loihi's CUBA neuron for NIR's neurons ("lif"
+    spiking, "li" sending its potential) or the output accumulator ("readout")."""
     name: str
-    kind: str  # "mtn" | "parallel" | "sfn" | "lif" | "li" | "readout"
+    kind: str  # a key of n2c.neurons.KINDS
     inputs: list[str]
     shape: tuple[int, ...]
     scale: float  # S: real potential = integer / S
     bias: np.ndarray  # int64, shape
-    threshold: np.ndarray | None = None  # int64, shape (mtn only)
+    threshold: np.ndarray | None = None  # int64, shape (mtn, parallel, sfn; lif: vth)
     v_init: np.ndarray | None = None
     max_spikes: int = 1
     min_spikes: int = 0  # negative spikes (polarity)
@@ -106,28 +98,23 @@ class IntNeuron:
     dv: np.ndarray | None = None  # lif/li: 12-bit voltage decay
 
     @property
+    def neuron_kind(self) -> NeuronKind:
+        """The kind's equations and rules (``n2c.neurons``)."""
+        return kind_named(self.kind)
+
+    @property
     def spiking(self) -> bool:
-        return self.kind not in ("readout", "li")
+        return self.neuron_kind.spiking
 
 
 def message_range(neuron: IntNeuron) -> tuple[int, int]:
     """Smallest and largest integer a neuron sends."""
-    if neuron.kind in ("readout", "li"):
-        return -STATE_MAX, STATE_MAX  # its potential v
-    if neuron.kind in ("lif", "parallel"):
-        return 0, 1
-    if neuron.kind == "sfn":
-        return int(np.min(neuron.codes)), int(np.max(neuron.codes))
-    return -int(neuron.min_spikes), int(neuron.max_spikes)
+    return neuron.neuron_kind.message_range(neuron)
 
 
 def message_bits(neuron: IntNeuron) -> int:
-    """Bits of the neuron's graded message: two's complement when it can be negative. (Lava's CPU
-    Dense and Conv only test ``num_message_bits > 0``; 0 would cast −1 to +1.)"""
-    lo, hi = message_range(neuron)
-    if lo >= 0:
-        return max(1, hi.bit_length())
-    return 1 + max(hi.bit_length(), (-lo - 1).bit_length())
+    """Bits of the neuron's graded message: two's complement when it can be negative."""
+    return graded_bits(*message_range(neuron))
 
 
 def message_bound(neuron: IntNeuron) -> int:
@@ -142,9 +129,18 @@ class IntNetwork:
     output: str  # name of the readout neuron
     timesteps: int = 1
     report: list[dict] = field(default_factory=list)  # per-layer quantization summary
+    fmt: IntegerFormat = LOIHI  # the integer widths it was quantized to
 
     def by_name(self) -> dict:
         return {self.source.name: self.source, **{layer.name: layer for layer in self.layers}}
+
+    def check_steps(self, s_in: np.ndarray) -> int:
+        """T of an integer input (T, B, ...), which must be the network's own ``timesteps``."""
+        if np.ndim(s_in) < 2 or s_in.shape[0] != self.timesteps:
+            steps = s_in.shape[0] if np.ndim(s_in) else 0
+            raise QuantizationError(f"the input has {steps} steps but the network runs T = {self.timesteps}; give "
+                                    f"integer input of shape (T={self.timesteps}, B, ...)")
+        return self.timesteps
 
     def direct_input(self, x: np.ndarray) -> np.ndarray:
         """Direct encoding: float samples ``x`` (B, ...) as integer frames, the same at each of
@@ -164,24 +160,22 @@ def _unit_per_channel(unit: np.ndarray, shape: tuple[int, ...], what: str) -> np
     return per_channel[:, 0]
 
 
-def _power_of_two_scale(max_abs: float, name: str) -> float:
-    """Largest 2^k with max|w|·2^k ≤ 254: every layer uses Lava's mixed-sign format (even mantissas)."""
+def _power_of_two_scale(max_abs: float, name: str, fmt: IntegerFormat) -> float:
+    """Largest 2^k with max|w|·2^k ≤ the largest even mantissa (254 at 8 bits): every layer uses
+    Lava's mixed-sign format (even mantissas)."""
     if max_abs == 0:
         raise QuantizationError(f"layer '{name}' has only zero weights")
-    return 2.0 ** math.floor(math.log2(254 / max_abs))
+    return 2.0 ** math.floor(math.log2(fmt.weight_max / max_abs))
 
 
-def _to_int(x: np.ndarray, name: str, what: str, bits: int = STATE_BITS) -> np.ndarray:
-    r = np.round(x).astype(np.int64)
-    if np.abs(r).max(initial=0) >= 2 ** (bits - 1):
-        raise QuantizationError(f"layer '{name}': {what} does not fit {bits}-bit signed integers "
-                                f"(max {int(np.abs(r).max())}); the weights are too small relative to it")
-    return r
-
-
-def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | None = None) -> IntNetwork:
-    """Quantize a layer graph; ``input_scale`` overrides the one stored in the graph. ``dt`` is the
-    time step of NIR's neurons (forward Euler; default the graph's ``n2c.dt``, else 1e-3)."""
+def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | None = None,
+             fmt: IntegerFormat = LOIHI, timesteps: int | None = None) -> IntNetwork:
+    """Quantize a layer graph to the widths of ``fmt``; ``input_scale`` overrides the one stored
+    in the graph. ``dt`` is the time step of NIR's neurons (forward Euler; default the graph's
+    ``n2c.dt``, else 1e-3). ``timesteps``: T of the integer network, for graphs of other tools
+    (whose T is their input's); an n2c graph carries its own."""
+    if timesteps is not None and graph.is_n2c and timesteps != graph.timesteps:
+        raise QuantizationError(f"this n2c graph runs T = {graph.timesteps}, not {timesteps}")
     layers = graph.layers
     if graph.recurrent:
         src, dst = sorted(graph.recurrent)[0]
@@ -233,14 +227,14 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
         if isinstance(layer, (ScaleLayer, DelayLayer)):
             src, producer = layer.inputs[0], resolve(layer.inputs[0])
             if producer in pending:  # after the weights: fold into the rows of the pending layer
-                pending[producer] = _fold_into_rows(pending[producer], layer, dt)
+                pending[producer] = _fold_into_rows(pending[producer], layer, dt, fmt)
             elif isinstance(layer, ScaleLayer):  # on messages: one message unit is worth scale times more
                 shape = by_name[producer].out_shape if producer in by_name else source.shape
                 scaled = np.broadcast_to(unit_of(src), shape).reshape(-1) * np.broadcast_to(
                     layer.scale, layer.in_shape).reshape(-1)
                 unit[layer.name] = scaled.reshape(shape)
             else:
-                delay_of[layer.name] = _delay_steps(layer, dt).reshape(-1)
+                delay_of[layer.name] = _delay_steps(layer, dt, fmt).reshape(-1)
             alias[layer.name] = src
             continue
         if isinstance(layer, PoolLayer):
@@ -268,7 +262,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                                         "between; fold the two linear layers into one")
             in_shape = by_name[src].out_shape if src in by_name else source.shape
             pending[layer.name] = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
-                                   _column_delays(layer, delays_of(layer.inputs[0])))
+                                   _column_delays(layer, delays_of(layer.inputs[0]), fmt))
             continue
         if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
             syn_layers = []
@@ -279,22 +273,22 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
                     ident = identity_layer(f"{layer.name}_from_{src}", shape)
-                    syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p))))
+                    syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p), fmt)))
             if isinstance(layer, DynamicsLayer):
-                neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt)
+                neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt, fmt)
             else:
                 kind = layer.kind if isinstance(layer, NeuronLayer) else "readout"
-                neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers)
+                neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers, fmt)
             out += synapses + [neuron]
             summary.append(info)
-            if neuron.kind != "readout":
+            if neuron.neuron_kind is not READOUT:
                 unit[layer.name] = neuron.spike_value
             continue
         raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) has no integer (Loihi) form in "
                                 "this n2c yet; simulate the graph in float (--precision float)")
     if pending:
         raise QuantizationError(f"weighted layers {sorted(pending)} feed no neuron or output")
-    return IntNetwork(source, out, out[-1].name, graph.timesteps, summary)
+    return IntNetwork(source, out, out[-1].name, timesteps or graph.timesteps, summary, fmt)
 
 
 def identity_layer(name: str, shape: tuple[int, ...]):
@@ -307,29 +301,29 @@ def identity_layer(name: str, shape: tuple[int, ...]):
     return ConvLayer(name, [], shape, shape, weight=np.ones((c, 1, 1, 1)), bias=np.zeros(c), groups=c)
 
 
-def _delay_steps(layer: DelayLayer, dt: float) -> np.ndarray:
-    """NIR's delay τ (per element) in steps of ``dt``: round(τ/dt), 0..MAX_DELAY."""
+def _delay_steps(layer: DelayLayer, dt: float, fmt: IntegerFormat) -> np.ndarray:
+    """NIR's delay τ (per element) in steps of ``dt``: round(τ/dt), 0..fmt.max_delay."""
     steps = np.rint(np.broadcast_to(layer.delay, layer.in_shape) / dt).astype(np.int64)
-    if steps.max(initial=0) > MAX_DELAY:
+    if steps.max(initial=0) > fmt.max_delay:
         raise QuantizationError(f"Delay '{layer.name}': {int(steps.max())} steps at dt {dt:g} exceed Loihi's "
-                                f"{MAX_DELAY}-step synaptic delay; use a larger dt or shorter delays")
+                                f"{fmt.max_delay}-step synaptic delay; use a larger dt or shorter delays")
     return steps
 
 
-def _column_delays(layer, steps: np.ndarray | None) -> np.ndarray | None:
+def _column_delays(layer, steps: np.ndarray | None, fmt: IntegerFormat) -> np.ndarray | None:
     """Per-synapse delays (out, in) of a weighted layer whose input elements are delayed by ``steps``."""
     if steps is None or not steps.any():
         return None
     if not isinstance(layer, DenseLayer):
         raise QuantizationError(f"layer '{layer.name}' reads a Delay; Loihi's delays are per dense synapse (Lava's "
                                 "DelayDense), a convolution has none; put the Delay before a dense layer")
-    if steps.max() > MAX_DELAY:
+    if steps.max() > fmt.max_delay:
         raise QuantizationError(f"layer '{layer.name}': its input's delays add up to {int(steps.max())} steps, over "
-                                f"Loihi's {MAX_DELAY}")
+                                f"Loihi's {fmt.max_delay}")
     return np.broadcast_to(steps[None, :], layer.weight.shape).copy()
 
 
-def _fold_into_rows(entry: tuple, layer, dt: float) -> tuple:
+def _fold_into_rows(entry: tuple, layer, dt: float, fmt: IntegerFormat) -> tuple:
     """A Scale or Delay between a weighted layer and its neuron: scale the rows (and bias), or
     delay every synapse of a row."""
     sl, src, in_shape, u, delay = entry
@@ -343,16 +337,16 @@ def _fold_into_rows(entry: tuple, layer, dt: float) -> tuple:
         raise QuantizationError(f"Delay '{layer.name}' delays the bias of '{sl.name}' (absent for the first steps); "
                                 "Loihi's neuron bias is constant, so move the bias to the neuron or the Delay "
                                 "before the weights")
-    rows = _delay_steps(layer, dt).reshape(-1)
+    rows = _delay_steps(layer, dt, fmt).reshape(-1)
     if not rows.any():
         return entry
     if not isinstance(sl, DenseLayer):
         raise QuantizationError(f"Delay '{layer.name}' after convolution '{sl.name}': Loihi's delays are per dense "
                                 "synapse (Lava's DelayDense); put the Delay before a dense layer")
     delay = (0 if delay is None else delay) + rows[:, None]
-    if delay.max() > MAX_DELAY:
+    if delay.max() > fmt.max_delay:
         raise QuantizationError(f"layer '{sl.name}': delays add up to {int(delay.max())} steps, over Loihi's "
-                                f"{MAX_DELAY}")
+                                f"{fmt.max_delay}")
     return sl, src, in_shape, u, delay
 
 
@@ -367,15 +361,16 @@ def _effective_weights(layer, in_shape, u) -> np.ndarray:
     return layer.weight * per_c[idx][:, :, None, None]
 
 
-def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str, max_scale: float | None = None):
+def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str, fmt: IntegerFormat,
+                      max_scale: float | None = None):
     """8-bit even weight mantissas at the largest power-of-two scale that fits every synapse
     (and is at most ``max_scale``, when another quantity of the layer must fit too)."""
     max_abs = max(float(np.abs(w).max()) for w in w_eff)
-    scale = _power_of_two_scale(max_abs, name)
+    scale = _power_of_two_scale(max_abs, name, fmt)
     if max_scale is not None and scale > max_scale:
         scale = 2.0 ** math.floor(math.log2(max_scale))
     synapses = []
-    stats = {"weight_max_abs_error": 0.0, "weight_bits": WEIGHT_BITS, "weight_bits_used": 0, "weights_zeroed": 0,
+    stats = {"weight_max_abs_error": 0.0, "weight_bits": fmt.weight_bits, "weight_bits_used": 0, "weights_zeroed": 0,
              "weight_count": 0}
     for (sl, src, in_shape, _, delay), w in zip(syn_layers, w_eff):
         w_int = (2 * np.round(w * scale / 2)).astype(np.int64)
@@ -407,61 +402,39 @@ def _row_gain(sl, w: np.ndarray, gain: np.ndarray, name: str) -> np.ndarray:
     return w * per_c[:, None, None, None]
 
 
-def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float):
-    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``backends.loihi_lif``)."""
-    form = cuba_form(layer, dt)
+def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt: IntegerFormat):
+    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.neurons.cuba``)."""
+    form = cuba_form(layer, dt, fmt)
     w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
              for sl, _, shape, u, _ in syn_layers]
     theta_max = float(np.max(layer.v_threshold)) if layer.spiking else 0.0
-    cap = (2 ** 17 - 1) / theta_max if theta_max > 0 else None  # the threshold θ·k must fit 17 bits
-    k, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, cap)
-    scale = k * 2 ** SHIFT  # the input enters u shifted by 6 bits
+    cap = (fmt.vth_limit - 1) / theta_max if theta_max > 0 else None  # the threshold θ·k must fit 17 bits
+    k, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt, cap)
+    scale = k * 2 ** fmt.threshold_shift  # the input enters u shifted by 6 bits
     shape = layer.out_shape
     syn_bias = _summed_bias(syn_layers, shape)
     if layer.kind.startswith("Cuba") and np.any(syn_bias != 0):
         raise QuantizationError(f"neuron '{layer.name}' ({layer.kind}): a bias on its input enters the synaptic "
                                 "current, which Loihi's neuron bias (added to v) cannot express; simulate it in "
                                 "float (--precision float)")
-    bias = _to_int((form["gain"] * syn_bias + form["leak"]) * scale, layer.name, "the bias")
+    bias = to_signed((form["gain"] * syn_bias + form["leak"]) * scale, fmt.state_bits, layer.name, "the bias")
     neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
                        bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"],
                        spike_value=np.full(shape, 1.0 if layer.spiking else 1.0 / scale))  # a spike, or v_int
     info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale, **stats,
             "synapses": [s.name for s in synapses]}
     if layer.spiking:
-        vth = np.rint(np.broadcast_to(layer.v_threshold, shape) * k).astype(np.int64)
-        if (vth < 0).any() or (vth >= 2 ** 17).any():
-            raise QuantizationError(f"neuron '{layer.name}': threshold {int(vth.min())}..{int(vth.max())} does not fit "
-                                    f"Loihi's unsigned 17-bit threshold at scale {scale:g}")
-        neuron.threshold = vth
-        info["threshold_int_min"] = int(vth.min())
+        info.update(LIF.quantize_threshold(layer, neuron, k, fmt))
     return neuron, synapses, info
 
 
-def _quantize_neuron(layer, kind: str, syn_layers: list[tuple]):
+def _quantize_neuron(layer, kind: str, syn_layers: list[tuple], fmt: IntegerFormat):
+    """Weights and bias at the layer's scale; the kind's own parameters by its quantization rule."""
     w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u, _ in syn_layers]
-    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name)
+    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt)
     shape = layer.out_shape
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
-                       bias=_to_int(_summed_bias(syn_layers, shape) * scale, layer.name, "the bias"))
+                       bias=to_signed(_summed_bias(syn_layers, shape) * scale, fmt.state_bits, layer.name, "the bias"))
     info = {"layer": layer.name, "kind": kind, "scale": scale, **stats, "synapses": [s.name for s in synapses]}
-    if kind != "readout":
-        theta = np.broadcast_to(layer.threshold, shape)
-        neuron.threshold = _to_int(theta * scale, layer.name, "the threshold", 17 + 6)
-        if (neuron.threshold < 1).any():
-            raise QuantizationError(f"layer '{layer.name}': threshold rounds to zero at scale {scale:g}")
-        neuron.v_init = _to_int(np.broadcast_to(layer.v_init, shape) * scale, layer.name, "v_init")
-        neuron.max_spikes, neuron.min_spikes = layer.max_spikes, layer.min_spikes
-        neuron.spike_value = np.broadcast_to(layer.spike_value, shape).astype(np.float64)
-        if kind == "sfn":
-            neuron.edges = _to_int(layer.edges * scale, layer.name, "the SFN thresholds")
-            neuron.codes = layer.codes.astype(np.int64)
-            unit = float(np.unique(layer.spike_value)[0])
-            neuron.code_value = int(_to_int(np.array(unit * scale), layer.name, "the SFN code unit"))
-            if neuron.code_value < 1 or (np.diff(neuron.edges) <= 0).any():
-                raise QuantizationError(f"layer '{layer.name}': SFN thresholds collapse at scale {scale:g}")
-        info["threshold_int_min"] = int(neuron.threshold.min())
-        if neuron.threshold.min() < 16:
-            warnings.warn(f"layer '{layer.name}': integer threshold {int(neuron.threshold.min())} leaves little "
-                          "precision; the float and integer networks may disagree more than usual")
+    info.update(neuron.neuron_kind.quantize(layer, neuron, scale, fmt))
     return neuron, synapses, info

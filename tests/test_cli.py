@@ -19,7 +19,7 @@ ARCH = "n2c.models:DigitsCNN(levels=8)"
 def run_cli(*args, cwd=None):
     """Run the real console entry point in a subprocess (exit codes, stderr, no traceback)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "n2c.cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "n2c", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from backends.float.dynamics import discretization
 from backends.float.simulate import simulate_float
-from backends.loihi_lif import lif_step
+from n2c.fixed_point import lif_step
 from backends.nir.to_layers import import_nir
 from backends.quantize import quantize
 from n2c.errors import N2CError, QuantizationError

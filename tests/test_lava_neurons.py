@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.reference.simulate import flush_steps, stream_depths as pipeline_depths
+from backends.reference.stream import flush_steps, stream_depths as pipeline_depths
 from backends.lava.lower import _lower, check_network, run_lava_stream, \
     run_lava_steps
 from backends.lava.neurons import stock_lif_mismatch
 from backends.quantize import message_bits
-from backends.quantize import STATE_MAX, IntNetwork, IntNeuron, IntSource, IntSynapse, clamp24
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from n2c.fixed_point import STATE_MAX, clamp24
 from backends.reference.simulate import run_encoded
 from n2c.errors import QuantizationError
 from tests.test_lava import LAVA_SETTINGS
@@ -221,7 +222,7 @@ def test_scale_and_fire(seed):
 @pytest.mark.parametrize("timesteps", [2, 4])
 def test_parallel_neuron_one_window_late(timesteps):
     net = parallel_net(7 + timesteps, timesteps)
-    assert pipeline_depths(net, timesteps)["p2"] == 2 + 2 * timesteps
+    assert pipeline_depths(net)["p2"] == 2 + 2 * timesteps
     assert_steps_equal(net, _inputs(net, timesteps), active=("p1", "p2"))
 
 
@@ -312,13 +313,14 @@ def test_stream_equals_each_sample_alone():
     t, b = net.timesteps, 3
     s_in = _inputs(net, 3, batch=b)
     messages, state = run_lava_stream(net, s_in)
-    depth, flush = pipeline_depths(net, t), flush_steps(net, t)
+    depth, flush = pipeline_depths(net), flush_steps(net)
     neurons = [layer for layer in net.layers if isinstance(layer, IntNeuron)]
     assert flush == depth["out"] == 6 + t
     ref = run_encoded(net, s_in)
     for layer in neurons:
         assert messages[layer.name].shape == (b * t + flush, *layer.shape)
-        assert set(state[layer.name]) == ({"v", "u"} if layer.kind in ("lif", "li") else {"v"})
+        assert set(state[layer.name]) == {"lif": {"v", "u"}, "li": {"v", "u"}, "parallel": {"v", "pending"}}.get(
+            layer.kind, {"v"})
         windows = np.stack([messages[layer.name][i * t + depth[layer.name]:][:t] for i in range(b)], axis=1)
         expected = ref.messages[layer.name] if layer.name != "out" else _potentials(ref.readout_current)
         assert np.array_equal(windows, expected), layer.name

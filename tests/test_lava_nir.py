@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from backends.float.dynamics import discretization
-from backends.lava.lower import bias_mantissa_exponent, check_network, run_lava_steps
+from backends.lava.lower import check_network, run_lava_steps
+from n2c.fixed_point import bias_mantissa_exponent
 from backends.lava.neurons import stock_lif_mismatch
 from backends.nir.to_layers import import_nir
 from backends.quantize import quantize
@@ -56,7 +57,7 @@ def _network(kinds: tuple[str, str], seed: int, conv: bool):
 @pytest.mark.parametrize("kinds,conv", [(("IF", "LIF"), False), (("CubaLIF", "LIF"), False), (("LIF", "IF"), True)])
 def test_stock_lif_on_lava_equals_the_reference(kinds, conv):
     graph = _network(kinds, seed=3, conv=conv)
-    net = quantize(graph, 1.0, discretization("nir", 1e-3).dt)
+    net = quantize(graph, 1.0, discretization("nir", 1e-3).dt, timesteps=12)
     rng = np.random.default_rng(4)
     s_in = (rng.uniform(0, 1, (12, 3, *graph.input.out_shape)) < 0.4).astype(np.int64)  # T=12, B=3 samples
     ref = run_encoded(net, s_in)

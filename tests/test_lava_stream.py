@@ -10,7 +10,7 @@ import pytest
 
 from backends.lava.lower import run_lava_stream
 from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
-from backends.reference.simulate import run_stream
+from backends.reference.stream import run_stream
 from tests.random_networks import KINDS, conv_network, dense_network, inputs
 
 pytestmark = pytest.mark.slow

@@ -35,7 +35,7 @@ from backends.reference.simulate import simulate
 from n2c.snn.convert import METHODS, convert, prepare, to_snn
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.models import DigitsCNN
-from n2c.neurons import qcfs_count
+from n2c.neurons.multi_threshold import qcfs_count
 from n2c.export.nir import to_nir, write_nir
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork

@@ -19,12 +19,15 @@ import nir
 import numpy as np
 import pytest
 
-from backends.lava.lower import conv_weight_for_lava, from_lava, to_lava
+from backends.lava.layout import conv_weight_for_lava, from_lava, to_lava
 from backends.lava.netx import (RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
                                     netx_dense_weights, to_netx, write_netx)
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntSynapse, clamp24, quantize
-from backends.reference.simulate import _synapse, lava_effective_weights, run_encoded
+from backends.quantize import IntSynapse, quantize
+from n2c.fixed_point import clamp24
+from backends.reference.simulate import run_encoded
+from backends.reference.synapses import synapse as _synapse
+from n2c.fixed_point import lava_effective_weights
 from n2c.cli.main import main
 from n2c.errors import N2CError
 
@@ -252,7 +255,7 @@ def test_cli_refuses_an_n2c_multi_threshold_graph_in_a_subprocess(tmp_path):
     graph_file = tmp_path / "n2c.nir"
     export_model(DigitsCNN(levels=4).eval(), str(graph_file), (1, 8, 8), 1 / 16)
     out = tmp_path / "net.h5"
-    done = subprocess.run([sys.executable, "-m", "n2c.cli.main", "export", str(graph_file), "--to", "netx", "-o", str(out)],
+    done = subprocess.run([sys.executable, "-m", "n2c", "export", str(graph_file), "--to", "netx", "-o", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "is a multi-threshold neuron" in done.stderr, done.stderr
@@ -310,8 +313,8 @@ def test_netx_file_in_lava_equals_the_reference(build, shape, tmp_path):
     graph = build()
     path = tmp_path / "net.h5"
     model = export_netx(graph, str(path), 1.0, DT)
-    net = quantize(graph, 1.0, DT)
     period, samples = 10, 3
+    net = quantize(graph, 1.0, DT, timesteps=period)
     s_in = np.random.default_rng(7).integers(-1, 4, (period, samples, *shape))  # graded, signed 8-bit input
     ref = run_encoded(net, s_in)
     spikes, v = _run_netx(path, model, s_in, period)

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from n2c.neurons import multi_threshold_step, qcfs_count
+from n2c.neurons.multi_threshold import qcfs_count
+from n2c.neurons.multi_threshold import step as multi_threshold_step
 from n2c.ann.qcfs import QCFS
 from n2c.snn.modules import MultiThresholdIF
 

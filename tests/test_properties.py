@@ -17,16 +17,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from n2c.neurons import (
-    if_counts,
-    multi_threshold_step,
-    parallel_count,
-    parallel_spikes,
-    parallel_spikes_matrix,
-    qcfs_count,
-    scale_and_fire_step,
-    signed_qcfs_count,
-)
+from n2c.neurons.multi_threshold import qcfs_count
+from n2c.neurons.multi_threshold import step as multi_threshold_step
+from n2c.neurons.parallel import count as parallel_count
+from n2c.neurons.parallel import spikes as parallel_spikes
+from n2c.neurons.polarity import signed_qcfs_count
+from n2c.neurons.scale_and_fire import step as scale_and_fire_step
+from tests.oracles import if_counts, parallel_spikes_matrix
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire
 

@@ -7,7 +7,8 @@ import pytest
 
 from backends.nir.to_layers import import_nir
 from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, quantize
-from backends.reference.simulate import lava_effective_weights, run_encoded, simulate
+from backends.reference.simulate import run_encoded, simulate
+from n2c.fixed_point import lava_effective_weights
 from n2c.errors import QuantizationError
 from n2c.ann.train import accuracy, predict
 
@@ -77,7 +78,7 @@ def test_missing_input_scale_is_an_error(digits_nir):
 
 
 def test_wrap_signed_is_twos_complement():
-    from backends.reference.simulate import wrap_signed
+    from n2c.fixed_point import wrap_signed
     x = np.array([2 ** 23 - 1, 2 ** 23, -(2 ** 23), -(2 ** 23) - 1, 5, -5, 3 * 2 ** 24 + 7])
     assert wrap_signed(x, 24).tolist() == [2 ** 23 - 1, -(2 ** 23), -(2 ** 23), 2 ** 23 - 1, 5, -5, 7]
     assert np.array_equal(wrap_signed(x.astype(np.int64), 32), x.astype(np.int32).astype(np.int64))

@@ -23,7 +23,7 @@ from backends.float.dynamics import Discretization, NeuronState, discretization
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, LayerGraph,
                              NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
 from n2c.errors import N2CError
-from n2c.neurons import multi_threshold_step, parallel_count, parallel_spikes, scale_and_fire_step
+from n2c.neurons import kind
 
 
 @dataclass
@@ -79,27 +79,14 @@ class _Delay:
 
 
 class _N2CNeuron:
-    """n2c's neurons (``n2c.neurons``) in float: out(t) = a·k(t)."""
+    """n2c's neurons in float, by their kind's kernel (``n2c.neurons``): out(t) = a·k(t)."""
 
     def __init__(self, layer: NeuronLayer, batch: int, timesteps: int):
-        self.layer, self.timesteps = layer, timesteps
+        self.layer, self.timesteps, self.kind = layer, timesteps, kind(layer.kind)
         self.v = np.broadcast_to(layer.v_init, (batch, *layer.out_shape)).astype(np.float64)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        layer = self.layer
-        if layer.kind == "parallel":
-            if len(x) != self.timesteps:
-                raise N2CError(f"parallel neuron '{layer.name}' sees its whole window of {self.timesteps} steps at "
-                               "once; it cannot run step by step (inside a cycle)")
-            n = parallel_count(self.v + x.sum(axis=0), layer.threshold, self.timesteps, v_init=0)
-            return parallel_spikes(n, self.timesteps) * layer.spike_value
-        out = np.empty_like(x)
-        for t in range(len(x)):
-            if layer.kind == "sfn":
-                k, self.v = scale_and_fire_step(self.v, x[t], layer.edges, layer.codes, layer.spike_value)
-            else:
-                k, self.v = multi_threshold_step(self.v, x[t], layer.threshold, layer.max_spikes, layer.min_spikes)
-            out[t] = k * layer.spike_value
+        out, self.v = self.kind.run_float(self.layer, self.v, x, self.timesteps)
         return out
 
 

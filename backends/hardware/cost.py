@@ -29,7 +29,7 @@ import numpy as np
 
 from backends.hardware.mapping import Connection, Mapping
 from backends.quantize import IntNetwork, IntNeuron, message_bits
-from backends.reference.simulate import stream_depths
+from backends.reference.stream import stream_depths
 
 # energy component -> the chip values that price it
 COMPONENT_CONSTANTS = {"synaptic_ops": ("energy_synop",), "neuron_updates_active": ("energy_neuron_update_active",),
@@ -98,9 +98,8 @@ class Activity:
     def add(self, messages: dict[str, np.ndarray]) -> None:
         """Count one chunk of a run: ``messages`` (T, B, ...) of the source and every neuron."""
         net, mapping = self.net, self.mapping
-        t, b = messages[net.source.name].shape[:2]
+        t, b = net.check_steps(messages[net.source.name]), messages[net.source.name].shape[1]
         self.samples += b
-        self.timesteps = t
         received: dict[str, np.ndarray] = {}
         packets_of: dict[str, np.ndarray] = {}
         for conn in mapping.connections:
@@ -128,7 +127,7 @@ class Activity:
             row, shape, comp = self.layers[lm.name], tuple(lm.shape), lm.compartments_per_neuron
             got = received.get(lm.name)
             got = np.zeros((t * b, *shape), np.float32) if got is None else got
-            sent = messages[lm.name].reshape(t * b, *shape) if lm.kind != "readout" else np.zeros((1, *shape))
+            sent = messages[lm.name].reshape(t * b, *shape) if lm.name != net.output else np.zeros((1, *shape))
             active = (got > 0) | (sent != 0)
             row["unit_spikes"] += float(np.abs(sent).sum())
             row["spiking_steps"] += float((sent != 0).sum())

@@ -72,8 +72,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.hardware.spec import ChipSpec
-from backends.quantize import WEIGHT_BITS, IntNetwork, IntNeuron, IntSynapse, message_bits
+from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits
 from n2c.errors import MappingError
+from n2c.fixed_point import WEIGHT_BITS
+from n2c.neurons.readout import KIND as READOUT
 
 USAGE_KEYS = ("neurons", "input_axons", "output_fanout", "synapse_bits", "neuron_state_bits", "routing_bits")
 POOL_USE = {"synapses": "synapse_bits", "neuron_state": "neuron_state_bits", "routing": "routing_bits"}
@@ -372,7 +374,7 @@ def _width(bits: int, chip: ChipSpec) -> int:
 
 
 def _compartments(neuron: IntNeuron, chip: ChipSpec) -> int:
-    return 1 if neuron.kind == "readout" else _width(message_bits(neuron), chip)
+    return 1 if neuron.neuron_kind is READOUT else _width(message_bits(neuron), chip)
 
 
 def connections(net: IntNetwork, chip: ChipSpec) -> list[Connection]:

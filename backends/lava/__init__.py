@@ -1,18 +1,5 @@
-"""Lava backend: lowering of the integer IR to lava-nc processes (``lower.py``) and
-n2c's custom neuron processes (``processes/``).
-
-Lava calls ``multiprocessing.set_start_method('fork')`` when its runtime is first
-imported and fails if the start method was already fixed, which any earlier use of
-multiprocessing does (tqdm's progress-bar lock, for one). On the fork platforms Lava
-supports, clearing the still-default method and importing Lava's runtime right here,
-when this package is first imported, lets Lava set the same method once.
+"""Lava backend: lowering of the integer IR to lava-nc Processes (``lower.py``, ``neurons.py``),
+n2c's custom neuron Processes (``processes/``), the lava-dl netx export (``netx.py``) and Lava's
+data layout (``layout.py``). Only ``lower``, ``neurons``' Process builders and ``processes``
+import Lava; ``runtime`` does the one-time set-up Lava needs first.
 """
-
-import multiprocessing as _mp
-import sys as _sys
-
-if "lava.magma.runtime.message_infrastructure.multiprocessing" not in _sys.modules and \
-        _mp.get_start_method(allow_none=True) == "fork":
-    _mp.set_start_method(None, force=True)
-
-import lava.magma.runtime.runtime  # noqa: E402,F401  (sets the start method; see above)

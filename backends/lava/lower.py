@@ -6,7 +6,7 @@ readout potentials, equal bit for bit to ``backends.reference.simulate.simulate`
 Which Process runs which neuron: ``backends.lava.neurons`` and
 ``docs/lava-backend.md``.
 
-Layout. The IR is torch-ordered, (C, H, W); Lava's Conv works on (X, Y, C) =
+Layout (``layout.py``). The IR is torch-ordered, (C, H, W); Lava's Conv works on (X, Y, C) =
 (W, H, C). Inputs, per-neuron parameters and conv weights are transposed on the
 way in and recorded values on the way out. Lava's Conv computes a true
 convolution (scipy ``convolve2d``; checked with a delta input: the output
@@ -25,7 +25,7 @@ a window's count during the next window (T steps later). So every value has a
 match), a neuron's output its input's depth (+ T for the parallel neuron). A
 neuron whose input has depth ``d`` sees sample ``i``, step ``j`` at ``t = i·T +
 j + d`` and restarts its window at every ``t`` with ``(t - d) % T == 0``. The run
-lasts ``B·T + flush`` steps (``reference.flush_steps``); the last ``flush`` source
+lasts ``B·T + flush`` steps (``backends.reference.stream.flush_steps``); the last ``flush`` source
 steps are zeros that drain the pipeline.
 
 Delays. A delay of up to ``STOCK_DELAY_MAX`` steps is a chain of stock identity
@@ -48,18 +48,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.lava.neurons import bias_mantissa_exponent, check_neuron, final_state, neuron_process, output_delay
+import backends.lava.runtime  # noqa: F401  (first: Lava's runtime fixes the multiprocessing start method)
+from backends.lava.layout import (LAVA_INT8_MAX, conv_weight_for_lava, dense_columns_for_lava, from_lava, lava_groups,
+                                  lava_shape, regroup_conv_weight, to_lava)
+from backends.lava.neurons import check_neuron, final_state, neuron_process
 from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits, message_bound
-from backends.reference.simulate import flush_steps
+from backends.reference.stream import flush_steps, sample_windows
 from n2c.errors import QuantizationError
+from n2c.fixed_point import LOIHI
+from n2c.neurons.readout import KIND as READOUT
 
-__all__ = ["run_lava", "run_lava_with_spikes", "run_lava_steps", "run_lava_stream", "check_network",
-           "bias_mantissa_exponent", "lava_shape", "to_lava", "from_lava",
-           "dense_columns_for_lava", "conv_weight_for_lava", "regroup_conv_weight"]
+__all__ = ["run_lava", "run_lava_with_spikes", "run_lava_steps", "run_lava_stream", "check_network"]
 
-LAVA_INT8_MAX = 127  # Lava's Conv stores kernel size, stride, padding, dilation and groups as int8
-CONV_WRAP = 2 ** 23  # Lava's Conv wraps its output to signed 24 bits (the reference too)
-DENSE_WRAP = 2 ** 31  # Lava's Dense accumulates in int32 (the reference wraps at 32 bits too)
+CONV_WRAP = 2 ** (LOIHI.conv_bits - 1)  # Lava's Conv wraps its output to signed 24 bits (the reference too)
+DENSE_WRAP = 2 ** (LOIHI.dense_bits - 1)  # Lava's Dense accumulates in int32 (the reference wraps there too)
 STOCK_DELAY_MAX = 2  # longer alignment delays use one custom DelayLine instead of a synapse per step
 
 
@@ -71,57 +73,6 @@ class _Stream:
     depth: int
     bits: int
     max_abs: int
-
-
-# --- layout -------------------------------------------------------------------------------------
-
-def lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """IR (C, H, W) → Lava (W, H, C); flat shapes are unchanged."""
-    return tuple(shape[::-1]) if len(shape) == 3 else tuple(shape)
-
-
-def to_lava(a: np.ndarray, lead: int = 0) -> np.ndarray:
-    """Reorder the trailing (C, H, W) axes of ``a`` (after ``lead`` leading axes) to (W, H, C)."""
-    if a.ndim - lead != 3:
-        return a
-    return np.moveaxis(a, [lead, lead + 1, lead + 2], [lead + 2, lead + 1, lead])
-
-
-def from_lava(a: np.ndarray, lead: int = 0) -> np.ndarray:
-    """Inverse of :func:`to_lava` (the permutation is its own inverse)."""
-    return to_lava(a, lead)
-
-
-def dense_columns_for_lava(weight: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
-    """Permute the columns of an IR dense weight so they index Lava's flattened (W, H, C) input."""
-    if len(in_shape) != 3:
-        return weight
-    ir_index = np.arange(int(np.prod(in_shape))).reshape(in_shape)
-    return weight[:, to_lava(ir_index).ravel()]
-
-
-def conv_weight_for_lava(weight: np.ndarray) -> np.ndarray:
-    """torch correlation kernel (Cout, Cin/g, kH, kW) → Lava convolution kernel (Cout, kW, kH, Cin/g)."""
-    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
-
-
-def regroup_conv_weight(weight: np.ndarray, groups: int, new_groups: int) -> np.ndarray:
-    """Re-express a grouped conv kernel with ``new_groups`` (a divisor of ``groups``) coarser
-    groups: each coarse group holds a block-diagonal kernel with zeros across fine groups."""
-    cout, cin_g = weight.shape[:2]
-    cin = cin_g * groups
-    full = np.zeros((cout, cin, *weight.shape[2:]), dtype=weight.dtype)
-    rows = np.arange(cout) // (cout // groups)
-    for g in range(groups):
-        full[rows == g, g * cin_g:(g + 1) * cin_g] = weight[rows == g]
-    coarse = np.arange(cout) // (cout // new_groups)
-    cin_new = cin // new_groups
-    return np.stack([full[o, c * cin_new:(c + 1) * cin_new] for o, c in enumerate(coarse)])
-
-
-def _lava_groups(groups: int) -> int:
-    """Largest divisor of ``groups`` that Lava's int8 ``groups`` Var holds."""
-    return max(d for d in range(1, min(groups, LAVA_INT8_MAX) + 1) if groups % d == 0)
 
 
 # --- synapses -----------------------------------------------------------------------------------
@@ -159,13 +110,13 @@ def _conv_process(syn: IntSynapse, src: _Stream, weight: np.ndarray, groups: int
                                 f"{syn.in_shape}, but its input has shape {src.shape}")
     _warn_if_may_wrap(syn, _current_bound(syn, weight, src), CONV_WRAP,
                       "Lava's Conv wraps at 24 bits")
-    lava_groups = _lava_groups(groups)
-    if lava_groups != groups:
-        weight = regroup_conv_weight(weight, groups, lava_groups)
+    coarse = lava_groups(groups)
+    if coarse != groups:
+        weight = regroup_conv_weight(weight, groups, coarse)
     try:
         proc = Conv(weight=conv_weight_for_lava(weight), input_shape=lava_shape(syn.in_shape),
                     padding=syn.padding[::-1], stride=syn.stride[::-1], dilation=syn.dilation[::-1],
-                    groups=lava_groups, num_message_bits=src.bits, name=syn.name)
+                    groups=coarse, num_message_bits=src.bits, name=syn.name)
     except Exception as e:  # Lava validates shapes and channel counts with ValueError / Exception
         raise QuantizationError(f"synapse '{syn.name}': Lava's Conv rejects it: {e}") from e
     if tuple(proc.a_out.shape) != lava_shape(syn.out_shape):
@@ -256,7 +207,7 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> tuple[_Str
     proc = neuron_process(neuron, period, depth)
     for s in inputs:
         s.port.connect(proc.a_in)
-    out = _Stream(proc.s_out, tuple(neuron.shape), depth + output_delay(neuron, period), message_bits(neuron),
+    out = _Stream(proc.s_out, tuple(neuron.shape), depth + neuron.neuron_kind.output_delay(period), message_bits(neuron),
                   message_bound(neuron))
     return out, proc
 
@@ -266,7 +217,7 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> tuple[_Str
 def check_network(net: IntNetwork) -> None:
     """Reject what the lowering cannot express before building anything (one-line errors)."""
     output = net.by_name().get(net.output)
-    if not isinstance(output, IntNeuron) or output.kind != "readout":
+    if not isinstance(output, IntNeuron) or output.neuron_kind is not READOUT:
         raise QuantizationError(f"the network output '{net.output}' is not a readout neuron")
     for layer in net.layers:
         if isinstance(layer, IntNeuron):
@@ -303,8 +254,8 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     if tuple(net.source.shape) != tuple(s_in.shape[2:]):
         raise QuantizationError(f"inputs of shape {tuple(s_in.shape[2:])} do not match the network input "
                                 f"{net.source.shape}")
-    period, samples = s_in.shape[:2]
-    flush = flush_steps(net, period)
+    period, samples = net.check_steps(s_in), s_in.shape[1]
+    flush = flush_steps(net)
     total = samples * period + flush
     source = Source(data=_source_data(s_in, flush))
     src = net.source
@@ -383,24 +334,18 @@ def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, st
     return raw, {name: depth for name, (_, depth) in low.sinks.items()}, final
 
 
-def _aligned(raw: np.ndarray, depth: int, period: int, samples: int) -> np.ndarray:
-    """Raw messages (L, *shape) of a value at ``depth`` → (T, B, *shape): sample i, step j is
-    global step i·T + j + depth."""
-    return raw[np.arange(samples)[None, :] * period + np.arange(period)[:, None] + depth]
-
-
 def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool):
     """Readout potentials at every step (T, B, *out) and, with ``record``, every other neuron's
     messages (T, B, *shape). With synaptic delays a sample's late contributions would reach the
     next sample's window, so each sample then streams alone (a compiled run per sample)."""
-    t, b = s_in.shape[:2]
+    t, b = net.check_steps(s_in), s_in.shape[1]
     if b > 1 and any(isinstance(layer, IntSynapse) and layer.delay is not None and np.any(layer.delay)
                      for layer in net.layers):
         runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record) for i in range(b)]
         return (np.concatenate([r[0] for r in runs], axis=1),
                 {name: np.concatenate([r[1][name] for r in runs], axis=1) for name in runs[0][1]})
     raw, depth, _ = _execute(net, s_in, progress, record)
-    aligned = {name: _aligned(values, depth[name], t, b) for name, values in raw.items()}
+    aligned = {name: sample_windows(values, depth[name], t, b) for name, values in raw.items()}
     return aligned.pop(net.output), aligned
 
 
@@ -442,7 +387,7 @@ def run_lava_stream(net: IntNetwork, s_in: np.ndarray, progress: bool = False
 
     * ``messages[name]``, for every neuron (the readout included): (L, *shape), what it sent
       at each global step t = 0..L-1 (Lava's time_step t + 1): counts, codes, spikes, the li
-      potential v, the readout's v. L = B·T + ``reference.flush_steps(net, T)``.
+      potential v, the readout's v. L = B·T + ``backends.reference.stream.flush_steps(net)``.
     * ``final_state[name]``: {"v": (*shape)} after the last step, and "u" for the CUBA kinds
       ("lif", "li"); the parallel neuron's v is its running window total.
     """

@@ -48,11 +48,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.ir.layers import LayerGraph
-from backends.lava.lower import LAVA_INT8_MAX, _lava_groups, regroup_conv_weight, to_lava
+from backends.lava.layout import LAVA_INT8_MAX, lava_groups, regroup_conv_weight, to_lava
 from backends.lava.neurons import uniform_value
 from backends.quantize import IntNetwork, IntNeuron, IntSynapse, quantize
-from backends.reference.simulate import lava_effective_weights
+from n2c.fixed_point import lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
+from n2c.neurons.cuba import LI, LIF
+from n2c.neurons.readout import KIND as READOUT
 
 BIAS_EXP = 6  # netx passes bias_exp = 6 to every CUBA neuron
 BIAS_MANT = 2 ** 12  # 13-bit signed bias mantissa
@@ -215,8 +217,8 @@ def _conv_record(syn: IntSynapse, pool: IntSynapse | None) -> tuple[np.ndarray, 
     if max(*weight.shape[2:], *p["stride"], *p["padding"], *p["dilation"]) > LAVA_INT8_MAX:
         raise UnsupportedLayerError(f"conv '{syn.name}': kernel {weight.shape[2:]}, stride, padding or dilation "
                                     f"exceeds Lava Conv's int8 range 0..{LAVA_INT8_MAX}")
-    if _lava_groups(groups) != groups:  # Lava's int8 groups: coarser groups with block-diagonal kernels
-        weight, p["groups"] = regroup_conv_weight(weight, groups, _lava_groups(groups)), _lava_groups(groups)
+    if lava_groups(groups) != groups:  # Lava's int8 groups: coarser groups with block-diagonal kernels
+        weight, p["groups"] = regroup_conv_weight(weight, groups, lava_groups(groups)), lava_groups(groups)
     return weight, {k: np.asarray(v, dtype=np.int64) for k, v in p.items()}
 
 
@@ -234,20 +236,25 @@ def _identity_gain(syn: IntSynapse) -> int | None:
 
 # --- the chain -----------------------------------------------------------------------------------
 
+# Why netx cannot express each n2c kind (its CUBA "lif" and "li" layers it can).
+def _mtn_reason(neuron: IntNeuron) -> str:
+    return (f"a multi-threshold neuron (up to {neuron.max_spikes} spike{'s' * (neuron.max_spikes > 1)}"
+            + (f" and {neuron.min_spikes} negative ones" if neuron.min_spikes else "") + " per step, reset by "
+            "subtraction); netx's CUBA neurons send one binary spike and reset to 0, and its sigma-delta (SDNN) "
+            "neurons send changes of ReLU(Σ) with 6 fraction bits, without the floor(v/θ) staircase and the clip "
+            "at K, so neither computes it")
+
+
+NO_NETX_FORM = {
+    "mtn": _mtn_reason,
+    "parallel": lambda neuron: "a parallel neuron (fires once per T-step window); netx has no windowed neuron",
+    "sfn": lambda neuron: "a scale-and-fire neuron (graded codes from several thresholds); netx has no such neuron",
+}
+
+
 def _neuron_error(neuron: IntNeuron) -> UnsupportedLayerError:
-    kind = neuron.kind
-    if kind == "mtn":
-        what = (f"a multi-threshold neuron (up to {neuron.max_spikes} spike{'s' * (neuron.max_spikes > 1)}"
-                + (f" and {neuron.min_spikes} negative ones" if neuron.min_spikes else "") + " per step, reset by "
-                "subtraction); netx's CUBA neurons send one binary spike and reset to 0, and its sigma-delta (SDNN) "
-                "neurons send changes of ReLU(Σ) with 6 fraction bits, without the floor(v/θ) staircase and the clip "
-                "at K, so neither computes it")
-    elif kind == "parallel":
-        what = "a parallel neuron (fires once per T-step window); netx has no windowed neuron"
-    elif kind == "sfn":
-        what = "a scale-and-fire neuron (graded codes from several thresholds); netx has no such neuron"
-    else:
-        what = f"a {kind} neuron, which netx has no form for"
+    reason = NO_NETX_FORM.get(neuron.kind, lambda n: f"a {n.kind} neuron, which netx has no form for")
+    what = reason(neuron)
     return UnsupportedLayerError(f"neuron '{neuron.name}' is {what}; simulate it with n2c simulate instead")
 
 
@@ -265,7 +272,7 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
                                         "netx's delays (a reset between samples would not clear spikes in flight)")
         if isinstance(layer, IntSynapse) and layer.weight_exp:
             raise UnsupportedLayerError(f"synapse '{layer.name}' has a weight exponent; netx chooses its own")
-    if net.by_name()[net.output].kind != "readout":
+    if net.by_name()[net.output].neuron_kind is not READOUT:
         raise UnsupportedLayerError(f"the network output '{net.output}' is not a readout")
     layers = [NetxLayer("input", net.source.name, tuple(net.source.shape))]
     prev = net.source.name  # the producer the next synapse must read
@@ -288,13 +295,13 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
         if len(layer.inputs) != 1:
             raise UnsupportedLayerError(f"neuron '{layer.name}' sums {len(layer.inputs)} inputs "
                                         f"({', '.join(layer.inputs)}); a netx layer has one synapse (no residual sums)")
-        if layer.kind not in ("lif", "li", "readout"):
+        if layer.kind in NO_NETX_FORM:
             raise _neuron_error(layer)
         identity = _identity_gain(syn) if pool is None and prev_neuron is not None else None
-        if layer.kind == "readout" and identity is not None and not np.any(layer.bias):
-            readout, gain = ("spikes" if prev_neuron.kind == "lif" else "potential-sum"), identity
+        if layer.neuron_kind is READOUT and identity is not None and not np.any(layer.bias):
+            readout, gain = ("spikes" if prev_neuron.neuron_kind is LIF else "potential-sum"), identity
             break
-        if prev_neuron is not None and prev_neuron.kind == "li":
+        if prev_neuron is not None and prev_neuron.neuron_kind is LI:
             raise UnsupportedLayerError(f"neuron '{prev_neuron.name}' (LI) sends its membrane potential to "
                                         f"'{syn.name}'; netx's CUBA neurons send binary spikes")
         if syn.kind == "dense":
@@ -307,10 +314,10 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
             conv = {}
         else:
             weight, conv = _conv_record(syn, pool)
-        if layer.kind == "readout":
+        if layer.neuron_kind is READOUT:
             neuron, mant = _integrator(), _bias_mantissa(layer.bias, layer.name, 0)
         else:
-            neuron, mant = _cuba(layer, layer.kind == "lif"), _bias_mantissa(layer.bias, layer.name, BIAS_EXP)
+            neuron, mant = _cuba(layer, layer.neuron_kind is LIF), _bias_mantissa(layer.bias, layer.name, BIAS_EXP)
         bias = np.broadcast_to(mant, layer.shape).astype(np.int64)
         layers.append(NetxLayer(syn.kind, layer.name, tuple(layer.shape), weight, _bias_record(bias), neuron, conv))
         prev, prev_neuron, pool, syn = layer.name, layer, None, None

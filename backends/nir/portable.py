@@ -32,9 +32,11 @@ import numpy as np
 
 from backends.ir.layers import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, LayerGraph, NeuronLayer, OutputLayer,
                              PoolLayer)
-from backends.lava.lower import regroup_conv_weight
+from backends.lava.layout import regroup_conv_weight
 from backends.quantize import identity_layer
 from n2c.errors import N2CError
+from n2c.neurons import kind
+from n2c.neurons.multi_threshold import KIND as MULTI_THRESHOLD
 
 
 class _Value:
@@ -76,7 +78,7 @@ PORTABLE_DT, PORTABLE_TAU, PORTABLE_R, PORTABLE_THRESHOLD = 1e-4, 1e-3, 10.0, 1.
 
 def _population(neuron: NeuronLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Signs s_j (n,), input shifts c_j (n, *shape) and output coefficients (n, *shape)."""
-    if neuron.kind != "mtn":
+    if kind(neuron.kind) is not MULTI_THRESHOLD:
         raise N2CError(f"portable export: neuron '{neuron.name}' is a {neuron.kind} neuron; only multi-threshold "
                        "and polarity neurons (methods mtn, pmsm) have a standard-NIR form")
     theta, v0, a = neuron.threshold, neuron.v_init, neuron.spike_value
@@ -175,7 +177,7 @@ def to_portable_nir(graph: LayerGraph) -> nir.NIRGraph:
                 nodes[name] = nir.Output(output_type={"output": np.array(layer.out_shape)})
     if pending:
         raise N2CError(f"portable export: {sorted(pending)} feed no neuron")
-    meta = {"backends.nir.portable": 1, "n2c.dt": PORTABLE_DT, "n2c.timesteps": 1,
+    meta = {"n2c.portable": 1, "n2c.dt": PORTABLE_DT, "n2c.timesteps": 1,
             "n2c.source_method": str(graph.metadata.get("n2c.method", "mtn"))}
     if graph.input.input_scale:
         meta["n2c.input_scale"] = float(graph.input.input_scale)

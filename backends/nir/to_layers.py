@@ -19,9 +19,9 @@ from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer
                              LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
 from backends.nir.read import read_graph, show as _show
 from n2c.errors import NIRFormatError
+from n2c.neurons import BY_NIR_NAME
 
 SUPPORTED_CONVENTION = 2
-NEURON_KINDS = {"multi_threshold_if": "mtn", "parallel": "parallel", "scale_and_fire": "sfn"}
 STATEFUL = (nir.I, nir.LI, nir.IF, nir.LIF, nir.CubaLI, nir.CubaLIF, nir.Delay)
 RUNNABLE = ("Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Delay, "
             "Threshold, I, LI, IF, LIF, CubaLI, CubaLIF, Identity, nested NIRGraph")
@@ -223,10 +223,10 @@ def _meta_array(meta: dict, key: str, default, shape: tuple[int, ...], name: str
 
 def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...]) -> NeuronLayer:
     meta = node.metadata
-    kind = NEURON_KINDS.get(meta.get("n2c.neuron")) if isinstance(meta.get("n2c.neuron"), str) else None
+    kind = BY_NIR_NAME.get(meta.get("n2c.neuron")) if isinstance(meta.get("n2c.neuron"), str) else None
     if kind is None:
         raise NIRFormatError(f"IF node '{name}': unknown n2c.neuron {_show(meta.get('n2c.neuron'))} "
-                             f"(known: {', '.join(NEURON_KINDS)})")
+                             f"(known: {', '.join(BY_NIR_NAME)})")
     if not (isinstance(meta.get("n2c.reset"), str) and meta["n2c.reset"] == "subtract"
             and isinstance(meta.get("n2c.fire"), str) and meta["n2c.fire"] == "inclusive"):
         raise NIRFormatError(f"IF node '{name}': unsupported n2c.reset/n2c.fire "
@@ -234,7 +234,7 @@ def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...
     theta = _array(node.v_threshold, name, "v_threshold")
     if theta.shape != shape or not (theta > 0).all():
         raise NIRFormatError(f"IF node '{name}': v_threshold must be positive with shape {shape}, got {theta.shape}")
-    v_init = _meta_array(meta, "n2c.v_init", theta / 2 if kind != "sfn" else 0.0, shape, name)
+    v_init = _meta_array(meta, "n2c.v_init", kind.default_v_init(theta), shape, name)
     spike_value = _meta_array(meta, "n2c.spike_value", theta, shape, name)
     counts = meta.get("n2c.max_spikes", 1), meta.get("n2c.min_spikes", 0)
     if not all(isinstance(c, (int, np.integer, float, np.floating)) and not isinstance(c, bool)
@@ -245,18 +245,8 @@ def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...
     if max_spikes < 1 or min_spikes < 0:
         raise NIRFormatError(f"IF node '{name}': n2c.max_spikes must be >= 1 and n2c.min_spikes >= 0")
     layer = NeuronLayer(name, preds, shape, shape, threshold=theta, v_init=v_init, max_spikes=max_spikes,
-                        kind=kind, min_spikes=min_spikes, spike_value=spike_value)
-    if kind == "sfn":
-        edges = _array(meta.get("n2c.sfn_edges", []), name, "n2c.sfn_edges").reshape(-1)
-        codes = _array(meta.get("n2c.sfn_codes", []), name, "n2c.sfn_codes").reshape(-1)
-        if edges.size < 1 or codes.size != edges.size + 1 or (np.diff(edges) <= 0).any() \
-                or (np.diff(codes) < 0).any() or (codes != np.round(codes)).any() or (np.abs(codes) >= 2 ** 31).any():
-            raise NIRFormatError(f"IF node '{name}': n2c.sfn_edges must ascend and n2c.sfn_codes be N+1 "
-                                 "non-decreasing integers (below 2**31)")
-        layer.edges, layer.codes = edges, codes.astype(np.int64)
-        layer.max_spikes, layer.min_spikes = int(max(codes.max(), 0)), int(max(-codes.min(), 0))
-    if kind == "parallel":
-        layer.max_spikes, layer.min_spikes = 1, 0
+                        kind=kind.name, min_spikes=min_spikes, spike_value=spike_value)
+    kind.read_nir(layer, meta, lambda key: _array(meta.get(key, []), name, key))
     return layer
 
 

@@ -13,7 +13,7 @@ the negative values a ReLU would drop:
 shaped to broadcast over the activation without its batch dimension, e.g.
 (C, 1, 1)); L is the number of levels. The floor passes the gradient straight
 through. Both are written as θ·k with θ = λ/L and k the count of
-``n2c.neurons.qcfs_count`` / ``signed_qcfs_count`` so that the converted one-step
+``n2c.neurons.multi_threshold.qcfs_count`` / ``n2c.neurons.polarity.signed_qcfs_count`` so that the converted one-step
 spiking neuron computes the same floats.
 """
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from n2c.neurons.multi_threshold import fire_torch
 
 
 def _lam_tensor(lam) -> torch.Tensor:
@@ -52,12 +54,9 @@ class QCFS(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         levels = int(self.levels)
         theta = self.lam / levels
-        # k = clip(floor((θ/2 + z)/θ), 0, L): n2c.neurons.qcfs_count, spelled out in torch
-        # ops so TorchScript can compile it. floor(q) + (q - q) keeps the forward value
-        # exactly floor(q) while the gradient passes straight through.
-        q = (theta / 2 + z) / theta
-        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), 0, levels)
-        return k * theta
+        # k = clip(floor((θ/2 + z)/θ), 0, L): the multi-threshold neuron's count after one step
+        # from v_init = θ/2, the gradient passing straight through the floor
+        return fire_torch(theta / 2 + z, theta, 0, levels, straight_through=True) * theta
 
     def extra_repr(self) -> str:
         lam = self.lam.detach()
@@ -71,7 +70,6 @@ class SignedQCFS(QCFS):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         levels = int(self.levels)
         theta = self.lam / levels
-        # n2c.neurons.signed_qcfs_count, spelled out (see QCFS.forward)
-        q = (theta / 2 + z) / theta
-        k = torch.clamp(torch.floor(q).detach() + (q - q.detach()), int(-self.levels), levels)  # int(): torch.export
-        return k * theta
+        # n2c.neurons.polarity.signed_qcfs_count (see QCFS.forward)
+        lowest = int(-self.levels)  # negated before int(): torch.export cannot serialize a negated int
+        return fire_torch(theta / 2 + z, theta, lowest, levels, straight_through=True) * theta

@@ -39,39 +39,11 @@ def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale
     else:
         snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
     graph = to_nir(snn, tuple(input_shape), input_scale, nested=nested and not portable)
-    if input_scale and not portable:
-        _annotate_int_scales(graph)
     if portable:
         from backends.nir.portable import to_portable_nir
         graph = to_portable_nir(import_nir(graph))
     write_nir(graph, out_path)
     return snn
-
-
-def _annotate_int_scales(graph) -> None:
-    """Record on each neuron node the power-of-two scale S of its integer form (real v = v_int / S).
-    Informative: backends recompute it. Skipped when the network has no integer form."""
-    import warnings
-
-    import nir
-
-    from backends.quantize import IntNeuron
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            net = quantize(import_nir(graph))
-    except N2CError:
-        return
-    for layer in net.layers:
-        if isinstance(layer, IntNeuron) and layer.spiking:
-            node = graph
-            for part in layer.name.split("."):  # nested graphs: outer.inner
-                node = node.nodes[part] if isinstance(node, nir.NIRGraph) and part in node.nodes else None
-                if node is None:
-                    break
-            if node is not None:
-                node.metadata["n2c.int_scale"] = float(layer.scale)
 
 
 def load_network(nir_path: str, input_scale: float | None = None) -> tuple[LayerGraph, IntNetwork]:
@@ -145,7 +117,7 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
 
     ``timing`` (integer reference runs): ``zero-delay`` (every layer sees step t at step t, the
     samples batched) or ``lava`` (the samples streamed back to back with a step per synapse
-    Process, as Lava runs them: ``backends.reference.simulate.run_stream``)."""
+    Process, as Lava runs them: ``backends.reference.stream.run_stream``)."""
     from backends.float.simulate import check_input, simulate_float
     from backends.reference.simulate import run_batches
 
@@ -170,7 +142,9 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
             any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
         raise N2CError(f"the integer (Loihi) form follows the nir scheme (hard reset, strict threshold), not "
                        f"{discretization.name}'s; use --precision float for --dynamics {discretization.name}")
-    net = quantize(graph, input_scale, discretization.dt if discretization is not None else None)
+    # T of other tools' graphs is their input's (check_input has held n2c graphs to their own)
+    net = quantize(graph, input_scale, discretization.dt if discretization is not None else None,
+                   timesteps=x.shape[0])
     readout = net.by_name()[net.output]
     if backend == "lava":
         from backends.lava.lower import run_lava_steps
@@ -186,12 +160,12 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
 def _run_lava_timed(net: IntNetwork, s_in: np.ndarray, start: float) -> ArrayRun:
     """Reference run with Lava's timing; every layer's messages and the readout's per-step input
     read off each sample's window, as ``run_lava_steps`` reads Lava's sinks."""
-    from backends.reference.simulate import run_stream
+    from backends.reference.stream import run_stream
 
-    t, b = s_in.shape[:2]
+    b = s_in.shape[1]
     stream = run_stream(net, s_in)
-    potentials = stream.window(net.output, t, b)
-    messages = {name: stream.window(name, t, b) for name in stream.messages if name != net.output}
+    potentials = stream.window(net.output, b)
+    messages = {name: stream.window(name, b) for name in stream.messages if name != net.output}
     readout = net.by_name()[net.output]
     return ArrayRun(np.diff(potentials, axis=0, prepend=0) / readout.scale, time.perf_counter() - start, messages,
                     net, stream.overflows)

@@ -20,6 +20,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from n2c.errors import UnsupportedLayerError
 from n2c.files import atomic_write
+from n2c.neurons import kind
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
 NIR_CONVENTION_VERSION = 2
@@ -38,18 +39,11 @@ def _full(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def neuron_metadata(m: nn.Module, shape: tuple[int, ...]) -> dict:
-    """The ``n2c.*`` keys of a neuron (see docs/nir-conventions.md)."""
+    """The ``n2c.*`` keys of a neuron (see docs/nir-conventions.md): those every n2c neuron
+    has, then its kind's own (``n2c.neurons``)."""
     meta = {"n2c.reset": "subtract", "n2c.fire": "inclusive", "n2c.output": "graded",
-            "n2c.timesteps": int(m.timesteps), "n2c.v_init": _full(m.v_init, shape),
-            "n2c.spike_value": _full(m.spike_value, shape)}
-    if isinstance(m, MultiThresholdIF):
-        meta.update({"n2c.neuron": "multi_threshold_if", "n2c.max_spikes": int(m.max_spikes),
-                     "n2c.min_spikes": int(m.min_spikes)})
-    elif isinstance(m, ParallelNeuron):
-        meta.update({"n2c.neuron": "parallel", "n2c.max_spikes": 1, "n2c.min_spikes": 0})
-    elif isinstance(m, ScaleAndFire):
-        meta.update({"n2c.neuron": "scale_and_fire", "n2c.sfn_edges": _np(m.edges).astype(np.float64),
-                     "n2c.sfn_codes": m.codes.detach().numpy().astype(np.int64)})
+            "n2c.v_init": _full(m.v_init, shape), "n2c.spike_value": _full(m.spike_value, shape)}
+    meta.update(kind(m.kind).nir_metadata(m))
     return meta
 
 

@@ -6,9 +6,9 @@ because they are linear and per-step; neurons view their input as
 ``[T, B, ...]``. Direct encoding: the analog image is fed unchanged at every
 step. Readout: the output of the last layer averaged over the T steps.
 
-The neuron modules spell out the equations of :mod:`n2c.neurons` in plain torch
-ops so that TorchScript can compile them (a converted SNN is saved as a
-TorchScript file); ``tests/test_neurons.py`` checks that they agree.
+The neuron modules own the time loop and call the torch kernels of their kind
+(:mod:`n2c.neurons`), which TorchScript compiles (a converted SNN is saved as a
+TorchScript file). ``kind`` names the kind in the registry.
 Buffers shaped to broadcast over one sample (e.g. (C, 1, 1)) give per-channel
 thresholds.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import fx, nn
+
+from n2c.neurons import multi_threshold, parallel, scale_and_fire
 
 
 def _buffer(value, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,12 +38,14 @@ def _threshold_buffers(module: nn.Module, threshold, v_init, spike_value) -> Non
 
 class MultiThresholdIF(nn.Module):
     """IF neuron with reset by subtraction: up to ``max_spikes`` positive and
-    ``min_spikes`` negative spikes per step (``n2c.neurons.multi_threshold_step``).
+    ``min_spikes`` negative spikes per step (:mod:`n2c.neurons.multi_threshold`).
 
     ``threshold`` θ, ``v_init`` v(0) (default θ/2, the optimal initial potential),
     ``spike_value`` the real value of one spike (default θ), ``timesteps`` T.
     Output per step: spike_value·k(t). IF: K=1; MTN: K=L at T=1; PMSM: min_spikes=K.
     """
+
+    kind = multi_threshold.KIND.name
 
     def __init__(self, threshold, max_spikes: int, timesteps: int, v_init=None, min_spikes: int = 0,
                  spike_value=None):
@@ -57,9 +61,7 @@ class MultiThresholdIF(nn.Module):
         v = self.v_init.expand_as(steps[0])
         counts = []
         for t in range(self.timesteps):
-            m = v + steps[t]
-            k = torch.clamp(torch.floor(m / self.threshold), -self.min_spikes, self.max_spikes)
-            v = m - self.threshold * k
+            k, v = multi_threshold.step_torch(v, steps[t], self.threshold, self.max_spikes, self.min_spikes)
             counts.append(k)
         return torch.stack(counts)
 
@@ -73,12 +75,14 @@ class MultiThresholdIF(nn.Module):
 
 
 class ParallelNeuron(nn.Module):
-    """Parallel spiking neuron (``n2c.neurons.parallel_count``): layer-synchronous over T steps.
+    """Parallel spiking neuron (:mod:`n2c.neurons.parallel`): layer-synchronous over T steps.
 
     ``n = clip(floor((Σ_t I(t) + v_init)/θ), 0, T)``, spikes at steps 0..n-1 (sorted),
     each of value ``spike_value``. ``v_init = θ/2 + T·ψ`` carries the DA-QCFS shift ψ;
     ``spike_value = θ + φ`` its amplitude correction (θ when uncalibrated).
     """
+
+    kind = parallel.KIND.name
 
     def __init__(self, threshold, timesteps: int, v_init=None, spike_value=None):
         super().__init__()
@@ -87,10 +91,8 @@ class ParallelNeuron(nn.Module):
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         steps = x.reshape([self.timesteps, -1] + list(x.shape[1:]))
-        total = steps.sum(dim=0)
-        n = torch.clamp(torch.floor((self.v_init + total) / self.threshold), 0, self.timesteps)
-        t = torch.arange(self.timesteps, dtype=x.dtype, device=x.device).reshape([-1] + [1] * n.dim())
-        return (t < n.unsqueeze(0)).to(x.dtype)
+        n = parallel.count_torch(steps.sum(dim=0), self.threshold, self.v_init, self.timesteps)
+        return parallel.spikes_torch(n, self.timesteps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.counts(x) * self.spike_value).reshape(x.shape)
@@ -100,9 +102,11 @@ class ParallelNeuron(nn.Module):
 
 
 class ScaleAndFire(nn.Module):
-    """Scale-and-fire neuron (``n2c.neurons.scale_and_fire_step``): non-uniform thresholds
+    """Scale-and-fire neuron (:mod:`n2c.neurons.scale_and_fire`): non-uniform thresholds
     ``edges`` (N,), integer output ``codes`` (N+1,), ``unit`` the real value of one code,
     reset by subtraction of the emitted value, ``v_init`` (default 0)."""
+
+    kind = scale_and_fire.KIND.name
 
     def __init__(self, edges, codes, unit: float, timesteps: int, v_init=None):
         super().__init__()
@@ -130,9 +134,7 @@ class ScaleAndFire(nn.Module):
         v = self.v_init.expand_as(steps[0])
         codes = []
         for t in range(self.timesteps):
-            m = v + steps[t]
-            c = self.codes[torch.searchsorted(self.edges, m.contiguous(), right=True)]
-            v = m - self.unit * c
+            c, v = scale_and_fire.step_torch(v, steps[t], self.edges, self.codes, self.unit)
             codes.append(c)
         return torch.stack(codes)
 

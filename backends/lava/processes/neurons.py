@@ -17,13 +17,15 @@ Timing, shared by every neuron here (and by the stock ``LIFReset``): global step
 ``t >= 0`` with ``(t - d) % T == 0``. It computes and sends at every step, also
 at ``t < d``; its state starts at its reset value at ``t = 0``.
 
-All arithmetic is int64 and follows ``backends.reference.simulate`` exactly; the
-equations are stated once in ``n2c.neurons`` and ``backends.loihi_lif``.
+Every model runs its kind's window rule and integer kernel from ``n2c.neurons``
+(``NeuronKind.stream_step``), the same code ``backends.reference.stream`` runs: all
+arithmetic is int64 and equal to the reference's by construction.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import backends.lava.runtime  # noqa: F401  (first: sets the multiprocessing start method)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -34,9 +36,8 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from backends.loihi_lif import lif_step
-from backends.quantize import clamp24
-from n2c.neurons import multi_threshold_step, parallel_count, scale_and_fire_step
+from n2c.fixed_point import StateClamp
+from n2c.neurons import KINDS
 
 
 def _per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
@@ -142,7 +143,7 @@ class CubaNeuron(_WindowedNeuron):
         self.v = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
         self.du = Var(shape=shape, init=_per_neuron(du, shape))
         self.dv = Var(shape=shape, init=_per_neuron(dv, shape))
-        self.vth = Var(shape=shape, init=_per_neuron(0 if vth is None else vth, shape))
+        self.threshold = Var(shape=shape, init=_per_neuron(0 if vth is None else vth, shape))
 
 
 class ReadoutNeuron(_WindowedNeuron):
@@ -172,8 +173,11 @@ class DelayLine(AbstractProcess):
 # --- fixed-point models -------------------------------------------------------------------------
 
 class _WindowedNeuronModel(PyLoihiProcessModel):
-    """Shared ports and the window start of every neuron model."""
+    """Shared ports, and the step of every neuron model: the kind's window rule and integer
+    kernel (``NeuronKind.stream_step``), with the Process's Vars as the neuron's parameters and
+    state. ``kind`` names the kind in ``n2c.neurons``."""
 
+    kind = ""
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)  # inputs are summed in this type
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
@@ -184,14 +188,17 @@ class _WindowedNeuronModel(PyLoihiProcessModel):
         self.period: int = proc_params["period"]
         # not ``self.phase``: PyLoihiProcessModel uses that name for its SPK/MGMT phase
         self.window_offset: int = proc_params["phase"]
+        self.neuron_kind = KINDS[self.kind]
+        self.clamp = StateClamp()
 
-    def current(self) -> np.ndarray:
-        """Summed input of this step plus the bias, in int64."""
-        return self.a_in.recv().astype(np.int64) + self.bias
-
-    def window_position(self) -> int:
-        """(t − d) % T: 0 on the first step of a sample window (t = time_step − 1)."""
-        return (self.time_step - 1 - self.window_offset) % self.period
+    def run_spk(self) -> None:
+        a = self.a_in.recv().astype(np.int64)
+        state = {name: getattr(self, name).astype(np.int64) for name in self.neuron_kind.state}
+        out = self.neuron_kind.stream_step(self, state, a, self.time_step - 1, self.window_offset, self.period,
+                                           self.clamp)
+        for name in self.neuron_kind.state:
+            setattr(self, name, state[name])
+        self.s_out.send(np.asarray(out).astype(np.int32))
 
 
 @implements(proc=MultiThresholdNeuron, protocol=LoihiProtocol)
@@ -200,6 +207,7 @@ class _WindowedNeuronModel(PyLoihiProcessModel):
 class PyMultiThresholdNeuronModel(_WindowedNeuronModel):
     """Fixed-point model of :class:`MultiThresholdNeuron`."""
 
+    kind = "mtn"
     threshold: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
 
@@ -208,15 +216,6 @@ class PyMultiThresholdNeuronModel(_WindowedNeuronModel):
         self.max_spikes: int = proc_params["max_spikes"]
         self.min_spikes: int = proc_params["min_spikes"]
 
-    def run_spk(self) -> None:
-        current = self.current()
-        if self.window_position() == 0:
-            self.v = self.v_init.copy()
-        k, v = multi_threshold_step(self.v.astype(np.int64), current, self.threshold, self.max_spikes,
-                                    self.min_spikes)
-        self.v = clamp24(v)
-        self.s_out.send(k.astype(np.int32))
-
 
 @implements(proc=ScaleAndFireNeuron, protocol=LoihiProtocol)
 @requires(CPU)
@@ -224,6 +223,7 @@ class PyMultiThresholdNeuronModel(_WindowedNeuronModel):
 class PyScaleAndFireNeuronModel(_WindowedNeuronModel):
     """Fixed-point model of :class:`ScaleAndFireNeuron`."""
 
+    kind = "sfn"
     v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     edges: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     codes: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
@@ -232,14 +232,6 @@ class PyScaleAndFireNeuronModel(_WindowedNeuronModel):
         super().__init__(proc_params)
         self.code_value: int = proc_params["code_value"]
 
-    def run_spk(self) -> None:
-        current = self.current()
-        if self.window_position() == 0:
-            self.v = self.v_init.copy()
-        code, v = scale_and_fire_step(self.v.astype(np.int64), current, self.edges, self.codes, self.code_value)
-        self.v = clamp24(v)
-        self.s_out.send(code.astype(np.int32))
-
 
 @implements(proc=ParallelNeuron, protocol=LoihiProtocol)
 @requires(CPU)
@@ -247,45 +239,26 @@ class PyScaleAndFireNeuronModel(_WindowedNeuronModel):
 class PyParallelNeuronModel(_WindowedNeuronModel):
     """Fixed-point model of :class:`ParallelNeuron`."""
 
+    kind = "parallel"
     pending: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     threshold: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
-
-    def run_spk(self) -> None:
-        current = self.current()
-        position = self.window_position()
-        if position == 0:
-            if self.time_step - 1 >= self.window_offset + self.period:  # a whole window has been seen
-                self.pending = parallel_count(self.v.astype(np.int64), self.threshold, self.period, v_init=0)
-            else:
-                self.pending = np.zeros_like(self.pending)
-            self.v = self.v_init.copy()
-        self.v = clamp24(self.v.astype(np.int64) + current)
-        self.s_out.send((position < self.pending).astype(np.int32))
 
 
 @implements(proc=CubaNeuron, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
 class PyCubaNeuronModel(_WindowedNeuronModel):
-    """Fixed-point model of :class:`CubaNeuron` (``lif_step``)."""
+    """Fixed-point model of :class:`CubaNeuron` (``n2c.fixed_point.lif_step``)."""
 
     u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     du: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
-    vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=17)
+    threshold: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=17)
 
     def __init__(self, proc_params) -> None:
+        self.kind = "lif" if proc_params["spiking"] else "li"
         super().__init__(proc_params)
-        self.spiking: bool = proc_params["spiking"]
-
-    def run_spk(self) -> None:
-        a = self.a_in.recv().astype(np.int64)  # the bias enters v, not the input
-        if self.window_position() == 0:
-            self.u, self.v = np.zeros_like(self.u), np.zeros_like(self.v)
-        out, self.u, self.v = lif_step(self.u.astype(np.int64), self.v.astype(np.int64), a, self.du, self.dv,
-                                       self.bias, self.vth, self.spiking)
-        self.s_out.send(out.astype(np.int32))
 
 
 @implements(proc=ReadoutNeuron, protocol=LoihiProtocol)
@@ -294,12 +267,7 @@ class PyCubaNeuronModel(_WindowedNeuronModel):
 class PyReadoutNeuronModel(_WindowedNeuronModel):
     """Fixed-point model of :class:`ReadoutNeuron`."""
 
-    def run_spk(self) -> None:
-        current = self.current()
-        if self.window_position() == 0:
-            self.v = np.zeros_like(self.v)
-        self.v = clamp24(self.v.astype(np.int64) + current)
-        self.s_out.send(self.v.astype(np.int32))
+    kind = "readout"
 
 
 @implements(proc=DelayLine, protocol=LoihiProtocol)

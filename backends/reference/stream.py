@@ -1,0 +1,98 @@
+"""Reference integer simulator with Lava's timing: samples stream back to back through a
+pipeline in which every synapse Process adds one step.
+
+At global step t (sample i, step j at t = i·T + j, T = ``net.timesteps``):
+
+* a synapse sends what it computed from its input at step t-1 (plus any synaptic delay k:
+  from step t-1-k); nothing before step 0;
+* a neuron whose aligned input has depth d follows its kind's window rule
+  (``NeuronKind.stream_step``): it starts from its initial state at t = 0, returns to it
+  before its update at every t with (t - d) % T == 0, and updates and sends at every step
+  (also t < d, before the first sample arrives: no gating, as Lava's ``LIFReset``);
+* the parallel neuron's output is a window late (``NeuronKind.output_delay``).
+
+``backends.lava`` builds the network the same way; ``tests/contracts`` check both bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backends.quantize import IntNetwork, IntNeuron, IntSynapse
+from backends.reference.simulate import SATURATION
+from backends.reference.synapses import count_overflow, later, synapse
+from n2c.fixed_point import StateClamp
+
+
+@dataclass
+class StreamResult:
+    """Lava-timed run of B samples back to back, one stream of L = B·T + flush global steps."""
+    messages: dict[str, np.ndarray]  # every neuron -> (L, *shape) int64 values sent at each global step
+    state: dict[str, dict[str, np.ndarray]]  # neuron -> {"v": ..., "u": ...} after the last step
+    depth: dict[str, int]  # pipeline delay in steps of every layer's output
+    timesteps: int  # T, the sample window
+    overflows: dict[str, dict] = field(default_factory=dict)
+
+    def window(self, name: str, samples: int) -> np.ndarray:
+        """The messages of ``name`` during each sample's window, (T, B, *shape): sample i, step j is
+        global step i·T + j + depth."""
+        return sample_windows(self.messages[name], self.depth[name], self.timesteps, samples)
+
+
+def sample_windows(stream: np.ndarray, depth: int, timesteps: int, samples: int) -> np.ndarray:
+    """Values (L, *shape) of a stream at ``depth`` → (T, B, *shape): sample i, step j is global
+    step i·T + j + depth."""
+    return stream[np.arange(samples)[None, :] * timesteps + np.arange(timesteps)[:, None] + depth]
+
+
+def stream_depths(net: IntNetwork) -> dict[str, int]:
+    """Pipeline delay in steps of every value under Lava timing: the source 0; a synapse Process
+    adds one step (its output at step t is computed from its input at step t-1); a neuron takes
+    its deepest input (the others are aligned to it) plus its kind's output delay (a parallel
+    neuron: one window, T steps)."""
+    depth = {net.source.name: 0}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):
+            depth[layer.name] = depth[layer.input] + 1
+        else:
+            depth[layer.name] = (max(depth[name] for name in layer.inputs)
+                                 + layer.neuron_kind.output_delay(net.timesteps))
+    return depth
+
+
+def flush_steps(net: IntNetwork) -> int:
+    """Zero steps after the last sample so that every neuron sends all of it: the deepest neuron
+    output (the readout's depth whenever every layer feeds the output)."""
+    depth = stream_depths(net)
+    return max(depth[layer.name] for layer in net.layers if isinstance(layer, IntNeuron))
+
+
+def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
+    """Run integer inputs ``s_in`` (T, B, *input_shape) with Lava's timing, followed by
+    :func:`flush_steps` zero steps that drain the pipeline. Where every window lies inside the
+    stream, ``window(name, B)`` equals the zero-delay ``run_encoded`` messages: the timing is
+    the only difference."""
+    t, b = net.check_steps(s_in), s_in.shape[1]
+    depth = stream_depths(net)
+    length = b * t + flush_steps(net)
+    stream = np.zeros((length, *s_in.shape[2:]), dtype=np.int64)
+    stream[:b * t] = np.swapaxes(s_in, 0, 1).reshape(b * t, *s_in.shape[2:])
+    values = {net.source.name: stream}
+    messages, state, overflows = {}, {}, {}
+    for layer in net.layers:
+        if isinstance(layer, IntSynapse):  # one step of Process latency, as a delay of 1 on the whole stream
+            values[layer.name] = later(synapse(layer, values[layer.input], overflows, length), 1, length)
+            continue
+        d = max(depth[name] for name in layer.inputs)
+        current = sum(later(values[name], d - depth[name], length) for name in layer.inputs)
+        clamp, kind = StateClamp(), layer.neuron_kind
+        st = kind.initial_state(layer, tuple(layer.shape))
+        out = np.empty_like(current)
+        for step in range(length):
+            out[step] = kind.stream_step(layer, st, current[step], step, d, t, clamp)
+        state[layer.name] = st
+        count_overflow(overflows, layer.name, SATURATION, clamp.count)
+        values[layer.name] = messages[layer.name] = out
+    return StreamResult(messages, state, depth, t, overflows)
