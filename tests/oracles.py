@@ -38,3 +38,11 @@ def parallel_spikes_matrix(currents, theta, psi=None):
     matrix = np.repeat(rows[:, None], T, axis=1)
     drive = np.tensordot(matrix, currents, axes=1) + rows.reshape(-1, *[1] * (currents.ndim - 1)) * psi
     return (drive >= theta).astype(np.float64)
+
+
+def placement_cost(tiles: list, traffic: np.ndarray, host: np.ndarray) -> int:
+    """The placement objective: Σ_{core pairs} traffic · Manhattan tile distance + Σ_cores host
+    traffic · distance to (0, 0)."""
+    xy = np.array(tiles, np.int64).reshape(-1, 2)
+    dist = np.abs(xy[:, None, :] - xy[None, :, :]).sum(axis=2)
+    return int((np.triu(traffic) * dist).sum() + (host * xy.sum(axis=1)).sum())

@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.hardware import mapping as mp
+from backends.hardware.mapping import chains as chains
+from backends.hardware.mapping import placement
+from tests.oracles import placement_cost
 from backends.hardware.spec import CHIPS_DIR, load_chip, parse_chip
 from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, message_bits
 from n2c.errors import N2CError
@@ -343,12 +346,12 @@ def test_dense_splits_on_synaptic_memory():
     rng = np.random.default_rng(1)
     net = readout_net((1000,), dense(rng, "fc", "x", (1000,), 1000, zeros=0))
     m = mp.map_network(net, load_chip("loihi1"))
-    assert mp._row_bits(1000, m.chip, 8, 0) == 15 * 576 + 384
-    assert mp._row_bits(118, m.chip, 8, 0) == 1024 and mp._row_bits(119, m.chip, 8, 0) == 1088
+    assert chains.row_bits(1000, m.chip, 8, 0) == 15 * 576 + 384
+    assert chains.row_bits(118, m.chip, 8, 0) == 1024 and chains.row_bits(119, m.chip, 8, 0) == 1088
     lm = m.layer("out")
     assert (lm.split, len(lm.cores), lm.lower_bound, lm.binding) == ((9,), 9, 9, "synaptic memory")
     assert {c.usage["neurons"] for c in m.cores} == {111, 112}
-    assert max(c.memory["synaptic memory"] for c in m.cores) == 1000 * mp._row_bits(112, m.chip, 8, 0)
+    assert max(c.memory["synaptic memory"] for c in m.cores) == 1000 * chains.row_bits(112, m.chip, 8, 0)
 
 
 def test_conv_splits_on_neurons_on_loihi1():
@@ -415,13 +418,13 @@ def test_placement_over_several_chips_and_local_search():
             if m.cores[a].tile == m.cores[b].tile:
                 assert m.hops(a, b) == (0, 0, 0)
     traffic, host = core_traffic(m, net, chip)
-    start = mp._serpentine(chip, m.chips)[:len(m.cores)]
-    assert mp._hop_cost([c.tile for c in m.cores], traffic, host) <= mp._hop_cost(start, traffic, host)
+    start = placement.serpentine(chip, m.chips)[:len(m.cores)]
+    assert placement_cost([c.tile for c in m.cores], traffic, host) <= placement_cost(start, traffic, host)
 
 
 def test_serpentine_walk():
     chip = spec(cores_per_chip=5, mesh_tiles_x=2, mesh_tiles_y=2, cores_per_tile=2)
-    assert mp._serpentine(chip, 2) == [(0, 0), (0, 0), (1, 0), (1, 0), (1, 1),
+    assert placement.serpentine(chip, 2) == [(0, 0), (0, 0), (1, 0), (1, 0), (1, 1),
                                        (2, 0), (2, 0), (3, 0), (3, 0), (3, 1)]
 
 

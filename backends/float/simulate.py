@@ -59,10 +59,10 @@ def _stateless(layer, x: np.ndarray) -> np.ndarray:
 
 class _Delay:
     """y(t) = x(t − d) per element, d = round(τ/dt) steps; zeros before the first input.
-    A delay of at least the run's ``horizon`` steps outputs zeros throughout; it is clipped there."""
+    A delay of at least the run's T steps outputs zeros throughout; it is clipped there."""
 
-    def __init__(self, layer: DelayLayer, dt: float, batch: int, horizon: int):
-        self.steps = np.minimum(np.rint(layer.delay / dt), horizon).astype(np.int64)
+    def __init__(self, layer: DelayLayer, dt: float, batch: int, timesteps: int):
+        self.steps = np.minimum(np.rint(layer.delay / dt), timesteps).astype(np.int64)
         self.buffer = np.zeros((int(self.steps.max(initial=0)) + 1, batch, *layer.out_shape))
         self.t = 0
 
@@ -98,13 +98,13 @@ class _Neuron:
         return np.stack([self.state.step(x[t]) for t in range(len(x))])
 
 
-def _runner(layer, disc: Discretization, batch: int, timesteps: int, horizon: int):
+def _runner(layer, disc: Discretization, batch: int, timesteps: int):
     if isinstance(layer, DynamicsLayer):
         return _Neuron(layer, disc, batch)
     if isinstance(layer, NeuronLayer):
         return _N2CNeuron(layer, batch, timesteps)
     if isinstance(layer, DelayLayer):
-        return _Delay(layer, disc.dt, batch, horizon)
+        return _Delay(layer, disc.dt, batch, timesteps)
 
     def run(x: np.ndarray) -> np.ndarray:
         t, b = x.shape[:2]
@@ -158,7 +158,8 @@ def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None
 
 def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bool) -> FloatRun:
     steps, batch = x.shape[:2]
-    runners = {layer.name: _runner(layer, disc, batch, graph.timesteps, steps) for layer in graph.layers[1:]}
+    # T is the input's: check_input has held an n2c graph's input to the graph's own T
+    runners = {layer.name: _runner(layer, disc, batch, steps) for layer in graph.layers[1:]}
     if not graph.recurrent:
         values = {graph.input.name: x}
         for layer in graph.layers[1:]:

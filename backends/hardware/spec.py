@@ -2,7 +2,7 @@
 
 A spec is a JSON file (format ``n2c-chip-spec``, version 1; Loihi 1 and 2 ship in
 ``backends/hardware/chips/``, and ``docs/hardware-model.md`` documents the format for
-your own). Every value carries a provenance tag (``shared/docs/loihi-hardware.md``):
+your own). Every value carries a source (the spec's ``sources`` table) and a provenance tag:
 
     M measured on silicon · S pre-silicon simulation · C vendor claim ·
     D derived by arithmetic · U secondary source only · P a stated proxy
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from n2c.errors import N2CError
+from n2c.fixed_point import IntegerFormat
 
 CHIPS_DIR = Path(__file__).parent / "chips"
 FORMAT, FORMAT_VERSION = "n2c-chip-spec", 1
@@ -76,6 +77,11 @@ class ChipSpec:
 
     def int(self, name: str) -> int:
         return int(self.values[name].value)
+
+    def integer_format(self) -> IntegerFormat:
+        """The integer widths networks are quantized to for this chip (its weight and delay bits,
+        never wider than Lava's fixed-point models)."""
+        return IntegerFormat.for_chip(self.int("weight_bits"), self.int("delay_bits"))
 
     @property
     def mesh(self) -> tuple[int, int]:

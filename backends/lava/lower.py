@@ -195,7 +195,7 @@ def _delay(stream: _Stream, steps: int) -> _Stream:
 
 # --- neurons ------------------------------------------------------------------------------------
 
-def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> tuple[_Stream, object]:
+def _neuron(neuron: IntNeuron, inputs: list[_Stream], timesteps: int) -> tuple[_Stream, object]:
     """Build a neuron Process summing ``inputs``, aligned to the deepest one; returns its output
     stream and the Process."""
     for s, name in zip(inputs, neuron.inputs):
@@ -204,10 +204,10 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], period: int) -> tuple[_Str
                                     f"shape {s.shape}")
     depth = max(s.depth for s in inputs)
     inputs = [_delay(s, depth - s.depth) for s in inputs]
-    proc = neuron_process(neuron, period, depth)
+    proc = neuron_process(neuron, timesteps, depth)
     for s in inputs:
         s.port.connect(proc.a_in)
-    out = _Stream(proc.s_out, tuple(neuron.shape), depth + neuron.neuron_kind.output_delay(period), message_bits(neuron),
+    out = _Stream(proc.s_out, tuple(neuron.shape), depth + neuron.neuron_kind.output_delay(timesteps), message_bits(neuron),
                   message_bound(neuron))
     return out, proc
 
@@ -254,9 +254,9 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     if tuple(net.source.shape) != tuple(s_in.shape[2:]):
         raise QuantizationError(f"inputs of shape {tuple(s_in.shape[2:])} do not match the network input "
                                 f"{net.source.shape}")
-    period, samples = net.check_steps(s_in), s_in.shape[1]
+    timesteps, samples = net.check_steps(s_in), s_in.shape[1]
     flush = flush_steps(net)
-    total = samples * period + flush
+    total = samples * timesteps + flush
     source = Source(data=_source_data(s_in, flush))
     src = net.source
     src_max = 2 ** (src.bits - 1) if src.signed else 2 ** src.bits - 1
@@ -266,7 +266,7 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])
         else:
-            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in layer.inputs], period)
+            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in layer.inputs], timesteps)
     sinks = {}
     for name in procs:
         if record or name == net.output:

@@ -72,7 +72,7 @@ def _readout(procs, neuron, shape, per_neuron, window):
 def _cuba(procs, neuron, shape, per_neuron, window):
     """Lava's stock LIF where it is exact ("lif" only), else n2c's CubaNeuron."""
     if neuron.neuron_kind.spiking and stock_lif_mismatch(neuron) is None:
-        return _stock_lif(neuron, shape, per_neuron, window["period"], window["phase"])
+        return _stock_lif(neuron, shape, per_neuron, window["timesteps"], window["depth"])
     return procs.CubaNeuron(shape, du=per_neuron(neuron.du), dv=per_neuron(neuron.dv),
                             vth=None if neuron.threshold is None else per_neuron(neuron.threshold),
                             spiking=neuron.neuron_kind.spiking, **window)
@@ -84,9 +84,9 @@ PROCESSES = {"mtn": _multi_threshold, "sfn": _scale_and_fire, "parallel": _paral
 assert set(PROCESSES) == set(KINDS), "every neuron kind needs a Lava Process (or an entry saying why not)"
 
 
-def neuron_process(neuron: IntNeuron, period: int, depth: int):
+def neuron_process(neuron: IntNeuron, timesteps: int, depth: int):
     """The Lava Process of ``neuron`` whose input lags the source by ``depth`` steps; samples
-    are ``period`` steps long. Per-neuron parameters are passed in Lava's (W, H, C) layout."""
+    are ``timesteps`` steps long. Per-neuron parameters are passed in Lava's (W, H, C) layout."""
     from backends.lava.processes import neurons as procs
 
     check_neuron(neuron)
@@ -95,18 +95,18 @@ def neuron_process(neuron: IntNeuron, period: int, depth: int):
     def per_neuron(values) -> np.ndarray:
         return to_lava(np.broadcast_to(np.asarray(values, dtype=np.int64), neuron.shape))
 
-    window = dict(bias=per_neuron(neuron.bias), period=period, phase=depth, name=neuron.name)
+    window = dict(bias=per_neuron(neuron.bias), timesteps=timesteps, depth=depth, name=neuron.name)
     return PROCESSES[neuron.kind](procs, neuron, shape, per_neuron, window)
 
 
-def _stock_lif(neuron: IntNeuron, shape: tuple[int, ...], per_neuron, period: int, depth: int):
+def _stock_lif(neuron: IntNeuron, shape: tuple[int, ...], per_neuron, timesteps: int, depth: int):
     """Lava's own LIF (``LIFReset``: u and v cleared at each window start, time_step ≡ 1 + d mod T)."""
     from lava.proc.lif.process import LIFReset
 
     mant, exp = bias_mantissa_exponent(np.broadcast_to(neuron.bias, neuron.shape), neuron.name)
     return LIFReset(shape=shape, du=uniform_value(neuron.du), dv=uniform_value(neuron.dv),
                     vth=uniform_value(neuron.threshold), bias_mant=per_neuron(mant), bias_exp=exp,
-                    reset_interval=period, reset_offset=(1 + depth) % period, name=neuron.name)
+                    reset_interval=timesteps, reset_offset=(1 + depth) % timesteps, name=neuron.name)
 
 
 def final_state(neuron: IntNeuron, proc) -> dict[str, np.ndarray]:

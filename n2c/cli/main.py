@@ -1,4 +1,4 @@
-"""Command line: ``n2c export | simulate | report | demo``.
+"""Command line: ``n2c export | convert | train | simulate | inspect | report | demo``.
 
 Errors a user can cause print one line ``n2c: error: ...`` and exit with code 2.
 """
@@ -211,7 +211,10 @@ def cmd_simulate(args) -> int:
         if tuple(data.x.shape[1:]) != tuple(graph.input.out_shape):
             raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but the graph expects "
                            f"{tuple(graph.input.out_shape)}; use --input X.npy for other data")
-        steps = graph.timesteps if graph.is_n2c else args.timesteps
+        if graph.is_n2c and args.steps not in (None, graph.timesteps):
+            raise N2CError(f"--steps {args.steps}: this n2c graph runs T = {graph.timesteps} steps per sample; drop "
+                           "--steps (it is for graphs of other tools)")
+        steps = graph.timesteps if graph.is_n2c else (args.steps or 1)
         x = np.broadcast_to(data.x, (steps, *data.x.shape))  # direct encoding: the frame at every step
     scale = args.input_scale or graph.input.input_scale
     if precision == "int" and scale is None and not args.input:
@@ -515,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "Euler, default), snntorch, norse (the tools' own schemes; see docs/nir-conventions.md)")
     s.add_argument("--dt", type=_positive_float, help="time step in the graph's time unit (default: the "
                    "--dynamics scheme's)")
-    s.add_argument("--timesteps", type=_positive_int, default=1,
-                   help="steps per sample for --dataset on graphs from other tools (default: 1)")
+    s.add_argument("--steps", type=_positive_int,
+                   help="steps per sample for --dataset on graphs from other tools (default: 1; n2c graphs "
+                   "carry their own T)")
     s.add_argument("--timing", choices=["zero-delay", "lava"], default="zero-delay",
                    help="integer reference runs: zero-delay (each layer sees step t at step t; default) or lava "
                    "(a step of delay per synapse, samples streamed back to back, as Lava runs them)")

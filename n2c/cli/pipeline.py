@@ -182,7 +182,7 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
     from backends.report.build import ReportBuilder, RunInfo
 
     graph = import_nir(nir_path)
-    net = quantize(graph, input_scale or graph.input.input_scale or data.input_scale)
+    net = quantize(graph, input_scale or graph.input.input_scale or data.input_scale, fmt=chip.integer_format())
     if tuple(data.x.shape[1:]) != tuple(net.source.shape):
         raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but {nir_path} expects "
                        f"{tuple(net.source.shape)}; use the data set the network was trained on")

@@ -47,9 +47,9 @@ def clip(x, lo, hi):
     return np.clip(x, lo, hi)
 
 
-def window_position(t: int, depth: int, period: int) -> int:
+def window_position(t: int, depth: int, timesteps: int) -> int:
     """Position of global step ``t`` in the sample window of a neuron whose input has depth ``depth``."""
-    return (t - depth) % period
+    return (t - depth) % timesteps
 
 
 def per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
@@ -67,9 +67,9 @@ class NeuronKind:
     state: tuple[str, ...] = ("v",)  # integer state variables
     windows_late: int = 0  # whole sample windows between input and output
 
-    def output_delay(self, period: int) -> int:
+    def output_delay(self, timesteps: int) -> int:
         """Steps between a neuron's input and its output under Lava timing."""
-        return self.windows_late * period
+        return self.windows_late * timesteps
 
     # --- integer arithmetic -----------------------------------------------------------------
     def initial_state(self, neuron, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -95,11 +95,11 @@ class NeuronKind:
             out[t] = self.step(neuron, state, current[t], clamp)
         return out, state
 
-    def stream_step(self, neuron, state: dict, current: np.ndarray, t: int, depth: int, period: int,
+    def stream_step(self, neuron, state: dict, current: np.ndarray, t: int, depth: int, timesteps: int,
                     clamp: StateClamp) -> np.ndarray:
         """One global step under Lava timing: the window rule, then :meth:`step`. ``state`` is
         updated in place."""
-        if window_position(t, depth, period) == 0:
+        if window_position(t, depth, timesteps) == 0:
             state.update(self.initial_state(neuron, current.shape))
         return self.step(neuron, state, current, clamp)
 

@@ -79,12 +79,12 @@ class Parallel(NeuronKind):
         raise QuantizationError(f"parallel neuron '{neuron.name}' acts once per window of T steps; it has no "
                                 "per-step update (run it by windows)")
 
-    def stream_step(self, neuron, state, current, t, depth, period, clamp):
+    def stream_step(self, neuron, state, current, t, depth, timesteps, clamp):
         """The window rule above; ``state`` holds v (the window's running total) and pending."""
-        position = window_position(t, depth, period)
+        position = window_position(t, depth, timesteps)
         if position == 0:
-            if t >= depth + period:  # a whole window has been integrated
-                state["pending"] = count(state["v"], neuron.threshold, period, v_init=0)
+            if t >= depth + timesteps:  # a whole window has been integrated
+                state["pending"] = count(state["v"], neuron.threshold, timesteps, v_init=0)
             else:
                 state["pending"] = np.zeros_like(state["pending"])
             state["v"] = self.initial_state(neuron, current.shape)["v"]

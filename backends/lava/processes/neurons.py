@@ -12,8 +12,8 @@ uses it instead (the path to real hardware).
 
 Timing, shared by every neuron here (and by the stock ``LIFReset``): global step
 ``t = time_step - 1`` (Lava counts from 1). The samples stream back to back,
-``period`` (= T) steps each, and a neuron whose input lags the source by
-``phase`` (= d) steps restarts its sample window before its update at every
+``timesteps`` (= T) steps each, and a neuron whose input lags the source by
+``depth`` (= d) steps restarts its sample window before its update at every
 ``t >= 0`` with ``(t - d) % T == 0``. It computes and sends at every step, also
 at ``t < d``; its state starts at its reset value at ``t = 0``.
 
@@ -47,10 +47,10 @@ def _per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
 class _WindowedNeuron(AbstractProcess):
     """Ports, bias and window parameters shared by every neuron Process below."""
 
-    def __init__(self, shape: tuple[int, ...], bias, period: int, phase: int, name: str | None = None,
+    def __init__(self, shape: tuple[int, ...], bias, timesteps: int, depth: int, name: str | None = None,
                  **params) -> None:
         shape = tuple(int(n) for n in shape)
-        super().__init__(shape=shape, period=int(period), phase=int(phase), name=name, **params)
+        super().__init__(shape=shape, timesteps=int(timesteps), depth=int(depth), name=name, **params)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.bias = Var(shape=shape, init=_per_neuron(bias, shape))
@@ -70,9 +70,9 @@ class MultiThresholdNeuron(_WindowedNeuron):
     ``threshold``, ``bias`` and ``v_init`` are per neuron (broadcast to ``shape``).
     """
 
-    def __init__(self, shape: tuple[int, ...], threshold, max_spikes: int, bias, v_init, period: int,
-                 phase: int, min_spikes: int = 0, name: str | None = None) -> None:
-        super().__init__(shape, bias, period, phase, name, max_spikes=int(max_spikes), min_spikes=int(min_spikes))
+    def __init__(self, shape: tuple[int, ...], threshold, max_spikes: int, bias, v_init, timesteps: int,
+                 depth: int, min_spikes: int = 0, name: str | None = None) -> None:
+        super().__init__(shape, bias, timesteps, depth, name, max_spikes=int(max_spikes), min_spikes=int(min_spikes))
         shape = self.s_out.shape
         self.v = Var(shape=shape, init=_per_neuron(v_init, shape))
         self.threshold = Var(shape=shape, init=_per_neuron(threshold, shape))
@@ -88,9 +88,9 @@ class ScaleAndFireNeuron(_WindowedNeuron):
         m = v + I + b;   c = codes[#{i : edges_i ≤ m}];   v = clamp24(m - c·code_value);   send c
     """
 
-    def __init__(self, shape: tuple[int, ...], edges, codes, code_value: int, bias, v_init, period: int,
-                 phase: int, name: str | None = None) -> None:
-        super().__init__(shape, bias, period, phase, name, code_value=int(code_value))
+    def __init__(self, shape: tuple[int, ...], edges, codes, code_value: int, bias, v_init, timesteps: int,
+                 depth: int, name: str | None = None) -> None:
+        super().__init__(shape, bias, timesteps, depth, name, code_value=int(code_value))
         shape = self.s_out.shape
         edges, codes = np.asarray(edges, dtype=np.int64), np.asarray(codes, dtype=np.int64)
         self.v = Var(shape=shape, init=_per_neuron(v_init, shape))
@@ -112,9 +112,9 @@ class ParallelNeuron(_WindowedNeuron):
     leave during the next window: the output lags the input by T steps.
     """
 
-    def __init__(self, shape: tuple[int, ...], threshold, bias, v_init, period: int, phase: int,
+    def __init__(self, shape: tuple[int, ...], threshold, bias, v_init, timesteps: int, depth: int,
                  name: str | None = None) -> None:
-        super().__init__(shape, bias, period, phase, name)
+        super().__init__(shape, bias, timesteps, depth, name)
         shape = self.s_out.shape
         self.v = Var(shape=shape, init=_per_neuron(v_init, shape))
         self.pending = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
@@ -135,9 +135,9 @@ class CubaNeuron(_WindowedNeuron):
     13-bit mantissa, and the non-spiking "li" form that sends its potential).
     """
 
-    def __init__(self, shape: tuple[int, ...], du, dv, bias, vth, spiking: bool, period: int, phase: int,
+    def __init__(self, shape: tuple[int, ...], du, dv, bias, vth, spiking: bool, timesteps: int, depth: int,
                  name: str | None = None) -> None:
-        super().__init__(shape, bias, period, phase, name, spiking=bool(spiking))
+        super().__init__(shape, bias, timesteps, depth, name, spiking=bool(spiking))
         shape = self.s_out.shape
         self.u = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
         self.v = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
@@ -153,8 +153,8 @@ class ReadoutNeuron(_WindowedNeuron):
     ``v`` every step (graded, 24-bit), so a sink can pick the potential after a window's last step.
     """
 
-    def __init__(self, shape: tuple[int, ...], bias, period: int, phase: int, name: str | None = None) -> None:
-        super().__init__(shape, bias, period, phase, name)
+    def __init__(self, shape: tuple[int, ...], bias, timesteps: int, depth: int, name: str | None = None) -> None:
+        super().__init__(shape, bias, timesteps, depth, name)
         self.v = Var(shape=self.s_out.shape, init=np.zeros(self.s_out.shape, dtype=np.int64))
 
 
@@ -185,16 +185,16 @@ class _WindowedNeuronModel(PyLoihiProcessModel):
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
-        self.period: int = proc_params["period"]
+        self.timesteps: int = proc_params["timesteps"]
         # not ``self.phase``: PyLoihiProcessModel uses that name for its SPK/MGMT phase
-        self.window_offset: int = proc_params["phase"]
+        self.window_offset: int = proc_params["depth"]
         self.neuron_kind = KINDS[self.kind]
         self.clamp = StateClamp()
 
     def run_spk(self) -> None:
         a = self.a_in.recv().astype(np.int64)
         state = {name: getattr(self, name).astype(np.int64) for name in self.neuron_kind.state}
-        out = self.neuron_kind.stream_step(self, state, a, self.time_step - 1, self.window_offset, self.period,
+        out = self.neuron_kind.stream_step(self, state, a, self.time_step - 1, self.window_offset, self.timesteps,
                                            self.clamp)
         for name in self.neuron_kind.state:
             setattr(self, name, state[name])

@@ -1,0 +1,259 @@
+"""Connections: the synapse chains between spike sources and neuron layers, folded.
+
+Network model
+    A *connection* runs from a spike source (the input or a neuron layer) to a neuron layer
+    through a chain of synapse layers (``conv``, ``dense``, ``sumpool→conv``, ``sumpool→dense``,
+    ``sumpool``). The chain is folded into one connection: a sum-pool's sums are realized by the
+    next layer's synapses (as n2c's netx export does), so ``sumpool→dense`` has the pre-pool
+    neurons as fan-in. Source j has a synapse into target i when a path j→i exists through the
+    chain (dense: through a nonzero weight; conv: through the kernel window and the groups).
+
+Bit-plane messages (a model assumption of n2c)
+    A source whose message is m = ``message_bits`` bits wide, with m above the chip's
+    ``graded_spike_bits`` (Loihi 1: binary spikes), sends m binary bit-plane spikes: the sending
+    neuron uses m compartments, and each destination core needs m input axons and m synapse rows
+    per source neuron. Otherwise a neuron uses one compartment and one axon. Readout neurons send
+    nothing (the host reads them) and use one compartment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backends.hardware.spec import ChipSpec
+from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits
+from n2c.errors import MappingError
+from n2c.fixed_point import WEIGHT_BITS
+from n2c.neurons.readout import KIND as READOUT
+
+
+def _window(n_out: int, n_in: int, stride: int, pad: int, dilation: int, kernel: int) -> np.ndarray:
+    """Paths along one axis: M[o, i] = #{k < kernel : i = o·stride − pad + dilation·k, 0 ≤ i < n_in}."""
+    i = np.arange(n_out)[:, None] * stride - pad + dilation * np.arange(kernel)[None, :]
+    o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
+    ok = (i >= 0) & (i < n_in)
+    m = np.zeros((n_out, n_in), np.int64)
+    np.add.at(m, (o[ok], i[ok]), 1)
+    return m
+
+
+def _groups(c_out: int, c_in: int, groups: int) -> np.ndarray:
+    """Channels: M[co, ci] = 1 when both lie in the same group."""
+    return (np.arange(c_out)[:, None] // (c_out // groups) == np.arange(c_in)[None, :] // (c_in // groups)).astype(np.int64)
+
+
+def _axis_maps(syn: IntSynapse) -> list[np.ndarray]:
+    """Per-axis path matrices (C, H, W) of a conv or sum-pool layer."""
+    (c_in, h_in, w_in), (c_out, h_out, w_out) = syn.in_shape, syn.out_shape
+    if syn.kind == "sumpool":
+        kernel, dilation, chans = syn.kernel, (1, 1), np.eye(c_in, dtype=np.int64)
+    else:
+        kernel, dilation, chans = syn.weight.shape[2:], syn.dilation, _groups(c_out, c_in, syn.groups)
+    return [chans] + [_window(o, n, s, p, d, k) for o, n, s, p, d, k in
+                      zip((h_out, w_out), (h_in, w_in), syn.stride, syn.padding, dilation, kernel)]
+
+
+def row_bits(n, chip: ChipSpec, w: int, d: int) -> np.ndarray:
+    """bits(n) = Σ over blocks of ≤ B synapses of W·⌈(n_blk·(w + d + t) + H) / W⌉ (0 for n = 0)."""
+    b, h, word = chip.int("synapse_block_size"), chip.int("synapse_block_header_bits"), chip.int("synapse_word_bits")
+    per = w + d + chip.int("tag_bits")
+    full, rest = np.divmod(np.asarray(n, np.int64), b)
+    words = full * -(-(b * per + h) // word) + (rest > 0) * -(-(rest * per + h) // word)
+    return words * word
+
+
+def split_starts(shape: tuple, split: tuple) -> list[np.ndarray]:
+    """First index of each near-equal contiguous slice: ⌊i·n/k⌋."""
+    return [np.arange(k) * n // k for n, k in zip(shape, split)]
+
+
+def split_slices(shape: tuple, split: tuple) -> list[tuple[slice, ...]]:
+    """Blocks of a split in C order."""
+    edges = [np.append(s, n) for s, n in zip(split_starts(shape, split), shape)]
+    return [tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx)) for idx in np.ndindex(*split)]
+
+
+def grid_sum(x: np.ndarray, starts: list[np.ndarray], first_axis: int = 0) -> np.ndarray:
+    """Sums of ``x`` over every block (axes from ``first_axis`` on)."""
+    for axis, s in enumerate(starts, first_axis):
+        x = np.add.reduceat(x, s, axis=axis)
+    return x
+
+
+def outer(vectors: list[np.ndarray]) -> np.ndarray:
+    """Outer product of one vector per axis."""
+    out = np.ones((), vectors[0].dtype)
+    for v in vectors:
+        out = np.multiply.outer(out, v)
+    return out
+
+
+@dataclass
+class Connection:
+    """Source layer → target neuron layer through a folded synapse chain."""
+    source: str
+    target: str
+    chain: list
+    source_shape: tuple
+    target_shape: tuple
+    axons_per_source: int
+    weight_bits: int = WEIGHT_BITS  # of the integer network's format
+    _axes: list | None = field(default=None, init=False, repr=False)  # per-axis 0/1 maps (conv, pool)
+    _dense: np.ndarray | None = field(default=None, init=False, repr=False)  # (targets, sources) bool
+
+    def __post_init__(self):
+        kinds = [s.kind for s in self.chain]
+        if not kinds or any(k != "sumpool" for k in kinds[:-1]):
+            raise MappingError(f"layer '{self.target}': synapse chain {' -> '.join(kinds) or '(none)'} from "
+                           f"'{self.source}' is not supported; use sum-pools followed by at most one conv or dense")
+        pools = self.chain[:-1] if kinds[-1] == "dense" else self.chain
+        axes = [np.eye(n, dtype=np.int64) for n in self.chain[0].in_shape] if pools else None
+        for syn in pools:
+            axes = [m @ a for m, a in zip(_axis_maps(syn), axes)]
+        if kinds[-1] != "dense":
+            self._axes = [a > 0 for a in axes]
+            return
+        last = self.chain[-1]
+        paths = (last.weight != 0).astype(np.float64).reshape(-1, *last.in_shape)
+        for axis, a in enumerate(axes or []):
+            paths = np.moveaxis(np.tensordot(paths, a.astype(np.float64), axes=([axis + 1], [0])), -1, axis + 1)
+        self._dense = paths.reshape(len(paths), -1) > 0
+
+    @property
+    def _weight_bits(self) -> int:
+        return self.weight_bits if self.chain[-1].kind != "sumpool" else 1
+
+    def _delay_bits(self, chip: ChipSpec) -> int:
+        delayed = any(s.delay is not None and np.any(s.delay != 0) for s in self.chain)
+        return chip.int("delay_bits") if delayed else 0
+
+    def receptive_mask(self, block: tuple[slice, ...]) -> np.ndarray:
+        """Source neurons with a synapse into the target block (bool, ``source_shape``)."""
+        if self._axes is not None:
+            return outer([a[s].any(axis=0) for a, s in zip(self._axes, block)])
+        rows = self._dense.reshape(*self.target_shape, -1)[block]
+        return rows.reshape(-1, rows.shape[-1]).any(axis=0).reshape(self.source_shape)
+
+    def synapse_counts(self, active: np.ndarray) -> np.ndarray:
+        """Per target neuron i: Σ_j active_j · (stored synapses j→i), per source neuron (one row per
+        bit plane is not multiplied in). Conv and pool chains store one folded synapse per
+        connected pair; a dense chain stores dense rows, counted here as for one core: every source
+        j that reaches the layer has a synapse into every target."""
+        active = np.asarray(active, np.float64)
+        nd = len(self.source_shape)
+        if self._axes is not None:
+            for axis, a in enumerate(self._axes, active.ndim - nd):
+                active = np.moveaxis(np.tensordot(active, a.astype(np.float64), axes=([axis], [1])), -1, axis)
+            return active
+        lead = active.shape[:active.ndim - nd]
+        per = active.reshape(*lead, -1) @ self._dense.any(axis=0).astype(np.float64)
+        return np.broadcast_to(per.reshape(*lead, *[1] * len(self.target_shape)), (*lead, *self.target_shape)).copy()
+
+    def _stored_synapses(self) -> int:
+        """Synapses of the folded connection (pairs j→i as ``synapse_counts`` counts them) · m."""
+        if self._axes is not None:
+            pairs = math.prod(int(a.sum()) for a in self._axes)
+        else:
+            pairs = int(self._dense.any(axis=0).sum()) * len(self._dense)
+        return pairs * self.axons_per_source
+
+    def _mask_grid(self, starts: list[np.ndarray]) -> np.ndarray:
+        """Receptive masks of every block of a split, bool (*split, *source_shape)."""
+        if self._axes is not None:
+            hit = [np.add.reduceat(a, s, axis=0) > 0 for a, s in zip(self._axes, starts)]
+            nd = len(hit)
+            out = np.ones((1,) * 2 * nd, bool)
+            for axis, h in enumerate(hit):
+                shape = [1] * 2 * nd
+                shape[axis], shape[nd + axis] = h.shape
+                out = out & h.reshape(shape)
+            return out
+        grid = grid_sum(self._dense.reshape(*self.target_shape, -1).astype(np.int32), starts) > 0
+        return grid.reshape(*grid.shape[:-1], *self.source_shape)
+
+    def _axons(self, starts: list[np.ndarray]) -> np.ndarray:
+        """Input axons of every block: #sources reaching it · m."""
+        if self._axes is not None:
+            return outer([(np.add.reduceat(a, s, axis=0) > 0).sum(axis=1) for a, s in zip(self._axes, starts)]) \
+                * self.axons_per_source
+        grid = grid_sum(self._dense.reshape(*self.target_shape, -1).astype(np.int32), starts) > 0
+        return grid.sum(axis=-1) * self.axons_per_source
+
+    def _synapse_bits(self, starts: list[np.ndarray], chip: ChipSpec) -> np.ndarray:
+        """Synaptic memory of every block of a split (see the module docstring)."""
+        w, d = self._weight_bits, self._delay_bits(chip)
+        if w > chip.int("weight_bits"):
+            syn = self.chain[-1]
+            raise MappingError(f"layer '{self.target}': synapse '{syn.name}' has {w}-bit weights but {chip.name} stores "
+                           f"at most {chip.int('weight_bits')}-bit weights; quantize to fewer bits or use another chip")
+        if self._axes is None:
+            sizes = outer([np.diff(np.append(s, n)) for s, n in zip(starts, self.target_shape)])
+            return self._axons(starts) * row_bits(sizes, chip, w, d)
+        if chip.int("conv_weight_sharing"):
+            return self._shared_bits(starts, chip, w, d)
+        return self._unshared_bits(starts, chip, w, d)
+
+    def _shared_bits(self, starts, chip, w, d) -> np.ndarray:
+        """Kernel once per core: Σ_groups touched (Cin/g · KH · KW) · m · bits(block channels in group)."""
+        weighted = self.chain[-1] if self.chain[-1].kind == "conv" else None
+        c_out = self.target_shape[0]
+        groups = weighted.groups if weighted else c_out
+        cin_per_group = weighted.weight.shape[1] if weighted else 1
+        extent, stride = [1, 1], [1, 1]
+        for syn in self.chain:
+            kernel = syn.weight.shape[2:] if syn.kind == "conv" else syn.kernel
+            dil = syn.dilation if syn.kind == "conv" else (1, 1)
+            for a in range(2):
+                extent[a] += stride[a] * dil[a] * (kernel[a] - 1)
+                stride[a] *= syn.stride[a]
+        entries = cin_per_group * extent[0] * extent[1] * self.axons_per_source
+        ends = np.append(starts[0], c_out)
+        per_chunk = [int((entries * row_bits(np.bincount(np.arange(a, b) // (c_out // groups)), chip, w, d)).sum())
+                     for a, b in zip(ends[:-1], ends[1:])]
+        return np.broadcast_to(np.array(per_chunk).reshape(-1, 1, 1), tuple(len(s) for s in starts)).copy()
+
+    def _unshared_bits(self, starts, chip, w, d) -> np.ndarray:
+        """Each axon stores a row of its n connected targets in the block: Σ_j m · bits(n_j)."""
+        counts = [np.add.reduceat(a.astype(np.int64), s, axis=0) for a, s in zip(self._axes, starts)]
+        out = np.zeros(tuple(len(s) for s in starts), np.int64)
+        for idx in np.ndindex(*out.shape):
+            n = outer([c[i] for c, i in zip(counts, idx)])
+            out[idx] = int(row_bits(n, chip, w, d).sum()) * self.axons_per_source
+        return out
+
+    def _synapse_floor(self, chip: ChipSpec) -> int:
+        """A lower bound on the layer's synapse bits over all splits (module docstring)."""
+        if self._axes is not None:
+            return int(self._synapse_bits([np.zeros(1, np.int64)] * len(self.target_shape), chip).sum())
+        fan = self._dense.sum(axis=0)
+        w, d = self._weight_bits, self._delay_bits(chip)
+        return int(row_bits(fan, chip, w, d).sum()) * self.axons_per_source
+
+
+def message_width(bits: int, chip: ChipSpec) -> int:
+    """Bit planes per message: m when m exceeds the chip's graded spike width, else 1."""
+    return bits if bits > chip.int("graded_spike_bits") else 1
+
+
+def compartments(neuron: IntNeuron, chip: ChipSpec) -> int:
+    return 1 if neuron.neuron_kind is READOUT else message_width(message_bits(neuron), chip)
+
+
+def connections(net: IntNetwork, chip: ChipSpec) -> list[Connection]:
+    """Every (source, neuron) connection, synapse chains folded, in topological order."""
+    layers = net.by_name()
+    out = []
+    for neuron in (x for x in net.layers if isinstance(x, IntNeuron)):
+        for name in neuron.inputs:
+            chain = []
+            while isinstance(layers[name], IntSynapse):
+                chain.insert(0, layers[name])
+                name = layers[name].input
+            src = layers[name]
+            bits = net.source.bits if src is net.source else message_bits(src)
+            out.append(Connection(name, neuron.name, chain, tuple(src.shape), tuple(neuron.shape), message_width(bits, chip),
+                                  net.fmt.weight_bits))
+    return out

@@ -1,0 +1,127 @@
+"""The mapping of a whole network: partition every layer, then place its cores.
+
+Cores, layers and the ``Mapping`` the report reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices, split_starts
+from backends.hardware.mapping.partition import lower_bound, partition
+from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
+from backends.hardware.mapping.usage import LIMIT_KEYS, USAGE_KEYS, limits, memory_use
+from backends.hardware.spec import ChipSpec
+from backends.quantize import IntNetwork, IntNeuron
+
+
+@dataclass
+class Core:
+    index: int
+    layer: str
+    block: tuple[slice, ...]
+    chip: int
+    tile: tuple[int, int]  # global (x, y)
+    usage: dict[str, int]
+    memory: dict[str, int]
+
+
+@dataclass
+class LayerMapping:
+    name: str
+    kind: str
+    shape: tuple
+    split: tuple[int, ...]
+    cores: list[int]
+    lower_bound: int
+    binding: str
+    compartments_per_neuron: int
+    synapses: int
+
+
+@dataclass
+class Mapping:
+    chip: ChipSpec
+    layers: list[LayerMapping]
+    cores: list[Core]
+    connections: list[Connection]
+    chips: int
+    lower_bound: int
+
+    def limits(self) -> dict:
+        """Per-core limits: neurons, input_axons, output_fanout and bits per memory pool."""
+        return limits(self.chip)
+
+    def utilization(self, core: Core) -> dict[str, float]:
+        """Usage / limit per resource (memory per pool)."""
+        used = {**{k: core.usage[k] for k in LIMIT_KEYS}, **core.memory}
+        return {k: used[k] / lim for k, lim in self.limits().items()}
+
+    def hops(self, a: int, b: int) -> tuple[int, int, int]:
+        """(east-west, north-south, chip crossings) between the tiles of cores a and b."""
+        (xa, ya), (xb, yb) = self.cores[a].tile, self.cores[b].tile
+        return abs(xa - xb), abs(ya - yb), abs(self.cores[a].chip - self.cores[b].chip)
+
+    def layer(self, name: str) -> LayerMapping:
+        return next(lm for lm in self.layers if lm.name == name)
+
+    def as_dict(self) -> dict:
+        return {"chip": self.chip.key, "chips": self.chips, "cores": len(self.cores),
+                "lower_bound": self.lower_bound, "gap": len(self.cores) - self.lower_bound, "limits": self.limits(),
+                "mesh": {"tiles_x": self.chip.mesh[0], "tiles_y": self.chip.mesh[1],
+                         "cores_per_tile": self.chip.int("cores_per_tile"),
+                         "cores_per_chip": self.chip.int("cores_per_chip")},
+                "layers": [{"name": lm.name, "kind": lm.kind, "shape": list(lm.shape), "split": list(lm.split),
+                            "cores": len(lm.cores), "first_core": lm.cores[0], "lower_bound": lm.lower_bound,
+                            "binding": lm.binding, "compartments_per_neuron": lm.compartments_per_neuron,
+                            "synapses": lm.synapses, **self._layer_totals(lm)} for lm in self.layers],
+                "per_core": [{"index": c.index, "layer": c.layer, "block": [[s.start, s.stop] for s in c.block],
+                              "chip": c.chip, "tile": list(c.tile), "usage": dict(c.usage), "memory": dict(c.memory),
+                              "utilization": self.utilization(c)} for c in self.cores]}
+
+
+    def _layer_totals(self, lm: LayerMapping) -> dict:
+        cores = [self.cores[i] for i in lm.cores]
+        return {"neurons": int(np.prod(lm.shape)), "synapse_bits": sum(c.usage["synapse_bits"] for c in cores),
+                "input_axons_max": max(c.usage["input_axons"] for c in cores),
+                "utilization_max": max(max(self.utilization(c).values()) for c in cores)}
+
+
+def map_network(net: IntNetwork, chip: ChipSpec) -> Mapping:
+    """Partition every neuron layer (consumers first), then place the cores on the mesh."""
+    conns = connections(net, chip)
+    neurons = [x for x in net.layers if isinstance(x, IntNeuron)]
+    comp = {x.name: compartments(x, chip) for x in neurons}
+    fanout = {x.name: np.zeros(x.shape, np.int64) for x in neurons}
+    masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (split, usage)
+    for neuron in reversed(neurons):
+        into = [c for c in conns if c.target == neuron.name]
+        split, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
+        plans[neuron.name] = (split, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
+        starts = split_starts(neuron.shape, split)
+        for src in dict.fromkeys(c.source for c in into):
+            union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
+            masks[src, neuron.name] = union.reshape(-1, *union.shape[len(split):])
+            if src in fanout:
+                fanout[src] += masks[src, neuron.name].sum(axis=0)
+    layers, cores = [], []
+    for neuron in neurons:
+        split, usage, bound, binding = plans[neuron.name]
+        memory = memory_use(usage, chip)
+        first = len(cores)
+        for i, block in enumerate(split_slices(neuron.shape, split)):
+            idx = np.unravel_index(i, split)
+            cores.append(Core(len(cores), neuron.name, block, 0, (0, 0), {k: int(usage[k][idx]) for k in USAGE_KEYS},
+                              {k: int(v[idx]) for k, v in memory.items()}))
+        synapses = sum(c._stored_synapses() for c in conns if c.target == neuron.name)
+        layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), split,
+                                   list(range(first, len(cores))), bound, binding, comp[neuron.name], synapses))
+    traffic, host = core_traffic(net, layers, plans, masks, comp, conns, len(cores))
+    chips = -(-len(cores) // chip.int("cores_per_chip"))
+    slots = serpentine(chip, chips)
+    for core, s in zip(cores, improve_placement(slots, traffic, host)):
+        core.tile = slots[s]
+        core.chip = slots[s][0] // chip.mesh[0]
+    return Mapping(chip, layers, cores, conns, chips, sum(lm.lower_bound for lm in layers))
