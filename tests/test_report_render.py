@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import base64
 import json
 import re
@@ -9,6 +11,8 @@ import re
 import pytest
 
 from backends.report import render as rr
+from backends.report.render import format as fmt
+from backends.report.render.markdown import md_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DAVIES = "Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), 2018"
@@ -150,17 +154,17 @@ def _all_constants(report):
 
 
 def test_formatting():
-    assert rr.fmt_energy(2.36e-11) == "23.6 pJ"
-    assert rr.fmt_energy(4.6e-7) == "460 nJ"
-    assert rr.fmt_energy(3e-6) == "3 µJ"
-    assert rr.fmt_energy(0.0012) == "1.2 mJ"
-    assert rr.fmt_energy(0) == "0 J" and rr.fmt_energy(None) == "—"
-    assert rr.fmt_energy(9.9996e-10) == "1 nJ" and rr.fmt_energy(9e-13) == "0.9 pJ"
-    assert rr.fmt_time(1.2e-6) == "1.2 µs" and rr.fmt_time(4.65e-7) == "465 ns" and rr.fmt_time(0.0143) == "14.3 ms"
-    assert rr.fmt_count(1572864) == "1,572,864" and rr.fmt_count(1234.5) == "1,234.5" and rr.fmt_count(0) == "0"
-    assert rr.fmt_quantity(q(1572864, "bits", "C", "x")) == "1,572,864 bits"
-    assert rr.fmt_quantity(q(0.232, "W", "M", "x")) == "232 mW"
-    assert rr.cite(q(1, "J", "S", "src", "Table 2")) == "[S] src (Table 2)"
+    assert fmt.fmt_energy(2.36e-11) == "23.6 pJ"
+    assert fmt.fmt_energy(4.6e-7) == "460 nJ"
+    assert fmt.fmt_energy(3e-6) == "3 µJ"
+    assert fmt.fmt_energy(0.0012) == "1.2 mJ"
+    assert fmt.fmt_energy(0) == "0 J" and fmt.fmt_energy(None) == "—"
+    assert fmt.fmt_energy(9.9996e-10) == "1 nJ" and fmt.fmt_energy(9e-13) == "0.9 pJ"
+    assert fmt.fmt_time(1.2e-6) == "1.2 µs" and fmt.fmt_time(4.65e-7) == "465 ns" and fmt.fmt_time(0.0143) == "14.3 ms"
+    assert fmt.fmt_count(1572864) == "1,572,864" and fmt.fmt_count(1234.5) == "1,234.5" and fmt.fmt_count(0) == "0"
+    assert fmt.fmt_quantity(q(1572864, "bits", "C", "x")) == "1,572,864 bits"
+    assert fmt.fmt_quantity(q(0.232, "W", "M", "x")) == "232 mW"
+    assert fmt.cite(q(1, "J", "S", "src", "Table 2")) == "[S] src (Table 2)"
 
 
 def test_write_report(tmp_path):
@@ -176,12 +180,12 @@ def test_write_report(tmp_path):
     assert "http://" not in page and "https://" not in page and "<script" not in page.lower()
     images = _images(page)
     assert len(images) == 4 and all(i.startswith(PNG_MAGIC) for i in images)
-    assert rr.html.escape(NOTE) in page
-    assert page.index(rr.html.escape(NOTE)) < page.index("Summary")
+    assert html.escape(NOTE) in page
+    assert page.index(html.escape(NOTE)) < page.index("Summary")
     for c in _all_constants(report):
-        assert f"[{c['tag']}]" in page and rr.html.escape(c["source"]) in page
+        assert f"[{c['tag']}]" in page and html.escape(c["source"]) in page
     for row in report["across_T"]:
-        assert rr.html.escape(row["reason"]) in page  # the row that does not fit shows why
+        assert html.escape(row["reason"]) in page  # the row that does not fit shows why
 
     md = (out / "report.md").read_text(encoding="utf-8")
     for title in ("Summary", "Mapping per layer", "Per core", "Activity per layer", "Energy per layer and by component",
@@ -189,12 +193,12 @@ def test_write_report(tmp_path):
         assert f"## {title}" in md
     assert md.index("Hardware note") < md.index("## Summary")
     assert "9 on 1 chip(s)" in md
-    assert rr.fmt_energy(report["energy"]["total"]) in md and rr.fmt_energy(report["energy"]["total"]) == "280 nJ"
+    assert fmt.fmt_energy(report["energy"]["total"]) in md and fmt.fmt_energy(report["energy"]["total"]) == "280 nJ"
     assert "97.22 %" in md and "1.2 µs" in md and "460 nJ" in md and "1,572,864 bits" in md
     for note in report["notes"]:
         assert note in md
     for c in _all_constants(report):
-        assert f"[{c['tag']}]" in md and rr._md_text(c["source"]) in md
+        assert f"[{c['tag']}]" in md and md_text(c["source"]) in md
 
 
 def test_two_rows_across_T_nulls_and_zeros(tmp_path):
@@ -231,7 +235,7 @@ def _previous(out):
 def test_atomic_when_a_plot_fails(tmp_path, monkeypatch):
     def boom(report):
         raise RuntimeError("plot failed")
-    monkeypatch.setattr(rr, "plot_spike_activity", boom)
+    monkeypatch.setitem(rr.PLOTS, "spike_activity", boom)
     fresh = tmp_path / "fresh"
     with pytest.raises(RuntimeError, match="plot failed"):
         rr.write_report(sample_report(), fresh)
