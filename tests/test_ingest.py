@@ -1,4 +1,4 @@
-"""n2c.ingest.model_file.load_model: every accepted format round-trips exactly; every bad input fails clearly.
+"""n2c.ingest.load_model: every accepted format round-trips exactly; every bad input fails clearly.
 
 Each format is checked on the demo DigitsCNN (QCFS activations with distinct,
 random λ) and on a small residual net written with functional ops (F.relu,
@@ -23,7 +23,7 @@ from torch import nn
 from n2c.ann import qcfs as qcfs_module
 from n2c.errors import ModelLoadError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize
-from n2c.ingest.model_file import load_model
+from n2c.ingest import load_model
 from n2c.models import DigitsCNN
 
 torch.set_num_threads(2)

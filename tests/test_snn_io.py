@@ -19,7 +19,7 @@ from torch import nn
 
 from n2c.errors import ModelLoadError, N2CError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize
-from n2c.ingest.model_file import load_model
+from n2c.ingest import load_model
 from n2c.snn.modules import NEURON_TYPES, MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 from n2c.snn.io import FORMAT_VERSION, ScriptableSNN, is_snn_file, load_snn, save_snn
 

@@ -14,7 +14,7 @@ from torch import fx, nn
 from n2c.cli.main import main
 from n2c.errors import CalibrationError
 from n2c.ingest.canonical import canonicalize
-from n2c.ingest.model_file import load_model
+from n2c.ingest import load_model
 from n2c.models import DigitsCNN, ResNetStyle, VGGStyle, build_model
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.ann.train import accuracy, fine_tune, fit, predict, relu_to_quantizer, save_checkpoint

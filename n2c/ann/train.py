@@ -5,7 +5,7 @@ into a quantized (QCFS) one that converts to a one-timestep SNN without loss.
     relu_to_quantizer(model, L, calib=…)   every ReLU → QCFS/SignedQCFS, λ from data
     fit(model, data)                       the training loop (progress bar, validation)
     fine_tune(model, data, levels=L)       relu_to_quantizer, then fit
-    save_checkpoint(model, path, shape)    TorchScript file n2c.ingest.model_file.load_model reads
+    save_checkpoint(model, path, shape)    TorchScript file n2c.ingest.load_model reads
     predict / accuracy                     evaluation helpers
 
 Fine-tuning follows the QCFS recipe (Bu et al., ICLR 2022): replace ReLU by
@@ -326,7 +326,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, example_shape: It
 
     The file is written to a temporary file in the same directory and moved
     into place with ``os.replace``, so ``path`` is either the old file or the
-    complete new one, never a partial file. ``n2c.ingest.model_file.load_model(path)`` loads
+    complete new one, never a partial file. ``n2c.ingest.load_model(path)`` loads
     it back (as a canonical GraphModule with the same outputs). Errors writing
     the file raise :class:`~n2c.errors.N2CError`.
     """

@@ -14,7 +14,7 @@ from backends.hardware.spec import load_chip
 from backends.report.build import summary_row
 from backends.report.render import write_report
 from n2c.data import load_dataset
-from n2c.ingest.model_file import load_model
+from n2c.ingest import load_model
 from n2c.models import DigitsCNN
 from n2c.cli.pipeline import export_model, load_network, report_network, run_backend
 from n2c.ann.train import accuracy, predict, train

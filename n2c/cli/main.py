@@ -53,7 +53,7 @@ def _convert_from_args(args, model):
 
 def _load_model_or_snn(args):
     """A saved SNN (from n2c convert) as it is, or a model file converted with the options."""
-    from n2c.ingest.model_file import load_model
+    from n2c.ingest import load_model
     from n2c.snn.io import is_snn_file, load_snn
 
     if is_snn_file(args.model):
@@ -118,7 +118,7 @@ def cmd_export(args) -> int:
 
 def cmd_convert(args) -> int:
     from n2c.data import load_dataset
-    from n2c.ingest.model_file import load_model
+    from n2c.ingest import load_model
     from n2c.snn.io import save_snn
     from n2c.ann.train import accuracy, predict
 
@@ -355,7 +355,7 @@ def cmd_train(args) -> int:
     import torch
 
     from n2c.data import load_dataset
-    from n2c.ingest.model_file import instantiate_arch, load_model
+    from n2c.ingest import instantiate_arch, load_model
     from n2c.models import MODEL_NAMES, build_model
     from n2c.ann.train import accuracy, fine_tune, predict, save_checkpoint
 

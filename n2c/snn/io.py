@@ -14,13 +14,13 @@ without n2c::
 which equals ``snn(x)`` bit for bit.
 
 Loading does not unpickle Python objects: ``torch.jit.load`` reads the archive
-with TorchScript's own restricted unpickler, as :mod:`n2c.ingest.model_file` does for
+with TorchScript's own restricted unpickler, as :mod:`n2c.ingest` does for
 TorchScript models. The fx graph is then rebuilt from the scripted graph by the
 ingest's TorchScript interpreter with the three neuron modules of :mod:`n2c.snn.modules`
 added as leaf types, each reconstructed from its buffers and int attributes,
 so the result is an ordinary :class:`SpikingNetwork` of plain ``nn`` modules.
 
-Entry points. :func:`n2c.ingest.model_file.load_model` refuses a saved SNN with a
+Entry points. :func:`n2c.ingest.load_model` refuses a saved SNN with a
 :class:`~n2c.errors.ModelLoadError` that points here: a model loader returns an
 ANN to convert, and an SNN quietly passing for one (or being converted twice)
 would be a worse surprise than the one-line refusal. Reading an SNN is this
@@ -31,10 +31,7 @@ Every bad file is a one-line :class:`~n2c.errors.ModelLoadError` naming the
 problem and the fix.
 """
 
-import io
 import os
-import pickletools
-import re
 import secrets
 import warnings
 import zipfile
@@ -44,15 +41,12 @@ import torch
 from torch import fx, nn
 
 from n2c.errors import ModelLoadError, N2CError, UnsupportedLayerError
-from n2c.ingest.model_file import _one_line, _ScriptImporter, check_readable
+from n2c.ingest.files import SNN_CLASS, check_readable, one_line, root_class
+from n2c.ingest.files import is_snn_file  # noqa: F401  (part of this module's API)
+from n2c.ingest.torchscript import ScriptImporter
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
 FORMAT_VERSION = 1
-SNN_CLASS = "ScriptableSNN"
-# The qualified TorchScript name of ScriptableSNN (scripting one class for graphs of
-# different types mangles it: __torch__.n2c.snn.io.___torch_mangle_7.ScriptableSNN). Files
-# written before n2c 0.2 name the module n2c.snn_io; they load the same.
-_SNN_QUALNAME = re.compile(r"__torch__\.n2c\.snn(_|\.)io(\.___torch_mangle_\d+)?")
 _CONVERT_AGAIN = "convert the model again with n2c convert"
 
 
@@ -110,7 +104,7 @@ def _script(snn: SpikingNetwork) -> torch.jit.ScriptModule:
             return torch.jit.script(wrapper.eval())
     except Exception as e:
         raise UnsupportedLayerError(
-            f"cannot compile the SNN to TorchScript ({_one_line(e)[:200]}); the graph must consist of "
+            f"cannot compile the SNN to TorchScript ({one_line(e)[:200]}); the graph must consist of "
             "n2c's canonical layers and neurons (n2c.ingest.canonical.LEAF_MODULES)") from None
 
 
@@ -137,51 +131,12 @@ def _atomic_jit_save(scripted: torch.jit.ScriptModule, path: str) -> None:
         except OSError:
             pass
         if isinstance(e, Exception):  # torch.jit.save reports write errors as RuntimeError
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)[:160]
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)[:160]
             raise N2CError(f"cannot write {path} ({reason}); check the path and the free disk space") from None
         raise
 
 
 # ------------------------------------------------------------------------------ load
-
-def is_snn_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a TorchScript archive whose root module is a :class:`ScriptableSNN`.
-
-    Cheap: reads the zip directory and the first opcodes of the root pickle, runs
-    nothing. False for anything else, including unreadable files.
-    """
-    try:
-        return _root_class(os.fspath(path)) == SNN_CLASS
-    except Exception:  # unreadable or malformed: not a (usable) SNN file
-        return False
-
-
-def _root_class(path: str) -> str | None:
-    """The class name of a TorchScript archive's root module if it is n2c's, else its
-    qualified name, or None for files that are not TorchScript archives."""
-    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
-        return None
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-        roots = {n.split("/", 1)[0] for n in names if n.count("/") == 1 and n.endswith("/constants.pkl")}
-        data = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl") and n.split("/")[0] in roots]
-        if len(data) != 1:
-            return None
-        with z.open(data[0]) as f:
-            head = f.read(4096)
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
-            if op.name == "GLOBAL":
-                module, _, cls = str(arg).partition(" ")
-                if _SNN_QUALNAME.fullmatch(module) and cls == SNN_CLASS:
-                    return cls
-                return re.sub(r"^__torch__\.|___torch_mangle_\d+\.", "", f"{module}.{cls}")
-            if op.name == "STACK_GLOBAL":
-                return None
-    except (ValueError, EOFError):
-        pass
-    return None
-
 
 def load_snn(path: str | os.PathLike) -> SpikingNetwork:
     """Read a file written by :func:`save_snn` back into a :class:`SpikingNetwork` (eval mode)."""
@@ -190,7 +145,7 @@ def load_snn(path: str | os.PathLike) -> SpikingNetwork:
     try:
         script = torch.jit.load(path, map_location="cpu")
     except Exception as e:
-        raise ModelLoadError(f"cannot read the SNN file {path} ({_one_line(e)[:160]}); the file is corrupt, "
+        raise ModelLoadError(f"cannot read the SNN file {path} ({one_line(e)[:160]}); the file is corrupt, "
                              f"{_CONVERT_AGAIN}") from None
     timesteps, method = _metadata(script, path)
     return SpikingNetwork(_rebuild(script, path), timesteps, method).eval()
@@ -207,9 +162,9 @@ def _check_snn_file(path: str) -> None:
         raise ModelLoadError(f"{path} is not a saved n2c SNN (not a TorchScript archive); pass a file "
                              "written by n2c convert")
     try:
-        root = _root_class(path)
+        root = root_class(path)
     except Exception as e:  # zipfile raises several types for damaged archives
-        raise ModelLoadError(f"{path} is a corrupt SNN file ({_one_line(e)[:120]}); {_CONVERT_AGAIN}") from None
+        raise ModelLoadError(f"{path} is a corrupt SNN file ({one_line(e)[:120]}); {_CONVERT_AGAIN}") from None
     if root is None:
         raise ModelLoadError(f"{path} is not a saved n2c SNN (a zip archive but not TorchScript); pass a file "
                              "written by n2c convert")
@@ -239,7 +194,7 @@ def _metadata(script: Any, path: str) -> tuple[int, str]:
 def _rebuild(script: Any, path: str, saving: bool = False) -> fx.GraphModule:
     """The canonical fx graph of a scripted :class:`ScriptableSNN`'s ``graph_module``."""
     try:
-        gm = _ScriptImporter(script.graph_module.eval(), leaves=_NEURON_LEAVES).run()
+        gm = ScriptImporter(script.graph_module.eval(), leaves=_NEURON_LEAVES).run()
     except UnsupportedLayerError as e:
         problem = str(e).split("; ")[0]
         if saving:
@@ -277,7 +232,7 @@ def _build(factory, where: str):
     try:
         return factory()
     except (ValueError, TypeError, RuntimeError) as e:
-        raise UnsupportedLayerError(f"{where} has invalid parameters ({_one_line(e)[:120]})") from None
+        raise UnsupportedLayerError(f"{where} has invalid parameters ({one_line(e)[:120]})") from None
 
 
 def _multi_threshold(sub: Any, where: str) -> nn.Module:

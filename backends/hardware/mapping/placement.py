@@ -19,8 +19,6 @@ import numpy as np
 from backends.hardware.mapping.chains import grid_sum, split_starts
 from backends.hardware.spec import ChipSpec
 MAX_PASSES = 20  # local search: at most this many passes over all cores,
-
-
 MIN_GAIN = 100  # ... each lowering the hop cost by at least 1/MIN_GAIN of it,
 WORK = 2 * 10 ** 8  # ... and at most about this many array-element operations
 

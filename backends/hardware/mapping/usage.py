@@ -27,14 +27,10 @@ from backends.hardware.mapping.chains import grid_sum, outer, split_starts
 from backends.hardware.spec import ChipSpec
 from n2c.errors import MappingError
 USAGE_KEYS = ("neurons", "input_axons", "output_fanout", "synapse_bits", "neuron_state_bits", "routing_bits")
-
-
 POOL_USE = {"synapses": "synapse_bits", "neuron_state": "neuron_state_bits", "routing": "routing_bits"}
 LIMIT_KEYS = {"neurons": "neurons_per_core", "input_axons": "input_axons_per_core",
               "output_fanout": "output_fanout_per_core"}
 LABELS = {"neurons": "compartments", "input_axons": "input axons", "output_fanout": "output fan-out edges"}
-
-
 HINTS = {"neurons": "use narrower messages or a chip with graded spikes",
          "input_axons": "give it fewer inputs (a pooling stage before it, a smaller previous layer) "
                         "or use a chip with more input axons per core",

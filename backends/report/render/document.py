@@ -10,8 +10,6 @@ from backends.hardware.cost import ENERGY_COMPONENTS
 from backends.hardware.spec import TAGS
 from backends.report.build import REPORT_VERSION as SUPPORTED_VERSION
 from backends.report.render.format import alternatives, block_text, cell, fmt_count, fmt_edp, fmt_energy, fmt_pct, fmt_quantity, fmt_ratio, fmt_time, is_num, label, shape_text, yes_no
-
-
 MD_CORE_ROWS = 64  # per-core rows shown in the markdown; the HTML lists every core
 
 
@@ -310,6 +308,4 @@ def _constants(report: dict, plot_names: list[str], add) -> None:
         rows.append([f"ANN: {name}", fmt_quantity(q), f"[{q.get('tag', '?')}]", q.get("source", ""),
                      q.get("where", ""), alternatives(q)])
     add(("table", ["Name", "Value", "Tag", "Source", "Where", "Alternatives"], rows, None, ""))
-
-
 SECTIONS = (_header, _summary, _mapping, _per_core, _activity, _energy, _latency, _ann_comparison, _across_t, _quantization, _constants)

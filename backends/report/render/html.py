@@ -9,8 +9,6 @@ import html
 
 from backends.report.render.document import check, document
 from backends.report.render.plots import PLOT_TITLES, plots
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1200px;padding:0 1em;color:#222;line-height:1.45}

@@ -9,8 +9,6 @@ import math
 
 from backends.report.render.document import component_keys, static_energy, check
 from backends.report.render.format import fmt_energy, is_num, label, si_prefix
-
-
 PLOT_TITLES = {
     "core_utilization": "Core map: utilization per core",
     "energy_per_layer": "Energy per layer by component",
