@@ -8,22 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from backends.hardware.spec import load_chip
-from backends.report.build import summary_row
-from backends.report.render import write_report
-from n2c.data import load_dataset
-from n2c.ingest import load_model
-from n2c.models import DigitsCNN
-from n2c.cli.pipeline import export_model, load_network, report_network, run_backend
-from n2c.ann.train import accuracy, predict, train
+from n2c.cli.options import positive_int
 
 DEMO_ARCH = "n2c.models:DigitsCNN(levels=8)"
 ACROSS_T = (4, 8)  # the demo model also exported with IF neurons at these T, for the across-T comparison
 
 
 def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int = 60) -> dict:
+    import torch
+
+    from backends.hardware.spec import load_chip
+    from backends.report.build import summary_row
+    from backends.report.render import write_report
+    from n2c.ann.train import accuracy, predict, train
+    from n2c.cli.pipeline import export_model, load_network, report_network, run_backend
+    from n2c.data import load_dataset
+    from n2c.ingest import load_model
+    from n2c.models import DigitsCNN
+
     torch.set_num_threads(2)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,3 +83,17 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
     print(f"  ANN at 45 nm (fp32 MACs): {report['ann']['energy_J'] * 1e9:.1f} nJ")
     print(f"\nwrote {checkpoint}, {nir_path}, " + ", ".join(str(p) for p in paths))
     return {"accuracy": results, "lava_equals_reference": bool(same)}
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser("demo", help="the built-in end-to-end run on digits",
+                       description="Train a small QCFS CNN on digits, convert it to a one-step SNN, export NIR, "
+                       "run it on the reference simulator and on Lava, and write a report.")
+    d.add_argument("-o", "--output", default="out", help="output directory (default: out)")
+    d.add_argument("--samples", type=positive_int, help="run Lava on only the first N test samples (default: all)")
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    run_demo(args.output, lava_samples=args.samples)
+    return 0

@@ -2,8 +2,10 @@
 
 ``export_model``  model file → NIR file
 ``load_network``  NIR file → quantized integer network
+``run_integer``   integer network + integer input → readout on a backend (the one dispatch)
 ``run_backend``   integer network + data → integer readout, timing
 ``run_arrays``    any layer graph + input array (T, B, ...) → output at every step
+``report_network`` NIR file + chip + data → hardware report
 The CLI and the demo are thin wrappers around these.
 """
 
@@ -52,6 +54,38 @@ def load_network(nir_path: str, input_scale: float | None = None) -> tuple[Layer
 
 
 @dataclass
+class IntegerRun:
+    """An integer network's run on a backend."""
+    output: np.ndarray  # (B, *out) readout potentials after each sample's last step
+    current: np.ndarray  # (T, B, *out) the readout's input (current plus bias) at every step
+    messages: dict  # recorded messages (T, B, ...): reference every layer's, Lava every neuron's but the readout's
+    overflows: dict  # reference only: layer -> {"limit", "count"} of values past Loihi's limits
+
+
+def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "reference", record: bool = True,
+                progress: bool = False, timing: str = "zero-delay", batch_size: int = 1024) -> IntegerRun:
+    """The one backend dispatch: run integer inputs on the reference simulator or on Lava.
+
+    ``encoded(batch)`` gives the integer input (T, b, ...) of the samples in the slice ``batch``
+    (so the reference never holds all of it at once). ``timing`` ``lava`` runs the reference with
+    Lava's timing (``backends.reference.stream``); Lava records its neurons' messages only with
+    ``record`` (a sink Process each)."""
+    if backend not in BACKENDS:
+        raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if backend == "lava":
+        from backends.lava.lower import run_lava_steps
+
+        current, messages = run_lava_steps(net, encoded(slice(0, samples)), progress=progress, record=record)
+        return IntegerRun(np.cumsum(current, axis=0)[-1], current, messages, {})
+    if timing == "lava":
+        return _run_lava_timed(net, encoded(slice(0, samples)))
+    from backends.reference.simulate import run_batches
+
+    sim = run_batches(net, encoded, samples, batch_size)
+    return IntegerRun(sim.output, sim.readout_current, sim.messages, sim.overflows)
+
+
+@dataclass
 class BackendRun:
     backend: str
     output: np.ndarray  # (B, classes) integer readout
@@ -65,24 +99,16 @@ class BackendRun:
 
 def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = True,
                 record_spikes: bool = False) -> BackendRun:
-    """Run ``x`` on a backend. The reference always records every layer's messages; Lava
-    records the spiking layers' counts only when ``record_spikes`` (extra sink processes)."""
+    """Run float samples ``x`` (B, ...) on a backend, directly encoded. The reference always records
+    every layer's messages; Lava records the spiking layers' counts only when ``record_spikes``
+    (extra sink processes)."""
     if tuple(x.shape[1:]) != tuple(net.source.shape):
         raise N2CError(f"the data has samples of shape {tuple(x.shape[1:])} but the graph expects "
                        f"{tuple(net.source.shape)}; use data the network was trained on")
     start = time.perf_counter()
-    if backend == "reference":
-        from backends.reference.simulate import simulate
-        sim = simulate(net, x)
-        return BackendRun(backend, sim.output, time.perf_counter() - start, sim.messages)
-    if backend == "lava":
-        from backends.lava.lower import run_lava, run_lava_with_spikes
-        if record_spikes:
-            out, counts = run_lava_with_spikes(net, x, progress=progress)
-            return BackendRun(backend, out, time.perf_counter() - start, counts)
-        out = run_lava(net, x, progress=progress)
-        return BackendRun(backend, out, time.perf_counter() - start)
-    raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    record = backend == "reference" or record_spikes
+    run = run_integer(net, lambda batch: net.direct_input(x[batch]), len(x), backend, record, progress)
+    return BackendRun(backend, run.output, time.perf_counter() - start, run.messages if record else None)
 
 
 PRECISIONS = ("int", "float")
@@ -119,7 +145,6 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     samples batched) or ``lava`` (the samples streamed back to back with a step per synapse
     Process, as Lava runs them: ``backends.reference.stream.run_stream``)."""
     from backends.float.simulate import check_input, simulate_float
-    from backends.reference.simulate import run_batches
 
     if precision not in PRECISIONS:
         raise N2CError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
@@ -146,18 +171,13 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     net = quantize(graph, input_scale, discretization.dt if discretization is not None else None,
                    timesteps=x.shape[0])
     readout = net.by_name()[net.output]
-    if backend == "lava":
-        from backends.lava.lower import run_lava_steps
-        current, counts = run_lava_steps(net, net.source.encode(x), progress=progress, record=True)
-        return ArrayRun(current / readout.scale, time.perf_counter() - start, counts, net)
-    if timing == "lava":
-        return _run_lava_timed(net, net.source.encode(x), start)
-    sim = run_batches(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], batch_size)
-    return ArrayRun(sim.readout_current / readout.scale, time.perf_counter() - start, sim.messages, net,
-                    sim.overflows)
+    run = run_integer(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], backend, record=True,
+                      progress=progress, timing=timing, batch_size=batch_size)
+    return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages, net,
+                    run.overflows if backend == "reference" else None)
 
 
-def _run_lava_timed(net: IntNetwork, s_in: np.ndarray, start: float) -> ArrayRun:
+def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
     """Reference run with Lava's timing; every layer's messages and the readout's per-step input
     read off each sample's window, as ``run_lava_steps`` reads Lava's sinks."""
     from backends.reference.stream import run_stream
@@ -166,9 +186,7 @@ def _run_lava_timed(net: IntNetwork, s_in: np.ndarray, start: float) -> ArrayRun
     stream = run_stream(net, s_in)
     potentials = stream.window(net.output, b)
     messages = {name: stream.window(name, b) for name in stream.messages if name != net.output}
-    readout = net.by_name()[net.output]
-    return ArrayRun(np.diff(potentials, axis=0, prepend=0) / readout.scale, time.perf_counter() - start, messages,
-                    net, stream.overflows)
+    return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages, stream.overflows)
 
 
 def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simulator: str = "reference",
@@ -191,14 +209,6 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
     starts = range(0, len(data.x), chunk)
     for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):
         x, y = data.x[start:start + chunk], data.y[start:start + chunk]
-        if simulator == "lava":
-            from backends.lava.lower import run_lava_with_spikes
-            output, messages = run_lava_with_spikes(net, x, progress=False)
-            messages = {**messages, net.source.name: net.direct_input(x)}
-        else:
-            from backends.reference.simulate import simulate
-            sim = simulate(net, x, batch_size=chunk)
-            output, messages = sim.output, sim.messages
-        builder.add(messages, output, y)
+        run = run_integer(net, lambda batch: net.direct_input(x[batch]), len(x), simulator, batch_size=chunk)
+        builder.add({**run.messages, net.source.name: net.direct_input(x)}, run.output, y)
     return builder.build(across_T)
-

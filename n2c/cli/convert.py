@@ -1,0 +1,42 @@
+"""``n2c convert``: a trained model to a spiking network, saved as TorchScript."""
+
+from __future__ import annotations
+
+from n2c.cli.files import writable_output
+from n2c.cli.options import conversion_options, positive_int
+from n2c.cli.export import convert_from_args
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("convert", help="convert a trained model into a spiking network (saved as TorchScript)",
+                       description="Convert a trained model with one of the methods and save the SNN as a "
+                       "TorchScript file: torch.jit.load(file)(x) runs it, n2c export writes it as NIR.")
+    c.add_argument("model", help="TorchScript file, torch.export .pt2 file, state_dict (with --arch), "
+                   "or pickled nn.Module (with --trust-pickle)")
+    c.add_argument("-o", "--output", required=True, help="output file, e.g. snn.pt")
+    conversion_options(c)
+    c.add_argument("--dataset", help="report ANN and SNN accuracy on this data set's test split")
+    c.add_argument("--samples", type=positive_int, help="evaluate on the first N test samples only")
+    c.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    from n2c.data import load_dataset
+    from n2c.ingest import load_model
+    from n2c.snn.io import save_snn
+    from n2c.ann.train import accuracy, predict
+
+    writable_output(args.output)
+    model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    snn = convert_from_args(args, model)
+    if args.dataset:
+        test = load_dataset(args.dataset, "test").head(args.samples)
+        batch = max(8, 4096 // snn.timesteps)
+        ann = accuracy(predict(model, test.x), test.y)
+        acc = accuracy(predict(snn, test.x, batch_size=batch), test.y)
+        print(f"accuracy on {len(test)} {test.name} test samples: ANN {100 * ann:.2f} %, "
+              f"SNN ({args.method}, T = {snn.timesteps}, torch float) {100 * acc:.2f} %")
+    save_snn(snn, args.output)
+    print(f"wrote {args.output}: {len(snn.neurons())} spiking layers, method {args.method}, T = {snn.timesteps}; "
+          f"export it with: n2c export {args.output} -o model.nir --dataset {args.dataset or 'NAME'}")
+    return 0

@@ -1,0 +1,75 @@
+"""Options shared by the commands: argparse types that validate values, and option groups."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it as C,H,W, e.g. 1,8,8") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it as C,H,W, e.g. 1,8,8")
+    return shape
+
+
+def positive(cast, what: str):
+    """argparse type: ``cast(text)`` that must be > 0."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = positive(int, "integer")
+positive_float = positive(float, "number")
+
+
+def conversion_options(q) -> None:
+    """How a model becomes an SNN (export, convert)."""
+    from n2c.snn.convert import CALIBRATION_MODES, MAXPOOL_MODES, METHODS
+    q.add_argument("--arch", help="package.module:ClassName of a state_dict's model, optionally with "
+                   "keyword arguments: 'n2c.models:DigitsCNN(levels=8)'")
+    q.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
+    q.add_argument("--method", choices=METHODS, default="mtn",
+                   help="neurons: if (one spike per step), mtn (multi-threshold, exact at T=1), pmsm (polarity, "
+                   "signed quantizers), sfn (scale-and-fire, thresholds from data), parallel (parallel "
+                   "neuron, exact for L=T) (default: mtn)")
+    q.add_argument("--timesteps", type=positive_int, default=1, help="timesteps T of the SNN (default: 1)")
+    q.add_argument("--levels", type=positive_int, help="quantization levels L for calibrated ReLU activations "
+                   "(default for if/parallel: T)")
+    q.add_argument("--calib", metavar="DATASET", help="calibration data: its training split (digits, "
+                   "fashion-mnist, or an .npz file); needed for ReLU models, sfn and DA-QCFS")
+    q.add_argument("--calib-samples", type=positive_int, default=4096,
+                   help="use the first N calibration samples (default: 4096)")
+    q.add_argument("--calib-mode", choices=CALIBRATION_MODES,
+                   help="ReLU thresholds: max, percentile, or per channel (default: channel-max for parallel, "
+                   "max otherwise)")
+    q.add_argument("--percentile", type=positive_float, default=99.9,
+                   help="percentile of the percentile modes (default: 99.9)")
+    q.add_argument("--maxpool", choices=MAXPOOL_MODES, default="error",
+                   help="MaxPool after a spiking layer: error (default) or avg (replace by AvgPool2d, warn)")
+    q.add_argument("--v-init", type=float, default=0.5,
+                   help="initial membrane potential as a fraction of θ (default: 0.5, the optimal one)")
+    q.add_argument("--sfn-scale", type=positive_float, default=1.0,
+                   help="sfn: scale factor of the thresholds (default: 1, nearest level)")
+    q.add_argument("--da", action=argparse.BooleanOptionalAction, default=None,
+                   help="parallel: DA-QCFS calibration (default: on for ReLU models, off for QCFS models)")
+
+
+def data_options(q) -> None:
+    """Which graph and data (simulate, report)."""
+    q.add_argument("graph", help="NIR file (written by n2c export or by another tool)")
+    q.add_argument("--dataset", help="digits (default), fashion-mnist, or an .npz file")
+    q.add_argument("--split", choices=["train", "test"], default="test", help="data split (default: test)")
+    q.add_argument("--samples", type=positive_int, help="use only the first N samples")
+    q.add_argument("--input-scale", type=positive_float, help="override the graph's input scale")
+

@@ -1,0 +1,103 @@
+"""``n2c train``: fine-tune a model into a QCFS network, or train a reference network."""
+
+from __future__ import annotations
+
+import sys
+
+from n2c.cli.files import writable_output
+from n2c.cli.options import positive_float, positive_int
+from n2c.errors import N2CError
+
+
+def add_parser(sub) -> None:
+    t = sub.add_parser("train", help="train or fine-tune a network with quantized (QCFS) activations",
+                       description="Fine-tune a trained ReLU model into a QCFS model that converts to a one-step "
+                       "SNN without loss, or train a reference network (--model-name) from scratch. Writes a "
+                       "TorchScript file that n2c export reads.")
+    t.add_argument("model", nargs="?", help="a trained model file to fine-tune (TorchScript, .pt2, state_dict "
+                   "with --arch, or pickled nn.Module with --trust-pickle)")
+    t.add_argument("--arch", help="package.module:ClassName(k=v) of MODEL's state_dict, or without MODEL a "
+                   "class to train from scratch")
+    t.add_argument("--model-name", help="train a reference network from scratch: digits-cnn, vgg or resnet")
+    t.add_argument("--dataset", required=True, help="digits, fashion-mnist, or an .npz file with x (N,C,H,W), y")
+    t.add_argument("--levels", type=positive_int, default=8, help="quantization levels L of the activations replacing "
+                   "ReLU (default: 8; quantizers already in MODEL keep theirs)")
+    t.add_argument("--quantizer", "--act", dest="quantizer", choices=["qcfs", "signed"], default="qcfs",
+                   help="activation replacing ReLU: qcfs (0..L levels) or signed (-L..L) (default: qcfs)")
+    t.add_argument("--epochs", type=positive_int, help="training epochs (default: 5 fine-tuning, 20 from scratch)")
+    t.add_argument("--lr", type=positive_float, help="peak learning rate, cosine decay (default: 1e-3 fine-tuning, "
+                   "1e-2 from scratch)")
+    t.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default: 64)")
+    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="optimizer (default: adam)")
+    t.add_argument("--width", type=positive_int, help="base channels of --model-name (default: 16)")
+    t.add_argument("--samples", type=positive_int, help="train on only the first N training samples")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--from-scratch", action="store_true",
+                   help="re-initialise MODEL's weights and train from scratch (implied without MODEL)")
+    t.add_argument("-o", "--output", required=True, help="output TorchScript file, e.g. model_qcfs.pt")
+    t.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
+    t.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from n2c.data import load_dataset
+    from n2c.ingest import instantiate_arch, load_model
+    from n2c.models import MODEL_NAMES, build_model
+    from n2c.ann.train import accuracy, fine_tune, predict, save_checkpoint
+
+    if args.model_name is not None and args.model_name not in MODEL_NAMES:
+        raise N2CError(f"unknown model name {args.model_name!r}; use one of {', '.join(MODEL_NAMES)} "
+                       "(or --arch package.module:ClassName for your own)")
+    if args.model_name and (args.model or args.arch):
+        raise N2CError("--model-name builds a new reference network; drop it to fine-tune MODEL or train --arch")
+    if not (args.model or args.model_name or args.arch):
+        raise N2CError("nothing to train; pass MODEL (a trained model file), --model-name "
+                       f"{'|'.join(MODEL_NAMES)}, or --arch package.module:ClassName")
+    writable_output(args.output)
+
+    train_set = load_dataset(args.dataset, "train").head(args.samples)
+    test_set = load_dataset(args.dataset, "test")
+    shape = tuple(train_set.x.shape[1:])
+    from_scratch = args.from_scratch or not args.model
+    torch.manual_seed(args.seed)
+    if args.model:
+        model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+        if args.from_scratch:
+            for m in model.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+    elif args.arch:
+        model = instantiate_arch(args.arch)
+    else:
+        model = build_model(args.model_name, shape, train_set.num_classes, act=args.quantizer,
+                            levels=args.levels, width=args.width)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(train_set.x[:2]))
+    except Exception as e:
+        raise N2CError(f"the model does not accept {train_set.name} samples of shape {shape} "
+                       f"({' '.join(str(e).split())[:160]}); train on the data set it was built for") from None
+    if out.dim() != 2 or out.shape[1] < train_set.num_classes:
+        raise N2CError(f"the model outputs shape {tuple(out.shape[1:])} per sample but {train_set.name} has "
+                       f"{train_set.num_classes} classes; use a model with one output per class")
+
+    epochs = args.epochs or (20 if from_scratch else 5)
+    lr = args.lr or (1e-2 if from_scratch else 1e-3)
+    print(f"{'training' if from_scratch else 'fine-tuning'} on {len(train_set)} {train_set.name} samples: "
+          f"{args.quantizer} L = {args.levels}, {epochs} epochs, lr {lr:g}, batch {args.batch_size}",
+          file=sys.stderr)
+    model = fine_tune(model, train_set, levels=args.levels, quantizer=args.quantizer, epochs=epochs, lr=lr,
+                      batch_size=args.batch_size, seed=args.seed, val_data=test_set, optimizer=args.optimizer)
+    train_acc = accuracy(predict(model, train_set.x), train_set.y)
+    test_acc = accuracy(predict(model, test_set.x), test_set.y)
+    save_checkpoint(model, args.output, shape)
+    print(f"train accuracy {100 * train_acc:.2f} %, test accuracy {100 * test_acc:.2f} % "
+          f"({train_set.name}, {args.quantizer} L = {args.levels})")
+    hint = f"n2c export {args.output} -o model.nir --dataset {args.dataset}"
+    if args.quantizer == "signed":
+        hint += " --method pmsm"  # signed quantizers need negative spikes
+    print(f"wrote {args.output} (TorchScript); convert it with: {hint}")
+    return 0
