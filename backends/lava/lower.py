@@ -20,7 +20,7 @@ RingBuffer source sends step ``t`` of the stream at ``t``; every Dense/Conv
 Process sends at ``t`` what it computed from its input at ``t - 1``; neurons,
 delay lines and sinks act within the step, except that the parallel neuron sends
 a window's count during the next window (T steps later). So every value has a
-*depth* in steps (``backends.reference.simulate.stream_depths``): the source 0, a synapse its input's
+*depth* in steps (``backends.reference.stream.stream_depths``): the source 0, a synapse its input's
 + 1, a neuron's input the deepest of its inputs (shallower inputs are delayed to
 match), a neuron's output its input's depth (+ T for the parallel neuron). A
 neuron whose input has depth ``d`` sees sample ``i``, step ``j`` at ``t = i·T +

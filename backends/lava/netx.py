@@ -3,7 +3,7 @@ the format ``lava.lib.dl.netx.hdf5.Network`` loads for Lava and, through lava-lo
 
 netx builds one block per layer (one synapse Process, then one CUBA neuron Process), so the
 network must be a chain of NIR IF/LIF/CubaLIF layers (n2c kind "lif"). Per layer, with n2c's
-integers (u, v, a, b, θ, du, dv of ``backends.loihi_lif``)::
+integers (u, v, a, b, θ, du, dv of ``n2c.neurons.cuba``)::
 
     dense   weight = W (out, in), in = C-order index of (C, H, W)   netx's flatten agrees
     conv    weight = W (Cout, Cin/g, kH, kW) as torch stores it;     netx flips and transposes it

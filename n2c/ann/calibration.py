@@ -217,7 +217,7 @@ def _lloyd(f: np.ndarray, lam: float, n: int, iterations: int) -> np.ndarray:
 def da_quantize(z: torch.Tensor, theta: torch.Tensor, timesteps: int, psi, phi) -> tuple[torch.Tensor, torch.Tensor]:
     """The DA-QCFS activation: ``((θ+φ)/T)·n``, ``n = clip(floor(((z+ψ)·T + θ/2)/θ), 0, T)``.
     Returns (output, n). Written as the parallel neuron computes it: summed input
-    T·(z+ψ) plus v_init = θ/2 (``n2c.neurons.parallel_count``)."""
+    T·(z+ψ) plus v_init = θ/2 (``n2c.neurons.parallel.count``)."""
     n = torch.clamp(torch.floor((theta / 2 + (z + psi) * timesteps) / theta), 0, timesteps)
     return (theta + phi) * n / timesteps, n
 

@@ -21,7 +21,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from n2c.errors import UnsupportedLayerError
 from n2c.files import atomic_write
 from n2c.neurons import kind
-from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
+from n2c.snn.modules import NEURON_TYPES, SpikingNetwork
 
 NIR_CONVENTION_VERSION = 2
 
@@ -81,12 +81,8 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
         raise UnsupportedLayerError(f"MaxPool2d '{name}': NIR 1.0 has no max pooling node; n2c runs it in "
                                     "torch before the first spiking layer, but cannot export it (use "
                                     "--maxpool avg, or an AvgPool2d)")
-    if isinstance(module, (MultiThresholdIF, ParallelNeuron, ScaleAndFire)):
-        if isinstance(module, ScaleAndFire):  # NIR's threshold: the first positive SFN threshold
-            edges = module.edges[module.edges > 0]
-            theta = np.full(out_shape, float(edges[0]) if edges.numel() else 1.0, np.float32)
-        else:
-            theta = _full(module.threshold, out_shape)
+    if isinstance(module, NEURON_TYPES):
+        theta = np.broadcast_to(kind(module.kind).nir_threshold(module), out_shape).astype(np.float32)
         return nir.IF(r=np.ones(out_shape, np.float32), v_threshold=theta,
                       v_reset=np.zeros(out_shape, np.float32), metadata=neuron_metadata(module, out_shape))
     raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has no NIR export")

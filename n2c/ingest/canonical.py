@@ -22,14 +22,14 @@ from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
 from n2c.ann.qcfs import QCFS, SignedQCFS
-from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire
+from n2c.snn.modules import NEURON_TYPES
 
 # The spiking neurons are leaves too, so that a converted network's graph is canonical
 # (n2c.snn.io rebuilds saved SNNs in this form).
 LEAF_MODULES = (
     nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten,
     nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, QCFS, SignedQCFS, nn.Dropout, nn.Identity,
-    MultiThresholdIF, ParallelNeuron, ScaleAndFire,
+    *NEURON_TYPES,
 )
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)

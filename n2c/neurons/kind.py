@@ -127,6 +127,10 @@ class NeuronKind:
         raise NotImplementedError
 
     # --- NIR ---------------------------------------------------------------------------------
+    def nir_threshold(self, module):
+        """NIR's ``v_threshold`` of a torch neuron module: its θ (numpy float32)."""
+        return module.threshold.detach().cpu().numpy().astype(np.float32)
+
     def default_v_init(self, theta):
         """v(0) of a NIR node that does not state ``n2c.v_init``: the optimal θ/2."""
         return theta / 2

@@ -54,6 +54,11 @@ class ScaleAndFire(NeuronKind):
     name = "sfn"
     nir_name = "scale_and_fire"
 
+    def nir_threshold(self, module):
+        """The first positive SFN threshold (1 when there is none)."""
+        edges = module.edges[module.edges > 0]
+        return np.float32(float(edges[0]) if edges.numel() else 1.0)
+
     def default_v_init(self, theta):
         return 0.0
 

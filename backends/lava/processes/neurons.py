@@ -38,10 +38,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from n2c.fixed_point import StateClamp
 from n2c.neurons import KINDS
-
-
-def _per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
-    return np.broadcast_to(np.asarray(values, dtype=np.int64), shape).copy()
+from n2c.neurons.kind import per_neuron as _per_neuron
 
 
 class _WindowedNeuron(AbstractProcess):
@@ -57,18 +54,10 @@ class _WindowedNeuron(AbstractProcess):
 
 
 class MultiThresholdNeuron(_WindowedNeuron):
-    """Multi-threshold integrate-and-fire neuron with reset by subtraction, optionally with
-    polarity (negative spikes).
-
-    Per step, with ``I`` the summed input ``a_in`` and ``b`` the bias (``v = v_init`` at each
-    window start)::
-
-        m = v + I + b;   k = clip(m // θ, -K⁻, K);   v = clamp24(m - k·θ);   send k
-
-    ``K = max_spikes``, ``K⁻ = min_spikes`` (0: no negative spikes); ``k`` is a signed graded
-    spike (int32), so receivers need ``num_message_bits`` with a sign bit when ``K⁻ > 0``.
-    ``threshold``, ``bias`` and ``v_init`` are per neuron (broadcast to ``shape``).
-    """
+    """The multi-threshold neuron, polarity included (kind ``mtn``: equation and kernel in
+    ``n2c.neurons.multi_threshold``). ``k`` is a signed graded spike (int32), so receivers need
+    ``num_message_bits`` with a sign bit when ``min_spikes > 0``. ``threshold``, ``bias`` and
+    ``v_init`` are per neuron (broadcast to ``shape``)."""
 
     def __init__(self, shape: tuple[int, ...], threshold, max_spikes: int, bias, v_init, timesteps: int,
                  depth: int, min_spikes: int = 0, name: str | None = None) -> None:
@@ -80,13 +69,9 @@ class MultiThresholdNeuron(_WindowedNeuron):
 
 
 class ScaleAndFireNeuron(_WindowedNeuron):
-    """Scale-and-fire neuron: ascending thresholds ``edges`` (N,), integer output ``codes``
-    (N+1,) and ``code_value``, the integer potential one code unit is worth.
-
-    Per step (``v = v_init`` at each window start)::
-
-        m = v + I + b;   c = codes[#{i : edges_i ≤ m}];   v = clamp24(m - c·code_value);   send c
-    """
+    """The scale-and-fire neuron (kind ``sfn``, ``n2c.neurons.scale_and_fire``): ascending thresholds
+    ``edges`` (N,), integer output ``codes`` (N+1,) and ``code_value``, the integer potential one
+    code unit is worth."""
 
     def __init__(self, shape: tuple[int, ...], edges, codes, code_value: int, bias, v_init, timesteps: int,
                  depth: int, name: str | None = None) -> None:
@@ -100,17 +85,9 @@ class ScaleAndFireNeuron(_WindowedNeuron):
 
 
 class ParallelNeuron(_WindowedNeuron):
-    """Parallel spiking neuron: integrates a whole window, then emits its count in the next.
-
-    State ``v`` (the window's running total) and ``pending`` (the count being emitted). At a
-    window start, at ``t ≥ d + T``: ``pending = clip(v // θ, 0, T)`` (earlier: 0), then
-    ``v = v_init``. Every step::
-
-        v = clamp24(v + I + b);   send 1 if (t - d) % T < pending else 0
-
-    So sample ``i``'s spikes (first ``n`` steps of a window, as ``n2c.neurons.parallel_spikes``)
-    leave during the next window: the output lags the input by T steps.
-    """
+    """The parallel neuron (kind ``parallel``, ``n2c.neurons.parallel``, whose window rule the
+    model runs): state ``v`` (the window's running total) and ``pending`` (the count being
+    emitted); a sample's spikes leave during the next window, T steps late."""
 
     def __init__(self, shape: tuple[int, ...], threshold, bias, v_init, timesteps: int, depth: int,
                  name: str | None = None) -> None:
@@ -124,16 +101,10 @@ class ParallelNeuron(_WindowedNeuron):
 
 class CubaNeuron(_WindowedNeuron):
     """Loihi's CUBA neuron with per-neuron ``du``, ``dv``, threshold and an unrestricted bias
-    (``backends.loihi_lif.lif_step``, bit-identical to Lava's fixed-point ``LIF``)::
-
-        u = wrap24(rtz(u·(4096 − (du + 1)) / 4096) + I·64)
-        v = clip(rtz(v·(4096 − dv) / 4096) + u + b, ±(2²³ − 1))
-        spiking: s = v > vth·64, v = 0 where s, send s;   otherwise send v (graded, 24-bit)
-
-    ``u = v = 0`` at each window start. The CPU-simulation fallback for what Lava's stock
+    (kinds ``lif`` and ``li``, ``n2c.neurons.cuba``; the step ``n2c.fixed_point.lif_step`` is
+    bit-identical to Lava's fixed-point ``LIF``). The CPU-simulation fallback for what Lava's stock
     ``LIFReset`` cannot take (per-neuron decays or thresholds, a bias without a shared-exponent
-    13-bit mantissa, and the non-spiking "li" form that sends its potential).
-    """
+    13-bit mantissa, and the non-spiking "li" form that sends its potential)."""
 
     def __init__(self, shape: tuple[int, ...], du, dv, bias, vth, spiking: bool, timesteps: int, depth: int,
                  name: str | None = None) -> None:
@@ -147,11 +118,8 @@ class CubaNeuron(_WindowedNeuron):
 
 
 class ReadoutNeuron(_WindowedNeuron):
-    """Non-spiking accumulator for the network output.
-
-    Per step: ``v = 0`` at each window start, then ``v = clamp24(v + I + b)``; ``s_out`` sends
-    ``v`` every step (graded, 24-bit), so a sink can pick the potential after a window's last step.
-    """
+    """The output accumulator (kind ``readout``, ``n2c.neurons.readout``): ``s_out`` sends ``v``
+    every step (graded, 24-bit), so a sink can pick the potential after a window's last step."""
 
     def __init__(self, shape: tuple[int, ...], bias, timesteps: int, depth: int, name: str | None = None) -> None:
         super().__init__(shape, bias, timesteps, depth, name)

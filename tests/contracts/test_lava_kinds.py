@@ -20,7 +20,7 @@ from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
 from n2c.fixed_point import STATE_MAX, clamp24
 from backends.reference.simulate import run_encoded
 from n2c.errors import QuantizationError
-from tests.test_lava import LAVA_SETTINGS
+from tests.contracts.test_reference_equals_lava import LAVA_SETTINGS
 
 FEW = settings(LAVA_SETTINGS, max_examples=3)  # ~1 s per Lava run
 BIG = STATE_MAX  # 2^23 - 1, the largest 24-bit bias

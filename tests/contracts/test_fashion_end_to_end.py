@@ -7,8 +7,8 @@ reference must agree with the float torch SNN on at least 85 % of the samples,
 and its accuracy be within 5 points:
 they differ only by the 8-bit rounding of the weights, but these briefly
 trained networks have small margins, so that rounding flips a few predictions
-(the exactness of the integer arithmetic itself is tested in test_reference.py
-and test_lava.py).
+(the exactness of the integer arithmetic itself is tested in backends/reference/test_reference_simulate.py
+and contracts/test_reference_equals_lava.py).
 """
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ def test_the_documented_schema_lists_exactly_the_report_keys(digits_reports):
     """docs/hardware-model.md §4 documents every top-level key of report.json, and no other."""
     import re
     from pathlib import Path
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "hardware-model.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "hardware-model.md").read_text()
     section = doc[doc.index("## 4. `report.json`"):doc.index("## 5.")]
     documented = {key for row in section.splitlines() if row.startswith("| `")
                   for key in re.findall(r"`([a-z_A-Z]+)`", row.split("|")[1])}

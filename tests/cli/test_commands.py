@@ -112,7 +112,7 @@ def bad_input_dir(tmp_path_factory, digits_checkpoint, digits_nir):
 def test_bad_input_is_one_line_exit_2_no_output(args, message, bad_input_dir):
     tmp = bad_input_dir
     before = set(p.name for p in tmp.iterdir())
-    r = run_cli(*[a.format(tmp=tmp) for a in args], cwd=os.path.dirname(os.path.dirname(__file__)))
+    r = run_cli(*[a.format(tmp=tmp) for a in args], cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("n2c: error:"), r.stderr

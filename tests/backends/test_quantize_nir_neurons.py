@@ -1,4 +1,4 @@
-"""Other tools' neurons in Loihi integer arithmetic (backends.loihi_lif): the CUBA step
+"""Other tools' neurons in Loihi integer arithmetic (n2c.neurons.cuba, n2c.fixed_point.lif_step): the CUBA step
 against Lava's equations, exactness where the parameters are representable, and agreement
 with the float simulator where rounding enters."""
 

@@ -88,7 +88,7 @@ def test_integer_step_is_floor_division(currents, theta, K, v0):
 @settings(max_examples=30)
 @given(st.integers(0, 2 ** 31 - 1), lams, levels)
 def test_qcfs_module_and_neuron_equation_agree_bit_for_bit(seed, lam, L):
-    """The QCFS module spells out n2c.neurons.qcfs_count in torch ops: same floats on any input."""
+    """The QCFS module computes n2c.neurons.multi_threshold.qcfs_count with the kind's torch kernel: same floats on any input."""
     z = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * lam
     q = QCFS(L, lam)
     assert torch.equal(q(z), qcfs_count(z, q.lam.detach() / L, L) * (q.lam.detach() / L))

@@ -1,7 +1,7 @@
 """Lava equals the reference simulator bit for bit, at every global step of one stream: every
 neuron kind, dense/conv/pool, graded and negative messages, plus the edge cases of Loihi's
 arithmetic (values exactly at threshold, membranes at ±2^23, odd mixed-sign weights, du 0 and
-4095). Compared unaligned: ``reference.run_stream`` (Lava timing) against ``run_lava_stream``."""
+4095). Compared unaligned: ``backends.reference.stream.run_stream`` (Lava timing) against ``run_lava_stream``."""
 
 from __future__ import annotations
 

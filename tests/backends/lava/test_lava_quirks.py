@@ -1,7 +1,7 @@
 """Guard tests: Lava behaviours the reference simulator and the lowering rely on, pinned one by
 one so that a Lava upgrade that changes any of them fails here first, with its name. (The weight
 truncation, the unsaturated Dense output, Conv's ignored weight_exp, its 24-bit wrap and its int8
-groups are pinned in tests/test_lava.py.)"""
+groups are pinned in tests/contracts/test_reference_equals_lava.py.)"""
 
 from __future__ import annotations
 
