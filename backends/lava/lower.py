@@ -207,7 +207,8 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], timesteps: int) -> tuple[_
     proc = neuron_process(neuron, timesteps, depth)
     for s in inputs:
         s.port.connect(proc.a_in)
-    out = _Stream(proc.s_out, tuple(neuron.shape), depth + neuron.neuron_kind.output_delay(timesteps), message_bits(neuron),
+    late = neuron.neuron_kind.output_delay(timesteps)
+    out = _Stream(proc.s_out, tuple(neuron.shape), depth + late, message_bits(neuron),
                   message_bound(neuron))
     return out, proc
 

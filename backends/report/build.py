@@ -1,9 +1,9 @@
 """Hardware report of one network on one chip: mapping, activity measured on real data,
 energy, latency and EDP, the 45 nm ANN comparison, and the same network across T.
 
-``ReportBuilder`` accumulates a run chunk by chunk and ``build`` returns a JSON-able dict (``report_version`` 2, schema in
-``docs/hardware-model.md``); ``backends.report.render.write_report`` writes it as
-report.json, report.md and report.html.
+``ReportBuilder`` accumulates a run chunk by chunk and ``build`` returns a JSON-able dict
+(``report_version`` 2, schema in ``docs/hardware-model.md``);
+``backends.report.render.write_report`` writes it as report.json, report.md and report.html.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class Parallel(NeuronKind):
     def run_float(self, layer, v, x, timesteps):
         if len(x) != timesteps:
             raise N2CError(f"parallel neuron '{layer.name}' sees its whole window of {timesteps} steps at "
-                                    "once; it cannot run step by step (inside a cycle)")
+                           "once; it cannot run step by step (inside a cycle)")
         n = count(v + x.sum(axis=0), layer.threshold, timesteps, v_init=0)
         return spikes(n, timesteps) * layer.spike_value, v
 

@@ -254,6 +254,6 @@ def connections(net: IntNetwork, chip: ChipSpec) -> list[Connection]:
                 name = layers[name].input
             src = layers[name]
             bits = net.source.bits if src is net.source else message_bits(src)
-            out.append(Connection(name, neuron.name, chain, tuple(src.shape), tuple(neuron.shape), message_width(bits, chip),
-                                  net.fmt.weight_bits))
+            out.append(Connection(name, neuron.name, chain, tuple(src.shape), tuple(neuron.shape),
+                                  message_width(bits, chip), net.fmt.weight_bits))
     return out

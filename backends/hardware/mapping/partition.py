@@ -61,7 +61,8 @@ def lower_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     n = math.prod(neuron.shape) * comp
     fan = int(fanout.sum()) * comp
     totals = {"neurons": n, "output_fanout": fan}
-    use = {"synapse_bits": sum(c._synapse_floor(chip) for c in conns), "neuron_state_bits": n * chip.int("neuron_state_bits"),
+    use = {"synapse_bits": sum(c._synapse_floor(chip) for c in conns),
+           "neuron_state_bits": n * chip.int("neuron_state_bits"),
            "routing_bits": fan * chip.int("routing_entry_bits")}
     totals.update(memory_use(use, chip))
     capacity = limits(chip)
