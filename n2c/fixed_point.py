@@ -128,20 +128,23 @@ def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 class StateClamp:
-    """clamp24 that counts the values it changes (the saturations a report must show)."""
+    """clamp24 that counts the values it changes (the saturations a report must show), unless
+    ``counting`` is off (Lava's models clamp the same way, and nobody reads their count)."""
 
-    def __init__(self, fmt: IntegerFormat = LOIHI):
-        self.fmt = fmt
+    def __init__(self, fmt: IntegerFormat = LOIHI, counting: bool = True):
+        self.fmt, self.counting = fmt, counting
         self.count = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = self.fmt.clamp_state(x)
-        self.count += int((y != x).sum())
+        if self.counting:
+            self.count += int((y != x).sum())
         return y
 
     def at_limit(self, x: np.ndarray) -> None:
         """Count values already clipped elsewhere (Lava's LIF clips v to ±(2^23 - 1) itself)."""
-        self.count += int((np.abs(x) >= self.fmt.state_max).sum())
+        if self.counting:
+            self.count += int((np.abs(x) >= self.fmt.state_max).sum())
 
 
 def to_signed(x: np.ndarray, bits: int, name: str, what: str) -> np.ndarray:

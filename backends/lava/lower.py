@@ -58,7 +58,8 @@ from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI
 from n2c.neurons.readout import KIND as READOUT
 
-__all__ = ["run_lava", "run_lava_with_spikes", "run_lava_steps", "run_lava_stream", "check_network"]
+__all__ = ["run_lava", "run_lava_with_spikes", "run_lava_potentials", "run_lava_steps", "run_lava_stream",
+           "check_network"]
 
 CONV_WRAP = 2 ** (LOIHI.conv_bits - 1)  # Lava's Conv wraps its output to signed 24 bits (the reference too)
 DENSE_WRAP = 2 ** (LOIHI.dense_bits - 1)  # Lava's Dense accumulates in int32 (the reference wraps there too)
@@ -368,6 +369,14 @@ def run_lava_with_spikes(net: IntNetwork, x: np.ndarray, progress: bool = True
     return potentials[-1], messages
 
 
+def run_lava_potentials(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run encoded integer inputs ``s_in`` (T, B, *input_shape) through ``net``. Returns the
+    readout potential after every step, (T, B, *out_shape) int64, and, with ``record``, every
+    other neuron's messages (T, B, *shape)."""
+    return _run_aligned(net, np.asarray(s_in, dtype=np.int64), progress, record)
+
+
 def run_lava_steps(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False
                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run encoded integer inputs ``s_in`` (T, B, *input_shape), a frame per step, through ``net``;
@@ -376,7 +385,7 @@ def run_lava_steps(net: IntNetwork, s_in: np.ndarray, progress: bool = True, rec
     Returns the readout's input (current plus bias) at every step, (T, B, *out_shape) int64 (as
     ``backends.reference.simulate.run_encoded(...).readout_current``), and, with ``record``, every
     other neuron's messages (T, B, *shape), as ``run_encoded(...).messages``."""
-    potentials, messages = _run_aligned(net, np.asarray(s_in, dtype=np.int64), progress, record)
+    potentials, messages = run_lava_potentials(net, s_in, progress, record)
     return np.diff(potentials, axis=0, prepend=0), messages
 
 

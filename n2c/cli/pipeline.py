@@ -73,10 +73,10 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
     if backend not in BACKENDS:
         raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     if backend == "lava":
-        from backends.lava.lower import run_lava_steps
+        from backends.lava.lower import run_lava_potentials
 
-        current, messages = run_lava_steps(net, encoded(slice(0, samples)), progress=progress, record=record)
-        return IntegerRun(np.cumsum(current, axis=0)[-1], current, messages, {})
+        potentials, messages = run_lava_potentials(net, encoded(slice(0, samples)), progress, record)
+        return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages, {})
     if timing == "lava":
         return _run_lava_timed(net, encoded(slice(0, samples)))
     from backends.reference.simulate import run_batches
@@ -209,6 +209,7 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
     starts = range(0, len(data.x), chunk)
     for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):
         x, y = data.x[start:start + chunk], data.y[start:start + chunk]
-        run = run_integer(net, lambda batch: net.direct_input(x[batch]), len(x), simulator, batch_size=chunk)
-        builder.add({**run.messages, net.source.name: net.direct_input(x)}, run.output, y)
+        s_in = net.direct_input(x)  # encoded once: the run reads it, the activity counts its messages
+        run = run_integer(net, lambda batch: s_in[:, batch], len(x), simulator, batch_size=chunk)
+        builder.add({**run.messages, net.source.name: s_in}, run.output, y)
     return builder.build(across_T)

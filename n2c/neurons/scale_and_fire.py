@@ -35,9 +35,9 @@ from n2c.neurons.multi_threshold import KIND as MULTI_THRESHOLD
 def step(v, current, edges, codes, unit):
     """One step. Returns ``(code, v_next)`` with ``code = c_k``, ``k = #{i: e_i ≤ m}``; the output
     is ``unit·code`` and ``v_next = m - unit·code`` (numpy or torch)."""
-    m = v + current
-    if isinstance(m, torch.Tensor):
+    if isinstance(v, torch.Tensor) or isinstance(current, torch.Tensor):
         return step_torch(v, current, edges, codes, unit)
+    m = v + current
     code = np.asarray(codes)[np.searchsorted(np.asarray(edges), m, side="right")]
     return code, m - unit * code
 

@@ -157,7 +157,7 @@ class _WindowedNeuronModel(PyLoihiProcessModel):
         # not ``self.phase``: PyLoihiProcessModel uses that name for its SPK/MGMT phase
         self.window_offset: int = proc_params["depth"]
         self.neuron_kind = KINDS[self.kind]
-        self.clamp = StateClamp()
+        self.clamp = StateClamp(counting=False)
 
     def run_spk(self) -> None:
         a = self.a_in.recv().astype(np.int64)
