@@ -3,10 +3,15 @@
 
 The networks are trained briefly on a subset (conversion does not need a good
 model; the accuracy tables are in docs/results/accuracy.md). The integer
-reference must agree with the float torch SNN on at least 85 % of the samples,
+reference must agree with the float torch SNN on at least 80 % of the samples,
 and its accuracy be within 5 points:
 they differ only by the 8-bit rounding of the weights, but these briefly
-trained networks have small margins, so that rounding flips a few predictions
+trained networks have small margins, so that rounding flips a few predictions.
+How many depends on the trained weights, and so on the CPU that trained them
+(float kernels differ between instruction sets): on one machine type the VGG
+cases agree on 97-100 % and the ResNet cases on 83-97 % (signed PMSM ResNet the
+lowest), where another gave 85 % or more everywhere. A layout or scale bug
+agrees on ~10-50 %; integer-exact training is issue #16
 (the exactness of the integer arithmetic itself is tested in backends/reference/test_reference_simulate.py
 and contracts/test_reference_equals_lava.py).
 """
@@ -80,7 +85,7 @@ def test_method_converts_exports_and_simulates(checkpoints, fashion, method, tim
     snn = load_snn(str(snn_file))
     torch_pred = predict(snn, test.x[:SAMPLES], batch_size=256).argmax(axis=1)
     agree = float((np.array(result["predictions"]) == torch_pred).mean())
-    assert agree >= 0.85, f"{arch}/{method}: integer and float SNN agree on only {agree:.1%}"
+    assert agree >= 0.80, f"{arch}/{method}: integer and float SNN agree on only {agree:.1%}"
     torch_acc = float((torch_pred == test.y[:SAMPLES]).mean())
     assert abs(result["accuracy"] - torch_acc) <= 0.05, (result["accuracy"], torch_acc)
     assert result["accuracy"] > 0.5  # well above chance (10 %) after a few epochs on 3000 samples
