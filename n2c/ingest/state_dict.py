@@ -5,8 +5,6 @@ names the class (or factory) to build; its module is imported only after the nam
 
 from __future__ import annotations
 
-import ast
-import importlib
 import pickle
 import re
 from typing import Any
@@ -18,6 +16,8 @@ from n2c.ann.qcfs import QCFS
 from n2c.errors import ModelLoadError
 from n2c.ingest.files import ARCH_HINT
 from n2c.ingest.files import one_line
+from n2c.ingest.arch import instantiate_arch
+
 _DATA_MODULES = {"numpy", "builtins", "collections", "argparse", "pathlib", "datetime", "enum", "_codecs"}
 
 
@@ -95,67 +95,6 @@ def _state_dict_of(obj: Any) -> dict | nn.Module | None:
             return inner
         if isinstance(inner, dict) and _state_dict_of(inner) is inner:
             return inner
-    return None
-
-
-def instantiate_arch(arch: str) -> nn.Module:
-    """Import and construct ``"package.module:ClassName"`` or ``"...:ClassName(kw=literal, ...)"``."""
-    module_name, class_path, args, kwargs = _parse_arch(arch)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # an ImportError or any error raised while importing user code
-        raise ModelLoadError(
-            f"--arch {arch}: cannot import module '{module_name}' ({one_line(e)}); install the package "
-            "or add its directory to PYTHONPATH") from None
-    cls: Any = module
-    for part in class_path.split("."):
-        if not hasattr(cls, part):
-            raise ModelLoadError(f"--arch {arch}: module '{module_name}' has no attribute '{class_path}'; "
-                                 "check the class name")
-        cls = getattr(cls, part)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelLoadError(f"--arch {arch}: '{class_path}' is not an nn.Module subclass; "
-                             "name the model class itself")
-    try:
-        return cls(*args, **kwargs)
-    except Exception as e:
-        raise ModelLoadError(f"--arch {arch}: constructing {class_path} failed ({one_line(e)}); "
-                             "pass its constructor arguments as ClassName(key=value, ...)") from None
-
-
-def _parse_arch(arch: str) -> tuple[str, str, tuple, dict]:
-    usage = f"--arch {arch!r} must look like package.module:ClassName or package.module:ClassName(key=value)"
-    module_name, sep, expr = arch.partition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z_][\w.]*", module_name.strip()):
-        raise ModelLoadError(usage)
-    try:
-        tree = ast.parse(expr.strip(), mode="eval").body
-    except SyntaxError:
-        raise ModelLoadError(usage) from None
-    call = tree if isinstance(tree, ast.Call) else None
-    target = call.func if call else tree
-    class_path = _dotted_name(target)
-    if class_path is None:
-        raise ModelLoadError(usage)
-    if call is None:
-        return module_name.strip(), class_path, (), {}
-    try:
-        args = tuple(ast.literal_eval(a) for a in call.args)
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    except ValueError:
-        raise ModelLoadError(f"--arch {arch}: constructor arguments must be Python literals "
-                             "(numbers, strings, tuples, lists, dicts, True/False/None)") from None
-    if None in kwargs:
-        raise ModelLoadError(f"--arch {arch}: **kwargs are not supported; write key=value")
-    return module_name.strip(), class_path, args, kwargs
-
-
-def _dotted_name(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted_name(node.value)
-        return f"{base}.{node.attr}" if base else None
     return None
 
 

@@ -9,7 +9,9 @@ import io
 import math
 import operator
 import pickle
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,39 +26,81 @@ from n2c.ingest.state_dict import pickled_class
 
 
 def load_exported(path: str, trust_pickle: bool) -> fx.GraphModule:
-    if not trust_pickle:
-        _check_export_pickles(path)
     try:
-        with quiet("torch._export.serde.serialize"):
-            ep = torch.export.load(path)
+        with quiet("torch._export.serde.serialize"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "This version of file is deprecated"
+            ep = torch.export.load(path if trust_pickle else _vetted_archive(path))
+    except ModelLoadError:
+        raise
     except Exception as e:
         raise ModelLoadError(f"cannot load torch.export file {path} ({one_line(e)[:160]}); the file is "
                              "corrupt or from another PyTorch version, export it again") from None
     return _ExportImporter(ep).run()
 
 
-def _check_export_pickles(path: str) -> None:
-    """Refuse a .pt2 whose embedded tensors are pickled with arbitrary objects.
+# The members torch.export.load (torch 2.3) reads, by role. It unpickles the state dict and the
+# constants with weights_only=False under either name, so an untrusted file is never handed to it:
+# _vetted_archive loads those tensors the safe way and writes a fresh archive of them.
+_PROGRAM = "serialized_exported_program.json"
+_PICKLED = {"state_dict": ("serialized_state_dict.pt", "serialized_state_dict.json"),
+            "constants": ("serialized_constants.pt", "serialized_constants.json")}
+MAX_PROGRAM_BYTES = 256 * 2 ** 20  # the JSON graph; tensors are counted by torch.load
 
-    torch.export.load (torch 2.3) unpickles the archive's state_dict and
-    constants with ``weights_only=False``; check them the safe way first.
-    """
-    with zipfile.ZipFile(path) as z:
-        for name in z.namelist():
-            if not name.endswith(".pt"):
-                continue
-            data = z.read(name)
-            if not data:
-                continue
-            try:
-                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as e:
-                cls = pickled_class(str(e))
-                problem = f"embeds pickled Python objects ({cls}) in {name}" if cls else f"has an unreadable {name}"
-                raise ModelLoadError(_export_refusal(path, problem, cls is not None)) from None
-            except Exception as e:
-                raise ModelLoadError(_export_refusal(path, f"has an unreadable {name} ({one_line(e)[:100]})",
-                                                     False)) from None
+
+def _vetted_archive(path: str) -> io.BytesIO:
+    """A copy of the .pt2 archive in memory holding only the version, the JSON program and the
+    state dict and constants re-saved from a ``weights_only=True`` load (plain tensors): nothing
+    from the file is unpickled with arbitrary objects, whatever its members are called."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            names = [i.filename for i in infos]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ModelLoadError(_export_refusal(path, f"has the member {twice[0]} twice", False))
+            by_name = {i.filename: i for i in infos}
+            if "version" not in by_name or _PROGRAM not in by_name:
+                raise ModelLoadError(_export_refusal(path, f"has no {'version' if 'version' not in by_name else _PROGRAM}"
+                                                     " member", False))
+            if by_name[_PROGRAM].file_size > MAX_PROGRAM_BYTES:
+                raise ModelLoadError(_export_refusal(path, f"declares a {by_name[_PROGRAM].file_size}-byte program "
+                                                     f"(limit {MAX_PROGRAM_BYTES})", False))
+            kept = {"version": z.read("version"), _PROGRAM: z.read(_PROGRAM)}
+            for role, members in _PICKLED.items():
+                present = [m for m in members if m in by_name]
+                if len(present) != 1:
+                    raise ModelLoadError(_export_refusal(
+                        path, f"has {'no' if not present else 'two'} {role} member{'s' if present else ''} "
+                        f"({' or '.join(members)})", False))
+                kept[members[0]] = _resaved(path, present[0], z.read(present[0]))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error) as e:
+        raise ModelLoadError(_export_refusal(path, f"is a damaged archive ({one_line(e)[:100]})", False)) from None
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in kept.items():
+            z.writestr(name, data)
+    out.seek(0)
+    return out
+
+
+def _resaved(path: str, name: str, data: bytes) -> bytes:
+    """``data`` loaded with ``weights_only=True`` and saved again (torch.save of plain tensors)."""
+    if not data:
+        return b""
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        cls = pickled_class(str(e))  # else a pickle weights_only cannot read (unsupported opcodes)
+        what = f"pickled Python objects ({cls})" if cls else "a pickle that only full unpickling can read"
+        raise ModelLoadError(_export_refusal(path, f"embeds {what} in {name}", True)) from None
+    except Exception as e:
+        raise ModelLoadError(_export_refusal(path, f"has an unreadable {name} ({one_line(e)[:100]})", False)) from None
+    if not isinstance(obj, dict):
+        raise ModelLoadError(_export_refusal(path, f"has a {type(obj).__name__} in {name}, not a dict of tensors",
+                                             False))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def _export_refusal(path: str, problem: str, pickled: bool) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import io
 import zipfile
+import warnings
 
 import pytest
 import torch
@@ -303,9 +304,12 @@ def test_pickled_module_needs_trust(tmp_path):
 
 
 @pytest.mark.parametrize("arch, phrase", [
-    ("no_such_package.models:Net", "cannot import module 'no_such_package.models'"),
-    ("n2c.models:NoSuchNet", "has no attribute 'NoSuchNet'"),
-    ("collections:OrderedDict", "is not an nn.Module subclass"),
+    ("no_such_package.models:Net", "no Python source for module 'no_such_package.models'"),
+    ("n2c.models:NoSuchNet", "defines no 'NoSuchNet' at top level"),
+    ("n2c.models:DigitsCNN.nope", "has no attribute 'DigitsCNN.nope'"),
+    ("collections:OrderedDict", "standard-library module"),
+    ("torch.nn.init:calculate_gain('relu')", "returned a float, not an nn.Module"),
+    ("n2c.models:build_model", "constructing build_model failed"),
     ("n2c.models.DigitsCNN", "must look like package.module:ClassName"),
     ("n2c.models:DigitsCNN(levels=len('x'))", "must be Python literals"),
     ("n2c.models:DigitsCNN(levels=-1)", "constructing DigitsCNN failed"),
@@ -315,6 +319,34 @@ def test_pickled_module_needs_trust(tmp_path):
 def test_bad_arch(tmp_path, arch, phrase):
     save_state_dict(digits(), tmp_path / "w.pth")
     _raises(ModelLoadError, phrase, tmp_path / "w.pth", arch=arch)
+
+
+@pytest.mark.parametrize("arch", ["this:Zen", "{mod}:Missing", "{mod}.sub:Net", "{mod}:helper.Net"])
+def test_arch_refused_before_its_module_runs(tmp_path, monkeypatch, capsys, arch):
+    """--arch imports a module only once its source is known to define the name: a refused
+    name runs no top-level code (`this` prints the Zen of Python when imported)."""
+    import sys
+    pkg = tmp_path / "armed"
+    pkg.mkdir()
+    marker = tmp_path / "marker"
+    boom = f"open({str(marker)!r}, 'w').write('ran')\n"
+    (pkg / "__init__.py").write_text(boom + "def helper():\n    pass\n")
+    (pkg / "sub.py").write_text(boom)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    save_state_dict(digits(), tmp_path / "w.pth")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(tmp_path / "w.pth"), arch=arch.format(mod="armed"))
+    assert "\n" not in str(info.value)
+    if arch != "{mod}:helper.Net":  # a defined name is imported; its missing attribute is refused after
+        assert not marker.exists() and "armed" not in sys.modules
+    assert "Zen of Python" not in capsys.readouterr().out
+
+
+def test_arch_takes_factory_functions():
+    """torchvision and timm users build models with functions; --arch takes them."""
+    from n2c.ingest import instantiate_arch
+    model = instantiate_arch("torchvision.models:resnet18(num_classes=10)")
+    assert type(model).__name__ == "ResNet" and model.fc.out_features == 10
 
 
 class Sigmoid(nn.Module):
@@ -506,3 +538,72 @@ def test_converted_snn_is_refused(tmp_path):
     save_snn(SpikingNetwork(gm, 2, "mtn"), tmp_path / "snn.pt")
     message = _raises(ModelLoadError, "is a converted SNN", tmp_path / "snn.pt")
     assert "n2c export" in message and "load_snn" in message
+
+
+class _WritesMarker:
+    """Unpickling this object writes a marker file: the proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def _with_member(src_path, dst_path, replace: dict, drop=()):
+    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
+        for item in src.infolist():
+            if item.filename in drop or item.filename in replace:
+                continue
+            dst.writestr(item, src.read(item))
+        for name, data in replace.items():
+            dst.writestr(name, data)
+
+
+@pytest.mark.parametrize("member", ["serialized_constants.json", "serialized_state_dict.json",
+                                    "serialized_constants.pt", "serialized_state_dict.pt"])
+@pytest.mark.parametrize("payload", ["raw_pickle", "torch_save"])
+def test_export_member_payload_never_runs_without_trust(tmp_path, member, payload):
+    """torch 2.3's torch.export.load unpickles the state dict and constants (under their .pt or their
+    deprecated .json names) with weights_only=False: no file member may reach it unvetted."""
+    import pickle
+    save_export(digits(), tmp_path / "good.pt2")
+    marker = tmp_path / "marker"
+    if payload == "raw_pickle":
+        data = pickle.dumps({"x": _WritesMarker(marker)})
+    else:
+        buffer = io.BytesIO()
+        torch.save({"x": _WritesMarker(marker)}, buffer)
+        data = buffer.getvalue()
+    role = "constants" if "constants" in member else "state_dict"
+    _with_member(tmp_path / "good.pt2", tmp_path / "bad.pt2", {member: data},
+                 drop={f"serialized_{role}.pt", f"serialized_{role}.json"})
+    assert not marker.exists()
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(tmp_path / "bad.pt2"))
+    assert "\n" not in str(info.value) and "--trust-pickle" in str(info.value)
+    assert not marker.exists(), "code from the model file ran without --trust-pickle"
+    try:  # trusted, torch itself unpickles it: the payload is real
+        load_model(str(tmp_path / "bad.pt2"), trust_pickle=True)
+    except ModelLoadError:
+        pass
+    assert marker.exists()
+
+
+def test_export_with_a_duplicated_member_is_refused(tmp_path):
+    """zip allows two members of one name; which one torch reads is not n2c's to guess."""
+    save_export(digits(), tmp_path / "good.pt2")
+    with zipfile.ZipFile(tmp_path / "good.pt2", "a") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        z.writestr("serialized_constants.pt", b"")
+    _raises(ModelLoadError, "twice", tmp_path / "good.pt2")
+
+
+def test_vetted_export_loads_like_the_original(tmp_path):
+    """The vetted copy of an ordinary .pt2 gives the same canonical graph as torch's own load."""
+    model = digits()
+    save_export(model, tmp_path / "m.pt2")
+    x = torch.randn(3, 1, 8, 8)
+    trusted = canonicalize(load_model(str(tmp_path / "m.pt2"), trust_pickle=True))
+    vetted = canonicalize(load_model(str(tmp_path / "m.pt2")))
+    assert torch.equal(trusted(x), vetted(x))
