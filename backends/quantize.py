@@ -27,6 +27,7 @@ import numpy as np
 
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
                              NeuronLayer, OutputLayer, PoolLayer, ScaleLayer)
+from n2c.limits import MAX_WEIGHTS, check_elements
 from n2c.errors import QuantizationError
 from n2c.fixed_point import INPUT_BITS, LOIHI, STATE_BITS, IntegerFormat, to_signed
 from n2c.neurons import NeuronKind, kind as kind_named
@@ -165,7 +166,13 @@ def _power_of_two_scale(max_abs: float, name: str, fmt: IntegerFormat) -> float:
     Lava's mixed-sign format (even mantissas)."""
     if max_abs == 0:
         raise QuantizationError(f"layer '{name}' has only zero weights")
-    return 2.0 ** math.floor(math.log2(fmt.weight_max / max_abs))
+    ratio = fmt.weight_max / max_abs  # inf for a denormal max_abs
+    k = math.floor(math.log2(ratio)) if math.isfinite(ratio) else 1024
+    if not -1000 < k < 1000:
+        raise QuantizationError(f"layer '{name}': its largest weight (times the input unit) is {max_abs:.3g}, too "
+                                f"{'small' if k > 0 else 'large'} to scale to {fmt.weight_bits}-bit integers (2^{k}); "
+                                "rescale the layer or its input scale")
+    return 2.0 ** k
 
 
 def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | None = None,
@@ -294,6 +301,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
 def identity_layer(name: str, shape: tuple[int, ...]):
     """Weights 1 from a layer's output to a neuron of the same shape (1x1 depthwise conv for images)."""
     if len(shape) == 1:
+        check_elements(f"'{name}' (a dense identity, {shape[0]} x {shape[0]} weights)", (shape[0], shape[0]),
+                       MAX_WEIGHTS, QuantizationError)
         return DenseLayer(name, [], shape, shape, weight=np.eye(shape[0]), bias=np.zeros(shape[0]))
     if len(shape) != 3:
         raise QuantizationError(f"'{name}': cannot connect a {len(shape)}-D layer output directly to a neuron")

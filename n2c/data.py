@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,10 +92,19 @@ def load_arrays(path: str) -> Dataset:
         with np.load(p, allow_pickle=False) as f:
             x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
             scale = float(f["input_scale"]) if "input_scale" in f else None
-    except (KeyError, ValueError, OSError) as e:
-        raise DatasetError(f"{path} must be an .npz with arrays 'x' (N,C,H,W) and 'y' (N,): {e}") from None
-    if x.ndim != 4 or len(x) != len(y):
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"{path} must be an .npz with arrays 'x' (N,C,H,W) and 'y' (N,): "
+                           f"{' '.join(str(e).split())[:160]}") from None
+    except MemoryError:
+        raise DatasetError(f"{path} declares arrays too large for this machine's memory; check the file") from None
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise DatasetError(f"{path}: x must be (N, C, H, W) and y (N,), got {x.shape} and {y.shape}")
+    if len(x) == 0 or x.size == 0:
+        raise DatasetError(f"{path} holds no samples (x has shape {x.shape}); give at least one")
+    if not np.isfinite(x).all():
+        raise DatasetError(f"{path}: x contains NaN or infinity")
+    if (y < 0).any():
+        raise DatasetError(f"{path}: labels y must be class indices 0, 1, ..., got {int(y.min())}")
     if scale is None:
         scale = float(np.abs(x).max()) / 255.0 or 1.0
     return Dataset(p.stem, x, y, scale, int(y.max()) + 1)

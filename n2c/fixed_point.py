@@ -128,12 +128,14 @@ def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 class StateClamp:
-    """clamp24 that counts the values it changes (the saturations a report must show), unless
-    ``counting`` is off (Lava's models clamp the same way, and nobody reads their count)."""
+    """clamp24 that counts the values it changes (the saturations a report must show), and the
+    synaptic currents that wrap (``wraps``), unless ``counting`` is off (Lava's models clamp the
+    same way, and nobody reads their count)."""
 
     def __init__(self, fmt: IntegerFormat = LOIHI, counting: bool = True):
         self.fmt, self.counting = fmt, counting
         self.count = 0
+        self.wraps = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = self.fmt.clamp_state(x)
@@ -148,12 +150,14 @@ class StateClamp:
 
 
 def to_signed(x: np.ndarray, bits: int, name: str, what: str) -> np.ndarray:
-    """Round real values to integers that must fit ``bits``-bit signed, or raise naming the layer."""
-    r = np.round(x).astype(np.int64)
-    if np.abs(r).max(initial=0) >= 2 ** (bits - 1):
+    """Round real values to integers that must fit ``bits``-bit signed, or raise naming the layer.
+    The range is checked on the real values, before the cast (1e30 must not become INT64_MIN)."""
+    x = np.asarray(x, dtype=np.float64)
+    largest = float(np.abs(x).max(initial=0))
+    if not largest < 2 ** (bits - 1) - 0.5:
         raise QuantizationError(f"layer '{name}': {what} does not fit {bits}-bit signed integers "
-                                f"(max {int(np.abs(r).max())}); the weights are too small relative to it")
-    return r
+                                f"(max {largest:.4g}); the weights are too small relative to it")
+    return np.round(x).astype(np.int64)
 
 
 def lava_effective_weights(w: np.ndarray, num_weight_bits: int = WEIGHT_BITS) -> np.ndarray:
@@ -186,9 +190,10 @@ def _rtz_decay(x: np.ndarray, keep: np.ndarray | int) -> np.ndarray:
     return np.sign(prod) * (np.abs(prod) >> LOIHI.decay_bits)
 
 
-def lif_step(u, v, a, du, dv, bias, vth, spiking: bool = True):
+def lif_step(u, v, a, du, dv, bias, vth, spiking: bool = True, clamp: StateClamp | None = None):
     """One step of Loihi's CUBA neuron as Lava's fixed-point LIF computes it. Returns (out, u, v);
-    ``out`` is s (0/1) or, for a non-spiking neuron, v itself::
+    ``out`` is s (0/1) or, for a non-spiking neuron, v itself; ``clamp`` counts the currents that
+    wrap (``clamp.wraps``)::
 
         u ← wrap24( rtz(u·(4096 − (du + 1)) / 4096) + a·64 )
         v ← clip( rtz(v·(4096 − dv) / 4096) + u + bias, ±(2²³ − 1) )
@@ -196,6 +201,9 @@ def lif_step(u, v, a, du, dv, bias, vth, spiking: bool = True):
     """
     limit = 2 ** (LOIHI.state_bits - 1)
     u = _rtz_decay(u, DECAY_UNITY - (du + 1)) + (a.astype(np.int64) << SHIFT)
+    wrapped = (u > limit) | (u <= -limit)
+    if clamp is not None and clamp.counting:
+        clamp.wraps += int(wrapped.sum())
     u = np.where(u > limit, u - 2 * limit, u)
     u = np.where(u <= -limit, u + 2 * limit, u)
     v = np.clip(_rtz_decay(v, DECAY_UNITY - dv) + u + bias, -limit + 1, limit - 1)

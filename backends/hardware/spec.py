@@ -38,6 +38,12 @@ REQUIRED = {
     "time_spike_in_tile": "s", "time_hop_ew": "s", "time_hop_ns": "s",
     "barrier_sync_one_tile": "s", "barrier_sync_chip": "s", "barrier_sync_multichip": "s",
 }
+# The largest plausible value per unit family: a spec past these has its units wrong, and its
+# products (energy x count, time x count) would overflow a report (1e308 J becomes inf).
+PLAUSIBLE_MAX = {"count": 2 ** 40, "bool": 1, "J": 1e-3, "W": 1e4, "s": 1.0, "bits": 2 ** 40}
+BIT_WIDTH_MAX = {"weight_bits": 16, "delay_bits": 16, "graded_spike_bits": 32, "neuron_state_bits": 4096,
+                 "routing_entry_bits": 4096, "tag_bits": 64, "synapse_word_bits": 4096,
+                 "synapse_block_header_bits": 4096}
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,11 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
             fail(f"values.{k} must be a whole number, not {v}")
         if family == "bool" and v not in (0, 1):
             fail(f"values.{k} must be 0 or 1")
+        largest = BIT_WIDTH_MAX.get(k, PLAUSIBLE_MAX[family])
+        for q in (values[k], *values[k].alternatives):
+            if q.value > largest:
+                fail(f"values.{k} = {q.value:g} {'' if family == 'count' else family} is implausible (at most "
+                     f"{largest:g}); check its unit")
     for k in ("cores_per_chip", "mesh_tiles_x", "mesh_tiles_y", "cores_per_tile", "neurons_per_core",
               "input_axons_per_core", "output_fanout_per_core", "weight_bits", "synapse_block_size",
               "synapse_word_bits", "graded_spike_bits"):
@@ -192,8 +203,10 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
         bad = [h for h in p["holds"] if h not in MEMORY_USES]
         if bad:
             fail(f"memory_per_core[{i}].holds has unknown {', '.join(map(repr, bad))}; use {', '.join(MEMORY_USES)}")
-        pools.append(MemoryPool(str(p.get("name", f"memory {i}")), tuple(p["holds"]),
-                                quantity(p.get("bits"), f"memory_per_core[{i}].bits", "bits")))
+        bits = quantity(p.get("bits"), f"memory_per_core[{i}].bits", "bits")
+        if bits.value != int(bits.value) or not 1 <= bits.value <= PLAUSIBLE_MAX["bits"]:
+            fail(f"memory_per_core[{i}].bits must be a whole number from 1 to {PLAUSIBLE_MAX['bits']:g}")
+        pools.append(MemoryPool(str(p.get("name", f"memory {i}")), tuple(p["holds"]), bits))
         held += p["holds"]
     for use in MEMORY_USES:
         if held.count(use) != 1:

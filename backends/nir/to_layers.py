@@ -19,6 +19,7 @@ from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer
                              LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
 from backends.nir.read import read_graph, show as _show
 from n2c.errors import NIRFormatError
+from n2c.limits import MAX_NESTING, MAX_NODES, check_elements, check_timesteps
 from n2c.neurons import BY_NIR_NAME
 
 SUPPORTED_CONVENTION = 2
@@ -30,17 +31,20 @@ RUNNABLE = ("Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, Av
 # ---------------------------------------------------------------- flattening
 
 
-def _inline(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list, set]:
+def _inline(graph: nir.NIRGraph, prefix: str = "", depth: int = 0) -> tuple[dict, list, set]:
     """Nodes and edges of ``graph`` with nested graphs inlined (names ``outer.inner``).
     Returns (nodes, edges, pass-through node names)."""
     if not isinstance(graph.nodes, dict) or not isinstance(graph.edges, (list, tuple, np.ndarray)):
         raise NIRFormatError(f"graph '{prefix or 'top'}' has malformed nodes or edges")
+    if depth > MAX_NESTING:
+        raise NIRFormatError(f"subgraph '{prefix[:-1]}' is nested {depth} deep, over n2c's limit of {MAX_NESTING}; "
+                             "flatten the graph")
     nodes, edges, passes = {}, [], set()
     ports: dict[str, tuple[str, str]] = {}  # subgraph name -> (its input, its output), full names
     for name, node in graph.nodes.items():
         full = f"{prefix}{name}"
         if isinstance(node, nir.NIRGraph):
-            inner_nodes, inner_edges, inner_passes = _inline(node, f"{full}.")
+            inner_nodes, inner_edges, inner_passes = _inline(node, f"{full}.", depth + 1)
             ins = [n for n, v in node.nodes.items() if isinstance(v, nir.Input)]
             outs = [n for n, v in node.nodes.items() if isinstance(v, nir.Output)]
             if len(ins) != 1 or len(outs) != 1:
@@ -69,19 +73,51 @@ def _inline(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list, set]:
             if end not in nodes:
                 raise NIRFormatError(f"edge {edge[0]} -> {edge[1]} names node '{end}', which is not in the graph")
         edges.append((src, dst))
+    if len(nodes) > MAX_NODES:
+        raise NIRFormatError(f"the graph has {len(nodes):,} nodes, over n2c's limit of {MAX_NODES:,}")
+    seen: set = set()
+    for edge in edges:
+        if edge in seen:
+            raise NIRFormatError(f"edge {edge[0]} -> {edge[1]} appears twice; remove the duplicate (NIR edges are "
+                                 "a set: to add a signal twice, scale its weights by 2)")
+        seen.add(edge)
     return nodes, edges, passes
 
 
 def _remove_passes(nodes: dict, edges: list, passes: set) -> list:
-    """Replace each pass-through node P by edges from P's sources to P's targets."""
-    for p in passes:
-        ins = [s for s, d in edges if d == p]
-        outs = [d for s, d in edges if s == p]
-        if p in ins or p in outs:
+    """Replace each pass-through node P by edges from P's sources to P's targets (appended after
+    the remaining edges, whose order is kept: it is the order in which a node sums its inputs)."""
+    order = dict.fromkeys(edges)  # insertion-ordered set of edges
+    succ, pred = _adjacency(nodes, edges)
+    for p in sorted(passes):
+        if p in succ[p]:
             raise NIRFormatError(f"node '{p}' (identity) feeds itself: a cycle without a neuron or Delay")
-        edges = [e for e in edges if p not in e] + [(s, d) for s in ins for d in outs]
-        del nodes[p]
-    return edges
+        for s in pred[p]:
+            del order[(s, p)]
+            succ[s].remove(p)
+        for d in succ[p]:
+            del order[(p, d)]
+            pred[d].remove(p)
+        for s in pred[p]:
+            for d in succ[p]:
+                if (s, d) in order:
+                    raise NIRFormatError(f"node '{s}' reaches '{d}' twice, directly and through identity '{p}'; "
+                                         "n2c sums each input once: merge the two paths into one")
+                order[(s, d)] = None
+                succ[s].append(d)
+                pred[d].append(s)
+        del nodes[p], succ[p], pred[p]
+    return list(order)
+
+
+def _adjacency(nodes: dict, edges: list) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Successors and predecessors of every node, in edge order."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    pred: dict[str, list[str]] = {n: [] for n in nodes}
+    for s, d in edges:
+        succ[s].append(d)
+        pred[d].append(s)
+    return succ, pred
 
 
 # ---------------------------------------------------------------- ordering
@@ -119,11 +155,11 @@ def _order(nodes: dict, edges: list, start: str) -> tuple[list[str], set]:
 
 def _check_reaches(nodes: dict, edges: list, output: str) -> None:
     """Every node must have a path to the Output (a dead end is most likely a wiring mistake)."""
+    _, pred = _adjacency(nodes, edges)
     reached, todo = {output}, [output]
     while todo:
-        n = todo.pop()
-        for s, d in edges:
-            if d == n and s not in reached:
+        for s in pred[todo.pop()]:
+            if s not in reached:
                 reached.add(s)
                 todo.append(s)
     dead = sorted(set(nodes) - reached)
@@ -133,24 +169,31 @@ def _check_reaches(nodes: dict, edges: list, output: str) -> None:
 
 
 def _check_cycles_have_state(nodes: dict, edges: list) -> None:
-    """A cycle made only of stateless nodes is an algebraic loop no time-stepped simulator can run."""
+    """A cycle made only of stateless nodes is an algebraic loop no time-stepped simulator can run.
+    Depth-first over the stateless nodes with an explicit stack (graphs may be deep)."""
     stateless = {n for n, v in nodes.items() if not isinstance(v, STATEFUL)}
-    succ = {n: [d for s, d in edges if s == n and d in stateless] for n in stateless}
+    succ = {n: [] for n in stateless}
+    for s, d in edges:
+        if s in stateless and d in stateless:
+            succ[s].append(d)
     state: dict[str, int] = {}
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        for d in succ[n]:
-            if state.get(d) == 1:
+    for root in sorted(stateless):
+        if root in state:
+            continue
+        state[root] = 1
+        stack = [(root, iter(succ[root]))]
+        while stack:
+            node, it = stack[-1]
+            d = next(it, None)
+            if d is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(d) == 1:
                 raise NIRFormatError(f"the cycle through node '{d}' has no neuron or Delay, so each step would "
                                      "need its own output; put a neuron or a Delay node in the loop")
-            if d not in state:
-                visit(d)
-        state[n] = 2
-
-    for n in sorted(stateless):
-        if n not in state:
-            visit(n)
+            elif d not in state:
+                state[d] = 1
+                stack.append((d, iter(succ[d])))
 
 
 # ---------------------------------------------------------------- nodes
@@ -448,6 +491,7 @@ def import_nir(graph: nir.NIRGraph | str | Path, isolate: bool = False) -> Layer
         except Exception as e:  # malformed parameters nir itself did not check
             raise NIRFormatError(f"node '{name}' ({type(node).__name__}) has malformed parameters "
                                  f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        check_elements(f"node '{name}' ({type(node).__name__})", layer.out_shape, error=NIRFormatError)
         out_shapes[name] = layer.out_shape
         layers.append(layer)
     in_shapes = {layer.name: layer.in_shape for layer in layers}
@@ -458,4 +502,5 @@ def import_nir(graph: nir.NIRGraph | str | Path, isolate: bool = False) -> Layer
     timesteps = meta.get("n2c.timesteps", 1)
     if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
         raise NIRFormatError(f"graph metadata n2c.timesteps must be a positive integer, got {_show(timesteps)}")
+    check_timesteps("graph metadata n2c.timesteps", int(timesteps), NIRFormatError)
     return LayerGraph(layers, int(timesteps), meta, back)

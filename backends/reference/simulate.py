@@ -33,6 +33,13 @@ class SimResult:
 
 
 SATURATION = "24-bit membrane state (saturated)"
+CURRENT_WRAP = "24-bit synaptic current (wrapped)"
+
+
+def count_clamp(overflows: dict, name: str, clamp: StateClamp) -> None:
+    """The saturations and current wraps one neuron layer's clamp counted."""
+    count_overflow(overflows, name, SATURATION, clamp.count)
+    count_overflow(overflows, name, CURRENT_WRAP, clamp.wraps)
 
 
 def run_neuron(neuron: IntNeuron, current: np.ndarray, overflows: dict) -> tuple[np.ndarray, dict]:
@@ -42,7 +49,7 @@ def run_neuron(neuron: IntNeuron, current: np.ndarray, overflows: dict) -> tuple
     try:
         return neuron.neuron_kind.run_window(neuron, current, clamp)
     finally:
-        count_overflow(overflows, neuron.name, SATURATION, clamp.count)
+        count_clamp(overflows, neuron.name, clamp)
 
 
 def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResult:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.quantize import IntNetwork, IntNeuron, IntSynapse
-from backends.reference.simulate import SATURATION
-from backends.reference.synapses import count_overflow, later, synapse
+from backends.reference.simulate import count_clamp
+from backends.reference.synapses import later, synapse
 from n2c.fixed_point import StateClamp
 
 
@@ -93,6 +93,6 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
         for step in range(length):
             out[step] = kind.stream_step(layer, st, current[step], step, d, t, clamp)
         state[layer.name] = st
-        count_overflow(overflows, layer.name, SATURATION, clamp.count)
+        count_clamp(overflows, layer.name, clamp)
         values[layer.name] = messages[layer.name] = out
     return StreamResult(messages, state, depth, t, overflows)

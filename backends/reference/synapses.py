@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.quantize import IntSynapse
+from n2c.errors import QuantizationError
 from n2c.fixed_point import EXACT_FLOAT32, EXACT_FLOAT64, LOIHI, lava_effective_weights, wrap_signed
 
 
@@ -29,13 +30,18 @@ def exact_float_type(syn: IntSynapse, s: np.ndarray):
         return np.float32
     if bound < EXACT_FLOAT64:
         return np.float64
-    raise OverflowError(f"synapse '{syn.name}': sums may exceed 2^53; reference simulation would be inexact")
+    raise QuantizationError(f"synapse '{syn.name}': its sums may reach {float(bound):.3g}, past 2^53, where the reference "
+                            "simulator would be inexact; the weights or inputs are far too large for Loihi")
 
 
 def count_overflow(overflows: dict, name: str, limit: str, count: int) -> None:
-    """Add ``count`` values past ``limit`` to layer ``name``'s entry."""
+    """Add ``count`` values past ``limit`` to layer ``name``'s entry (a layer past two limits, a
+    CUBA neuron's state and current, names both: "A and B")."""
     if count:
         entry = overflows.setdefault(name, {"limit": limit, "count": 0})
+        for one in limit.split(" and "):
+            if one not in entry["limit"].split(" and "):
+                entry["limit"] += f" and {one}"
         entry["count"] += int(count)
 
 

@@ -17,6 +17,7 @@ from backends.hardware.cost import Activity, price
 from backends.hardware.spec import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_MAC, ChipSpec
 from backends.hardware.mapping import Mapping, map_network
 from backends.quantize import IntNetwork, IntSynapse
+from backends.reference.synapses import merge_overflows
 from n2c.errors import N2CError
 
 REPORT_VERSION = 2
@@ -71,10 +72,14 @@ class ReportBuilder:
         self.activity = Activity(net, self.mapping)
         self.correct = 0
         self.labelled = 0
+        self.overflows: dict = {}
 
-    def add(self, messages: dict, output: np.ndarray, labels: np.ndarray | None = None) -> None:
-        """One chunk: every neuron's and the source's messages (T, B, ...), the readout (B, ...)."""
+    def add(self, messages: dict, output: np.ndarray, labels: np.ndarray | None = None,
+            overflows: dict | None = None) -> None:
+        """One chunk: every neuron's and the source's messages (T, B, ...), the readout (B, ...), and
+        the values past Loihi's limits the run counted (layer -> {"limit", "count"})."""
         self.activity.add(messages)
+        self.overflows = merge_overflows([self.overflows, overflows or {}])
         if labels is not None:
             self.correct += int((output.reshape(len(output), -1).argmax(1) == labels).sum())
             self.labelled += len(labels)
@@ -94,7 +99,8 @@ class ReportBuilder:
             "ann": ann_comparison(net, mapping, cost["activity"]),
             "across_T": across_T or [],
             "quantization": net.report,
-            "notes": notes(mapping),
+            "past_loihi_limits": self.overflows,
+            "notes": notes(mapping) + overflow_notes(self.overflows),
         }
         return report
 
@@ -118,6 +124,16 @@ def notes(mapping: Mapping) -> list[str]:
             "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
             "placement + pairwise swaps)."]
     return out
+
+
+def overflow_notes(overflows: dict) -> list[str]:
+    if not overflows:
+        return []
+    total = sum(entry["count"] for entry in overflows.values())
+    worst = max(overflows, key=lambda name: overflows[name]["count"])
+    return [f"Past Loihi's limits: {total:,} values in {len(overflows)} layer(s) (most in '{worst}': "
+            f"{overflows[worst]['count']:,} past its {overflows[worst]['limit']}). A chip would compute something "
+            "else than this simulation; the activity and energy above are the simulation's."]
 
 
 def summary_row(report: dict) -> dict:

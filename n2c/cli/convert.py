@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from n2c.cli.files import writable_output
+from n2c.files import check_output_file
 from n2c.cli.options import conversion_options, positive_int
 from n2c.cli.export import convert_from_args
 
@@ -26,7 +26,7 @@ def cmd_convert(args) -> int:
     from n2c.snn.io import save_snn
     from n2c.ann.train import accuracy, predict
 
-    writable_output(args.output)
+    check_output_file(args.output)
     model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
     snn = convert_from_args(args, model)
     if args.dataset:

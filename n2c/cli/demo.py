@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from n2c.cli.options import positive_int
+from n2c.files import make_output_dir
 
 DEMO_ARCH = "n2c.models:DigitsCNN(levels=8)"
 ACROSS_T = (4, 8)  # the demo model also exported with IF neurons at these T, for the across-T comparison
@@ -28,7 +29,7 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
 
     torch.set_num_threads(2)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     print(f"[1/5] training a QCFS CNN (L = 8) on digits: {len(train_set)} train / {len(test_set)} test images")
     torch.manual_seed(0)  # deterministic initialization: the numbers are comparable run to run

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from n2c.cli.files import writable_output
 from n2c.cli.options import conversion_options, positive_float, shape
 from n2c.errors import N2CError
+from n2c.files import check_output_file
 
 
 def add_parser(sub) -> None:
@@ -71,7 +71,7 @@ def _export_netx(args) -> int:
     if os.path.isfile(args.model) and not h5py.is_hdf5(args.model):
         raise N2CError(f"{args.model} is not a NIR file; --to netx reads a NIR graph (write one with "
                        "n2c export MODEL -o model.nir, or take another tool's)")
-    writable_output(args.output)
+    check_output_file(args.output)
     model = export_netx(import_nir(args.model, isolate=True), args.output, args.input_scale, args.dt)
     readout = {"spikes": f"the last layer's spikes (n2c readout = {model.readout_weight} x spike count)",
                "potential-sum": f"the last layer's v (n2c readout = {model.readout_weight} x sum of v over the "

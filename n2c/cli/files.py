@@ -16,6 +16,7 @@ def load_input_array(path: str):
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
             raise N2CError(f"{path} is not a .npy array; save your input with np.save")
+    _check_declared_size(path)
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -33,23 +34,34 @@ def save_array(array, path: str) -> None:
 
     from n2c.files import atomic_write
 
-    writable_output(path)
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the name
             np.save(f, array)
     atomic_write(path, write)
 
 
-def writable_output(path: str) -> None:
-    """Fail before training, not after, when the checkpoint cannot be written."""
+def _check_declared_size(path: str) -> None:
+    """The header's shape and dtype against the file's size and n2c's limit, before np.load allocates."""
     import os
 
-    full = os.path.abspath(path)
-    directory = os.path.dirname(full)
-    if os.path.isdir(full):
-        raise N2CError(f"output {path} is a directory; pass a file name, e.g. -o {os.path.join(path, 'model.pt')}")
-    if not os.path.isdir(directory):
-        raise N2CError(f"output directory {directory} does not exist; create it or choose another -o path")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise N2CError(f"output directory {directory} is not writable; choose another -o path")
+    import numpy as np
+
+    from n2c.limits import MAX_RUN_BYTES, elements
+
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, dtype = np.lib.format._read_array_header(f, version)  # public read_array_header_{1,2}_0
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError, TypeError) as e:
+        raise N2CError(f"{path} has an unreadable .npy header ({' '.join(str(e).split())[:120]}); save it with "
+                       "np.save") from None
+    if dtype.hasobject:
+        raise N2CError(f"{path} holds Python objects (a pickle); save a numeric array with np.save")
+    need = elements(shape) * dtype.itemsize
+    if need > MAX_RUN_BYTES:
+        raise N2CError(f"{path} declares a {shape} {dtype} array ({need / 2 ** 30:.1f} GiB), over n2c's limit of "
+                       f"{MAX_RUN_BYTES / 2 ** 30:.0f} GiB; give a smaller input")
+    if os.path.getsize(path) - offset < need:
+        raise N2CError(f"{path} declares a {shape} {dtype} array ({need:,} bytes) but holds only "
+                       f"{os.path.getsize(path) - offset:,}; the file is truncated or damaged, save it again")

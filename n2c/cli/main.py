@@ -35,11 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """n2c's own warnings as one line each, without source context."""
-    if category is UserWarning:
-        print(f"n2c: warning: {message}", file=sys.stderr)
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+    """Every warning as one line, without source context (a library's names its category)."""
+    text = " ".join(str(message).split())
+    prefix = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"n2c: warning: {prefix}{text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             warnings.simplefilter("default")
             warnings.simplefilter("ignore", ImportWarning)  # lava-dl's optional-pandas notice
+            # NumPy's overflow/invalid-value notices name n2c's internal lines; what they mean for the
+            # user (values past Loihi's limits, refused inputs) n2c reports itself
+            warnings.simplefilter("ignore", RuntimeWarning)
             return args.func(args)
     except N2CError as e:
         print(f"n2c: error: {e}", file=sys.stderr)

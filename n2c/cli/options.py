@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+from n2c.limits import MAX_TIMESTEPS
 
 
 def shape(text: str) -> tuple[int, ...]:
@@ -15,21 +18,38 @@ def shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def positive(cast, what: str):
-    """argparse type: ``cast(text)`` that must be > 0."""
+def positive(cast, what: str, largest: float = math.inf):
+    """argparse type: ``cast(text)`` that must be > 0 and at most ``largest``; a float must also be
+    a normal number between 1e-30 and 1e30 (no inf, nan or denormals, which no scale means)."""
     def parse(text: str):
         try:
             value = cast(text)
         except ValueError:
             value = 0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        if not value > 0 or (cast is float and not FLOAT_RANGE[0] <= value <= FLOAT_RANGE[1]):
+            bounds = f" between {FLOAT_RANGE[0]:g} and {FLOAT_RANGE[1]:g}" if cast is float else ""
+            raise argparse.ArgumentTypeError(f"expected a positive {what}{bounds}, got {text!r}")
+        if value > largest:
+            raise argparse.ArgumentTypeError(f"expected a positive {what} up to {largest:,}, got {text!r}")
         return value
     return parse
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+FLOAT_RANGE = (1e-30, 1e30)
 positive_int = positive(int, "integer")
 positive_float = positive(float, "number")
+timesteps_int = positive(int, "integer", MAX_TIMESTEPS)
 
 
 def conversion_options(q) -> None:
@@ -43,7 +63,7 @@ def conversion_options(q) -> None:
                    help="neurons: if (one spike per step), mtn (multi-threshold, exact at T=1), pmsm (polarity, "
                    "signed quantizers), sfn (scale-and-fire, thresholds from data), parallel (parallel "
                    "neuron, exact for L=T) (default: mtn)")
-    q.add_argument("--timesteps", type=positive_int, default=1, help="timesteps T of the SNN (default: 1)")
+    q.add_argument("--timesteps", type=timesteps_int, default=1, help="timesteps T of the SNN (default: 1)")
     q.add_argument("--levels", type=positive_int, help="quantization levels L for calibrated ReLU activations "
                    "(default for if/parallel: T)")
     q.add_argument("--calib", metavar="DATASET", help="calibration data: its training split (digits, "
@@ -57,7 +77,7 @@ def conversion_options(q) -> None:
                    help="percentile of the percentile modes (default: 99.9)")
     q.add_argument("--maxpool", choices=MAXPOOL_MODES, default="error",
                    help="MaxPool after a spiking layer: error (default) or avg (replace by AvgPool2d, warn)")
-    q.add_argument("--v-init", type=float, default=0.5,
+    q.add_argument("--v-init", type=finite_float, default=0.5,
                    help="initial membrane potential as a fraction of θ (default: 0.5, the optimal one)")
     q.add_argument("--sfn-scale", type=positive_float, default=1.0,
                    help="sfn: scale factor of the thresholds (default: 1, nearest level)")

@@ -22,6 +22,7 @@ from backends.quantize import IntNetwork, quantize
 from n2c.snn.convert import convert
 from n2c.data import Dataset
 from n2c.errors import N2CError
+from n2c.limits import MAX_RUN_BYTES, elements
 from n2c.export.nir import to_nir, write_nir
 from n2c.snn.modules import SpikingNetwork
 
@@ -59,7 +60,7 @@ class IntegerRun:
     output: np.ndarray  # (B, *out) readout potentials after each sample's last step
     current: np.ndarray  # (T, B, *out) the readout's input (current plus bias) at every step
     messages: dict  # recorded messages (T, B, ...): reference every layer's, Lava every neuron's but the readout's
-    overflows: dict  # reference only: layer -> {"limit", "count"} of values past Loihi's limits
+    overflows: dict  # layer -> {"limit", "count"} of values past Loihi's limits
 
 
 def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "reference", record: bool = True,
@@ -75,8 +76,12 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
     if backend == "lava":
         from backends.lava.lower import run_lava_potentials
 
-        potentials, messages = run_lava_potentials(net, encoded(slice(0, samples)), progress, record)
-        return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages, {})
+        s_in = encoded(slice(0, samples))
+        potentials, messages = run_lava_potentials(net, s_in, progress, record)
+        # Lava's models count nothing; the reference under Lava's timing computes the same integers
+        # step for step (tests/contracts), so its count is this run's
+        return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages,
+                          _run_lava_timed(net, s_in).overflows)
     if timing == "lava":
         return _run_lava_timed(net, encoded(slice(0, samples)))
     from backends.reference.simulate import run_batches
@@ -121,7 +126,7 @@ class ArrayRun:
     seconds: float
     messages: dict | None = None  # integer runs: the layers' messages (T, B, ...)
     net: IntNetwork | None = None  # integer runs: the quantized network
-    overflows: dict | None = None  # integer reference runs: layer -> {"limit", "count"} past Loihi's limits
+    overflows: dict | None = None  # integer runs: layer -> {"limit", "count"} past Loihi's limits
 
     @property
     def predictions(self) -> np.ndarray:
@@ -157,6 +162,8 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
                        "runs with its own timing); use --precision int --backend reference")
     if precision == "float" and backend != "reference":
         raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
+    if np.ndim(x) >= 2:  # before check_input copies x (shape errors are check_input's)
+        check_run_memory(graph, x.shape[0], x.shape[1], batch_size if precision == "float" else x.shape[1])
     start = time.perf_counter()
     if precision == "float":
         run = simulate_float(graph, x, discretization, batch_size=batch_size)
@@ -173,8 +180,19 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     readout = net.by_name()[net.output]
     run = run_integer(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], backend, record=True,
                       progress=progress, timing=timing, batch_size=batch_size)
-    return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages, net,
-                    run.overflows if backend == "reference" else None)
+    return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages, net, run.overflows)
+
+
+def check_run_memory(graph: LayerGraph, timesteps: int, samples: int, at_once: int) -> None:
+    """Refuse, before anything is allocated, a run whose layer values (8 bytes each, every layer,
+    ``at_once`` samples of ``timesteps`` steps, plus the output of all ``samples``) pass
+    :data:`n2c.limits.MAX_RUN_BYTES`."""
+    values = sum(elements(layer.out_shape) for layer in graph.layers)
+    need = 8 * timesteps * (min(at_once, samples) * values + samples * elements(graph.layers[-1].out_shape))
+    if need > MAX_RUN_BYTES:
+        raise N2CError(f"this run would hold about {need / 2 ** 30:.1f} GiB at once ({timesteps} steps x "
+                       f"{min(at_once, samples)} samples x {values:,} values), over n2c's limit of "
+                       f"{MAX_RUN_BYTES / 2 ** 30:.0f} GiB; run fewer samples (--samples) or fewer steps")
 
 
 def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
@@ -211,5 +229,5 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
         x, y = data.x[start:start + chunk], data.y[start:start + chunk]
         s_in = net.direct_input(x)  # encoded once: the run reads it, the activity counts its messages
         run = run_integer(net, lambda batch: s_in[:, batch], len(x), simulator, batch_size=chunk)
-        builder.add({**run.messages, net.source.name: s_in}, run.output, y)
+        builder.add({**run.messages, net.source.name: s_in}, run.output, y, run.overflows)
     return builder.build(across_T)

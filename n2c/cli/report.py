@@ -34,6 +34,7 @@ def cmd_report(args) -> int:
     from backends.hardware.spec import load_chip
     from backends.report.build import summary_row, unfit_row
     from backends.report.render import write_report
+    from n2c.files import check_output_dir
     from n2c.data import load_dataset
     from n2c.errors import MappingError
     from n2c.cli.pipeline import report_network
@@ -41,6 +42,7 @@ def cmd_report(args) -> int:
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise N2CError(f"output {args.output} is a file; -o names a directory for report.json, report.md and "
                        "report.html")
+    check_output_dir(args.output, create=True)
     chip = load_chip(args.hardware)
     for path in args.graphs:
         if not os.path.isfile(path):

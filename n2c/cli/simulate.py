@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from n2c.cli.files import load_input_array, save_array, writable_output
-from n2c.cli.options import data_options, positive_float, positive_int
+from n2c.cli.files import load_input_array, save_array
+from n2c.cli.options import data_options, positive_float, timesteps_int
 from n2c.errors import N2CError
+from n2c.files import check_output_file
 
 
 def add_parser(sub) -> None:
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
                    "Euler, default), snntorch, norse (the tools' own schemes; see docs/nir-conventions.md)")
     s.add_argument("--dt", type=positive_float, help="time step in the graph's time unit (default: the "
                    "--dynamics scheme's)")
-    s.add_argument("--steps", type=positive_int,
+    s.add_argument("--steps", type=timesteps_int,
                    help="steps per sample for --dataset on graphs from other tools (default: 1; n2c graphs "
                    "carry their own T)")
     s.add_argument("--timing", choices=["zero-delay", "lava"], default="zero-delay",
@@ -59,7 +60,7 @@ def cmd_simulate(args) -> int:
     if args.input and args.dataset:
         raise N2CError("give either --input X.npy or --dataset NAME, not both")
     if args.save_output:
-        writable_output(args.save_output)
+        check_output_file(args.save_output)
     graph = import_nir(args.graph, isolate=True)
     stated_dt = graph.metadata.get("n2c.dt") if args.dynamics == "nir" else None  # the graph's own time step
     disc = discretization(args.dynamics, args.dt or stated_dt)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from n2c.cli.files import writable_output
 from n2c.cli.options import positive_float, positive_int
 from n2c.errors import N2CError
+from n2c.files import check_output_file
 
 
 def add_parser(sub) -> None:
@@ -56,7 +56,7 @@ def cmd_train(args) -> int:
     if not (args.model or args.model_name or args.arch):
         raise N2CError("nothing to train; pass MODEL (a trained model file), --model-name "
                        f"{'|'.join(MODEL_NAMES)}, or --arch package.module:ClassName")
-    writable_output(args.output)
+    check_output_file(args.output)
 
     train_set = load_dataset(args.dataset, "train").head(args.samples)
     test_set = load_dataset(args.dataset, "test")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import operator
 import os
-from pathlib import Path
 
 import nir
 import numpy as np
@@ -18,7 +17,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from n2c.errors import UnsupportedLayerError
+from n2c.errors import N2CError, UnsupportedLayerError
+from n2c.limits import check_elements
 from n2c.files import atomic_write
 from n2c.neurons import kind
 from n2c.snn.modules import NEURON_TYPES, SpikingNetwork
@@ -95,8 +95,14 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
     ``nested``: each top-level submodule of the model (``features``, ``layer1``, ...) with one
     entry and one exit becomes a nested NIRGraph, mirroring the model's structure."""
     gm: fx.GraphModule = snn.graph_module
+    check_elements("the input", input_shape)
     example = torch.zeros(snn.timesteps, *input_shape)
-    ShapeProp(gm).propagate(example)
+    try:
+        ShapeProp(gm).propagate(example)
+    except Exception as e:  # any error the model raises on an input of the wrong shape
+        message = " ".join(str(e).split())[:160] or type(e).__name__
+        raise N2CError(f"the model does not take inputs of shape {tuple(input_shape)} ({message}); pass the shape "
+                       "it was trained on (--input-shape C,H,W or --dataset NAME)") from None
     nodes: dict[str, nir.NIRNode] = {}
     sources: dict[str, list[str]] = {}  # fx node -> NIR nodes whose outputs sum to its value
     edges: list[tuple[str, str]] = []
@@ -164,7 +170,5 @@ def _nest(nodes: dict, edges: list, groups: dict, shapes: dict) -> tuple[dict, l
 
 
 def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
-    """Write atomically: a failed write leaves no partial file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a failed write leaves no partial file behind (the directory must exist)."""
     atomic_write(path, lambda tmp: nir.write(tmp, graph))

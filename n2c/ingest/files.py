@@ -10,6 +10,7 @@ import os
 import pickletools
 import re
 import zipfile
+import zlib
 from contextlib import contextmanager
 
 from n2c.errors import ModelLoadError
@@ -98,8 +99,11 @@ def sniff(path: str) -> str:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ModelLoadError(f"{path} is a corrupt zip archive ({e}); save the model again") from None
+            damaged = z.testzip()  # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError) as e:
+        raise ModelLoadError(f"{path} is a corrupt zip archive ({one_line(e)[:120]}); save the model again") from None
+    if damaged is not None:
+        raise ModelLoadError(f"{path} is damaged: member {damaged} fails its CRC check; save the model again")
     if any(n.rsplit("/", 1)[-1] in ("serialized_exported_program.json", "archive_format") for n in names):
         return "export"
     if any(n.endswith("/constants.pkl") or "/code/__torch__" in n for n in names):

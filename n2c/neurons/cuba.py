@@ -76,7 +76,7 @@ class Cuba(NeuronKind):
     def step(self, neuron, state, current, clamp: StateClamp):
         """The bias enters v, not the input."""
         out, state["u"], state["v"] = lif_step(state["u"], state["v"], current, neuron.du, neuron.dv, neuron.bias,
-                                               neuron.threshold, self.spiking)
+                                               neuron.threshold, self.spiking, clamp)
         clamp.at_limit(state["v"])  # v at Lava's clip limit
         return out
 

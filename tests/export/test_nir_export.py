@@ -10,7 +10,7 @@ import torch
 from backends.ir.layers import ConvLayer, DenseLayer, NeuronLayer, PoolLayer
 from backends.nir.to_layers import import_nir
 from n2c.snn.convert import prepare, to_snn
-from n2c.errors import NIRFormatError
+from n2c.errors import N2CError, NIRFormatError
 from n2c.export.nir import to_nir, write_nir
 from n2c.ann.qcfs import QCFS
 
@@ -132,7 +132,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(nir, "write", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(N2CError, match="cannot write .*x.nir .disk full.; check the path"):
         write_nir(graph, tmp_path / "x.nir")
     assert list(tmp_path.iterdir()) == []
 

@@ -22,6 +22,8 @@ import os
 import secrets
 from pathlib import Path
 
+from n2c.errors import N2CError
+from n2c.files import make_output_dir
 from backends.report.render.html import to_html
 from backends.report.render.markdown import to_markdown
 from backends.report.render.plots import PLOTS, plots
@@ -29,8 +31,13 @@ from backends.report.render.plots import PLOTS, plots
 
 def render_all(report: dict) -> dict[str, bytes]:
     """File name → contents of report.json, report.md and report.html, all rendered in memory."""
+    try:  # JSON has no Infinity or NaN: a report holding one is a bug upstream, never written
+        text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise N2CError("the report holds an infinite or undefined number (a chip value too large?); nothing "
+                       "was written: check the chip spec's values and units") from None
     images = plots(report)
-    return {"report.json": (json.dumps(report, indent=2) + "\n").encode("utf-8"),
+    return {"report.json": text.encode("utf-8"),
             "report.md": to_markdown(report).encode("utf-8"),
             "report.html": to_html(report, images).encode("utf-8")}
 
@@ -44,7 +51,7 @@ def write_report(report: dict, out_dir) -> list[Path]:
     """
     contents = render_all(report)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     temps: dict[str, str] = {}
     try:
         for name, data in contents.items():

@@ -87,6 +87,7 @@ def _summary(report: dict, plot_names: list[str], add) -> None:
          f"{fmt_time(latency.get('step_s_mean'))} / {fmt_time(latency.get('step_s_max'))}"],
         ["Latency per inference", fmt_time(latency.get("inference_s"))],
         ["Energy-delay product", fmt_edp(report.get("edp_J_s"))],
+        ["Past Loihi's limits", _past_limits(report.get("past_loihi_limits"))],
     ]
     if ann:
         snn45 = ann.get("snn_45nm_J") or {}
@@ -273,6 +274,14 @@ def _across_t(report: dict, plot_names: list[str], add) -> None:
                          r.get("reason") or ""])
         add(("table", ["Graph", "Method", "T", "Accuracy", "Fits", "Cores", "Energy total", "Energy dynamic",
                        "Time per inference", "EDP", "Synaptic ops", "ANN energy", "Reason"], rows, None, ""))
+
+
+def _past_limits(overflows: dict | None) -> str:
+    if overflows is None:
+        return "—"
+    if not overflows:
+        return "none"
+    return "; ".join(f"{name}: {fmt_count(entry['count'])} ({entry['limit']})" for name, entry in overflows.items())
 
 
 def _quantization(report: dict, plot_names: list[str], add) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from n2c.fixed_point import clamp24
@@ -43,7 +43,8 @@ def _assert_windows_match(net, s_in):
 def test_lava_timing_equals_zero_delay_inside_sample_windows(seed, kind, timesteps, conv):
     net = conv_network(seed, kind, timesteps) if conv else dense_network(seed, kind, timesteps)
     _, lava_timed = _assert_windows_match(net, inputs(net, seed))
-    assert any(m.any() for name, m in lava_timed.messages.items() if name != net.output)  # not a silent network
+    # a silent hidden layer (seed 943, lif, T = 1) compares nothing: draw another network
+    assume(any(m.any() for name, m in lava_timed.messages.items() if name != net.output))
 
 
 @settings(max_examples=25, deadline=None)

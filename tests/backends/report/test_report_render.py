@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+from n2c.errors import N2CError
+
 from backends.report import render as rr
 from backends.report.render import format as fmt
 from backends.report.render.markdown import md_text
@@ -169,7 +171,9 @@ def test_formatting():
 
 def test_write_report(tmp_path):
     report = sample_report(n_cores=9, across_T=3)
-    out = tmp_path / "new" / "dir"
+    with pytest.raises(N2CError, match="does not exist"):  # the output directory is made, never its parents
+        rr.write_report(report, tmp_path / "missing" / "dir")
+    out = tmp_path / "new"
     paths = rr.write_report(report, out)
     assert sorted(p.name for p in paths) == ["report.html", "report.json", "report.md"]
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
