@@ -9,6 +9,7 @@ Every problem is a :class:`NIRFormatError` that names the node.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nir
@@ -19,7 +20,7 @@ from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer
                              LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
 from backends.nir.read import read_graph, show as _show
 from n2c.errors import NIRFormatError
-from n2c.limits import MAX_NESTING, MAX_NODES, check_elements, check_timesteps
+from n2c.limits import MAX_NESTING, MAX_NODES, check_elements, check_timesteps, elements
 from n2c.neurons import BY_NIR_NAME
 
 SUPPORTED_CONVENTION = 2
@@ -383,8 +384,12 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
     if isinstance(node, nir.Output):
         declared = node.output_type.get("output") if isinstance(node.output_type, dict) else None
         if declared is not None and np.size(declared) and _shape(node.output_type, "output", name) != in_shape:
-            raise NIRFormatError(f"Output node '{name}' declares shape {_shape(node.output_type, 'output', name)} "
-                                 f"but receives {in_shape}")
+            stated = _shape(node.output_type, "output", name)
+            if elements(stated) != elements(in_shape):
+                raise NIRFormatError(f"Output node '{name}' declares shape {stated} but receives {in_shape}")
+            # rockpool writes (1, 1, 1) for a (1,) output: the same values, another shape
+            warnings.warn(f"Output node '{name}' declares shape {stated} but receives {in_shape} (the same "
+                          f"{elements(in_shape)} values); running with {in_shape}")
         return OutputLayer(name, preds, in_shape, in_shape)
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         return _conv(name, node, preds, in_shape)

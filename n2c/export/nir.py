@@ -8,6 +8,8 @@ edges into one node (NIR sums the inputs of a node).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 import os
 
@@ -98,7 +100,8 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
     check_elements("the input", input_shape)
     example = torch.zeros(snn.timesteps, *input_shape)
     try:
-        ShapeProp(gm).propagate(example)
+        with contextlib.redirect_stderr(io.StringIO()):  # fx prints the failing node's traceback itself
+            ShapeProp(gm).propagate(example)
     except Exception as e:  # any error the model raises on an input of the wrong shape
         message = " ".join(str(e).split())[:160] or type(e).__name__
         raise N2CError(f"the model does not take inputs of shape {tuple(input_shape)} ({message}); pass the shape "
