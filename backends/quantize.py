@@ -272,9 +272,13 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                                    _column_delays(layer, delays_of(layer.inputs[0]), fmt))
             continue
         if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
-            syn_layers = []
+            syn_layers, taken = [], set()
             for p in layer.inputs:
                 src = resolve(p)
+                if src in taken:
+                    raise QuantizationError(f"layer '{src}' reaches '{layer.name}' by two paths; Loihi has one synapse "
+                                            "per pair of layers: merge the paths (sum their weights) into one")
+                taken.add(src)
                 if src in pending:
                     syn_layers.append(pending.pop(src))
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse

@@ -9,8 +9,10 @@ simulation and ``n2c inspect`` either work or raise n2c's typed errors only.
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
+import os
 import re
 from dataclasses import dataclass
 
@@ -25,6 +27,9 @@ from hypothesis.extra import numpy as npst
 
 from backends.float.simulate import simulate_float
 from backends.nir.to_layers import import_nir
+from backends.quantize import quantize
+from backends.reference.simulate import run_encoded
+from n2c.fixed_point import LOIHI
 from n2c.cli.main import main
 from n2c.errors import N2CError, NIRFormatError
 from backends.nir.inspect import describe
@@ -605,16 +610,35 @@ def test_simulate_missing_input_file(dense_file, tmp_path, capsys):
 
 FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck))
 MAX_ELEMENTS = 100_000  # the fuzz simulates only graphs of test size
+# benchmarks/fuzz_nir.py sets this for its nightly-size run (5,000 cases and more)
+SCALE = float(os.environ.get("N2C_FUZZ_SCALE", "1"))
+OUTCOMES: collections.Counter = collections.Counter()  # "stage: outcome" over every case run
+
+
+def _examples(n: int) -> int:
+    return max(1, int(n * SCALE))
 
 
 def _allowed(fn, *args):
     """fn(*args), or None when it raises one of n2c's typed errors (with a one-line message); any other
     exception fails the test."""
+    stage = getattr(fn, "__name__", "call").strip("_")
     try:
-        return fn(*args)
+        result = fn(*args)
     except N2CError as e:
         assert str(e).strip() and "\n" not in str(e), f"{type(e).__name__} message is not one line: {e}"
+        OUTCOMES[f"{stage}: {type(e).__name__}"] += 1
         return None
+    OUTCOMES[f"{stage}: ok"] += 1
+    return result
+
+
+def _run_integer(graph, steps):
+    """Quantize (with an input scale if the graph states none) and run the integer reference."""
+    timesteps = None if graph.is_n2c else steps
+    net = quantize(graph, None if graph.input.input_scale else 0.5, None, LOIHI, timesteps)
+    x = np.random.default_rng(0).integers(-3, 4, size=(net.timesteps, 1, *net.source.shape))
+    return run_encoded(net, x)
 
 
 def _import_and_run(source):
@@ -625,6 +649,8 @@ def _import_and_run(source):
         return graph
     steps = graph.timesteps if graph.is_n2c and graph.timesteps <= 4 else 2
     _allowed(_run, graph, steps)
+    if not (graph.is_n2c and graph.timesteps > 4):
+        _allowed(_run_integer, graph, steps)
     return graph
 
 
@@ -649,7 +675,7 @@ def _variant(value, data):
     if how == "zero":
         return np.zeros_like(a)
     if how == "scale":
-        return a * data.draw(st.sampled_from([1e30, 1e-30, 1e6, -1e6]))
+        return a * data.draw(st.sampled_from([1e30, 1e-30, 1e6, -1e6, 1e-310, 1e-320, 1e300]))
     if how == "entry" and a.size:
         a.reshape(-1)[data.draw(st.integers(0, a.size - 1))] = data.draw(
             st.sampled_from([np.nan, np.inf, -np.inf, 1e300, -1e300, 0.0, -1.0, 0.5]))
@@ -710,7 +736,7 @@ def _perturb(graph, data):
     node = g.nodes[name]
     what = data.draw(st.sampled_from(["param", "param", "param", "drop_edge", "add_edge", "rename_edge", "bad_edge",
                                       "delete", "swap", "replace", "insert", "insert", "graph_meta", "node_meta",
-                                      "node_meta", "container"]))
+                                      "node_meta", "container", "dup_edge", "chain", "wide", "huge"]))
     endpoints = st.sampled_from(names + ["ghost", ""])
     if what in ("param", "node_meta") and not isinstance(node, nir.NIRNode):
         return
@@ -765,13 +791,39 @@ def _perturb(graph, data):
             st.just(_bad_value(data, (node.metadata or {}).get(key) if isinstance(node.metadata, dict) else None))))
         if isinstance(node.metadata, dict):
             node.metadata[key] = value
+    elif what == "dup_edge" and g.edges:
+        g.edges.append(g.edges[data.draw(st.integers(0, len(g.edges) - 1))])
+    elif what in ("chain", "wide") and g.edges:  # a deep chain, or many parallel paths, on one edge
+        i = data.draw(st.integers(0, len(g.edges) - 1))
+        if isinstance(g.edges[i], tuple) and len(g.edges[i]) == 2:
+            src, dst = g.edges.pop(i)
+            n = data.draw(st.sampled_from([1, 2, 50, 1200] if what == "chain" else [2, 30, 400]))
+            ident = data.draw(st.booleans())  # Identity nodes are removed as wiring; Scale nodes stay
+            for k in range(n):
+                name_k = f"{what}{k}"
+                g.nodes[name_k] = nir.ir.graph.Identity(input_type={"input": None}) if ident else \
+                    nir.Scale(scale=np.ones(1))
+                if what == "chain":
+                    g.edges.append((src if k == 0 else f"chain{k - 1}", name_k))
+                else:
+                    g.edges += [(src, name_k), (name_k, dst)]
+            if what == "chain":
+                g.edges.append((f"chain{n - 1}", dst))
+    elif what == "huge":  # a declared size no machine holds
+        huge = data.draw(st.sampled_from([_s(2 ** 20), _s(2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1), _s(2 ** 62),
+                                          _s(1, 2 ** 15, 2 ** 15)]))
+        for node_ in g.nodes.values():
+            if isinstance(node_, nir.Input) and isinstance(node_.input_type, dict):
+                node_.input_type = {"input": huge}
+            elif isinstance(node_, nir.Flatten) and data.draw(st.booleans()):
+                node_.input_type = {"input": huge}
     elif what == "container":
         target = data.draw(st.sampled_from(["nodes", "edges", "metadata"]))
         setattr(g, target, data.draw(st.sampled_from([None, [], {}, "x", [("input", "output")], {"a": 1}])))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:Casting complex values")  # overflow is expected
-@settings(max_examples=600, **FUZZ)
+@settings(max_examples=_examples(600), **FUZZ)
 @given(name=st.sampled_from(sorted(SEEDS)), data=st.data())
 def test_fuzz_perturbed_graphs_raise_only_typed_errors(name, data):
     graph = seed(name)
@@ -876,7 +928,7 @@ def _h5_edit(f, data):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:Casting complex values")  # overflow is expected
-@settings(max_examples=300, **FUZZ)
+@settings(max_examples=_examples(300), **FUZZ)
 @given(name=st.sampled_from(sorted(SEEDS)), data=st.data())
 def test_fuzz_damaged_files_raise_only_typed_errors(name, data, fuzz_dir):
     raw = bytearray(_seed_bytes(name, fuzz_dir))
