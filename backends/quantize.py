@@ -212,6 +212,9 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     def unit_of(name: str) -> np.ndarray:
         """Real value of one message unit, in the producer's shape (a Scale on messages changes it)."""
         while name not in unit:
+            if name not in alias:  # a weighted layer whose sum already went to another neuron
+                raise QuantizationError(f"the weighted layer '{name}' feeds more than one layer before a neuron; "
+                                        "Loihi sums weights only into neurons: give each path its own weights")
             name = alias[name]
         return unit[name]
 

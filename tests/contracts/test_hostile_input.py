@@ -363,3 +363,28 @@ def test_rockpool_style_output_shape_runs_with_a_warning(tmp_path, capsys):
     with pytest.raises(NIRFormatError, match="declares shape"):  # a different count is still an error
         graph.nodes["output"] = nir.Output(output_type={"output": _s(2, 1, 1)})
         import_nir(graph)
+
+
+# ---------------------------------------------------------------- found by the widened fuzz
+
+
+def _affine_then(paths):
+    """input -> fc (weights) -> the given paths (name: node) -> lif -> output."""
+    nodes = {"input": nir.Input(input_type={"input": _s(3)}),
+             "fc": nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)), "lif": _lif(2),
+             "output": nir.Output(output_type={"output": _s(2)})}
+    nodes.update(paths)
+    edges = [("input", "fc"), ("lif", "output")] + [e for name in paths for e in (("fc", name), (name, "lif"))]
+    return _graph(nodes, edges)
+
+
+def test_a_weighted_layer_reaching_a_neuron_by_two_paths_is_refused():
+    graph = _affine_then({"a": nir.Scale(scale=np.ones(1)), "b": nir.Scale(scale=np.ones(1))})
+    with pytest.raises(QuantizationError, match="'fc' reaches 'lif' by two paths"):
+        quantize(import_nir(graph), input_scale=1.0, timesteps=1)
+
+
+def test_a_weighted_layer_feeding_a_neuron_and_another_layer_is_refused():
+    graph = _affine_then({"a": nir.Scale(scale=np.ones(1)), "b": nir.I(r=np.ones(2))})
+    with pytest.raises(QuantizationError, match="'fc' feeds more than one layer before a neuron"):
+        quantize(import_nir(graph), input_scale=1.0, timesteps=1)
