@@ -136,6 +136,9 @@ def calibrate_thresholds(gm: fx.GraphModule, data: Dataset, levels: int, mode: s
             raise CalibrationError(f"ReLU '{node.target}' never activates on the calibration data; "
                                    "check the data's preprocessing or the model")
         lam_t = torch.where(lam_t > 0, lam_t, lam_t.max())
+        cap = getattr(gm.get_submodule(node.target), "cap", None)  # ReLU6: λ ≤ 6
+        if cap is not None:
+            lam_t = lam_t.clamp(max=cap)
         q = QCFS(levels, lam_t)
         q.from_relu = True
         set_submodule(gm, node.target, q)

@@ -190,7 +190,8 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
             raise CalibrationError(
                 f"ReLU '{target}' never sees a {sign} input on the {len(calib)} calibration samples; "
                 "it is dead: check the data's preprocessing, use more calibration data, or pass a float lam_init")
-        set_submodule(gm, target, make(levels, lam))
+        cap = getattr(gm.get_submodule(target), "cap", None)  # ReLU6: λ ≤ 6
+        set_submodule(gm, target, make(levels, min(lam, cap) if cap is not None else lam))
     gm.recompile()
     return gm
 

@@ -75,8 +75,9 @@ def conversion_options(q) -> None:
                    "max otherwise)")
     q.add_argument("--percentile", type=positive_float, default=99.9,
                    help="percentile of the percentile modes (default: 99.9)")
-    q.add_argument("--maxpool", choices=MAXPOOL_MODES, default="error",
-                   help="MaxPool after a spiking layer: error (default) or avg (replace by AvgPool2d, warn)")
+    q.add_argument("--maxpool", choices=MAXPOOL_MODES, default="exact",
+                   help="MaxPool after an activation: exact (default; a circuit of ReLU neurons, exact on quantized "
+                   "values: relu(a - b) + b), avg (replace by AvgPool2d, warn) or error")
     q.add_argument("--v-init", type=finite_float, default=0.5,
                    help="initial membrane potential as a fraction of θ (default: 0.5, the optimal one)")
     q.add_argument("--sfn-scale", type=positive_float, default=1.0,

@@ -9,6 +9,7 @@ edges into one node (NIR sums the inputs of a node).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import operator
 import os
@@ -16,10 +17,12 @@ import os
 import nir
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from n2c.errors import N2CError, UnsupportedLayerError
+from n2c.ingest.canonical import set_submodule
 from n2c.limits import check_elements
 from n2c.files import atomic_write
 from n2c.neurons import kind
@@ -54,9 +57,12 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
             raise UnsupportedLayerError(f"Conv2d '{name}': only numeric zero padding is supported")
         bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_channels, np.float32)
-        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(module.weight), stride=_pair(module.stride),
+        node = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(module.weight), stride=_pair(module.stride),
                           padding=_pair(module.padding), dilation=_pair(module.dilation),
                           groups=module.groups, bias=bias)
+        # nir 1.0.8 infers the input channels from the weight alone (C_in / groups): state them
+        node.input_type = {"input": np.array([module.in_channels, *in_shape[1:]])}
+        return node
     if isinstance(module, nn.Linear):
         if module.bias is None:
             return nir.Linear(weight=_np(module.weight))
@@ -106,6 +112,10 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
         message = " ".join(str(e).split())[:160] or type(e).__name__
         raise N2CError(f"the model does not take inputs of shape {tuple(input_shape)} ({message}); pass the shape "
                        "it was trained on (--input-shape C,H,W or --dataset NAME)") from None
+    if any(isinstance(m, nn.AdaptiveAvgPool2d) for m in gm.modules()):
+        gm = copy.deepcopy(gm)  # the fold must not change the caller's SNN
+        if _fold_adaptive_pools(gm):
+            ShapeProp(gm).propagate(example)
     nodes: dict[str, nir.NIRNode] = {}
     sources: dict[str, list[str]] = {}  # fx node -> NIR nodes whose outputs sum to its value
     edges: list[tuple[str, str]] = []
@@ -147,6 +157,42 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
     if nested:
         nodes, edges = _nest(nodes, edges, groups, shapes)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _fold_adaptive_pools(gm: fx.GraphModule) -> bool:
+    """Fold an AdaptiveAvgPool2d whose output size does not divide its input (torchvision's VGG at
+    32x32 pools 1x1 up to 7x7) into the Linear after it: Flatten → Linear(W) of the pooled map is
+    Flatten → Linear(W·P) of the map itself, P the pooling matrix (each output cell the mean of its
+    window). A linear map of a linear map, exactly; needs the shapes (ShapeProp) on ``gm``."""
+    folded = False
+    for node in list(gm.graph.nodes):
+        pool = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(pool, nn.AdaptiveAvgPool2d):
+            continue
+        c, h, w = node.args[0].meta["tensor_meta"].shape[-3:]
+        oh, ow = node.meta["tensor_meta"].shape[-2:]
+        if h % oh == 0 and w % ow == 0:
+            continue  # an AvgPool2d in NIR
+        flat = next(iter(node.users)) if len(node.users) == 1 else None
+        linear = next(iter(flat.users)) if flat is not None and len(flat.users) == 1 else None
+        if linear is None or not isinstance(gm.get_submodule(flat.target), nn.Flatten) or \
+                not isinstance(gm.get_submodule(linear.target), nn.Linear):
+            continue  # refused by _node_for, naming the layer
+        basis = torch.eye(h * w).reshape(h * w, 1, h, w)
+        p = F.adaptive_avg_pool2d(basis, (oh, ow)).reshape(h * w, oh * ow).T  # (oh·ow, h·w)
+        layer = gm.get_submodule(linear.target)
+        new = copy.deepcopy(layer)
+        weight = layer.weight.detach().reshape(layer.out_features, c, oh * ow) @ p
+        new.weight = nn.Parameter(weight.reshape(layer.out_features, c * h * w))
+        new.in_features = c * h * w
+        set_submodule(gm, linear.target, new)
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+        folded = True
+    if folded:
+        gm.graph.lint()
+        gm.recompile()
+    return folded
 
 
 def _nest(nodes: dict, edges: list, groups: dict, shapes: dict) -> tuple[dict, list]:

@@ -14,6 +14,7 @@ is an :class:`UnsupportedLayerError` naming the node, its type and what to do.
 
 from __future__ import annotations
 
+import copy
 import operator
 
 import torch
@@ -34,6 +35,70 @@ LEAF_MODULES = (
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 FLATTEN_FUNCTIONS = (torch.flatten,)
+
+
+class ClippedReLU(nn.ReLU):
+    """min(max(x, 0), cap): ``nn.ReLU6``, ``F.relu6`` and ``Hardtanh(0, cap)`` in the canonical graph.
+    A ReLU to every stage that handles ReLUs, whose quantizer threshold λ never exceeds ``cap``."""
+
+    def __init__(self, cap: float = 6.0):
+        super().__init__()
+        self.cap = float(cap)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, 0.0, self.cap)
+
+    def extra_repr(self) -> str:
+        return f"cap={self.cap:g}"
+
+
+def _clipped_relu_cap(node: fx.Node, gm: nn.Module) -> float | None:
+    """The cap of a ReLU6 / Hardtanh(0, c) / clamp(x, 0, c) / F.relu6 node, else None."""
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if isinstance(m, nn.Hardtanh) and m.min_val == 0 and m.max_val > 0:  # nn.ReLU6 is Hardtanh(0, 6)
+            return float(m.max_val)
+        return None
+    fname = getattr(node.target, "__name__", "") if node.op == "call_function" else ""
+    if fname in ("relu6", "relu6_") or node.op == "call_method" and node.target == "relu6":
+        return 6.0
+    if fname in ("hardtanh", "hardtanh_"):
+        lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+        hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+        return float(hi) if lo == 0 and hi > 0 else None
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name in ("clamp", "clamp_", "clip") and node.op in ("call_method", "call_function"):
+        lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+        hi = node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
+        return float(hi) if lo == 0 and isinstance(hi, (int, float)) and hi > 0 else None
+    return None
+
+
+# Functional layers as the modules that do the same, with their parameters in torch's order.
+FUNCTIONAL_LAYERS = {
+    "max_pool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")),
+    "avg_pool2d": (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                  "divisor_override")),
+    "adaptive_avg_pool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
+    "dropout": (nn.Dropout, ("p", "training", "inplace")),
+}
+
+
+def _functional_layer(node: fx.Node) -> nn.Module | None:
+    """``F.max_pool2d(x, 2)`` → ``nn.MaxPool2d(2)`` and the like (a dropout: the identity)."""
+    name = getattr(node.target, "__name__", "") if node.op == "call_function" else ""
+    if name not in FUNCTIONAL_LAYERS or any(isinstance(a, fx.Node) for a in node.args[1:]):
+        return None
+    cls, params = FUNCTIONAL_LAYERS[name]
+    values = dict(zip(params, node.args[1:]), **node.kwargs)
+    if cls is nn.Dropout:
+        return nn.Identity()
+    if values.get("stride") is None:
+        values.pop("stride", None)  # torch's default: the kernel size
+    try:
+        return cls(**values)
+    except TypeError:
+        return None
 
 
 class _Tracer(fx.Tracer):
@@ -111,6 +176,10 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
         if node.op == "call_function" and node.target in RELU_FUNCTIONS or \
                 node.op == "call_method" and node.target in ("relu", "relu_") or _is_relu_clamp(node):
             _replace_with_module(gm, node, nn.ReLU(), node.args[0])
+        elif _functional_layer(node) is not None:
+            _replace_with_module(gm, node, _functional_layer(node), node.args[0])
+        elif _clipped_relu_cap(node, gm) is not None:
+            _replace_with_module(gm, node, ClippedReLU(_clipped_relu_cap(node, gm)), node.args[0])
         elif _is_batch_flatten(node):
             _replace_with_module(gm, node, nn.Flatten(), node.args[0])
         elif node.op == "call_function" and node.target in ADD_FUNCTIONS:
@@ -119,9 +188,26 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
                     f"{_describe(node, gm)}: only the sum of two tensors (a residual connection) is supported")
             node.target = operator.add
     gm.graph.eliminate_dead_code()
+    _untie_reused_modules(gm)
     _check_canonical(gm)
     gm.recompile()
     return gm
+
+
+def _untie_reused_modules(gm: fx.GraphModule) -> None:
+    """A module called at several places (torchvision's BasicBlock calls one ``nn.ReLU`` twice) is
+    several layers, not a recurrence: every call after the first gets its own copy, named
+    ``<target>_call<k>``, with the same parameters (each activation then has its own threshold)."""
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        k = calls.get(node.target, 0)
+        calls[node.target] = k + 1
+        if k:
+            name = f"{node.target}_call{k}".replace(".", "_")
+            gm.add_submodule(name, copy.deepcopy(gm.get_submodule(node.target)))
+            node.target = name
 
 
 def _check_canonical(gm: fx.GraphModule) -> None:

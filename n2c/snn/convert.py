@@ -34,11 +34,12 @@ from n2c.ann import calibration
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize, set_submodule
+from n2c.ann.maxpool import MaxRelay, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
 
 METHODS = ("if", "mtn", "pmsm", "sfn", "parallel")
-MAXPOOL_MODES = ("error", "avg")
+MAXPOOL_MODES = ("exact", "avg", "error")
 CALIBRATION_MODES = calibration.THRESHOLD_MODES
 
 
@@ -90,11 +91,12 @@ def _is_activation(m) -> bool:
     return isinstance(m, (nn.ReLU, QCFS))
 
 
-def check_maxpool(gm: fx.GraphModule, maxpool: str = "error") -> fx.GraphModule:
-    """MaxPool is exact only where its input is constant over time: before the first
-    activation (direct encoding repeats the analog image). Elsewhere the max of a sum
-    of spikes is not the sum of per-step maxima, so it is an error, or with
-    ``maxpool='avg'`` replaced by an AvgPool2d of the same geometry (with a warning)."""
+def check_maxpool(gm: fx.GraphModule, maxpool: str = "exact") -> fx.GraphModule:
+    """A MaxPool before the first activation sees the analog image, constant over time, and stays.
+    After an activation the max of spike sums is not the sum of per-step maxima: ``exact`` (the
+    default) leaves it for :func:`n2c.ann.maxpool.replace_maxpools` (after calibration, which
+    gives the thresholds its circuit needs), ``avg`` replaces it by an AvgPool2d of the same
+    geometry (with a warning), ``error`` refuses it."""
     if maxpool not in MAXPOOL_MODES:
         raise UnsupportedLayerError(f"unknown --maxpool {maxpool!r}; use one of {', '.join(MAXPOOL_MODES)}")
     after_activation: set[str] = set()
@@ -103,13 +105,13 @@ def check_maxpool(gm: fx.GraphModule, maxpool: str = "error") -> fx.GraphModule:
         spiking_input = any(isinstance(a, fx.Node) and a.name in after_activation for a in node.args)
         if spiking_input or _is_activation(m):
             after_activation.add(node.name)
-        if not isinstance(m, nn.MaxPool2d) or not spiking_input:
+        if not isinstance(m, nn.MaxPool2d) or not spiking_input or maxpool == "exact":
             continue
         if maxpool == "error":
             raise UnsupportedLayerError(
                 f"MaxPool2d '{node.target}' follows a spiking layer, where the max of spike sums is not the "
-                "sum of per-step maxima; pass --maxpool avg to replace it by AvgPool2d (retrain or fine-tune "
-                "for best accuracy), or move it before the first activation")
+                "sum of per-step maxima; pass --maxpool exact (a circuit of ReLUs, exact on quantized values) "
+                "or --maxpool avg (AvgPool2d; fine-tune for best accuracy)")
         if m.dilation not in (1, (1, 1)) or m.ceil_mode or m.return_indices:
             raise UnsupportedLayerError(f"MaxPool2d '{node.target}': dilation, ceil_mode and return_indices "
                                         "have no AvgPool2d equivalent")
@@ -121,8 +123,9 @@ def check_maxpool(gm: fx.GraphModule, maxpool: str = "error") -> fx.GraphModule:
 
 
 def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None = None,
-            calib_mode: str = "max", percentile: float = 99.9, maxpool: str = "error") -> fx.GraphModule:
-    """Canonical graph with folded BatchNorm and quantizers (QCFS / SignedQCFS) only."""
+            calib_mode: str = "max", percentile: float = 99.9, maxpool: str = "exact") -> fx.GraphModule:
+    """Canonical graph with folded BatchNorm and quantizers (QCFS / SignedQCFS) only; a MaxPool after
+    an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise."""
     gm = fold_batchnorm(canonicalize(copy.deepcopy(model).eval()))
     gm = check_maxpool(gm, maxpool)
     relus = [n.target for n in gm.graph.nodes if isinstance(_module(gm, n), nn.ReLU)]
@@ -137,6 +140,8 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
         if levels < 1:
             raise CalibrationError(f"--levels must be >= 1, got {levels}")
         gm = calibration.calibrate_thresholds(gm, calib, levels, calib_mode, percentile)
+    if maxpool == "exact":
+        gm = replace_maxpools(gm)
     return gm
 
 
@@ -165,6 +170,10 @@ def to_snn(gm: fx.GraphModule, method: str = "mtn", timesteps: int = 1, calib: D
                       "(train with n2c train --quantizer signed for polarity spikes)", stacklevel=2)
     if method == "sfn" and calib is None:
         raise CalibrationError("--method sfn places its thresholds from data; pass calibration data (--calib)")
+    relays = [n.target for n in acts if isinstance(_module(gm, n), MaxRelay)]
+    if method == "sfn" and relays:
+        raise UnsupportedLayerError(f"--method sfn places non-uniform levels per layer, which breaks the exact "
+                                    f"max-pooling circuit ({relays[0]}); use --maxpool avg with sfn, or another method")
     neurons = _neurons(gm, acts, method, timesteps, calib, v_init, sfn_scale, da)
     snn = copy.deepcopy(gm)
     for node in list(snn.graph.nodes):
@@ -225,7 +234,7 @@ def _sfn_neurons(gm, acts, T, calib, sfn_scale) -> dict[str, nn.Module]:
 
 def convert(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Dataset | None = None,
             levels: int | None = None, calib_mode: str | None = None, percentile: float = 99.9,
-            maxpool: str = "error", v_init: float = 0.5, sfn_scale: float = 1.0,
+            maxpool: str = "exact", v_init: float = 0.5, sfn_scale: float = 1.0,
             da: bool | None = None) -> SpikingNetwork:
     """Convert a trained model (QCFS-trained, or plain ReLU with ``calib`` data) to an SNN.
 

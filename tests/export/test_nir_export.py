@@ -154,3 +154,37 @@ def test_nested_export_mirrors_the_model_and_runs_like_the_flat_graph(tmp_path):
     a, b = import_nir(flat), import_nir(tmp_path / "nested.nir")
     assert len(a.layers) == len(b.layers)
     assert np.array_equal(simulate_float(a, x).output, simulate_float(b, x).output)
+
+
+def _float_run(snn, shape, x):
+    """The NIR graph of ``snn`` run by the float simulator on x (B, *shape), summed over time."""
+    from backends.float.simulate import simulate_float
+    graph = import_nir(to_nir(snn, shape, 1 / 16))
+    return simulate_float(graph, np.broadcast_to(x.numpy(), (snn.timesteps, *x.shape))).output.sum(axis=0)
+
+
+def test_grouped_convolutions_state_their_input_channels():
+    """nir 1.0.8 infers a Conv2d's input channels from its weight alone (C_in / groups)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), QCFS(4, 1.0), torch.nn.Conv2d(4, 8, 3, groups=4),
+                                QCFS(4, 1.0), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 3)).eval()
+    snn = to_snn(prepare(model), "mtn", 1)
+    graph = to_nir(snn, (1, 8, 8), 1 / 16)
+    assert list(graph.nodes["2"].input_type["input"]) == [4, 6, 6]
+    x = torch.rand(5, 1, 8, 8)
+    assert np.allclose(_float_run(snn, (1, 8, 8), x), snn(x).detach().numpy(), atol=1e-5)
+
+
+def test_an_upsampling_adaptive_pool_folds_into_the_next_linear():
+    """torchvision's VGG pools a 1x1 map up to 7x7 at CIFAR size: Linear(W) of the pooled map is
+    Linear(W·P) of the map itself. The caller's SNN is left as it was."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 4, stride=4), QCFS(4, 1.0), torch.nn.AdaptiveAvgPool2d((3, 3)),
+                                torch.nn.Flatten(), torch.nn.Linear(27, 5)).eval()
+    snn = to_snn(prepare(model), "mtn", 1)
+    graph = to_nir(snn, (1, 8, 8), 1 / 16)
+    assert not any(isinstance(n, nir.AvgPool2d) for n in graph.nodes.values())
+    assert graph.nodes["4"].weight.shape == (5, 3 * 2 * 2)
+    assert any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in snn.modules())
+    x = torch.rand(6, 1, 8, 8)
+    assert np.allclose(_float_run(snn, (1, 8, 8), x), snn(x).detach().numpy(), atol=1e-5)

@@ -1,0 +1,140 @@
+"""Exact max pooling of quantized activations, built from ReLUs: the circuit that replaces a
+``MaxPool2d`` after a QCFS layer (``--maxpool exact``, the default).
+
+A QCFS layer outputs x = θ·k with integer k in 0..L (θ = λ/L). On that grid
+
+    max(a, b) = relu(a − b) + relu(b)           (b ≥ 0)
+
+and QCFS(λ, L) itself computes relu exactly on grid values in −L..L (clip(floor(j + 1/2), 0, L)
+= max(j, 0)). A window of n values is reduced pairwise in ⌈log2 n⌉ levels: each level is a
+grouped convolution (one group per input channel, weights ±1) into 2 channels per pair
+(a − b and b) and 1 for an odd value carried up, followed by QCFS(λ, L); the last level's
+two channels are summed by a 1×1 convolution into a relay QCFS(λ, L), whose output is the
+max exactly. Zero padding is exact: every window holds a real value ≥ 0.
+
+The circuit's quantizers are :class:`MaxRelay` modules (QCFS with the producer's λ and L),
+so the converted network runs them as neurons like any other: exact at T = 1 (``mtn``) and
+for ``parallel`` neurons (L = T); over T steps with ``if`` neurons it is as approximate as
+the rest of the network. ``sfn`` places non-uniform levels per layer, which breaks the grid
+the circuit relies on, so it is refused there. Cost: ⌈log2 n⌉ + 1 neuron layers (2 and 3
+for 2×2 windows; 4 and 5 for 3×3) of up to n·C channels at the pooled resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from n2c.ann.qcfs import QCFS, SignedQCFS
+from n2c.errors import UnsupportedLayerError
+
+
+class MaxRelay(QCFS):
+    """A QCFS of the max-pooling circuit (same λ and L as the layer that feeds the MaxPool)."""
+
+
+def _pairwise_levels(n: int) -> list[tuple[list[list[float]], list[list[float]]]]:
+    """For a window of ``n`` values: per level, (channels, carried). ``channels[j]`` gives the
+    coefficients of channel j over the previous level's basis (the window at level 0);
+    ``carried[i]`` the coefficients of the i-th value still in the running over those channels."""
+    values = [[1.0 if i == j else 0.0 for i in range(n)] for j in range(n)]  # over the window
+    levels = []
+    while True:
+        channels, carried = [], []
+        for i in range(0, len(values) - 1, 2):
+            a, b = values[i], values[i + 1]
+            channels += [[x - y for x, y in zip(a, b)], b]  # relu(a - b), relu(b)
+            carried.append([0.0] * (len(channels) - 2) + [1.0, 1.0])
+        if len(values) % 2:
+            channels.append(values[-1])
+            carried.append([0.0] * (len(channels) - 1) + [1.0])
+        width = len(channels)
+        carried = [c + [0.0] * (width - len(c)) for c in carried]
+        levels.append((channels, carried))
+        if len(carried) == 1:
+            return levels
+        values = carried
+
+
+def _relay(source: QCFS, copies: int) -> MaxRelay:
+    lam = source.lam.detach().clone()
+    if lam.numel() > 1:  # per channel (C, 1, 1): each group of `copies` channels keeps its channel's λ
+        lam = lam.reshape(-1).repeat_interleave(copies).reshape(-1, 1, 1)
+    return MaxRelay(int(source.levels), lam)
+
+
+def max_circuit(pool: nn.MaxPool2d, source: QCFS, channels: int) -> list[nn.Module]:
+    """The modules that compute ``pool`` exactly on the outputs of ``source`` (``channels`` wide)."""
+    kh, kw = (pool.kernel_size,) * 2 if isinstance(pool.kernel_size, int) else pool.kernel_size
+    levels = _pairwise_levels(kh * kw)
+    modules: list[nn.Module] = []
+    width_in = 1
+    for depth, (chans, carried) in enumerate(levels):
+        width = len(chans)
+        if depth == 0:
+            conv = nn.Conv2d(channels, channels * width, (kh, kw), pool.stride, pool.padding, pool.dilation,
+                             groups=channels)
+            kernel = torch.tensor(chans, dtype=torch.float32).reshape(width, 1, kh, kw)
+        else:
+            conv = nn.Conv2d(channels * width_in, channels * width, 1, groups=channels)
+            kernel = torch.tensor(chans, dtype=torch.float32).reshape(width, width_in, 1, 1)
+        with torch.no_grad():
+            conv.weight.copy_(kernel.repeat(channels, 1, 1, 1))
+            conv.bias.zero_()
+        modules += [conv, _relay(source, width)]
+        last_carried, width_in = carried, width
+    total = nn.Conv2d(channels * width_in, channels, 1, groups=channels)  # sum the last channels
+    with torch.no_grad():
+        total.weight.copy_(torch.tensor(last_carried[0], dtype=torch.float32).reshape(1, width_in, 1, 1)
+                           .repeat(channels, 1, 1, 1))
+        total.bias.zero_()
+    return modules + [total, _relay(source, 1)]
+
+
+def channels_of(gm: fx.GraphModule, node: fx.Node) -> int | None:
+    """The channels of ``node``'s output, read off the nearest convolution above it (the layers
+    between keep the channel count: activations, pooling, dropout, residual additions)."""
+    while isinstance(node, fx.Node):
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(module, nn.Conv2d):
+            return module.out_channels
+        if isinstance(module, (nn.BatchNorm2d,)):
+            return module.num_features
+        node = node.args[0] if node.args else None
+    return None
+
+
+def replace_maxpools(gm: fx.GraphModule) -> fx.GraphModule:
+    """Replace every MaxPool2d that reads a QCFS layer by :func:`max_circuit`. A MaxPool after a
+    signed quantizer is refused."""
+    for node in list(gm.graph.nodes):
+        pool = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(pool, nn.MaxPool2d):
+            continue
+        src = node.args[0]
+        source = gm.get_submodule(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if not isinstance(source, QCFS):
+            continue  # before the first activation: the input is analog and constant over time
+        if isinstance(source, SignedQCFS):
+            raise UnsupportedLayerError(f"MaxPool2d '{node.target}' reads a signed quantizer; the exact max "
+                                        "circuit needs values >= 0 (use --maxpool avg, or QCFS before it)")
+        if pool.ceil_mode or pool.return_indices:
+            raise UnsupportedLayerError(f"MaxPool2d '{node.target}': ceil_mode and return_indices have no "
+                                        "exact spiking form; use ceil_mode=False")
+        last = src
+        with gm.graph.inserting_before(node):
+            channels = channels_of(gm, src)
+            if channels is None:
+                raise UnsupportedLayerError(f"MaxPool2d '{node.target}': no convolution above it tells its channels; "
+                                            "use --maxpool avg")
+            for i, module in enumerate(max_circuit(pool, source, channels)):
+                name = f"{node.target.replace('.', '_')}_max{i}"
+                gm.add_submodule(name, module)
+                last = gm.graph.call_module(name, (last,))
+        node.replace_all_uses_with(last)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
