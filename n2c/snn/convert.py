@@ -34,6 +34,7 @@ from n2c.ann import calibration
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize, set_submodule
+from n2c.ann.linear_chains import fold_linear_chains
 from n2c.ann.maxpool import MaxRelay, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
@@ -126,7 +127,7 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
             calib_mode: str = "max", percentile: float = 99.9, maxpool: str = "exact") -> fx.GraphModule:
     """Canonical graph with folded BatchNorm and quantizers (QCFS / SignedQCFS) only; a MaxPool after
     an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise."""
-    gm = fold_batchnorm(canonicalize(copy.deepcopy(model).eval()))
+    gm = fold_linear_chains(fold_batchnorm(canonicalize(copy.deepcopy(model).eval())))
     gm = check_maxpool(gm, maxpool)
     relus = [n.target for n in gm.graph.nodes if isinstance(_module(gm, n), nn.ReLU)]
     if relus:

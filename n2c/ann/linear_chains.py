@@ -1,0 +1,120 @@
+"""Fold weighted layers that read other weighted layers without an activation between them.
+
+A spiking network sums weights only into neurons, so ``W(P(x))`` and ``W(a + b)`` (MobileNet's
+linear bottlenecks: a 1×1 projection, a residual sum of projections, then the next block's 1×1
+expansion) are rewritten before conversion, exactly, as sums of single weighted layers:
+
+    W(Σᵢ Pᵢ(xᵢ) + Σⱼ aⱼ) = Σᵢ (W∘Pᵢ)(xᵢ) + Σⱼ W(aⱼ)
+
+with ``W∘P`` one layer: for two Linear layers the matrix product (bias W·b_P + b_W); for a 1×1,
+stride 1, unpadded Conv2d W after any Conv2d P, a convolution of P's geometry whose weight mixes
+P's output channels by W (groups expanded to block-diagonal weights; bias likewise). Every term
+then feeds the activation after W through a residual sum. Other compositions (a padded W after
+a biased P changes the borders) are left alone, and the integer stage names them.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+
+import torch
+from torch import fx, nn
+
+
+WEIGHTED = (nn.Conv2d, nn.Linear)
+
+
+def _module(gm: fx.GraphModule, node) -> nn.Module | None:
+    return gm.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
+
+
+def _terms(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node]:
+    """The nodes whose sum is ``node``, through residual additions."""
+    if node.op == "call_function" and node.target is operator.add:
+        return [t for a in node.args for t in _terms(gm, a)]
+    return [node]
+
+
+def _full_conv_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """(C_out, C_in, kh, kw) with the groups written out as zero blocks."""
+    w = conv.weight.detach()
+    if conv.groups == 1:
+        return w
+    out_per, in_per = conv.out_channels // conv.groups, conv.in_channels // conv.groups
+    full = torch.zeros(conv.out_channels, conv.in_channels, *w.shape[2:], dtype=w.dtype)
+    for g in range(conv.groups):
+        full[g * out_per:(g + 1) * out_per, g * in_per:(g + 1) * in_per] = w[g * out_per:(g + 1) * out_per]
+    return full
+
+
+def _bias(layer: nn.Module) -> torch.Tensor:
+    n = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return layer.bias.detach() if layer.bias is not None else torch.zeros(n)
+
+
+def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
+    """One layer equal to ``outer(inner(x))``, or None where no such layer exists."""
+    if isinstance(outer, nn.Linear) and isinstance(inner, nn.Linear):
+        layer = nn.Linear(inner.in_features, outer.out_features)
+        weight = outer.weight.detach() @ inner.weight.detach()
+        bias = outer.weight.detach() @ _bias(inner) + _bias(outer)
+    elif isinstance(outer, nn.Conv2d) and isinstance(inner, nn.Conv2d) and outer.kernel_size == (1, 1) \
+            and outer.stride == (1, 1) and outer.padding == (0, 0) and outer.padding_mode == "zeros" \
+            and inner.padding_mode == "zeros" and not isinstance(inner.padding, str):
+        mix = _full_conv_weight(outer)[:, :, 0, 0]  # (C_out, C_mid)
+        layer = nn.Conv2d(inner.in_channels, outer.out_channels, inner.kernel_size, inner.stride, inner.padding,
+                          inner.dilation)
+        weight = torch.einsum("om,mikl->oikl", mix, _full_conv_weight(inner))
+        bias = mix @ _bias(inner) + _bias(outer)
+    else:
+        return None
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+def fold_linear_chains(gm: fx.GraphModule) -> fx.GraphModule:
+    """Rewrite every weighted layer that reads a weighted layer or a sum (module docstring)."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        outer = _module(gm, node)
+        if not isinstance(outer, WEIGHTED) or not isinstance(node.args[0], fx.Node):
+            continue
+        terms = _terms(gm, node.args[0])
+        if len(terms) == 1 and not isinstance(_module(gm, terms[0]), WEIGHTED):
+            continue  # reads an activation (or anything else): an ordinary layer
+        parts = []
+        for i, term in enumerate(terms):
+            inner = _module(gm, term)
+            layer = compose(outer, inner) if isinstance(inner, WEIGHTED) else None
+            if isinstance(inner, WEIGHTED) and layer is None:
+                break  # not composable: left for the integer stage to name
+            source = term.args[0] if layer is not None else term
+            layer = layer if layer is not None else copy.deepcopy(outer)
+            if i:  # the outer bias is added once
+                layer = _with_bias(layer, _bias(layer) - _bias(outer))
+            parts.append((layer, source))
+        else:
+            name = node.target.replace(".", "_")
+            with gm.graph.inserting_before(node):
+                total = None
+                for i, (layer, source) in enumerate(parts):
+                    gm.add_submodule(f"{name}_part{i}", layer)
+                    out = gm.graph.call_module(f"{name}_part{i}", (source,))
+                    total = out if total is None else gm.graph.call_function(operator.add, (total, out))
+            node.replace_all_uses_with(total)
+            gm.graph.erase_node(node)
+            changed = True
+    if changed:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return gm
+
+
+def _with_bias(layer: nn.Module, bias: torch.Tensor) -> nn.Module:
+    layer.bias = nn.Parameter(bias.clone())
+    return layer
