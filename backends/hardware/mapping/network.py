@@ -12,9 +12,10 @@ import numpy as np
 from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices, split_starts
 from backends.hardware.mapping.partition import lower_bound, partition
 from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
-from backends.hardware.mapping.usage import LIMIT_KEYS, USAGE_KEYS, limits, memory_use
+from backends.hardware.mapping.usage import LIMIT_KEYS, USAGE_KEYS, fit_error, limits, memory_use, over_limits, usage_grids
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron
+from n2c.errors import MappingError
 
 
 @dataclass
@@ -89,12 +90,31 @@ class Mapping:
                 "utilization_max": max(max(self.utilization(c).values()) for c in cores)}
 
 
+def check_fan_in(neurons, comp: dict, conns, chip: ChipSpec) -> None:
+    """Before any partition: every layer whose single neuron already passes a per-core limit on its
+    inputs (axons, synaptic memory), all named in one MappingError."""
+    unfit = []
+    for neuron in neurons:
+        into = [c for c in conns if c.target == neuron.name]
+        finest = tuple(neuron.shape)  # one neuron per core: every usage is at its smallest
+        usage = usage_grids(neuron, comp[neuron.name], into, np.zeros(neuron.shape, np.int64), finest, chip)
+        over = {k: v for k, v in over_limits(usage, chip).items() if k not in ("output_fanout", "routing")}
+        if over:
+            unfit.append(str(fit_error(neuron, chip, over)))
+    if len(unfit) == 1:
+        raise MappingError(unfit[0])
+    if unfit:
+        raise MappingError(f"{len(unfit)} layers cannot fit one {chip.name} core: " + " | ".join(
+            u.split(" cannot fit one ")[0] + ":" + u.split(" core:", 1)[1] for u in unfit))
+
+
 def map_network(net: IntNetwork, chip: ChipSpec) -> Mapping:
     """Partition every neuron layer (consumers first), then place the cores on the mesh."""
     conns = connections(net, chip)
     neurons = [x for x in net.layers if isinstance(x, IntNeuron)]
     comp = {x.name: compartments(x, chip) for x in neurons}
     fanout = {x.name: np.zeros(x.shape, np.int64) for x in neurons}
+    check_fan_in(neurons, comp, conns, chip)
     masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (split, usage)
     for neuron in reversed(neurons):
         into = [c for c in conns if c.target == neuron.name]

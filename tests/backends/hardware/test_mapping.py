@@ -290,11 +290,12 @@ def map_or_verify_error(net, chip):
     except N2CError as e:
         msg = str(e)
         assert "cannot fit one" in msg and "\n" not in msg
-        layer = msg.split("'")[1]
-        if "input axons" in msg:
-            fan_in = sum(probe(c).sum(axis=1) * c.axons_per_source
-                         for c in mp.connections(net, chip) if c.target == layer)
-            assert f"needs {fan_in.max()} input axons" in msg and fan_in.max() > chip.int("input_axons_per_core")
+        for part in msg.split(" | "):  # several unfit layers are named in one error
+            layer = part.split("'")[1]
+            if "input axons" in part:
+                fan_in = sum(probe(c).sum(axis=1) * c.axons_per_source
+                             for c in mp.connections(net, chip) if c.target == layer)
+                assert f" {fan_in.max()} input axons (limit" in part and fan_in.max() > chip.int("input_axons_per_core")
         return None
 
 
@@ -438,3 +439,24 @@ def test_digits_network_maps(digits_nir, key):
     m = mp.map_network(net, chip)
     check_mapping(m, net, chip)
     assert m.as_dict()["cores"] == len(m.cores) >= m.lower_bound
+
+
+def test_every_layer_that_cannot_fit_is_named_before_any_mapping():
+    """Two layers over the input-axon limit: one error names both (once the first was reported after
+    mapping everything after it, consumers first)."""
+    rng = np.random.default_rng(0)
+    chip = load_chip("loihi2")
+    axons = chip.int("input_axons_per_core")
+    fc1 = dense(rng, "fc1", "x", (axons + 8,), 4, zeros=0)
+    h = mtn(rng, "h", ["fc1"], (4,), levels=1)
+    fc2 = dense(rng, "fc2", "h", (4,), axons + 20, zeros=0)
+    h2 = mtn(rng, "h2", ["fc2"], (axons + 20,), levels=1)
+    fc3 = dense(rng, "fc3", "h2", (axons + 20,), 3, zeros=0)
+    out = IntNeuron("out", "readout", ["fc3"], (3,), 1.0, bias=np.zeros(3, np.int64),
+                    threshold=np.ones(3, np.int64), max_spikes=1)
+    net = IntNetwork(IntSource("x", (axons + 8,), 1.0, bits=1), [fc1, h, fc2, h2, fc3, out], "out")
+    with pytest.raises(N2CError) as info:
+        mp.map_network(net, chip)
+    msg = str(info.value)
+    assert msg.startswith("2 layers cannot fit one") and "'h'" in msg and "'out'" in msg and "\n" not in msg
+    assert f"{axons + 8} input axons" in msg and f"{axons + 20} input axons" in msg
