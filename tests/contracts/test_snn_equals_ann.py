@@ -403,11 +403,13 @@ def test_maxpool_before_first_activation_is_exact(digits_test):
     assert all(torch.equal(steps[t], steps[0]) for t in range(4))
 
 
-def test_maxpool_after_activation_is_rejected_or_replaced():
+def test_maxpool_after_activation_is_exact_replaced_or_rejected():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), QCFS(4), nn.MaxPool2d(2, 2),
-                          nn.Flatten(), nn.Linear(64, 10))
+                          nn.Flatten(), nn.Linear(64, 10)).eval()
+    x = torch.rand(8, 1, 8, 8) * 3
+    assert torch.equal(convert(model, "mtn", 1)(x), model(x))  # the default: its exact circuit
     with pytest.raises(UnsupportedLayerError, match="--maxpool avg"):
-        convert(model, "mtn", 1)
+        convert(model, "mtn", 1, maxpool="error")
     with pytest.warns(UserWarning, match="AvgPool2d"):
         snn = convert(model, "mtn", 1, maxpool="avg")
     pools = [m for m in snn.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
@@ -448,9 +450,9 @@ def test_every_functional_relu_becomes_a_neuron(digits_train, digits_test):
 
 
 @pytest.mark.parametrize("act,name", [
-    (nn.SiLU(), "SiLU"), (nn.ReLU6(), "ReLU6"), (nn.LeakyReLU(), "LeakyReLU"),
+    (nn.SiLU(), "SiLU"), (nn.Hardtanh(-1, 1), "Hardtanh"), (nn.LeakyReLU(), "LeakyReLU"),
     (torch.sigmoid, "sigmoid"), (F.gelu, "gelu"), (torch.tanh, "tanh"),
-    (lambda x: x.clamp(0, 6), "clamp"), (lambda x: F.leaky_relu(x, 0.1), "leaky_relu"),
+    (lambda x: x.clamp(-1, 6), "clamp"), (lambda x: F.leaky_relu(x, 0.1), "leaky_relu"),
 ])
 def test_unsupported_activation_is_named(act, name):
     class Net(nn.Module):

@@ -110,9 +110,10 @@ class Connection:
             raise MappingError(f"layer '{self.target}': synapse chain {' -> '.join(kinds) or '(none)'} from "
                            f"'{self.source}' is not supported; use sum-pools followed by at most one conv or dense")
         pools = self.chain[:-1] if kinds[-1] == "dense" else self.chain
-        axes = [np.eye(n, dtype=np.int64) for n in self.chain[0].in_shape] if pools else None
+        # path counts per axis, in float64 (exact for counts < 2^53; BLAS, where int64 matmul is not)
+        axes = [np.eye(n) for n in self.chain[0].in_shape] if pools else None
         for syn in pools:
-            axes = [m @ a for m, a in zip(_axis_maps(syn), axes)]
+            axes = [m.astype(np.float64) @ a for m, a in zip(_axis_maps(syn), axes)]
         if kinds[-1] != "dense":
             self._axes = [a > 0 for a in axes]
             return
