@@ -388,3 +388,12 @@ def test_a_weighted_layer_feeding_a_neuron_and_another_layer_is_refused():
     graph = _affine_then({"a": nir.Scale(scale=np.ones(1)), "b": nir.I(r=np.ones(2))})
     with pytest.raises(QuantizationError, match="'fc' feeds more than one layer before a neuron"):
         quantize(import_nir(graph), input_scale=1.0, timesteps=1)
+
+
+def test_a_v_init_of_1e30_is_refused_not_cast_to_int64_min():
+    from tests.contracts.test_bad_nir import n2c_dense_graph
+    graph = n2c_dense_graph()
+    node = next(n for n in graph.nodes.values() if isinstance(n, nir.IF))
+    node.metadata["n2c.v_init"] = np.full(np.shape(node.metadata["n2c.v_init"]), 1e30)
+    with pytest.raises(QuantizationError, match="v_init does not fit 24-bit signed integers"):
+        quantize(import_nir(graph))

@@ -121,10 +121,11 @@ def test_unsupported_activation_names_the_layer(layer, name):
         prepare(model)
 
 
-def test_maxpool_between_spiking_layers_is_rejected():
+def test_maxpool_between_spiking_layers_is_rejected_when_asked():
+    """The default runs it as its exact circuit (tests/ann/test_maxpool.py); ``error`` refuses it."""
     model = nn.Sequential(nn.Conv2d(1, 2, 3), QCFS(4), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 2))
     with pytest.raises(UnsupportedLayerError, match="MaxPool2d '2'.*AvgPool2d"):
-        prepare(model)
+        prepare(model, maxpool="error")
 
 
 def test_multi_threshold_neuron_rejects_nonpositive_threshold():
