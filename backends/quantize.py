@@ -383,11 +383,12 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     (and is at most ``max_scale``, when another quantity of the layer must fit too)."""
     max_abs = max(float(np.abs(w).max()) for w in w_eff)
     scale = _power_of_two_scale(max_abs, name, fmt)
-    if max_scale is not None and scale > max_scale:
+    capped = max_scale is not None and scale > max_scale
+    if capped:
         scale = 2.0 ** math.floor(math.log2(max_scale))
     synapses = []
     stats = {"weight_max_abs_error": 0.0, "weight_bits": fmt.weight_bits, "weight_bits_used": 0, "weights_zeroed": 0,
-             "weight_count": 0}
+             "weight_count": 0, "scale_capped": bool(capped)}
     for (sl, src, in_shape, _, delay), w in zip(syn_layers, w_eff):
         w_int = (2 * np.round(w * scale / 2)).astype(np.int64)
         stats["weight_max_abs_error"] = max(stats["weight_max_abs_error"], float(np.abs(w_int / scale - w).max()))
@@ -444,10 +445,26 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
     return neuron, synapses, info
 
 
+def _current_cap(layer, syn_layers: list[tuple], fmt: IntegerFormat) -> float | None:
+    """The largest layer scale S at which the synaptic sums stay inside the chip's width on the
+    exporter's data: |a| = |Σ w_int·s| ≈ S·|x − b| ≤ S·(max|x| + max|b|) < the accumulator limit
+    (16 bits for dense synapses; Lava's 24-bit Conv output for convolutions). None without
+    ``n2c.max_current``."""
+    if not getattr(layer, "max_current", None):
+        return None
+    dense = any(isinstance(sl, DenseLayer) for sl, *_ in syn_layers)
+    limit = fmt.accumulator_limit if dense else 2 ** (fmt.conv_bits - 1)
+    bias = float(np.abs(_summed_bias(syn_layers, layer.out_shape)).max(initial=0))
+    return (limit - 1) / (layer.max_current + bias)
+
+
 def _quantize_neuron(layer, kind: str, syn_layers: list[tuple], fmt: IntegerFormat):
-    """Weights and bias at the layer's scale; the kind's own parameters by its quantization rule."""
+    """Weights and bias at the layer's scale (capped so that the synaptic sums fit the chip's
+    accumulator on the exporter's data, :func:`_current_cap`); the kind's own parameters by its
+    quantization rule."""
     w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u, _ in syn_layers]
-    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt)
+    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt,
+                                               _current_cap(layer, syn_layers, fmt))
     shape = layer.out_shape
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
                        bias=to_signed(_summed_bias(syn_layers, shape) * scale, fmt.state_bits, layer.name, "the bias"))

@@ -216,7 +216,8 @@ def evaluate(model, method: str, timesteps: int, calib: Dataset, test: Dataset, 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            export_model(snn, str(path), tuple(test.x.shape[1:]), test.input_scale)
+            # as `n2c export --dataset` does: the training data's largest currents keep the sums in 16 bits
+            export_model(snn, str(path), tuple(test.x.shape[1:]), test.input_scale, width_data=calib.x)
             _, net = load_network(str(path))
     except N2CError as e:
         row["integer_status"] = f"not quantizable: {e}"

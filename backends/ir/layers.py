@@ -122,11 +122,12 @@ class NeuronLayer(Layer):
     spike_value: np.ndarray = None  # broadcast to out_shape
     edges: np.ndarray | None = None  # sfn only, (N,)
     codes: np.ndarray | None = None  # sfn only, (N+1,) integers
+    max_current: float | None = None  # n2c.max_current: largest |input| per step on the exporter's data
 
 
 @dataclass
 class OutputLayer(Layer):
-    pass
+    max_current: float | None = None  # n2c.max_current: largest |input| per step on the exporter's data
 
 
 @dataclass

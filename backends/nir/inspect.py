@@ -113,7 +113,8 @@ def describe(path, as_json: bool = False, isolate: bool = False) -> str:
         for q in quantization:
             lines.append(f"  {q['layer']:<20} S={q['scale']:<10g} bits {q['weight_bits_used']}/{q['weight_bits']}  "
                          f"err {q['weight_max_abs_error']:.2e}  zeroed {q['weights_zeroed']}/{q['weight_count']}"
-                         + (f"  θ_int ≥ {q['threshold_int_min']}" if "threshold_int_min" in q else ""))
+                         + (f"  θ_int ≥ {q['threshold_int_min']}" if "threshold_int_min" in q else "")
+                         + ("  (S capped: accumulator width)" if q.get("scale_capped") else ""))
     return "\n".join(lines)
 
 

@@ -289,9 +289,20 @@ def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...
     if max_spikes < 1 or min_spikes < 0:
         raise NIRFormatError(f"IF node '{name}': n2c.max_spikes must be >= 1 and n2c.min_spikes >= 0")
     layer = NeuronLayer(name, preds, shape, shape, threshold=theta, v_init=v_init, max_spikes=max_spikes,
-                        kind=kind.name, min_spikes=min_spikes, spike_value=spike_value)
+                        kind=kind.name, min_spikes=min_spikes, spike_value=spike_value,
+                        max_current=_max_current(meta, name))
     kind.read_nir(layer, meta, lambda key: _array(meta.get(key, []), name, key))
     return layer
+
+
+def _max_current(meta: dict | None, name: str) -> float | None:
+    """``n2c.max_current``: one positive finite number, or absent."""
+    if not meta or "n2c.max_current" not in meta:
+        return None
+    value = np.asarray(meta["n2c.max_current"])
+    if value.dtype.kind not in "iuf" or value.size != 1 or not np.isfinite(value).all() or not value.reshape(-1)[0] > 0:
+        raise NIRFormatError(f"node '{name}': n2c.max_current must be one positive number, got {_show(meta['n2c.max_current'])}")
+    return float(value.reshape(-1)[0])
 
 
 DYNAMICS = {nir.I: "I", nir.LI: "LI", nir.IF: "IF", nir.LIF: "LIF", nir.CubaLI: "CubaLI", nir.CubaLIF: "CubaLIF"}
@@ -390,7 +401,7 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
             # rockpool writes (1, 1, 1) for a (1,) output: the same values, another shape
             warnings.warn(f"Output node '{name}' declares shape {stated} but receives {in_shape} (the same "
                           f"{elements(in_shape)} values); running with {in_shape}")
-        return OutputLayer(name, preds, in_shape, in_shape)
+        return OutputLayer(name, preds, in_shape, in_shape, max_current=_max_current(node.metadata, name))
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         return _conv(name, node, preds, in_shape)
     if isinstance(node, (nir.Affine, nir.Linear)):

@@ -40,7 +40,8 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
     nir_path = out / "digits.nir"
     print(f"[2/5] converting to a one-timestep SNN and writing {nir_path}")
     model = load_model(str(checkpoint), arch=DEMO_ARCH)
-    snn = export_model(model, str(nir_path), tuple(test_set.x.shape[1:]), test_set.input_scale, timesteps=1)
+    snn = export_model(model, str(nir_path), tuple(test_set.x.shape[1:]), test_set.input_scale, timesteps=1,
+                       width_data=train_set.x)  # as `n2c export --dataset digits`: sums kept inside 16 bits
 
     print("[3/5] quantizing to Loihi integers and running the reference simulator")
     _, net = load_network(str(nir_path))
@@ -64,7 +65,8 @@ def run_demo(out_dir: str = "out", lava_samples: int | None = None, epochs: int 
     rows = []
     for t in ACROSS_T:
         path = out / f"digits_if_T{t}.nir"
-        export_model(model, str(path), tuple(test_set.x.shape[1:]), test_set.input_scale, timesteps=t, method="if")
+        export_model(model, str(path), tuple(test_set.x.shape[1:]), test_set.input_scale, timesteps=t, method="if",
+                     width_data=train_set.x)
         rows.append(summary_row(report_network(str(path), chip, test_set)))
     report = report_network(str(nir_path), chip, test_set)
     report["across_T"] = [summary_row(report), *rows]

@@ -102,7 +102,11 @@ def cmd_export(args) -> int:
     scale = args.input_scale or (data.input_scale if data is not None else None)
     if args.portable and args.nested:
         raise N2CError("--portable writes a flat graph; drop --nested")
-    export_model(snn, args.output, shape, scale, portable=args.portable, nested=args.nested)
+    width = load_dataset(args.calib or args.dataset, "train").head(args.calib_samples).x \
+        if (args.calib or args.dataset) else None
+    if width is not None and tuple(width.shape[1:]) != tuple(shape):
+        width = None  # data of another shape: no currents to measure (the shape error comes from elsewhere)
+    export_model(snn, args.output, shape, scale, portable=args.portable, nested=args.nested, width_data=width)
     form = "portable standard NIR (LIF populations, T = 1)" if args.portable else "n2c NIR"
     print(f"wrote {args.output}: {form}, {len(snn.neurons())} spiking layers, method {snn.method}, "
           f"T = {snn.timesteps}, input {shape}")

@@ -23,7 +23,7 @@ from n2c.snn.convert import convert
 from n2c.data import Dataset
 from n2c.errors import N2CError
 from n2c.limits import MAX_RUN_BYTES, elements
-from n2c.export.nir import to_nir, write_nir
+from n2c.export.nir import max_currents, to_nir, write_nir
 from n2c.snn.modules import SpikingNetwork
 
 BACKENDS = ("reference", "lava")
@@ -32,16 +32,19 @@ BACKENDS = ("reference", "lava")
 def export_model(model, out_path: str, input_shape: tuple[int, ...], input_scale: float | None = None,
                  timesteps: int = 1, levels: int | None = None, calib: Dataset | None = None,
                  calib_mode: str | None = None, method: str = "mtn", portable: bool = False,
-                 nested: bool = False, **options) -> SpikingNetwork:
+                 nested: bool = False, width_data: np.ndarray | None = None, **options) -> SpikingNetwork:
     """Convert ``model`` (or take a converted :class:`SpikingNetwork` as is) and write its
     NIR graph to ``out_path`` (atomically). ``options`` go to :func:`n2c.snn.convert.convert`.
     With ``portable``, write the standard-NIR form instead (:mod:`backends.nir.portable`); with
-    ``nested``, the model's top-level submodules become nested graphs."""
+    ``nested``, the model's top-level submodules become nested graphs. ``width_data`` (samples
+    (B, *input_shape), training data) measures each layer's largest current, written as
+    ``n2c.max_current`` so that quantization keeps the synaptic sums inside the chip's width."""
     if isinstance(model, SpikingNetwork):
         snn = model
     else:
         snn = convert(model, method, timesteps, calib, levels, calib_mode, **options)
-    graph = to_nir(snn, tuple(input_shape), input_scale, nested=nested and not portable)
+    currents = max_currents(snn, width_data) if width_data is not None and len(width_data) else None
+    graph = to_nir(snn, tuple(input_shape), input_scale, nested=nested and not portable, currents=currents)
     if portable:
         from backends.nir.portable import to_portable_nir
         graph = to_portable_nir(import_nir(graph))

@@ -96,12 +96,40 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
     raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has no NIR export")
 
 
+def max_currents(snn: SpikingNetwork, x: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """The largest |input| in any step of every neuron module (by target) and of the output
+    (key ``""``) over the samples ``x`` (B, *input_shape): what the integer stage needs to keep
+    the synaptic accumulators inside the chip's width (``n2c.max_current``)."""
+    gm = snn.graph_module
+    found: dict[str, float] = {}
+
+    def record(key):
+        def hook(module, inputs):
+            found[key] = max(found.get(key, 0.0), float(inputs[0].detach().abs().max()))
+        return hook
+
+    hooks = [gm.get_submodule(n.target).register_forward_pre_hook(record(n.target)) for n in gm.graph.nodes
+             if n.op == "call_module" and isinstance(gm.get_submodule(n.target), NEURON_TYPES)]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = torch.as_tensor(np.asarray(x[i:i + batch_size], np.float32))
+                steps = xb.unsqueeze(0).expand(snn.timesteps, *xb.shape).reshape(-1, *xb.shape[1:])
+                found[""] = max(found.get("", 0.0), float(gm(steps).abs().max()))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: v for k, v in found.items() if v > 0}
+
+
 def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float | None = None,
-           nested: bool = False) -> nir.NIRGraph:
+           nested: bool = False, currents: dict[str, float] | None = None) -> nir.NIRGraph:
     """Build the NIR graph of ``snn`` for inputs of shape ``input_shape`` (no batch dimension).
 
     ``nested``: each top-level submodule of the model (``features``, ``layer1``, ...) with one
-    entry and one exit becomes a nested NIRGraph, mirroring the model's structure."""
+    entry and one exit becomes a nested NIRGraph, mirroring the model's structure. ``currents``
+    (:func:`max_currents`) are written as each neuron's and the Output's ``n2c.max_current``."""
+    currents = currents or {}
     gm: fx.GraphModule = snn.graph_module
     check_elements("the input", input_shape)
     example = torch.zeros(snn.timesteps, *input_shape)
@@ -136,6 +164,8 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
             src = sources[node.args[0].name]
             name = node.target.replace(".", "_")
             nodes[name] = _node_for(gm.get_submodule(node.target), shape_of(node.args[0]), shape_of(node), name)
+            if node.target in currents and isinstance(gm.get_submodule(node.target), NEURON_TYPES):
+                nodes[name].metadata["n2c.max_current"] = float(currents[node.target])
             edges += [(s, name) for s in src]
             sources[node.name] = [name]
             shapes[name] = shape_of(node)
@@ -143,7 +173,8 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
                 groups[name] = node.target.split(".")[0]
         elif node.op == "output":
             out = node.args[0]
-            nodes["output"] = nir.Output(output_type={"output": np.array(shape_of(out))})
+            meta = {"n2c.max_current": float(currents[""])} if "" in currents else {}
+            nodes["output"] = nir.Output(output_type={"output": np.array(shape_of(out))}, metadata=meta)
             edges += [(s, "output") for s in sources[out.name]]
     metadata = {
         "n2c.version": NIR_CONVENTION_VERSION,

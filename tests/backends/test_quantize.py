@@ -51,3 +51,54 @@ def test_message_bits_by_kind():
     n1 = net.by_name()["n1"]
     assert message_bits(n1) == 1 + max(n1.max_spikes.bit_length(), (n1.min_spikes - 1).bit_length())
     assert message_bits(dense_network(1, "lif", timesteps=2).by_name()["n1"]) == 1
+
+
+def _wide_mlp():
+    """A one-step QCFS MLP whose classifier sums 256 inputs of up to 8 spikes: past 16 bits at full scale."""
+    import torch
+    from n2c.ann.qcfs import QCFS
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), QCFS(8, 2.0),
+                                torch.nn.Linear(256, 10)).eval()
+    with torch.no_grad():
+        model[1].weight.abs_()
+        model[1].bias.fill_(0.5)
+        model[3].weight.abs_()
+    return model
+
+
+def test_the_largest_currents_keep_the_accumulator_inside_16_bits(tmp_path, digits_train, digits_test):
+    """With n2c.max_current (measured on training data at export), the scale of each layer is capped so
+    that its synaptic sums fit Loihi's 16-bit accumulator; without it the same data overflows."""
+    from backends.reference.simulate import simulate
+    from n2c.cli.pipeline import export_model
+    from n2c.snn.convert import convert
+    snn = convert(_wide_mlp(), "mtn", 1)
+    runs = {}
+    for width in (False, True):
+        path = tmp_path / f"{width}.nir"
+        export_model(snn, str(path), (1, 8, 8), digits_test.input_scale,
+                     width_data=digits_train.x if width else None)
+        graph = import_nir(path)
+        net = quantize(graph)
+        runs[width] = (graph, net, simulate(net, digits_test.x))
+    graph, net, run = runs[True]
+    assert graph.by_name()["output"].max_current > 0 and graph.by_name()["2"].max_current > 0
+    assert runs[False][2].overflows and not run.overflows
+    capped = {q["layer"]: q["scale_capped"] for q in net.report}
+    assert capped["output"] and not any(q["scale_capped"] for q in runs[False][1].report)
+    agree = (run.output.argmax(1) == runs[False][2].output.argmax(1)).mean()
+    assert agree > 0.9  # a coarser scale, the same network
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), "x", [1.0, 2.0]])
+def test_a_bad_max_current_is_refused(value):
+    import nir
+    from n2c.errors import NIRFormatError
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                                "fc": nir.Affine(weight=np.ones((2, 2)), bias=np.zeros(2)),
+                                "output": nir.Output(output_type={"output": np.array([2])},
+                                                     metadata={"n2c.max_current": value})},
+                         edges=[("input", "fc"), ("fc", "output")], metadata={}, type_check=False)
+    with pytest.raises(NIRFormatError, match="n2c.max_current must be one positive number"):
+        import_nir(graph)
