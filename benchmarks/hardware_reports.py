@@ -67,14 +67,15 @@ def fashion_model(width: int = 8):
     return model
 
 
-def export_graphs(model, name: str, shape, scale) -> list[str]:
+def export_graphs(model, name: str, shape, scale, train_x) -> list[str]:
+    """As `n2c export --dataset`: the training data's largest currents keep the sums inside 16 bits."""
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "mtn_T1.nir"]
-    export_model(model, str(paths[0]), shape, scale, timesteps=1, method="mtn")
+    export_model(model, str(paths[0]), shape, scale, timesteps=1, method="mtn", width_data=train_x)
     for t in IF_T:
         paths.append(folder / f"if_T{t}.nir")
-        export_model(model, str(paths[-1]), shape, scale, timesteps=t, method="if")
+        export_model(model, str(paths[-1]), shape, scale, timesteps=t, method="if", width_data=train_x)
     return [str(p) for p in paths]
 
 
@@ -98,7 +99,8 @@ def main() -> int:
              "energies and times are Loihi 1 values used as stated proxies [P].", ""]
     for name, dataset, build in networks:
         data = load_dataset(dataset, "test")
-        graphs = export_graphs(build(), name, tuple(data.x.shape[1:]), data.input_scale)
+        train_x = load_dataset(dataset, "train").head(4096).x
+        graphs = export_graphs(build(), name, tuple(data.x.shape[1:]), data.input_scale, train_x)
         for chip in CHIPS:
             out = OUT / f"{name}-{chip}"
             start = time.perf_counter()

@@ -196,6 +196,15 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
     return gm
 
 
+@torch.no_grad()
+def _keep_thresholds_positive(model: nn.Module) -> None:
+    """λ > 0 is the quantizer's invariant; an optimizer step larger than a small λ (Adam moves each
+    parameter by about lr) could cross zero. Each λ stays at least 1e-3 of its layer's largest."""
+    for m in model.modules():
+        if isinstance(m, QCFS):
+            m.lam.clamp_(min=float(m.lam.abs().max()) * 1e-3 or 1e-12)
+
+
 def has_relu(model: nn.Module) -> bool:
     """Whether ``model`` (canonicalized) still has ReLU activations of any form."""
     return bool(_relu_nodes(canonicalize(copy.deepcopy(model))))
@@ -257,6 +266,7 @@ def fit(model: nn.Module, train_data: Dataset, epochs: int = 5, lr: float = 1e-3
                 loss = loss_fn(model(x[idx]), y[idx])
                 loss.backward()
                 opt.step()
+                _keep_thresholds_positive(model)
                 sched.step()
                 total += float(loss) * len(idx)
                 seen += len(idx)

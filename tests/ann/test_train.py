@@ -263,3 +263,19 @@ def test_save_checkpoint_failure_leaves_no_file(tmp_path):
         save_checkpoint(NotScriptable(), tmp_path / "m.pt", (1, 8, 8))
     assert os.listdir(tmp_path) == []
 
+
+
+def test_fine_tuning_keeps_every_threshold_positive():
+    """Adam moves each parameter by about lr: a λ far smaller than lr once crossed zero (torchvision's
+    MobileNetV2 with random weights, whose deep activations are ~1e-8), and the checkpoint could not load."""
+    import torchvision
+    from n2c.ann.qcfs import QCFS
+    from n2c.ann.train import fine_tune
+    from n2c.data import Dataset
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    data = Dataset("random", rng.random((64, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 64), 1 / 255, 10)
+    tuned = fine_tune(torchvision.models.mobilenet_v2(num_classes=10).eval(), data, levels=8, epochs=1, lr=1e-3,
+                      batch_size=64, progress=False)
+    lams = [float(m.lam.min()) for m in tuned.modules() if isinstance(m, QCFS)]
+    assert len(lams) == 35 and min(lams) > 0
