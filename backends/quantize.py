@@ -445,7 +445,7 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
     return neuron, synapses, info
 
 
-def _current_cap(layer, syn_layers: list[tuple], fmt: IntegerFormat) -> float | None:
+def _current_cap(layer, syn_layers: list[tuple], bias: np.ndarray, fmt: IntegerFormat) -> float | None:
     """The largest layer scale S at which the synaptic sums stay inside the chip's width on the
     exporter's data: |a| = |Σ w_int·s| ≈ S·|x − b| ≤ S·(max|x| + max|b|) < the accumulator limit
     (16 bits for dense synapses; Lava's 24-bit Conv output for convolutions). None without
@@ -454,8 +454,7 @@ def _current_cap(layer, syn_layers: list[tuple], fmt: IntegerFormat) -> float | 
         return None
     dense = any(isinstance(sl, DenseLayer) for sl, *_ in syn_layers)
     limit = fmt.accumulator_limit if dense else 2 ** (fmt.conv_bits - 1)
-    bias = float(np.abs(_summed_bias(syn_layers, layer.out_shape)).max(initial=0))
-    return (limit - 1) / (layer.max_current + bias)
+    return (limit - 1) / (layer.max_current + float(np.abs(bias).max(initial=0)))
 
 
 def _quantize_neuron(layer, kind: str, syn_layers: list[tuple], fmt: IntegerFormat):
@@ -463,11 +462,12 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple], fmt: IntegerForm
     accumulator on the exporter's data, :func:`_current_cap`); the kind's own parameters by its
     quantization rule."""
     w_eff = [_effective_weights(sl, shape, u) for sl, _, shape, u, _ in syn_layers]
-    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt,
-                                               _current_cap(layer, syn_layers, fmt))
     shape = layer.out_shape
+    bias = _summed_bias(syn_layers, shape)
+    scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt,
+                                               _current_cap(layer, syn_layers, bias, fmt))
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
-                       bias=to_signed(_summed_bias(syn_layers, shape) * scale, fmt.state_bits, layer.name, "the bias"))
+                       bias=to_signed(bias * scale, fmt.state_bits, layer.name, "the bias"))
     info = {"layer": layer.name, "kind": kind, "scale": scale, **stats, "synapses": [s.name for s in synapses]}
     info.update(neuron.neuron_kind.quantize(layer, neuron, scale, fmt))
     return neuron, synapses, info

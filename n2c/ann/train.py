@@ -87,21 +87,6 @@ def _relu_nodes(gm: fx.GraphModule) -> list[fx.Node]:
             if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.ReLU)]
 
 
-def _unshare(gm: fx.GraphModule, nodes: list[fx.Node]) -> None:
-    """Give every call site of a ReLU module its own module, so each gets its own λ."""
-    seen: set[str] = set()
-    for node in nodes:
-        if node.target in seen:
-            base = name = f"{node.target.replace('.', '_')}_{node.name}"
-            i = 1
-            while hasattr(gm, name):
-                name, i = f"{base}_{i}", i + 1
-            gm.add_submodule(name, nn.ReLU())
-            node.target = name
-        seen.add(node.target)
-    gm.recompile()
-
-
 def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", calib: Dataset | None = None,
                       lam_init: str | float = "percentile", percentile: float = 99.9, batch_size: int = 256,
                       max_values: int = 4_000_000, seed: int = 0) -> fx.GraphModule:
@@ -146,7 +131,6 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
     nodes = _relu_nodes(gm)
     if not nodes:
         return gm
-    _unshare(gm, nodes)
     targets = [n.target for n in nodes]
     make = QUANTIZERS[quantizer]
     if not isinstance(lam_init, str):

@@ -39,10 +39,7 @@ def cmd_report(args) -> int:
     from n2c.errors import MappingError
     from n2c.cli.pipeline import report_network
 
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise N2CError(f"output {args.output} is a file; -o names a directory for report.json, report.md and "
-                       "report.html")
-    check_output_dir(args.output, create=True)
+    check_output_dir(args.output, create=True)  # -o names a directory for report.json, .md and .html
     chip = load_chip(args.hardware)
     for path in args.graphs:
         if not os.path.isfile(path):

@@ -108,14 +108,16 @@ def max_currents(snn: SpikingNetwork, x: np.ndarray, batch_size: int = 256) -> d
             found[key] = max(found.get(key, 0.0), float(inputs[0].detach().abs().max()))
         return hook
 
+    def record_output(module, inputs, output):  # the graph module's output at every step
+        found[""] = max(found.get("", 0.0), float(output.detach().abs().max()))
+
     hooks = [gm.get_submodule(n.target).register_forward_pre_hook(record(n.target)) for n in gm.graph.nodes
              if n.op == "call_module" and isinstance(gm.get_submodule(n.target), NEURON_TYPES)]
+    hooks.append(gm.register_forward_hook(record_output))
     try:
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                xb = torch.as_tensor(np.asarray(x[i:i + batch_size], np.float32))
-                steps = xb.unsqueeze(0).expand(snn.timesteps, *xb.shape).reshape(-1, *xb.shape[1:])
-                found[""] = max(found.get("", 0.0), float(gm(steps).abs().max()))
+                snn(torch.as_tensor(np.asarray(x[i:i + batch_size], np.float32)))
     finally:
         for h in hooks:
             h.remove()

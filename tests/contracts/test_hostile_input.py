@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import struct
 import zipfile
@@ -24,6 +23,7 @@ from backends.reference.simulate import run_encoded
 from n2c.cli.main import main
 from n2c.errors import DatasetError, ModelLoadError, N2CError, NIRFormatError, QuantizationError
 from n2c.limits import MAX_TIMESTEPS
+from tests.contracts.test_bad_nir import _cli_refuses  # one line, exit 2, nothing written
 
 
 def _s(*shape):
@@ -47,14 +47,6 @@ def _dense(weight=None, bias=None, edges_extra=()):
     return _graph(nodes, [("input", "fc"), ("fc", "lif"), ("lif", "output"), *edges_extra])
 
 
-def _one_line_exit_2(argv, capsys, pattern):
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("n2c: error: "), err
-    assert re.search(pattern, err[0]), err[0]
-    return err[0]
-
-
 @pytest.fixture()
 def x3(tmp_path):
     path = tmp_path / "x.npy"
@@ -67,7 +59,7 @@ def x3(tmp_path):
 
 def test_duplicated_edge_is_named(tmp_path, x3, capsys):
     nir.write(str(tmp_path / "dup.nir"), _dense(edges_extra=[("fc", "lif")]))
-    _one_line_exit_2(["simulate", tmp_path / "dup.nir", "--input", x3, "--input-scale", "1", "--precision", "int"],
+    _cli_refuses(["simulate", tmp_path / "dup.nir", "--input", x3, "--input-scale", "1", "--precision", "int"],
                      capsys, "edge fc -> lif appears twice")
 
 
@@ -145,7 +137,7 @@ def test_simulate_refuses_a_run_too_large_for_memory(tmp_path, capsys):
         "fc": nir.Affine(weight=np.ones((1000, 64)), bias=np.zeros(1000)), "lif": _lif(1000),
         "output": nir.Output(output_type={"output": _s(1000)})},
         [("input", "flat"), ("flat", "fc"), ("fc", "lif"), ("lif", "output")]))
-    _one_line_exit_2(["simulate", tmp_path / "g.nir", "--dataset", "digits", "--steps", str(MAX_TIMESTEPS),
+    _cli_refuses(["simulate", tmp_path / "g.nir", "--dataset", "digits", "--steps", str(MAX_TIMESTEPS),
                       "--precision", "int", "--input-scale", "1"], capsys,
                      r"would hold about \d+\.\d GiB at once .* run fewer samples")
 
@@ -156,13 +148,13 @@ def test_a_lying_npy_header_is_refused_before_loading(tmp_path, capsys, x3):
     with open(tmp_path / "lie.npy", "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         f.write(b"\0" * 64)
-    _one_line_exit_2(["simulate", tmp_path / "g.nir", "--input", tmp_path / "lie.npy"], capsys,
+    _cli_refuses(["simulate", tmp_path / "g.nir", "--input", tmp_path / "lie.npy"], capsys,
                      r"declares a \(100000000, 64\) float64 array .* over n2c's limit")
     header["shape"] = (1000, 1, 3)
     with open(tmp_path / "short.npy", "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         f.write(b"\0" * 64)
-    _one_line_exit_2(["simulate", tmp_path / "g.nir", "--input", tmp_path / "short.npy"], capsys,
+    _cli_refuses(["simulate", tmp_path / "g.nir", "--input", tmp_path / "short.npy"], capsys,
                      "holds only 64; the file is truncated")
 
 
@@ -190,21 +182,21 @@ def test_a_bias_of_1e30_is_refused_not_cast_to_int64_min():
 @pytest.mark.parametrize("value", ["inf", "1e-320", "nan", "-1", "1e40"])
 def test_input_scale_must_be_a_plausible_number(tmp_path, x3, capsys, value):
     nir.write(str(tmp_path / "g.nir"), _dense())
-    _one_line_exit_2(["simulate", tmp_path / "g.nir", "--input", x3, f"--input-scale={value}"], capsys,
+    _cli_refuses(["simulate", tmp_path / "g.nir", "--input", x3, f"--input-scale={value}"], capsys,
                      "expected a positive number between 1e-30 and 1e\\+30")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_export_refuses_a_non_finite_v_init(digits_checkpoint, tmp_path, capsys, value):
     out = tmp_path / "o.nir"
-    _one_line_exit_2(["export", digits_checkpoint, "-o", out, "--arch", "n2c.models:DigitsCNN(levels=8)",
+    _cli_refuses(["export", digits_checkpoint, "-o", out, "--arch", "n2c.models:DigitsCNN(levels=8)",
                       "--dataset", "digits", f"--v-init={value}"], capsys, "expected a finite number")
     assert not out.exists()
 
 
 def test_export_refuses_an_input_shape_the_model_does_not_take(digits_checkpoint, tmp_path, capsys):
     out = tmp_path / "o.nir"
-    _one_line_exit_2(["export", digits_checkpoint, "-o", out, "--arch", "n2c.models:DigitsCNN(levels=8)",
+    _cli_refuses(["export", digits_checkpoint, "-o", out, "--arch", "n2c.models:DigitsCNN(levels=8)",
                       "--input-shape", "1,8"], capsys, r"does not take inputs of shape \(1, 8\)")
     assert not out.exists()
 
@@ -239,7 +231,7 @@ def test_strict_refuses_current_wraps(tmp_path, capsys):
     nir.write(str(tmp_path / "c.nir"), _wrapping_cuba())
     np.save(tmp_path / "x.npy", np.full((20, 1, 3), 127.0))
     argv = ["simulate", tmp_path / "c.nir", "--input", tmp_path / "x.npy", "--input-scale", "1", "--precision", "int"]
-    _one_line_exit_2([*argv, "--strict"], capsys, "synaptic current \\(wrapped\\)")
+    _cli_refuses([*argv, "--strict"], capsys, "synaptic current \\(wrapped\\)")
     assert main([str(a) for a in argv]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "n2c: warning: layer 'lif'" in err[0] and "wrapped" in err[0], err
@@ -255,7 +247,7 @@ def test_lava_backend_reports_overflow_and_honours_strict(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "wrapped" in json.loads(captured.out)["overflows"]["lif"]["limit"]
     assert "n2c: warning: layer 'lif'" in captured.err
-    _one_line_exit_2([*argv, "--strict"], capsys, "wrapped")
+    _cli_refuses([*argv, "--strict"], capsys, "wrapped")
 
 
 def test_report_states_values_past_loihi_limits(tmp_path):
@@ -321,11 +313,11 @@ def test_outputs_follow_the_umask(digits_nir, tmp_path):
 
 def test_no_command_creates_missing_parent_directories(digits_checkpoint, digits_nir, tmp_path, capsys):
     missing = tmp_path / "missing" / "dir"
-    _one_line_exit_2(["export", digits_checkpoint, "-o", missing / "x.nir", "--arch",
+    _cli_refuses(["export", digits_checkpoint, "-o", missing / "x.nir", "--arch",
                       "n2c.models:DigitsCNN(levels=8)", "--dataset", "digits"], capsys, "does not exist")
-    _one_line_exit_2(["simulate", digits_nir, "--samples", "3", "--save-output", missing / "y.npy"], capsys,
+    _cli_refuses(["simulate", digits_nir, "--samples", "3", "--save-output", missing / "y.npy"], capsys,
                      "does not exist")
-    _one_line_exit_2(["report", digits_nir, "-o", missing / "r"], capsys, "does not exist")
+    _cli_refuses(["report", digits_nir, "-o", missing / "r"], capsys, "does not exist")
     assert not (tmp_path / "missing").exists()
 
 
@@ -335,14 +327,14 @@ def test_unusable_output_paths_are_refused_before_the_work(digits_nir, tmp_path,
     if make == "directory":
         out.mkdir()
     pattern = "is a directory" if make == "directory" else "over this file system's limit"
-    _one_line_exit_2(["simulate", digits_nir, "--samples", "3", "--save-output", out], capsys, pattern)
+    _cli_refuses(["simulate", digits_nir, "--samples", "3", "--save-output", out], capsys, pattern)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_report_into_an_unwritable_directory_is_refused(digits_nir, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    _one_line_exit_2(["report", digits_nir, "-o", locked / "r"], capsys, "not writable")
+    _cli_refuses(["report", digits_nir, "-o", locked / "r"], capsys, "not writable")
 
 
 # ---------------------------------------------------------------- other tools' graphs
