@@ -161,6 +161,12 @@ def _unit_per_channel(unit: np.ndarray, shape: tuple[int, ...], what: str) -> np
     return per_channel[:, 0]
 
 
+# A scale cap (the accumulator's width) may cost weight bits, down to this many for the largest
+# weight; below it (8-bit graded SFN codes into a wide dense layer can need 0 bits) the layer keeps
+# its scale and the values past the accumulator are counted and reported instead.
+MIN_CAPPED_WEIGHT_BITS = 4
+
+
 def _power_of_two_scale(max_abs: float, name: str, fmt: IntegerFormat) -> float:
     """Largest 2^k with max|w|·2^k ≤ the largest even mantissa (254 at 8 bits): every layer uses
     Lava's mixed-sign format (even mantissas)."""
@@ -385,7 +391,10 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     scale = _power_of_two_scale(max_abs, name, fmt)
     capped = max_scale is not None and scale > max_scale
     if capped:
-        scale = 2.0 ** math.floor(math.log2(max_scale))
+        lower = 2.0 ** math.floor(math.log2(max_scale))
+        capped = max_abs * lower >= 2 ** (MIN_CAPPED_WEIGHT_BITS - 1)
+        if capped:  # else the cap would leave the weights too few bits: keep them, let the overflow show
+            scale = lower
     synapses = []
     stats = {"weight_max_abs_error": 0.0, "weight_bits": fmt.weight_bits, "weight_bits_used": 0, "weights_zeroed": 0,
              "weight_count": 0, "scale_capped": bool(capped)}

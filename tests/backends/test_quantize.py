@@ -102,3 +102,20 @@ def test_a_bad_max_current_is_refused(value):
                          edges=[("input", "fc"), ("fc", "output")], metadata={}, type_check=False)
     with pytest.raises(NIRFormatError, match="n2c.max_current must be one positive number"):
         import_nir(graph)
+
+
+def test_the_cap_never_leaves_the_weights_fewer_than_four_bits():
+    """A cap that would round every weight to 0 (large graded inputs into a wide layer) is not applied:
+    the layer keeps its scale and its overflow stays visible."""
+    import nir
+    from backends.quantize import MIN_CAPPED_WEIGHT_BITS
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([512])}),
+                                "fc": nir.Affine(weight=rng.uniform(0.5, 1, (4, 512)), bias=np.zeros(4)),
+                                "output": nir.Output(output_type={"output": np.array([4])},
+                                                     metadata={"n2c.max_current": 1e6})},
+                         edges=[("input", "fc"), ("fc", "output")], metadata={}, type_check=False)
+    net = quantize(import_nir(graph), input_scale=1.0, timesteps=1)
+    (info,) = net.report
+    assert not info["scale_capped"] and info["weight_bits_used"] >= MIN_CAPPED_WEIGHT_BITS
+    assert run_encoded(net, np.full((1, 1, 512), 255, np.int64)).overflows
