@@ -73,7 +73,8 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|---|", *rows, "",
              "Where the cap would leave a layer's largest weight fewer than 4 bits (scale-and-fire sends 8-bit "
              "graded codes, so its dense layers' sums are 255 times a spike's), the layer keeps its scale and "
-             "its values past the accumulator stay counted: those are the sfn rows. A few values can still pass "
+             "its values past the accumulator stay counted: the sfn rows with values left (digits VGG sfn fits its cap). "
+             "A few values can still pass "
              "on test data when it exceeds the training data's largest current (Fashion VGG mtn)."]
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
