@@ -201,9 +201,8 @@ def lif_step(u, v, a, du, dv, bias, vth, spiking: bool = True, clamp: StateClamp
     """
     limit = 2 ** (LOIHI.state_bits - 1)
     u = _rtz_decay(u, DECAY_UNITY - (du + 1)) + (a.astype(np.int64) << SHIFT)
-    wrapped = (u > limit) | (u <= -limit)
     if clamp is not None and clamp.counting:
-        clamp.wraps += int(wrapped.sum())
+        clamp.wraps += int(((u > limit) | (u <= -limit)).sum())
     u = np.where(u > limit, u - 2 * limit, u)
     u = np.where(u <= -limit, u + 2 * limit, u)
     v = np.clip(_rtz_decay(v, DECAY_UNITY - dv) + u + bias, -limit + 1, limit - 1)

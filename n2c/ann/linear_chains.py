@@ -21,12 +21,9 @@ import operator
 import torch
 from torch import fx, nn
 
+from n2c.ingest.canonical import module_of
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
-
-
-def _module(gm: fx.GraphModule, node) -> nn.Module | None:
-    return gm.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
 
 
 def _terms(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node]:
@@ -79,15 +76,15 @@ def fold_linear_chains(gm: fx.GraphModule) -> fx.GraphModule:
     """Rewrite every weighted layer that reads a weighted layer or a sum (module docstring)."""
     changed = False
     for node in list(gm.graph.nodes):
-        outer = _module(gm, node)
+        outer = module_of(gm, node)
         if not isinstance(outer, WEIGHTED) or not isinstance(node.args[0], fx.Node):
             continue
         terms = _terms(gm, node.args[0])
-        if len(terms) == 1 and not isinstance(_module(gm, terms[0]), WEIGHTED):
+        if len(terms) == 1 and not isinstance(module_of(gm, terms[0]), WEIGHTED):
             continue  # reads an activation (or anything else): an ordinary layer
         parts = []
         for i, term in enumerate(terms):
-            inner = _module(gm, term)
+            inner = module_of(gm, term)
             layer = compose(outer, inner) if isinstance(inner, WEIGHTED) else None
             if isinstance(inner, WEIGHTED) and layer is None:
                 break  # not composable: left for the integer stage to name

@@ -27,6 +27,7 @@ from torch import fx, nn
 
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.errors import UnsupportedLayerError
+from n2c.ingest.canonical import module_of
 
 
 class MaxRelay(QCFS):
@@ -95,11 +96,9 @@ def channels_of(gm: fx.GraphModule, node: fx.Node) -> int | None:
     """The channels of ``node``'s output, read off the nearest convolution above it (the layers
     between keep the channel count: activations, pooling, dropout, residual additions)."""
     while isinstance(node, fx.Node):
-        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        module = module_of(gm, node)
         if isinstance(module, nn.Conv2d):
             return module.out_channels
-        if isinstance(module, (nn.BatchNorm2d,)):
-            return module.num_features
         node = node.args[0] if node.args else None
     return None
 
@@ -108,11 +107,11 @@ def replace_maxpools(gm: fx.GraphModule) -> fx.GraphModule:
     """Replace every MaxPool2d that reads a QCFS layer by :func:`max_circuit`. A MaxPool after a
     signed quantizer is refused."""
     for node in list(gm.graph.nodes):
-        pool = gm.get_submodule(node.target) if node.op == "call_module" else None
+        pool = module_of(gm, node)
         if not isinstance(pool, nn.MaxPool2d):
             continue
         src = node.args[0]
-        source = gm.get_submodule(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        source = module_of(gm, src)
         if not isinstance(source, QCFS):
             continue  # before the first activation: the input is analog and constant over time
         if isinstance(source, SignedQCFS):

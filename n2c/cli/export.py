@@ -94,16 +94,18 @@ def cmd_export(args) -> int:
         raise N2CError("--dt applies to --to netx only (the time step of a NIR graph's neurons); drop it")
     snn = load_model_or_snn(args)
     data = load_dataset(args.dataset, "test") if args.dataset else None
+    # training samples: the input shape when nothing else gives it, and the currents to measure
+    train = load_dataset(args.calib or args.dataset, "train").head(args.calib_samples) \
+        if (args.calib or args.dataset) else None
     shape = args.input_shape or (tuple(data.x.shape[1:]) if data is not None else None)
-    if shape is None and args.calib:
-        shape = tuple(load_dataset(args.calib, "train").x.shape[1:])
+    if shape is None and train is not None:
+        shape = tuple(train.x.shape[1:])
     if shape is None:
         raise N2CError("the input shape is unknown; pass --input-shape C,H,W or --dataset NAME")
     scale = args.input_scale or (data.input_scale if data is not None else None)
     if args.portable and args.nested:
         raise N2CError("--portable writes a flat graph; drop --nested")
-    width = load_dataset(args.calib or args.dataset, "train").head(args.calib_samples).x \
-        if (args.calib or args.dataset) else None
+    width = train.x if train is not None else None
     if width is not None and tuple(width.shape[1:]) != tuple(shape):
         width = None  # data of another shape: no currents to measure (the shape error comes from elsewhere)
     export_model(snn, args.output, shape, scale, portable=args.portable, nested=args.nested, width_data=width)

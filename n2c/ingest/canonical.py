@@ -66,12 +66,8 @@ def _clipped_relu_cap(node: fx.Node, gm: nn.Module) -> float | None:
         lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
         hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
         return float(hi) if lo == 0 and hi > 0 else None
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    if name in ("clamp", "clamp_", "clip") and node.op in ("call_method", "call_function"):
-        lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
-        hi = node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
-        return float(hi) if lo == 0 and isinstance(hi, (int, float)) and hi > 0 else None
-    return None
+    lo, hi = _clamp_bounds(node)
+    return float(hi) if lo == 0 and isinstance(hi, (int, float)) and hi > 0 else None
 
 
 # Functional layers as the modules that do the same, with their parameters in torch's order.
@@ -113,6 +109,11 @@ def _describe(node: fx.Node, gm: nn.Module) -> str:
     return f"operation '{node.name}' ({node.op} {target})"
 
 
+def module_of(gm: nn.Module, node) -> nn.Module | None:
+    """The module a ``call_module`` node calls, else None."""
+    return gm.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
+
+
 def set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
     """Put ``module`` at the dotted path ``target`` of ``gm`` (the graph keeps calling it there)."""
     parent, _, name = target.rpartition(".")
@@ -128,16 +129,23 @@ def _replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, a
     gm.graph.erase_node(node)
 
 
+def _clamp_bounds(node: fx.Node) -> tuple:
+    """(min, max) of a ``clamp``/``clip``/``clamp_min`` node (None where not given), else (None, None)."""
+    if node.op not in ("call_method", "call_function"):
+        return None, None
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+    if name in ("clamp", "clamp_", "clip"):
+        return lo, node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
+    if name in ("clamp_min", "clamp_min_"):
+        return lo, None
+    return None, None
+
+
 def _is_relu_clamp(node: fx.Node) -> bool:
     """``x.clamp(min=0)``, ``torch.clamp(x, min=0)``, ``x.clamp_min(0)`` without a max."""
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    if name in ("clamp", "clamp_", "clip"):
-        lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
-        hi = node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
-        return lo == 0 and hi is None
-    if name in ("clamp_min", "clamp_min_"):
-        return (node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)) == 0
-    return False
+    lo, hi = _clamp_bounds(node)
+    return lo == 0 and hi is None
 
 
 def _is_batch_flatten(node: fx.Node) -> bool:
@@ -176,10 +184,10 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
         if node.op == "call_function" and node.target in RELU_FUNCTIONS or \
                 node.op == "call_method" and node.target in ("relu", "relu_") or _is_relu_clamp(node):
             _replace_with_module(gm, node, nn.ReLU(), node.args[0])
-        elif _functional_layer(node) is not None:
-            _replace_with_module(gm, node, _functional_layer(node), node.args[0])
-        elif _clipped_relu_cap(node, gm) is not None:
-            _replace_with_module(gm, node, ClippedReLU(_clipped_relu_cap(node, gm)), node.args[0])
+        elif (layer := _functional_layer(node)) is not None:
+            _replace_with_module(gm, node, layer, node.args[0])
+        elif (cap := _clipped_relu_cap(node, gm)) is not None:
+            _replace_with_module(gm, node, ClippedReLU(cap), node.args[0])
         elif _is_batch_flatten(node):
             _replace_with_module(gm, node, nn.Flatten(), node.args[0])
         elif node.op == "call_function" and node.target in ADD_FUNCTIONS:

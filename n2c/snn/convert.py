@@ -33,7 +33,7 @@ from torch import fx, nn
 from n2c.ann import calibration
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
-from n2c.ingest.canonical import canonicalize, set_submodule
+from n2c.ingest.canonical import canonicalize, module_of, set_submodule
 from n2c.ann.linear_chains import fold_linear_chains
 from n2c.ann.maxpool import MaxRelay, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
@@ -42,10 +42,6 @@ from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, Spik
 METHODS = ("if", "mtn", "pmsm", "sfn", "parallel")
 MAXPOOL_MODES = ("exact", "avg", "error")
 CALIBRATION_MODES = calibration.THRESHOLD_MODES
-
-
-def _module(gm: fx.GraphModule, node: fx.Node):
-    return gm.get_submodule(node.target) if node.op == "call_module" else None
 
 
 def _replace(gm: fx.GraphModule, node: fx.Node, new: nn.Module) -> None:
@@ -64,11 +60,11 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     A BatchNorm not directly after a conv/linear with a single user is an error.
     """
     for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
+        bn = module_of(gm, node)
         if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
             continue
         prev = node.args[0]
-        layer = _module(gm, prev) if isinstance(prev, fx.Node) else None
+        layer = module_of(gm, prev) if isinstance(prev, fx.Node) else None
         if not isinstance(layer, (nn.Conv2d, nn.Linear)) or len(prev.users) != 1:
             raise UnsupportedLayerError(
                 f"BatchNorm '{node.target}' does not directly follow a Conv2d/Linear it can be folded into; "
@@ -102,7 +98,7 @@ def check_maxpool(gm: fx.GraphModule, maxpool: str = "exact") -> fx.GraphModule:
         raise UnsupportedLayerError(f"unknown --maxpool {maxpool!r}; use one of {', '.join(MAXPOOL_MODES)}")
     after_activation: set[str] = set()
     for node in gm.graph.nodes:
-        m = _module(gm, node)
+        m = module_of(gm, node)
         spiking_input = any(isinstance(a, fx.Node) and a.name in after_activation for a in node.args)
         if spiking_input or _is_activation(m):
             after_activation.add(node.name)
@@ -129,7 +125,7 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
     an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise."""
     gm = fold_linear_chains(fold_batchnorm(canonicalize(copy.deepcopy(model).eval())))
     gm = check_maxpool(gm, maxpool)
-    relus = [n.target for n in gm.graph.nodes if isinstance(_module(gm, n), nn.ReLU)]
+    relus = [n.target for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.ReLU)]
     if relus:
         if calib is None:
             raise CalibrationError(
@@ -158,11 +154,11 @@ def to_snn(gm: fx.GraphModule, method: str = "mtn", timesteps: int = 1, calib: D
         raise CalibrationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if timesteps < 1:
         raise CalibrationError(f"timesteps must be >= 1, got {timesteps}")
-    acts = [n for n in gm.graph.nodes if isinstance(_module(gm, n), QCFS)]
+    acts = [n for n in gm.graph.nodes if isinstance(module_of(gm, n), QCFS)]
     for node in gm.graph.nodes:
-        if isinstance(_module(gm, node), nn.ReLU):
+        if isinstance(module_of(gm, node), nn.ReLU):
             raise CalibrationError(f"ReLU '{node.target}' has no threshold; run prepare() with calibration data")
-    signed = [n.target for n in acts if isinstance(_module(gm, n), SignedQCFS)]
+    signed = [n.target for n in acts if isinstance(module_of(gm, n), SignedQCFS)]
     if signed and method in ("if", "mtn", "parallel"):
         raise CalibrationError(f"signed quantizer '{signed[0]}' needs negative spikes, which --method {method} "
                                "does not emit; use --method pmsm or sfn")
@@ -171,14 +167,14 @@ def to_snn(gm: fx.GraphModule, method: str = "mtn", timesteps: int = 1, calib: D
                       "(train with n2c train --quantizer signed for polarity spikes)", stacklevel=2)
     if method == "sfn" and calib is None:
         raise CalibrationError("--method sfn places its thresholds from data; pass calibration data (--calib)")
-    relays = [n.target for n in acts if isinstance(_module(gm, n), MaxRelay)]
+    relays = [n.target for n in acts if isinstance(module_of(gm, n), MaxRelay)]
     if method == "sfn" and relays:
         raise UnsupportedLayerError(f"--method sfn places non-uniform levels per layer, which breaks the exact "
                                     f"max-pooling circuit ({relays[0]}); use --maxpool avg with sfn, or another method")
     neurons = _neurons(gm, acts, method, timesteps, calib, v_init, sfn_scale, da)
     snn = copy.deepcopy(gm)
     for node in list(snn.graph.nodes):
-        m = _module(snn, node)
+        m = module_of(snn, node)
         if node.target in neurons:
             _replace(snn, node, neurons[node.target])
         elif isinstance(m, (nn.Dropout, nn.Identity)):
@@ -193,19 +189,19 @@ def _neurons(gm, acts, method, T, calib, v_init, sfn_scale, da) -> dict[str, nn.
     if method == "sfn":
         return _sfn_neurons(gm, acts, T, calib, sfn_scale)
     if method == "parallel":
-        use_da = any(getattr(_module(gm, n), "from_relu", False) for n in acts) if da is None else da
+        use_da = any(getattr(module_of(gm, n), "from_relu", False) for n in acts) if da is None else da
         if use_da and calib is None:
             raise CalibrationError("DA-QCFS calibration needs data (--calib), or turn it off (--no-da)")
         shifts = calibration.fit_da_qcfs(gm, calib, T) if use_da else {}
         out = {}
         for n in acts:
-            theta = _module(gm, n).lam.detach()
+            theta = module_of(gm, n).lam.detach()
             psi, phi = shifts.get(n.target, (torch.zeros(()), torch.zeros(())))
             out[n.target] = ParallelNeuron(theta, T, v_init=v_init * theta + T * psi, spike_value=theta + phi)
         return out
     out = {}
     for n in acts:
-        q = _module(gm, n)
+        q = module_of(gm, n)
         lam, levels = q.lam.detach(), int(q.levels)
         if method == "if":
             theta, per_step = lam.clone(), 1
@@ -224,7 +220,7 @@ def _sfn_neurons(gm, acts, T, calib, sfn_scale) -> dict[str, nn.Module]:
     work = copy.deepcopy(gm)
     out = {}
     for n in acts:
-        q = _module(work, n)
+        q = module_of(work, n)
         z = calibration.record_inputs(work, [n.target], calib)[n.target].numpy()
         lam = float(q.lam.detach().max())
         edges, codes, unit = calibration.sfn_levels(z, lam, int(q.levels), isinstance(q, SignedQCFS), sfn_scale)

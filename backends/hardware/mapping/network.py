@@ -12,7 +12,8 @@ import numpy as np
 from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices, split_starts
 from backends.hardware.mapping.partition import lower_bound, partition
 from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
-from backends.hardware.mapping.usage import LIMIT_KEYS, USAGE_KEYS, fit_error, limits, memory_use, over_limits, usage_grids
+from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
+                                           over_limits, usage_grids)
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron
 from n2c.errors import MappingError
@@ -97,15 +98,16 @@ def check_fan_in(neurons, comp: dict, conns, chip: ChipSpec) -> None:
     for neuron in neurons:
         into = [c for c in conns if c.target == neuron.name]
         finest = tuple(neuron.shape)  # one neuron per core: every usage is at its smallest
+        # fan-out is not known yet (consumers are partitioned later): zero, so only input limits count
         usage = usage_grids(neuron, comp[neuron.name], into, np.zeros(neuron.shape, np.int64), finest, chip)
-        over = {k: v for k, v in over_limits(usage, chip).items() if k not in ("output_fanout", "routing")}
+        over = over_limits(usage, chip)
         if over:
-            unfit.append(str(fit_error(neuron, chip, over)))
+            unfit.append((neuron, over))
     if len(unfit) == 1:
-        raise MappingError(unfit[0])
+        raise fit_error(unfit[0][0], chip, unfit[0][1])
     if unfit:
         raise MappingError(f"{len(unfit)} layers cannot fit one {chip.name} core: " + " | ".join(
-            u.split(" cannot fit one ")[0] + ":" + u.split(" core:", 1)[1] for u in unfit))
+            f"layer '{neuron.name}': {fit_reason(over)}" for neuron, over in unfit))
 
 
 def map_network(net: IntNetwork, chip: ChipSpec) -> Mapping:

@@ -65,8 +65,13 @@ def over_limits(usage: dict, chip: ChipSpec) -> dict:
     return {k: (int(np.max(used[k])), lim) for k, lim in limits(chip).items() if np.max(used[k]) > lim}
 
 
-def fit_error(neuron, chip, over: dict) -> MappingError:
+def fit_reason(over: dict) -> str:
+    """Why one neuron of the layer exceeds a core: what it needs against each limit, and the fix."""
     needs = " and ".join(f"{used} {LABELS.get(k, 'bits of ' + k)} (limit {lim} per core)"
                          for k, (used, lim) in over.items())
     hint = HINTS.get(next(iter(over)), "give it fewer or narrower inputs or use a chip with more memory per core")
-    return MappingError(f"layer '{neuron.name}' cannot fit one {chip.name} core: one neuron needs {needs}; {hint}")
+    return f"one neuron needs {needs}; {hint}"
+
+
+def fit_error(neuron, chip, over: dict) -> MappingError:
+    return MappingError(f"layer '{neuron.name}' cannot fit one {chip.name} core: {fit_reason(over)}")
