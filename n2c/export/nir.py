@@ -22,7 +22,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from n2c.errors import N2CError, UnsupportedLayerError
-from n2c.ingest.canonical import set_submodule
+from n2c.ingest.canonical import module_of, set_submodule
 from n2c.limits import check_elements
 from n2c.files import atomic_write
 from n2c.neurons import kind
@@ -199,7 +199,7 @@ def _fold_adaptive_pools(gm: fx.GraphModule) -> bool:
     window). A linear map of a linear map, exactly; needs the shapes (ShapeProp) on ``gm``."""
     folded = False
     for node in list(gm.graph.nodes):
-        pool = gm.get_submodule(node.target) if node.op == "call_module" else None
+        pool = module_of(gm, node)
         if not isinstance(pool, nn.AdaptiveAvgPool2d):
             continue
         c, h, w = node.args[0].meta["tensor_meta"].shape[-3:]
@@ -208,8 +208,7 @@ def _fold_adaptive_pools(gm: fx.GraphModule) -> bool:
             continue  # an AvgPool2d in NIR
         flat = next(iter(node.users)) if len(node.users) == 1 else None
         linear = next(iter(flat.users)) if flat is not None and len(flat.users) == 1 else None
-        if linear is None or not isinstance(gm.get_submodule(flat.target), nn.Flatten) or \
-                not isinstance(gm.get_submodule(linear.target), nn.Linear):
+        if not isinstance(module_of(gm, flat), nn.Flatten) or not isinstance(module_of(gm, linear), nn.Linear):
             continue  # refused by _node_for, naming the layer
         basis = torch.eye(h * w).reshape(h * w, 1, h, w)
         p = F.adaptive_avg_pool2d(basis, (oh, ow)).reshape(h * w, oh * ow).T  # (oh·ow, h·w)

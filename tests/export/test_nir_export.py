@@ -10,7 +10,7 @@ import torch
 from backends.ir.layers import ConvLayer, DenseLayer, NeuronLayer, PoolLayer
 from backends.nir.to_layers import import_nir
 from n2c.snn.convert import prepare, to_snn
-from n2c.errors import N2CError, NIRFormatError
+from n2c.errors import N2CError, NIRFormatError, UnsupportedLayerError
 from n2c.export.nir import to_nir, write_nir
 from n2c.ann.qcfs import QCFS
 
@@ -188,3 +188,21 @@ def test_an_upsampling_adaptive_pool_folds_into_the_next_linear():
     assert any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in snn.modules())
     x = torch.rand(6, 1, 8, 8)
     assert np.allclose(_float_run(snn, (1, 8, 8), x), snn(x).detach().numpy(), atol=1e-5)
+
+
+def test_an_upsampling_adaptive_pool_that_feeds_a_sum_is_refused_by_name():
+    """Its user is a residual sum, not Flatten → Linear: no fold, and the export names the layer
+    (once an AttributeError from looking up the sum's function as a submodule)."""
+    class PoolThenSum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.q = torch.nn.Conv2d(1, 3, 4, stride=4), QCFS(4, 1.0)
+            self.p, self.fc = torch.nn.AdaptiveAvgPool2d((3, 3)), torch.nn.Linear(27, 2)
+
+        def forward(self, x):
+            y = self.p(self.q(self.c(x)))
+            return self.fc(torch.flatten(y + y, 1))
+
+    snn = to_snn(prepare(PoolThenSum().eval()), "mtn", 1)
+    with pytest.raises(UnsupportedLayerError, match="AdaptiveAvgPool2d 'p': input .* is not a multiple"):
+        to_nir(snn, (1, 8, 8), 1 / 16)
