@@ -70,10 +70,31 @@ class IntSynapse:
     groups: int = 1
     kernel: tuple[int, int] = (1, 1)  # sumpool only
     delay: np.ndarray | None = None  # dense only: int64 (out, in) extra steps per synapse, 0..MAX_DELAY
+    # reads only [start, stop) of its input: dense, of the C-order flattening; conv (groups 1), of the
+    # channels. ``in_shape`` stays the whole input's; ``weight`` and ``delay`` cover the slice only
+    in_slice: tuple[int, int] | None = None
 
     @property
     def message_bits(self) -> int:  # a synapse feeding a synapse sends 24-bit currents
         return STATE_BITS
+
+    def read_input(self, s: np.ndarray) -> np.ndarray:
+        """The part of input messages ``s`` (N, *in_shape) the synapse reads."""
+        if self.in_slice is None:
+            return s
+        a, b = self.in_slice
+        return s.reshape(len(s), -1)[:, a:b] if self.kind == "dense" else s[:, a:b]
+
+    def full_weight(self) -> np.ndarray:
+        """The weight over the whole input, zeros outside ``in_slice`` (for engines that cannot slice
+        their input, as Lava's ports)."""
+        if self.in_slice is None:
+            return self.weight
+        a, b = self.in_slice
+        width = int(np.prod(self.in_shape)) if self.kind == "dense" else self.in_shape[0]
+        full = np.zeros((self.weight.shape[0], width, *self.weight.shape[2:]), self.weight.dtype)
+        full[:, a:b] = self.weight
+        return full
 
 
 @dataclass
@@ -131,6 +152,7 @@ class IntNetwork:
     timesteps: int = 1
     report: list[dict] = field(default_factory=list)  # per-layer quantization summary
     fmt: IntegerFormat = LOIHI  # the integer widths it was quantized to
+    fan_in: list[dict] = field(default_factory=list)  # relays added to fit a chip (backends.hardware.fan_in)
 
     def by_name(self) -> dict:
         return {self.source.name: self.source, **{layer.name: layer for layer in self.layers}}

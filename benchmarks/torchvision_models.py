@@ -31,6 +31,7 @@ SAMPLES = 8
 def run(name: str, shape: tuple[int, ...], tmp: Path) -> dict:
     import torchvision
 
+    from backends.hardware.fan_in import fit_fan_in
     from backends.hardware.mapping import map_network
     from backends.hardware.spec import load_chip
     from n2c.cli.pipeline import export_model, load_network
@@ -57,9 +58,12 @@ def run(name: str, shape: tuple[int, ...], tmp: Path) -> dict:
     for chip in ("loihi1", "loihi2"):
         t = time.perf_counter()
         try:
-            mapping = map_network(net, load_chip(chip))
+            fitted = fit_fan_in(net, load_chip(chip))
+            mapping = map_network(fitted, load_chip(chip))
+            relays = sum(1 for layer in fitted.layers if getattr(layer, "kind", None) == "relay")
             row[chip] = (f"{len(mapping.cores)} cores on {mapping.chips} chip(s), bound {mapping.lower_bound} "
-                         f"({len(mapping.cores) / mapping.lower_bound:.2f}x), {time.perf_counter() - t:.1f} s")
+                         f"({len(mapping.cores) / mapping.lower_bound:.2f}x), {relays} relay layers, "
+                         f"{time.perf_counter() - t:.1f} s")
         except Exception as e:  # MappingError: the layers that cannot fit one core
             text = str(e)
             layers = text.count("layer '")

@@ -43,6 +43,7 @@ way and counts them in its overflows).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -132,15 +133,19 @@ def _dense_process(syn: IntSynapse, src: _Stream):
     from lava.proc.dense.process import DelayDense, Dense
 
     n_in = int(np.prod(syn.in_shape))
-    if syn.weight.shape != (int(np.prod(syn.out_shape)), n_in) or int(np.prod(src.shape)) != n_in:
-        raise QuantizationError(f"synapse '{syn.name}': dense weight {syn.weight.shape} does not map input "
+    weight = syn.full_weight()  # a sliced synapse reads the whole port, with zero weights outside its slice
+    if weight.shape != (int(np.prod(syn.out_shape)), n_in) or int(np.prod(src.shape)) != n_in:
+        raise QuantizationError(f"synapse '{syn.name}': dense weight {weight.shape} does not map input "
                                 f"{src.shape} to output {syn.out_shape}")
     if len(syn.out_shape) != 1:
         raise QuantizationError(f"synapse '{syn.name}': a dense output must be flat, got {syn.out_shape}")
-    _warn_if_may_wrap(syn, _current_bound(syn, syn.weight, src), DENSE_WRAP, "Lava's Dense accumulates in int32")
-    weights = dense_columns_for_lava(syn.weight, tuple(src.shape))
+    _warn_if_may_wrap(syn, _current_bound(syn, weight, src), DENSE_WRAP, "Lava's Dense accumulates in int32")
+    weights = dense_columns_for_lava(weight, tuple(src.shape))
     if syn.delay is not None and np.any(syn.delay):
-        delays = dense_columns_for_lava(np.asarray(syn.delay, dtype=np.int64), tuple(src.shape))
+        delay = np.asarray(syn.delay, dtype=np.int64)
+        if syn.in_slice is not None:
+            delay = dataclasses.replace(syn, weight=delay).full_weight()
+        delays = dense_columns_for_lava(delay, tuple(src.shape))
         proc = DelayDense(weights=weights, delays=delays, weight_exp=int(syn.weight_exp),
                           num_message_bits=src.bits, name=syn.name)
     else:
@@ -156,7 +161,7 @@ def _synapse(syn: IntSynapse, src: _Stream) -> _Stream:
         proc = _dense_process(syn, src)
         bound = _current_bound(syn, syn.weight, src)
     elif syn.kind in ("conv", "sumpool"):
-        weight = np.asarray(syn.weight, dtype=np.int64) if syn.kind == "conv" else \
+        weight = np.asarray(syn.full_weight(), dtype=np.int64) if syn.kind == "conv" else \
             np.ones((syn.in_shape[0], 1, *syn.kernel), dtype=np.int64)
         groups = syn.groups if syn.kind == "conv" else syn.in_shape[0]
         proc = _conv_process(syn, src, weight, groups)

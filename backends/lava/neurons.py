@@ -9,6 +9,7 @@ Which Process runs each kind (``docs/lava-backend.md``)::
                          bias = 13-bit mantissa << shared exponent), else CubaNeuron (custom)
     li                   CubaNeuron             custom (sends its potential v)
     readout              ReadoutNeuron          custom
+    relay                stock GradedVec (vth = 0: sends its input current, no state kept)
 
 What each kind computes, checks and how late its output is: its module in ``n2c.neurons``.
 """
@@ -78,9 +79,19 @@ def _cuba(procs, neuron, shape, per_neuron, window):
                             spiking=neuron.neuron_kind.spiking, **window)
 
 
+def _relay(procs, neuron, shape, per_neuron, window):
+    """Lava's stock graded relay: ``v = a_in``, sent when ``|v| > vth`` (0 sends 0 anyway), then
+    ``v = 0``; it has no bias and no window (nothing is kept between steps)."""
+    from lava.proc.graded.process import GradedVec
+
+    if np.any(neuron.bias):
+        raise QuantizationError(f"relay '{neuron.name}' has a bias; relays carry currents only")
+    return GradedVec(shape=shape, vth=0)
+
+
 # The Process that runs each kind of n2c.neurons (docs/lava-backend.md).
 PROCESSES = {"mtn": _multi_threshold, "sfn": _scale_and_fire, "parallel": _parallel, "lif": _cuba, "li": _cuba,
-             "readout": _readout}
+             "readout": _readout, "relay": _relay}
 assert set(PROCESSES) == set(KINDS), "every neuron kind needs a Lava Process (or an entry saying why not)"
 
 

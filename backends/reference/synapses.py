@@ -58,6 +58,7 @@ def synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, steps: int = 1) -> 
     A synapse delay k moves a contribution k steps later; what moves past the last step is lost.
     Values past Loihi's limits are counted in ``overflows`` (the arithmetic stays Lava's)."""
     n = s.shape[0]
+    s = syn.read_input(s)
     if syn.kind == "dense":
         w = lava_effective_weights(syn.weight)
         flat = s.reshape(n, -1).astype(exact_float_type(syn, s))

@@ -15,6 +15,7 @@ import numpy as np
 from n2c import __version__
 from backends.hardware.cost import Activity, price
 from backends.hardware.spec import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_MAC, ChipSpec
+from backends.hardware.fan_in import fit_fan_in
 from backends.hardware.mapping import Mapping, map_network
 from backends.quantize import IntNetwork, IntSynapse
 from backends.reference.synapses import merge_overflows
@@ -38,8 +39,9 @@ def ann_macs(net: IntNetwork) -> dict[str, int]:
     """Multiply-accumulates of the equivalent ANN per conv/dense layer, as the papers count
     them: output elements × kernel size (padded positions included)."""
     macs = {}
+    relays = {x.name for x in net.layers if getattr(x, "kind", None) == "relay"}
     for layer in net.layers:
-        if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense"):
+        if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense") and layer.input not in relays:
             macs[layer.name] = int(np.prod(layer.out_shape)) * int(np.prod(layer.weight.shape[1:]))
     return macs
 
@@ -67,8 +69,9 @@ class ReportBuilder:
     def __init__(self, net: IntNetwork, chip: ChipSpec, info: RunInfo):
         if info.simulator not in SIMULATORS:
             raise N2CError(f"unknown simulator {info.simulator!r}; use one of {', '.join(SIMULATORS)}")
-        self.net, self.chip, self.info = net, chip, info
-        self.mapping = map_network(net, chip)
+        self.net = fit_fan_in(net, chip)  # run this network: relays where fan-in exceeds a core
+        self.chip, self.info = chip, info
+        self.mapping = map_network(self.net, chip)
         self.activity = Activity(net, self.mapping)
         self.correct = 0
         self.labelled = 0
@@ -99,8 +102,9 @@ class ReportBuilder:
             "ann": ann_comparison(net, mapping, cost["activity"]),
             "across_T": across_T or [],
             "quantization": net.report,
+            "fan_in_relays": net.fan_in,
             "past_loihi_limits": self.overflows,
-            "notes": notes(mapping) + overflow_notes(self.overflows),
+            "notes": notes(mapping) + relay_notes(net) + overflow_notes(self.overflows),
         }
         return report
 
@@ -124,6 +128,17 @@ def notes(mapping: Mapping) -> list[str]:
             "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
             "placement + pairwise swaps)."]
     return out
+
+
+def relay_notes(net: IntNetwork) -> list[str]:
+    """What n2c added so that every neuron's inputs fit one core (``backends.hardware.fan_in``)."""
+    if not net.fan_in:
+        return []
+    parts = [f"'{r['layer']}' reads {'pooled sums through relay' if r['why'] == 'pooling' else str(r['parts']) + ' partial sums through relays'}"
+             for r in net.fan_in]
+    return [f"Fan-in wider than a core, split exactly with relay neurons (they send the current they receive; the "
+            f"neuron's input is unchanged): {'; '.join(parts)}. The relays are mapped, simulated and priced as "
+            "layers of their own."]
 
 
 def overflow_notes(overflows: dict) -> list[str]:

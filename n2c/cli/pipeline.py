@@ -227,6 +227,7 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
                        f"{tuple(net.source.shape)}; use the data set the network was trained on")
     method = str(graph.metadata.get("n2c.method", "nir"))
     builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator))
+    net = builder.net  # with relays where fan-in exceeds a core
     starts = range(0, len(data.x), chunk)
     for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):
         x, y = data.x[start:start + chunk], data.y[start:start + chunk]

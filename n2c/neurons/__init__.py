@@ -10,6 +10,7 @@ module                  kind         neuron
 ``cuba``                ``lif``,     Loihi's CUBA neuron for NIR's I/LI/IF/LIF/CubaLI/CubaLIF
                         ``li``
 ``readout``             ``readout``  the output accumulator
+``relay``               ``relay``    sends its input current (fan-in splits; integer network only)
 ======================  ===========  =====================================================
 
 Each module states its equation and holds its kernels; the torch SNN (``n2c.snn``), the
@@ -21,11 +22,11 @@ the checklist for adding a kind.
 from __future__ import annotations
 
 from n2c.errors import QuantizationError
-from n2c.neurons import cuba, multi_threshold, parallel, readout, scale_and_fire
+from n2c.neurons import cuba, multi_threshold, parallel, readout, relay, scale_and_fire
 from n2c.neurons.kind import NeuronKind
 
 KINDS: dict[str, NeuronKind] = {k.name: k for k in (multi_threshold.KIND, parallel.KIND, scale_and_fire.KIND,
-                                                    cuba.LIF, cuba.LI, readout.KIND)}
+                                                    cuba.LIF, cuba.LI, readout.KIND, relay.KIND)}
 BY_NIR_NAME: dict[str, NeuronKind] = {k.nir_name: k for k in KINDS.values() if k.nir_name}
 
 

@@ -80,3 +80,23 @@ def test_synaptic_delays_on_delay_dense(kind):
     current, recorded = run_lava_steps(net, s_in, progress=False, record=True)
     ref = run_encoded(net, s_in)
     assert np.array_equal(current, ref.readout_current) and np.array_equal(recorded["n1"], ref.messages["n1"])
+
+
+@pytest.mark.parametrize("bits", [1, 8])
+def test_relays_of_fan_in_splits_stream_bit_exactly(bits):
+    """A network rewritten with relays (pooling relay, conv and dense partial sums, sliced inputs,
+    dense delays) streams on Lava as on the reference, and its readout equals the original's."""
+    from backends.hardware.fan_in import fit_fan_in
+    from backends.lava.lower import run_lava_potentials
+    from backends.reference.simulate import run_encoded
+    from tests.backends.hardware.test_fan_in import TIGHT, wide_net
+    from tests.backends.hardware.test_mapping import LOIHI2_RAW, spec
+
+    net = wide_net(np.random.default_rng(bits), bits=bits)
+    fitted = fit_fan_in(net, spec(LOIHI2_RAW, None, **TIGHT))
+    assert {r["why"] for r in fitted.fan_in} == {"pooling", "partial sums"}
+    s_in = inputs(net, 5, batch=3) % 2 ** bits
+    messages = assert_same_stream(fitted, s_in)
+    assert any(messages[r].any() for r in fitted.fan_in[0]["relay"])
+    potentials, _ = run_lava_potentials(fitted, s_in, progress=False)
+    assert np.array_equal(potentials[-1], run_encoded(net, s_in).output)

@@ -52,6 +52,8 @@ def _axis_maps(syn: IntSynapse) -> list[np.ndarray]:
         kernel, dilation, chans = syn.kernel, (1, 1), np.eye(c_in, dtype=np.int64)
     else:
         kernel, dilation, chans = syn.weight.shape[2:], syn.dilation, _groups(c_out, c_in, syn.groups)
+        if syn.in_slice is not None:  # reads only channels [a, b) of its input
+            chans[:, np.r_[0:syn.in_slice[0], syn.in_slice[1]:c_in]] = 0
     return [chans] + [_window(o, n, s, p, d, k) for o, n, s, p, d, k in
                       zip((h_out, w_out), (h_in, w_in), syn.stride, syn.padding, dilation, kernel)]
 
@@ -118,7 +120,7 @@ class Connection:
             self._axes = [a > 0 for a in axes]
             return
         last = self.chain[-1]
-        paths = (last.weight != 0).astype(np.float64).reshape(-1, *last.in_shape)
+        paths = (last.full_weight() != 0).astype(np.float64).reshape(-1, *last.in_shape)
         for axis, a in enumerate(axes or []):
             paths = np.moveaxis(np.tensordot(paths, a.astype(np.float64), axes=([axis + 1], [0])), -1, axis + 1)
         self._dense = paths.reshape(len(paths), -1) > 0
@@ -246,15 +248,22 @@ def compartments(neuron: IntNeuron, chip: ChipSpec) -> int:
 def connections(net: IntNetwork, chip: ChipSpec) -> list[Connection]:
     """Every (source, neuron) connection, synapse chains folded, in topological order."""
     layers = net.by_name()
+    return [c for neuron in net.layers if isinstance(neuron, IntNeuron)
+            for c in connections_into(net, neuron, chip, layers)]
+
+
+def connections_into(net: IntNetwork, neuron: IntNeuron, chip: ChipSpec, layers: dict | None = None
+                     ) -> list[Connection]:
+    """The connections into one neuron layer (``layers``: ``net.by_name()``, when known)."""
+    layers = layers or net.by_name()
     out = []
-    for neuron in (x for x in net.layers if isinstance(x, IntNeuron)):
-        for name in neuron.inputs:
-            chain = []
-            while isinstance(layers[name], IntSynapse):
-                chain.insert(0, layers[name])
-                name = layers[name].input
-            src = layers[name]
-            bits = net.source.bits if src is net.source else message_bits(src)
-            out.append(Connection(name, neuron.name, chain, tuple(src.shape), tuple(neuron.shape),
-                                  message_width(bits, chip), net.fmt.weight_bits))
+    for name in neuron.inputs:
+        chain = []
+        while isinstance(layers[name], IntSynapse):
+            chain.insert(0, layers[name])
+            name = layers[name].input
+        src = layers[name]
+        bits = net.source.bits if src is net.source else message_bits(src)
+        out.append(Connection(name, neuron.name, chain, tuple(src.shape), tuple(neuron.shape),
+                              message_width(bits, chip), net.fmt.weight_bits))
     return out

@@ -45,6 +45,7 @@ def probe(conn: mp.Connection) -> np.ndarray:
     n = math.prod(conn.source_shape)
     x = torch.eye(n, dtype=torch.float64).reshape(n, *conn.source_shape)
     for syn in conn.chain:
+        x = syn.read_input(x)  # a sliced synapse reads part of its input
         if syn.kind == "dense":
             x = x.reshape(n, -1) @ torch.tensor((syn.weight != 0).T, dtype=torch.float64)
         elif syn.kind == "sumpool":
