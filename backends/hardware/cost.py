@@ -84,7 +84,7 @@ class Activity:
             for i in mapping.layer(conn.target).cores:
                 mask = conn.receptive_mask(mapping.cores[i].block).ravel()
                 senders = src_core[mask]
-                hops = {a: _hops(mapping, int(a), i) for a in np.unique(senders)}
+                hops = {a: _hops(mapping, int(a), i) for a in np.unique(senders) if a >= 0}
                 longest = max([longest, *((h[0], h[1]) for h in hops.values())], key=sum)
                 self.routes.append((conn, i, mask, senders, hops))
         self.route_s = chip["time_spike_in_tile"] + longest[0] * chip["time_hop_ew"] + longest[1] * chip["time_hop_ns"]
@@ -160,9 +160,11 @@ class Activity:
 
 
 def _core_ids(mapping: Mapping, name: str, shape: tuple, host: int) -> np.ndarray:
-    """Core index of each neuron of ``name`` (flat); every input neuron is at the host entry."""
-    ids = np.full(shape, host, dtype=np.int64)
-    if name in {lm.name for lm in mapping.layers}:
+    """Core index of each neuron of ``name`` (flat); every input neuron is at the host entry, every
+    neuron of a layer that does not fit at -1 (its messages have no route)."""
+    placed = name in {lm.name for lm in mapping.layers}
+    ids = np.full(shape, -1 if placed else host, dtype=np.int64)
+    if placed:
         for i in mapping.layer(name).cores:
             ids[tuple(mapping.cores[i].block)] = i
     return ids.ravel()

@@ -39,9 +39,9 @@ def ann_macs(net: IntNetwork) -> dict[str, int]:
     """Multiply-accumulates of the equivalent ANN per conv/dense layer, as the papers count
     them: output elements × kernel size (padded positions included)."""
     macs = {}
-    relays = {x.name for x in net.layers if getattr(x, "kind", None) == "relay"}
-    for layer in net.layers:
-        if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense") and layer.input not in relays:
+    partial = {r for entry in net.fan_in if entry["why"] == "partial sums" for r in entry["relay"]}
+    for layer in net.layers:  # the joins of partial sums (weights of 1) are no MACs of the ANN
+        if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense") and layer.input not in partial:
             macs[layer.name] = int(np.prod(layer.out_shape)) * int(np.prod(layer.weight.shape[1:]))
     return macs
 
@@ -71,8 +71,8 @@ class ReportBuilder:
             raise N2CError(f"unknown simulator {info.simulator!r}; use one of {', '.join(SIMULATORS)}")
         self.net = fit_fan_in(net, chip)  # run this network: relays where fan-in exceeds a core
         self.chip, self.info = chip, info
-        self.mapping = map_network(self.net, chip)
-        self.activity = Activity(net, self.mapping)
+        self.mapping = map_network(self.net, chip, unfit_ok=True)  # a layer that cannot fit is named, not fatal
+        self.activity = Activity(self.net, self.mapping)
         self.correct = 0
         self.labelled = 0
         self.overflows: dict = {}
@@ -104,7 +104,7 @@ class ReportBuilder:
             "quantization": net.report,
             "fan_in_relays": net.fan_in,
             "past_loihi_limits": self.overflows,
-            "notes": notes(mapping) + relay_notes(net) + overflow_notes(self.overflows),
+            "notes": unfit_notes(mapping) + notes(mapping) + relay_notes(net) + overflow_notes(self.overflows),
         }
         return report
 
@@ -128,6 +128,15 @@ def notes(mapping: Mapping) -> list[str]:
             "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
             "placement + pairwise swaps)."]
     return out
+
+
+def unfit_notes(mapping: Mapping) -> list[str]:
+    """The layers that cannot fit one core, first of all notes."""
+    if not mapping.unfit:
+        return []
+    return [f"DOES NOT FIT {mapping.chip.name}: " + "; ".join(f"layer '{k}': {v}" for k, v in mapping.unfit.items())
+            + ". These layers have no cores: the cores, chips, messages, hops, latency and static energy "
+            "exclude them; their synaptic ops and neuron updates are counted and priced."]
 
 
 def relay_notes(net: IntNetwork) -> list[str]:
@@ -154,7 +163,9 @@ def overflow_notes(overflows: dict) -> list[str]:
 def summary_row(report: dict) -> dict:
     """One row of the across-T table from a full report."""
     return {"graph": report["graph"], "method": report["method"], "timesteps": report["timesteps"],
-            "accuracy": report["accuracy"], "fits": True, "reason": "", "cores": report["mapping"]["cores"],
+            "accuracy": report["accuracy"], "fits": report["mapping"]["fits"],
+            "reason": "; ".join(f"layer '{u['layer']}': {u['reason']}" for u in report["mapping"]["unfit"]),
+            "cores": report["mapping"]["cores"],
             "energy_total_J": report["energy"]["total"], "energy_dynamic_J": report["energy"]["dynamic"],
             "inference_s": report["latency"]["inference_s"], "edp_J_s": report["edp_J_s"],
             "synops": report["activity"]["totals"]["synops"], "ann_energy_J": report["ann"]["energy_J"]}

@@ -65,6 +65,10 @@ def cmd_report(args) -> int:
     for path in write_report(report, args.output):
         print(f"wrote {path}")
     e, m, lat = report["energy"], report["mapping"], report["latency"]
+    if not m["fits"]:
+        print(f"n2c: warning: {len(m['unfit'])} layer(s) cannot fit one {chip.name} core and are left out of the "
+              f"cores, traffic and latency: " + "; ".join(f"'{u['layer']}': {u['reason']}" for u in m["unfit"]),
+              file=sys.stderr)
     acc = f", accuracy {100 * report['accuracy']:.2f} %" if report["accuracy"] is not None else ""
     print(f"{chip.name}: {m['cores']} cores on {m['chips']} chip(s) (lower bound {m['lower_bound']}); "
           f"{e['total'] * 1e9:.2f} nJ per inference ({e['dynamic'] * 1e9:.2f} nJ dynamic), "

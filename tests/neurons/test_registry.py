@@ -24,7 +24,7 @@ class _Neuron:
 
 
 def test_every_kind_is_registered_once_under_its_name():
-    assert set(KINDS) == {"mtn", "parallel", "sfn", "lif", "li", "readout"}
+    assert set(KINDS) == {"mtn", "parallel", "sfn", "lif", "li", "readout", "relay"}
     assert all(isinstance(k, NeuronKind) and KINDS[name] is k and k.name == name for name, k in KINDS.items())
     assert {name: k.name for name, k in BY_NIR_NAME.items()} == \
         {"multi_threshold_if": "mtn", "parallel": "parallel", "scale_and_fire": "sfn"}
@@ -36,9 +36,19 @@ def test_an_unknown_kind_is_a_one_line_error():
 
 
 def test_output_delays_and_spiking():
-    assert [KINDS[k].output_delay(5) for k in ("mtn", "parallel", "sfn", "lif", "li", "readout")] == [0, 5, 0, 0, 0, 0]
-    assert [KINDS[k].spiking for k in ("mtn", "parallel", "sfn", "lif", "li", "readout")] == \
-        [True, True, True, True, False, False]
+    assert [KINDS[k].output_delay(5) for k in ("mtn", "parallel", "sfn", "lif", "li", "readout", "relay")] == \
+        [0, 5, 0, 0, 0, 0, 0]
+    assert [KINDS[k].spiking for k in ("mtn", "parallel", "sfn", "lif", "li", "readout", "relay")] == \
+        [True, True, True, True, False, False, False]
+
+
+def test_a_relay_sends_its_input_and_keeps_nothing():
+    relay = kind("relay")
+    neuron = _Neuron(max_spikes=300, min_spikes=300)
+    state = relay.initial_state(neuron, (3,))
+    current = np.array([-300, 0, 299])
+    assert np.array_equal(relay.step(neuron, state, current, None), current) and not state["v"].any()
+    assert relay.message_range(neuron) == (-300, 300)
 
 
 def test_message_ranges():

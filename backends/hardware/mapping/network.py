@@ -41,6 +41,7 @@ class LayerMapping:
     binding: str
     compartments_per_neuron: int
     synapses: int
+    unfit: str = ""  # why one neuron of the layer cannot fit a core (then it has no cores)
 
 
 @dataclass
@@ -50,7 +51,12 @@ class Mapping:
     cores: list[Core]
     connections: list[Connection]
     chips: int
-    lower_bound: int
+    lower_bound: int  # of the layers that fit
+
+    @property
+    def unfit(self) -> dict[str, str]:
+        """Layers that cannot fit one core, and why (mapped with ``unfit_ok``; they have no cores)."""
+        return {lm.name: lm.unfit for lm in self.layers if lm.unfit}
 
     def limits(self) -> dict:
         """Per-core limits: neurons, input_axons, output_fanout and bits per memory pool."""
@@ -70,13 +76,16 @@ class Mapping:
         return next(lm for lm in self.layers if lm.name == name)
 
     def as_dict(self) -> dict:
-        return {"chip": self.chip.key, "chips": self.chips, "cores": len(self.cores),
+        return {"chip": self.chip.key, "fits": not self.unfit, "unfit": [{"layer": k, "reason": v}
+                                                                      for k, v in self.unfit.items()],
+                "chips": self.chips, "cores": len(self.cores),
                 "lower_bound": self.lower_bound, "gap": len(self.cores) - self.lower_bound, "limits": self.limits(),
                 "mesh": {"tiles_x": self.chip.mesh[0], "tiles_y": self.chip.mesh[1],
                          "cores_per_tile": self.chip.int("cores_per_tile"),
                          "cores_per_chip": self.chip.int("cores_per_chip")},
                 "layers": [{"name": lm.name, "kind": lm.kind, "shape": list(lm.shape), "split": list(lm.split),
-                            "cores": len(lm.cores), "first_core": lm.cores[0], "lower_bound": lm.lower_bound,
+                            "cores": len(lm.cores), "first_core": lm.cores[0] if lm.cores else None,
+                            "does_not_fit": lm.unfit or None, "lower_bound": lm.lower_bound,
                             "binding": lm.binding, "compartments_per_neuron": lm.compartments_per_neuron,
                             "synapses": lm.synapses, **self._layer_totals(lm)} for lm in self.layers],
                 "per_core": [{"index": c.index, "layer": c.layer, "block": [[s.start, s.stop] for s in c.block],
@@ -86,15 +95,18 @@ class Mapping:
 
     def _layer_totals(self, lm: LayerMapping) -> dict:
         cores = [self.cores[i] for i in lm.cores]
+        if not cores:  # a layer that does not fit
+            return {"neurons": int(np.prod(lm.shape)), "synapse_bits": None, "input_axons_max": None,
+                    "utilization_max": None}
         return {"neurons": int(np.prod(lm.shape)), "synapse_bits": sum(c.usage["synapse_bits"] for c in cores),
                 "input_axons_max": max(c.usage["input_axons"] for c in cores),
                 "utilization_max": max(max(self.utilization(c).values()) for c in cores)}
 
 
-def check_fan_in(neurons, comp: dict, conns, chip: ChipSpec) -> None:
+def unfit_inputs(neurons, comp: dict, conns, chip: ChipSpec) -> dict:
     """Before any partition: every layer whose single neuron already passes a per-core limit on its
-    inputs (axons, synaptic memory), all named in one MappingError."""
-    unfit = []
+    inputs (axons, synaptic memory): name → the limits passed."""
+    unfit = {}
     for neuron in neurons:
         into = [c for c in conns if c.target == neuron.name]
         finest = tuple(neuron.shape)  # one neuron per core: every usage is at its smallest
@@ -102,25 +114,46 @@ def check_fan_in(neurons, comp: dict, conns, chip: ChipSpec) -> None:
         usage = usage_grids(neuron, comp[neuron.name], into, np.zeros(neuron.shape, np.int64), finest, chip)
         over = over_limits(usage, chip)
         if over:
-            unfit.append((neuron, over))
+            unfit[neuron.name] = over
+    return unfit
+
+
+def check_fan_in(neurons, comp: dict, conns, chip: ChipSpec) -> None:
+    """Every layer whose single neuron cannot fit a core (:func:`unfit_inputs`), all named in one
+    MappingError."""
+    unfit = unfit_inputs(neurons, comp, conns, chip)
+    by_name = {n.name: n for n in neurons}
     if len(unfit) == 1:
-        raise fit_error(unfit[0][0], chip, unfit[0][1])
+        name, over = next(iter(unfit.items()))
+        raise fit_error(by_name[name], chip, over)
     if unfit:
         raise MappingError(f"{len(unfit)} layers cannot fit one {chip.name} core: " + " | ".join(
-            f"layer '{neuron.name}': {fit_reason(over)}" for neuron, over in unfit))
+            f"layer '{name}': {fit_reason(over)}" for name, over in unfit.items()))
 
 
-def map_network(net: IntNetwork, chip: ChipSpec) -> Mapping:
-    """Partition every neuron layer (consumers first), then place the cores on the mesh."""
+def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapping:
+    """Partition every neuron layer (consumers first), then place the cores on the mesh. A layer
+    that cannot fit one core is a MappingError naming every such layer, or, with ``unfit_ok``,
+    is left without cores and named in ``Mapping.unfit`` (the rest is mapped as usual)."""
     conns = connections(net, chip)
     neurons = [x for x in net.layers if isinstance(x, IntNeuron)]
     comp = {x.name: compartments(x, chip) for x in neurons}
     fanout = {x.name: np.zeros(x.shape, np.int64) for x in neurons}
-    check_fan_in(neurons, comp, conns, chip)
+    if not unfit_ok:
+        check_fan_in(neurons, comp, conns, chip)
+    unfit = {name: fit_reason(over) for name, over in unfit_inputs(neurons, comp, conns, chip).items()}
     masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (split, usage)
     for neuron in reversed(neurons):
+        if neuron.name in unfit:
+            continue
         into = [c for c in conns if c.target == neuron.name]
-        split, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
+        try:
+            split, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
+        except MappingError as e:
+            if not unfit_ok:
+                raise
+            unfit[neuron.name] = str(e).split(" core: ", 1)[-1]  # its fan-out: fit_reason's text
+            continue
         plans[neuron.name] = (split, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         starts = split_starts(neuron.shape, split)
         for src in dict.fromkeys(c.source for c in into):
@@ -128,8 +161,16 @@ def map_network(net: IntNetwork, chip: ChipSpec) -> Mapping:
             masks[src, neuron.name] = union.reshape(-1, *union.shape[len(split):])
             if src in fanout:
                 fanout[src] += masks[src, neuron.name].sum(axis=0)
+    if len(unfit) == len(neurons):
+        raise MappingError(f"no layer of the network fits one {chip.name} core: " + " | ".join(
+            f"layer '{name}': {why}" for name, why in unfit.items()))
     layers, cores = [], []
     for neuron in neurons:
+        synapses = sum(c._stored_synapses() for c in conns if c.target == neuron.name)
+        if neuron.name in unfit:
+            layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), (), [], 0, "does not fit",
+                                       comp[neuron.name], synapses, unfit[neuron.name]))
+            continue
         split, usage, bound, binding = plans[neuron.name]
         memory = memory_use(usage, chip)
         first = len(cores)
@@ -137,9 +178,9 @@ def map_network(net: IntNetwork, chip: ChipSpec) -> Mapping:
             idx = np.unravel_index(i, split)
             cores.append(Core(len(cores), neuron.name, block, 0, (0, 0), {k: int(usage[k][idx]) for k in USAGE_KEYS},
                               {k: int(v[idx]) for k, v in memory.items()}))
-        synapses = sum(c._stored_synapses() for c in conns if c.target == neuron.name)
         layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), split,
                                    list(range(first, len(cores))), bound, binding, comp[neuron.name], synapses))
+    masks = {key: m for key, m in masks.items() if key[0] not in unfit}
     traffic, host = core_traffic(net, layers, plans, masks, comp, conns, len(cores))
     chips = -(-len(cores) // chip.int("cores_per_chip"))
     slots = serpentine(chip, chips)

@@ -75,6 +75,8 @@ def _summary(report: dict, plot_names: list[str], add) -> None:
     rng = energy.get("range") or {}
     rows = [
         ["Accuracy", "—" if report.get("accuracy") is None else fmt_pct(report["accuracy"], 2)],
+        ["Fits the chip", "yes" if mapping.get("fits", True) else "no: " + ", ".join(
+            str(u.get("layer")) for u in mapping.get("unfit") or []) + " cannot fit one core (see Notes)"],
         ["Cores", f"{fmt_count(mapping.get('cores'))} on {fmt_count(mapping.get('chips'))} chip(s)"],
         ["Core lower bound / gap", f"{fmt_count(mapping.get('lower_bound'))} / {fmt_count(mapping.get('gap'))}"],
         ["Energy per inference, total", fmt_energy(energy.get("total"))],

@@ -461,3 +461,13 @@ def test_every_layer_that_cannot_fit_is_named_before_any_mapping():
     msg = str(info.value)
     assert msg.startswith("2 layers cannot fit one") and "'h'" in msg and "'out'" in msg and "\n" not in msg
     assert f"{axons + 8} input axons" in msg and f"{axons + 20} input axons" in msg
+    # asked to, the mapper leaves both without cores, names them, and maps the layer between
+    m = mp.map_network(net, chip, unfit_ok=True)
+    assert set(m.unfit) == {"h", "out"} and f"{axons + 8} input axons" in m.unfit["h"]
+    assert [lm.name for lm in m.layers if lm.cores] == ["h2"] and all(c.layer == "h2" for c in m.cores)
+    assert m.lower_bound == m.layer("h2").lower_bound and not m.as_dict()["fits"]
+    # and the fan-in split fits both exactly, through partial sums
+    from backends.hardware.fan_in import fit_fan_in
+    fitted = fit_fan_in(net, chip)
+    assert {r["layer"] for r in fitted.fan_in} == {"h", "out"}
+    assert not mp.map_network(fitted, chip).unfit
