@@ -105,6 +105,7 @@ class Connection:
     weight_bits: int = WEIGHT_BITS  # of the integer network's format
     _axes: list | None = field(default=None, init=False, repr=False)  # per-axis 0/1 maps (conv, pool)
     _dense: np.ndarray | None = field(default=None, init=False, repr=False)  # (targets, sources) bool
+    _running: np.ndarray | None = field(default=None, init=False, repr=False)  # cumsum of _dense over targets
 
     def __post_init__(self):
         kinds = [s.kind for s in self.chain]
@@ -174,7 +175,7 @@ class Connection:
                 shape[axis], shape[nd + axis] = h.shape
                 out = out & h.reshape(shape)
             return out
-        grid = grid_sum(self._dense.reshape(*self.target_shape, -1).astype(np.int32), starts) > 0
+        grid = self._dense_hits(starts)
         return grid.reshape(*grid.shape[:-1], *self.source_shape)
 
     def _axons(self, starts: list[np.ndarray]) -> np.ndarray:
@@ -182,8 +183,19 @@ class Connection:
         if self._axes is not None:
             return outer([(np.add.reduceat(a, s, axis=0) > 0).sum(axis=1) for a, s in zip(self._axes, starts)]) \
                 * self.axons_per_source
-        grid = grid_sum(self._dense.reshape(*self.target_shape, -1).astype(np.int32), starts) > 0
-        return grid.sum(axis=-1) * self.axons_per_source
+        return self._dense_hits(starts).sum(axis=-1) * self.axons_per_source
+
+    def _dense_hits(self, starts: list[np.ndarray]) -> np.ndarray:
+        """Dense chain: (*split, sources) bool, source j reaches block b. A flat target (every
+        dense layer of n2c) reads the differences of running totals at the block edges, so a
+        split costs O(blocks · sources) once the totals are known, not O(targets · sources)."""
+        if len(self.target_shape) != 1:
+            return grid_sum(self._dense.reshape(*self.target_shape, -1).astype(np.int32), starts) > 0
+        if self._running is None:
+            self._running = np.zeros((len(self._dense) + 1, self._dense.shape[1]), np.int32)
+            np.cumsum(self._dense, axis=0, dtype=np.int32, out=self._running[1:])
+        edges = np.append(starts[0], len(self._dense))
+        return self._running[edges[1:]] > self._running[edges[:-1]]
 
     def _synapse_bits(self, starts: list[np.ndarray], chip: ChipSpec) -> np.ndarray:
         """Synaptic memory of every block of a split (see the module docstring)."""

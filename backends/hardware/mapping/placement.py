@@ -8,8 +8,9 @@ Placement (a heuristic for hops)
     while that lowers  Σ_{core pairs} traffic · (|Δx| + |Δy|)  + Σ_cores host traffic · (x + y),
     traffic being the fan-out edges between the two cores (host: input axons fed by the input).
     Passes over all cores stop when one gains under 1 % of the cost, after 20 passes, or when
-    the work (passes · cores · (traffic pairs + slots)) would exceed 2·10⁸. Hop minimization
-    is a heuristic: it finds at best a local optimum.
+    the work (passes · cores · (traffic pairs + slots)) would exceed 2·10⁸; a network too large
+    for one pass in that budget (thousands of cores with dense traffic) keeps the serpentine
+    order. Hop minimization is a heuristic: it finds at best a local optimum.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.
         sel = chosen[rows]
         return np.bincount(rows[sel], weights[sel] * dist[pos[rows[sel]], pos[cols[sel]]], minlength=p)
 
+    passes = min(MAX_PASSES, WORK // (n * (len(rows) + p)))
+    if not passes:  # too large for even one pass within the budget: the serpentine order stands
+        return pos[:n]
     c = c_of(np.arange(n))
     cost = c.sum() // 2 + (h * r[pos]).sum()
-    for _ in range(max(1, min(MAX_PASSES, WORK // (n * (len(rows) + p))))):
+    for _ in range(passes):
         gain = 0
         for u in range(n):
             nbr, w = cols[first[u]:first[u + 1]], weights[first[u]:first[u + 1]]
