@@ -73,6 +73,9 @@ class IntSynapse:
     # reads only [start, stop) of its input: dense, of the C-order flattening; conv (groups 1), of the
     # channels. ``in_shape`` stays the whole input's; ``weight`` and ``delay`` cover the slice only
     in_slice: tuple[int, int] | None = None
+    # real value of one input message unit, folded into the weights (w_int = round(W·u·S)): per input
+    # element (dense, C-order) or per input channel (conv); None for sum-pools and relays' synapses
+    input_unit: np.ndarray | None = None
 
     @property
     def message_bits(self) -> int:  # a synapse feeding a synapse sends 24-bit currents
@@ -406,11 +409,17 @@ def _effective_weights(layer, in_shape, u) -> np.ndarray:
 
 
 def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str, fmt: IntegerFormat,
-                      max_scale: float | None = None):
+                      max_scale: float | None = None, pinned: float | None = None):
     """8-bit even weight mantissas at the largest power-of-two scale that fits every synapse
-    (and is at most ``max_scale``, when another quantity of the layer must fit too)."""
+    (and is at most ``max_scale``, when another quantity of the layer must fit too), or at the
+    ``pinned`` scale of a graph trained in the integer format."""
     max_abs = max(float(np.abs(w).max()) for w in w_eff)
     scale = _power_of_two_scale(max_abs, name, fmt)
+    if pinned is not None:
+        if max_abs * pinned > fmt.weight_max + 0.5:
+            raise QuantizationError(f"layer '{name}': its weights do not fit {fmt.weight_bits}-bit mantissas at its "
+                                    f"pinned scale n2c.scale = {pinned:g}; re-export the trained model")
+        scale, max_scale = pinned, None
     capped = max_scale is not None and scale > max_scale
     if capped:
         lower = 2.0 ** math.floor(math.log2(max_scale))
@@ -420,7 +429,7 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     synapses = []
     stats = {"weight_max_abs_error": 0.0, "weight_bits": fmt.weight_bits, "weight_bits_used": 0, "weights_zeroed": 0,
              "weight_count": 0, "scale_capped": bool(capped)}
-    for (sl, src, in_shape, _, delay), w in zip(syn_layers, w_eff):
+    for (sl, src, in_shape, u, delay), w in zip(syn_layers, w_eff):
         w_int = (2 * np.round(w * scale / 2)).astype(np.int64)
         stats["weight_max_abs_error"] = max(stats["weight_max_abs_error"], float(np.abs(w_int / scale - w).max()))
         # magnitude bits of the largest mantissa (Lava's 8-bit weights: |w| ≤ 255, sign separate)
@@ -430,7 +439,10 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
         kind_s = "dense" if isinstance(sl, DenseLayer) else "conv"
         extra = dict(delay=delay) if kind_s == "dense" else dict(stride=sl.stride, padding=sl.padding,
                                                                  dilation=sl.dilation, groups=sl.groups)
-        synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, **extra))
+        unit = (np.broadcast_to(u, in_shape).reshape(-1) if kind_s == "dense"
+                else _unit_per_channel(u, in_shape, sl.name)).astype(np.float64)
+        synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, input_unit=unit,
+                                   **extra))
     return scale, synapses, stats
 
 
@@ -496,7 +508,7 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple], fmt: IntegerForm
     shape = layer.out_shape
     bias = _summed_bias(syn_layers, shape)
     scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt,
-                                               _current_cap(layer, syn_layers, bias, fmt))
+                                               _current_cap(layer, syn_layers, bias, fmt), layer.scale)
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
                        bias=to_signed(bias * scale, fmt.state_bits, layer.name, "the bias"))
     info = {"layer": layer.name, "kind": kind, "scale": scale, **stats, "synapses": [s.name for s in synapses]}

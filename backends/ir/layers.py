@@ -123,11 +123,13 @@ class NeuronLayer(Layer):
     edges: np.ndarray | None = None  # sfn only, (N,)
     codes: np.ndarray | None = None  # sfn only, (N+1,) integers
     max_current: float | None = None  # n2c.max_current: largest |input| per step on the exporter's data
+    scale: float | None = None  # n2c.scale: the integer scale S pinned by integer-exact training
 
 
 @dataclass
 class OutputLayer(Layer):
     max_current: float | None = None  # n2c.max_current: largest |input| per step on the exporter's data
+    scale: float | None = None  # n2c.scale: the integer scale S pinned by integer-exact training
 
 
 @dataclass

@@ -290,7 +290,7 @@ def _n2c_neuron(name: str, node: nir.IF, preds: list[str], shape: tuple[int, ...
         raise NIRFormatError(f"IF node '{name}': n2c.max_spikes must be >= 1 and n2c.min_spikes >= 0")
     layer = NeuronLayer(name, preds, shape, shape, threshold=theta, v_init=v_init, max_spikes=max_spikes,
                         kind=kind.name, min_spikes=min_spikes, spike_value=spike_value,
-                        max_current=_max_current(meta, name))
+                        max_current=_max_current(meta, name), scale=_pinned_scale(meta, name))
     kind.read_nir(layer, meta, lambda key: _array(meta.get(key, []), name, key))
     return layer
 
@@ -302,6 +302,18 @@ def _max_current(meta: dict | None, name: str) -> float | None:
     value = np.asarray(meta["n2c.max_current"])
     if value.dtype.kind not in "iuf" or value.size != 1 or not np.isfinite(value).all() or not value.reshape(-1)[0] > 0:
         raise NIRFormatError(f"node '{name}': n2c.max_current must be one positive number, got {_show(meta['n2c.max_current'])}")
+    return float(value.reshape(-1)[0])
+
+
+def _pinned_scale(meta: dict | None, name: str) -> float | None:
+    """``n2c.scale``: the layer's integer scale S (a power of two) pinned by integer-exact training,
+    or absent."""
+    if not meta or "n2c.scale" not in meta:
+        return None
+    value = np.asarray(meta["n2c.scale"])
+    ok = value.dtype.kind in "iuf" and value.size == 1 and np.isfinite(value).all() and value.reshape(-1)[0] > 0
+    if not ok or not float(np.log2(float(value.reshape(-1)[0]))).is_integer():
+        raise NIRFormatError(f"node '{name}': n2c.scale must be one power of two, got {_show(meta['n2c.scale'])}")
     return float(value.reshape(-1)[0])
 
 
@@ -401,7 +413,8 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
             # rockpool writes (1, 1, 1) for a (1,) output: the same values, another shape
             warnings.warn(f"Output node '{name}' declares shape {stated} but receives {in_shape} (the same "
                           f"{elements(in_shape)} values); running with {in_shape}")
-        return OutputLayer(name, preds, in_shape, in_shape, max_current=_max_current(node.metadata, name))
+        return OutputLayer(name, preds, in_shape, in_shape, max_current=_max_current(node.metadata, name),
+                           scale=_pinned_scale(node.metadata, name))
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         return _conv(name, node, preds, in_shape)
     if isinstance(node, (nir.Affine, nir.Linear)):

@@ -34,13 +34,22 @@ def add_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--from-scratch", action="store_true",
                    help="re-initialise MODEL's weights and train from scratch (implied without MODEL)")
-    t.add_argument("-o", "--output", required=True, help="output TorchScript file, e.g. model_qcfs.pt")
+    t.add_argument("--integer", action="store_true",
+                   help="integer-exact fine-tuning: MODEL is a one-step NIR graph (n2c export --method mtn "
+                   "--timesteps 1); train its integer network in the chip's weight format and write a NIR graph "
+                   "whose integer network predicts exactly what the trained model predicts")
+    t.add_argument("--hardware", default="loihi2", help="with --integer: the chip whose integer widths to train "
+                   "in: loihi1, loihi2 (default) or a chip spec file")
+    t.add_argument("-o", "--output", required=True, help="output TorchScript file, e.g. model_qcfs.pt (with "
+                   "--integer: a .nir file)")
     t.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
     t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
+    if args.integer:
+        return train_integer(args)
     import torch
 
     from n2c.data import load_dataset
@@ -100,4 +109,60 @@ def cmd_train(args) -> int:
     if args.quantizer == "signed":
         hint += " --method pmsm"  # signed quantizers need negative spikes
     print(f"wrote {args.output} (TorchScript); convert it with: {hint}")
+    return 0
+
+
+def train_integer(args) -> int:
+    """``n2c train GRAPH.nir --integer``: fine-tune the integer network itself (``n2c.ann.integer``)."""
+    import os
+
+    import numpy as np
+
+    from backends.hardware.spec import load_chip
+    from backends.nir.read import read_graph
+    from backends.nir.to_layers import import_nir
+    from backends.quantize import quantize
+    from n2c.ann.integer import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
+    from n2c.data import load_dataset
+
+    for flag in ("arch", "model_name", "from_scratch", "trust_pickle"):
+        if getattr(args, flag):
+            raise N2CError(f"--integer trains a NIR graph's integer network; drop --{flag.replace('_', '-')}")
+    if not args.model or not os.path.isfile(args.model):
+        raise N2CError("--integer needs MODEL, a one-step NIR graph written by n2c export (--method mtn "
+                       "--timesteps 1)")
+    check_output_file(args.output)
+    chip = load_chip(args.hardware)
+    nir_graph = read_graph(args.model)
+    graph = import_nir(nir_graph)
+    train_set = load_dataset(args.dataset, "train").head(args.samples)
+    test_set = load_dataset(args.dataset, "test")
+    net = quantize(graph, graph.input.input_scale or train_set.input_scale, fmt=chip.integer_format())
+    if tuple(train_set.x.shape[1:]) != tuple(net.source.shape):
+        raise N2CError(f"{train_set.name} has samples of shape {tuple(train_set.x.shape[1:])} but {args.model} "
+                       f"expects {tuple(net.source.shape)}; use the data set the network was trained on")
+    weights, biases = trainable_parts(nir_graph, net)
+    model = IntegerModel(net, weights, biases)
+    s_train, s_test = net.source.encode(train_set.x), net.source.encode(test_set.x)
+    before = float(np.mean(predict_integer(model, s_test) == test_set.y))
+    epochs, lr = args.epochs or 2, args.lr or 0.2
+    print(f"integer fine-tuning on {len(train_set)} {train_set.name} samples in {chip.name}'s format "
+          f"({net.fmt.weight_bits}-bit weights): {len(weights)} weighted layers, {len(biases)} biases, {epochs} "
+          f"epochs, lr {lr:g} (integer units), batch {args.batch_size}", file=sys.stderr)
+    fine_tune_integer(model, s_train, train_set.y, epochs=epochs, lr=lr, batch_size=args.batch_size, seed=args.seed,
+                      progress=sys.stderr.isatty())
+    trained = predict_integer(model, s_test)
+    write_nir(nir_graph, model.to_network(), args.output)  # checks the round trip before writing
+    from backends.reference.simulate import simulate
+    again = quantize(import_nir(args.output), fmt=chip.integer_format())
+    integer = np.concatenate([simulate(again, test_set.x[i:i + 1024]).output.reshape(
+        len(test_set.x[i:i + 1024]), -1).argmax(1) for i in range(0, len(test_set.x), 1024)])
+    same = int(np.sum(integer == trained))
+    print(f"test accuracy of the integer network {100 * before:.2f} % -> {100 * np.mean(trained == test_set.y):.2f} %; "
+          f"the integer network of {args.output} predicts what the trained model predicts on {same}/"
+          f"{len(trained)} test samples")
+    if same != len(trained):
+        raise N2CError(f"the written graph's integer network differs from the trained model on "
+                       f"{len(trained) - same} samples (a wrapped or saturated sum); please report it")
+    print(f"wrote {args.output} (NIR, scales pinned); run it with: n2c simulate {args.output} --backend lava")
     return 0
