@@ -99,13 +99,13 @@ def main() -> int:
     for r in rows:
         lines.append(f"| {r['model']} | {r['input']} | {'yes' if r['snn_equals_ann'] else 'NO'} | {r['neuron_layers']} | "
                      f"{r['convert_s']:.1f} s | {r['loihi1']} | {r['loihi2']} |")
-    lines += ["", "A layer that does not fit has a neuron with more inputs than one core has axons (a 3x3 "
-              "convolution over 512 channels: 4,608 against 4,096; pooling folded into the next layer's "
-              "synapses multiplies fan-in: ResNet's global average pool at 224x224 gives its classifier "
-              "25,088 inputs, MobileNet's 62,720), or more synaptic memory than one core has (Loihi 1: one "
-              "neuron of a 3x3x256 convolution with 8-bit graded inputs as bit planes). Splitting such a "
-              "neuron's inputs over several cores and joining the partial sums, and pooling through relay "
-              "neurons, is issue #16, item 2, not done yet."]
+    lines += ["", "A neuron with more inputs than one core has axons or synaptic memory (a 3x3 convolution over "
+              "512 channels: 4,608 axons against 4,096; a pool folded into the next layer's synapses) is split "
+              "exactly with relay neurons (`backends/hardware/fan_in.py`, docs/hardware-model.md): pooled sums "
+              "through a relay layer, or partial sums by input channel joined with weights of 1. The relay "
+              "layers column counts them. What still does not fit is a neuron the split cannot help: too many "
+              "bit planes per input on Loihi 1 (binary spikes), a depthwise convolution (split only by output "
+              "channel), or a join wider than a core."]
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
     return 0
