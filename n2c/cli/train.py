@@ -113,7 +113,7 @@ def cmd_train(args) -> int:
 
 
 def train_integer(args) -> int:
-    """``n2c train GRAPH.nir --integer``: fine-tune the integer network itself (``n2c.ann.integer``)."""
+    """``n2c train GRAPH.nir --integer``: fine-tune the integer network itself (``backends.integer_training``)."""
     import os
 
     import numpy as np
@@ -122,7 +122,7 @@ def train_integer(args) -> int:
     from backends.nir.read import read_graph
     from backends.nir.to_layers import import_nir
     from backends.quantize import quantize
-    from n2c.ann.integer import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
+    from backends.integer_training import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
     from n2c.data import load_dataset
 
     for flag in ("arch", "model_name", "from_scratch", "trust_pickle"):

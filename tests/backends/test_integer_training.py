@@ -11,7 +11,7 @@ from backends.nir.read import read_graph
 from backends.nir.to_layers import import_nir
 from backends.quantize import quantize
 from backends.reference.simulate import simulate
-from n2c.ann.integer import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
+from backends.integer_training import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
 from n2c.cli.main import main
 from n2c.cli.pipeline import export_model
 from n2c.errors import N2CError, NIRFormatError, QuantizationError

@@ -212,9 +212,14 @@ def write_nir(nir_graph, trained, path: str) -> None:
     import tempfile
     from pathlib import Path
 
+    import nir
+
     from backends.nir.to_layers import import_nir
     from backends.quantize import IntNeuron, IntSynapse, quantize
-    from n2c.export.nir import write_nir as write_graph
+    from n2c.files import atomic_write
+
+    def write_graph(g, target):
+        atomic_write(target, lambda tmp: nir.write(tmp, g))
 
     graph = copy.deepcopy(nir_graph)
     weighted, biased = trainable_parts(graph, trained)
