@@ -19,6 +19,9 @@ from backends.quantize import IntNetwork, IntNeuron
 from n2c.errors import MappingError
 
 
+MAX_SEARCHED_CORES = 4096  # placement's local search on at most this many cores (n x n matrices); else serpentine
+
+
 @dataclass
 class Core:
     index: int
@@ -180,11 +183,13 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
                               {k: int(v[idx]) for k, v in memory.items()}))
         layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), split,
                                    list(range(first, len(cores))), bound, binding, comp[neuron.name], synapses))
-    masks = {key: m for key, m in masks.items() if key[0] not in unfit}
-    traffic, host = core_traffic(net, layers, plans, masks, comp, conns, len(cores))
     chips = -(-len(cores) // chip.int("cores_per_chip"))
     slots = serpentine(chip, chips)
-    for core, s in zip(cores, improve_placement(slots, traffic, host)):
+    order = np.arange(len(cores))
+    if len(cores) <= MAX_SEARCHED_CORES:  # beyond, the dense traffic and distance matrices are too large
+        masks = {key: m for key, m in masks.items() if key[0] not in unfit}
+        order = improve_placement(slots, *core_traffic(net, layers, plans, masks, comp, conns, len(cores)))
+    for core, s in zip(cores, order):
         core.tile = slots[s]
         core.chip = slots[s][0] // chip.mesh[0]
     return Mapping(chip, layers, cores, conns, chips, sum(lm.lower_bound for lm in layers))

@@ -10,7 +10,9 @@ Placement (a heuristic for hops)
     Passes over all cores stop when one gains under 1 % of the cost, after 20 passes, or when
     the work (passes · cores · (traffic pairs + slots)) would exceed 2·10⁸; a network too large
     for one pass in that budget (thousands of cores with dense traffic) keeps the serpentine
-    order. Hop minimization is a heuristic: it finds at best a local optimum.
+    order, and so does one of more than 4,096 cores (``network.MAX_SEARCHED_CORES``: the search
+    holds cores x cores traffic and slots x slots distances). Hop minimization is a heuristic: it
+    finds at best a local optimum.
 """
 
 from __future__ import annotations
