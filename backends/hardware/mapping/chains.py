@@ -239,6 +239,15 @@ class Connection:
             out[idx] = int(row_bits(n, chip, w, d).sum()) * self.axons_per_source
         return out
 
+    def _source_floor(self) -> int:
+        """Input axons the layer needs over all its cores at the least: every source neuron with a
+        synapse into it enters at least one core, on ``axons_per_source`` axons."""
+        if self._axes is not None:
+            reached = math.prod(int(a.any(axis=0).sum()) for a in self._axes)
+        else:
+            reached = int(self._dense.any(axis=0).sum())
+        return reached * self.axons_per_source
+
     def _synapse_floor(self, chip: ChipSpec) -> int:
         """A lower bound on the layer's synapse bits over all splits (module docstring)."""
         if self._axes is not None:

@@ -9,7 +9,8 @@ Partition
 
 Lower bound
     Per layer, max over resources of ⌈total / per-core capacity⌉ with totals of the unsplit
-    layer: compartments, output fan-out edges and, per memory pool, its uses (synapses of the
+    layer: compartments, input axons (every source neuron reaching the layer enters at least
+    one core), output fan-out edges and, per memory pool, its uses (synapses of the
     whole layer in one block; for a dense chain Σ_j bits(fan-out of j), which equals it when the
     weights have no zeros and stays a bound when they do). The network's bound is the sum over
     layers, since a core holds one layer (as Lava and nengo-loihi place).
@@ -60,7 +61,7 @@ def lower_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     """max over resources of ⌈unsplit total / per-core capacity⌉, and the binding resource."""
     n = math.prod(neuron.shape) * comp
     fan = int(fanout.sum()) * comp
-    totals = {"neurons": n, "output_fanout": fan}
+    totals = {"neurons": n, "output_fanout": fan, "input_axons": sum(c._source_floor() for c in conns)}
     use = {"synapse_bits": sum(c._synapse_floor(chip) for c in conns),
            "neuron_state_bits": n * chip.int("neuron_state_bits"),
            "routing_bits": fan * chip.int("routing_entry_bits")}
