@@ -135,7 +135,7 @@ def _key(name: str) -> str:
 
 
 def fine_tune_integer(model: IntegerModel, s_train: np.ndarray, y_train: np.ndarray, epochs: int = 2,
-                      lr: float = 0.2, batch_size: int = 64, seed: int = 0, progress: bool = True) -> IntegerModel:
+                      lr: float = 0.05, batch_size: int = 64, seed: int = 0, progress: bool = True) -> IntegerModel:
     """Adam with cosine decay on the cross-entropy of the readout (in real units, v/S), over
     integer input frames ``s_train`` (B, *input)."""
     from tqdm import tqdm

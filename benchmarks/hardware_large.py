@@ -41,8 +41,8 @@ from n2c.data import Dataset, load_dataset  # noqa: E402
 OUT = ROOT / "out" / "hardware"
 DOCS = ROOT / "docs" / "results"
 BEGIN, END = "<!-- real-size CNNs: benchmarks/hardware_large.py -->", "<!-- end of real-size CNNs -->"
-BUDGET = {"train": 6000, "relu_epochs": 2, "ft_epochs": 1, "lr": 1e-3, "levels": 8, "int_epochs": 1,
-          "int_lr": 0.2}
+BUDGET = {"train": 6000, "relu_epochs": 2, "ft_epochs": 1, "lr": 1e-3, "levels": 8, "int_train": 3000,
+          "int_epochs": 1, "int_lr": 0.05}
 MODELS = {"resnet18": 1000, "vgg16_bn": 500}  # test samples per model (the reports' runs and the agreement)
 
 
@@ -64,7 +64,8 @@ def trained_model(name: str, train: Dataset):
                    lr=BUDGET["lr"], batch_size=64, progress=False)
         return fine_tune(relu, train, levels=BUDGET["levels"], quantizer="qcfs", epochs=BUDGET["ft_epochs"],
                          lr=BUDGET["lr"] / 2, batch_size=64, progress=False)
-    model, hit = cached(f"fashion32-{name}-qcfs", {"budget": BUDGET, "model": name, "seed": 0}, build)
+    key = {k: BUDGET[k] for k in ("train", "relu_epochs", "ft_epochs", "lr", "levels")}
+    model, hit = cached(f"fashion32-{name}-qcfs", {"budget": key, "model": name, "seed": 0}, build)
     print(f"{name}: {'loaded from the cache' if hit else 'trained'}", flush=True)
     return model
 
@@ -99,7 +100,8 @@ def integer_path(name: str, model, train: Dataset, test: Dataset, lava_samples: 
     weights, biases = trainable_parts(nir_graph, net)
     qat = IntegerModel(net, weights, biases)
     start = time.perf_counter()
-    fine_tune_integer(qat, net.source.encode(train.x), train.y, epochs=BUDGET["int_epochs"], lr=BUDGET["int_lr"],
+    part = train.head(BUDGET["int_train"])
+    fine_tune_integer(qat, net.source.encode(part.x), part.y, epochs=BUDGET["int_epochs"], lr=BUDGET["int_lr"],
                       progress=False)
     seconds = time.perf_counter() - start
     trained = predict_integer(qat, net.source.encode(test.x))
@@ -189,7 +191,8 @@ def main() -> int:
     budget = (f"torchvision models with `num_classes=10`, trained on the first {BUDGET['train']} Fashion-MNIST "
               f"training images padded to 32x32 and repeated to 3 channels: ReLU {BUDGET['relu_epochs']} epochs, "
               f"QCFS (L = {BUDGET['levels']}) {BUDGET['ft_epochs']} epoch, then integer-exact fine-tuning "
-              f"{BUDGET['int_epochs']} epoch in Loihi 2's format; CPU only. A brief training: the accuracies are "
+              f"{BUDGET['int_epochs']} epoch on the first {BUDGET['int_train']} in Loihi 2's format (lr "
+              f"{BUDGET['int_lr']} integer units); CPU only. A brief training: the accuracies are "
               "not the models' best, the agreement and the hardware figures are the point.")
     hw = ["## Real-size CNNs: torchvision ResNet-18 and VGG-16 (CIFAR-shaped)", "",
           f"Produced by `{cmd}` ({stamp}); {budget} The graphs are the integer-trained ones (mtn, T = 1).", "",

@@ -145,7 +145,7 @@ def train_integer(args) -> int:
     model = IntegerModel(net, weights, biases)
     s_train, s_test = net.source.encode(train_set.x), net.source.encode(test_set.x)
     before = float(np.mean(predict_integer(model, s_test) == test_set.y))
-    epochs, lr = args.epochs or 2, args.lr or 0.2
+    epochs, lr = args.epochs or 2, args.lr or 0.05
     print(f"integer fine-tuning on {len(train_set)} {train_set.name} samples in {chip.name}'s format "
           f"({net.fmt.weight_bits}-bit weights): {len(weights)} weighted layers, {len(biases)} biases, {epochs} "
           f"epochs, lr {lr:g} (integer units), batch {args.batch_size}", file=sys.stderr)
