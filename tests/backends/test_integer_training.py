@@ -19,12 +19,12 @@ from n2c.errors import N2CError, NIRFormatError, QuantizationError
 
 @pytest.fixture(scope="module")
 def trained(digits_nir, digits_train, tmp_path_factory):
-    """The digits graph fine-tuned in Loihi 2's integer format for one epoch."""
+    """The digits graph fine-tuned in Loihi 2's integer format (a large step, so that weights move)."""
     nir_graph = read_graph(digits_nir)
     net = quantize(import_nir(nir_graph))
     weights, biases = trainable_parts(nir_graph, net)
     model = IntegerModel(net, weights, biases)
-    fine_tune_integer(model, net.source.encode(digits_train.x), digits_train.y, epochs=1, progress=False)
+    fine_tune_integer(model, net.source.encode(digits_train.x), digits_train.y, epochs=2, lr=0.2, progress=False)
     path = tmp_path_factory.mktemp("int") / "digits_int.nir"
     write_nir(nir_graph, model.to_network(), str(path))
     return model, net, path
