@@ -9,9 +9,10 @@ the integer current they receive, exactly:
 1. **Pooling through relays.** A sum-pool folded into the next layer's synapses multiplies
    its fan-in (2x2 pooling before a 3x3 conv: a 6x6 window, 4x the axons). A relay layer
    after the sum-pool sends the pooled sums; the conv then reads 3x3 of them.
-2. **Partial sums.** Still too wide: the weighted synapse is split by input channel (dense:
-   by contiguous input columns) into G parts, each feeding a relay layer of the neuron's
-   shape; the neuron joins the G partial sums through weights of 1::
+2. **Partial sums.** Still too wide: the widest weighted synapse is split by input channel
+   (dense: by contiguous input columns) into G parts, each feeding a relay layer of the
+   neuron's shape, then the next widest while the neuron does not fit (a neuron may sum
+   several sources); the neuron joins the G partial sums through weights of 1::
 
        I = Σ_g 1 · relay_g,   relay_g = W[:, group g] · s[group g]   (= W · s)
 
@@ -124,15 +125,23 @@ class _Rewrite:
 
     # --- 2. partial sums --------------------------------------------------------------------
     def split_partial_sums(self, neuron: IntNeuron) -> None:
-        """Split the widest weighted synapse into ``neuron`` by input channel until a part and
-        the join both fit; leave the layer as it is when no split fits (the mapper names it)."""
-        layers = self.by_name()
-        neuron = layers[neuron.name]
-        weighted = [layers[n] for n in neuron.inputs if isinstance(layers[n], IntSynapse) and _splittable(layers[n])
-                    and not isinstance(layers[layers[n].input], IntSynapse)]
-        if not weighted:
-            return
-        syn = max(weighted, key=_width)
+        """Split the weighted synapses into ``neuron`` by input channel, widest first, until the
+        neuron (the joins and any unsplit inputs) fits; leave the layer as it was when no split
+        fits (the mapper then names it)."""
+        saved, added = list(self.layers), []
+        while self.over(neuron):
+            layers = self.by_name()
+            weighted = [layers[n] for n in layers[neuron.name].inputs if isinstance(layers[n], IntSynapse)
+                        and _splittable(layers[n]) and not isinstance(layers[layers[n].input], IntSynapse)]
+            split = self._split_one(layers[neuron.name], max(weighted, key=_width)) if weighted else None
+            if split is None:
+                self.layers = saved  # the joins' fan-in only grows with G: no split fits
+                return
+            added.append(split)
+        self.added += added
+
+    def _split_one(self, neuron: IntNeuron, syn: IntSynapse) -> dict | None:
+        """Split ``syn`` into the fewest parts at which the widest part fits a core (None: none fits)."""
         saved = list(self.layers)
 
         def part_fits(groups: int) -> bool:  # the widest part (near-equal slices) fits
@@ -144,17 +153,13 @@ class _Rewrite:
         lo, hi = 1, min(_width(syn), MAX_PARTS)
         if not part_fits(hi):
             self.layers = saved
-            return
+            return None
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if part_fits(mid) else (mid, hi)
         self.layers = list(saved)
         parts = self._split(neuron, syn, hi)
-        if self.over(neuron):  # the join's fan-in only grows with G: no split fits
-            self.layers = saved
-            return
-        self.added.append({"layer": neuron.name, "relay": parts, "why": "partial sums", "parts": hi,
-                           "reads": syn.input})
+        return {"layer": neuron.name, "relay": parts, "why": "partial sums", "parts": hi, "reads": syn.input}
 
     def _split(self, neuron: IntNeuron, syn: IntSynapse, groups: int) -> list[str]:
         """Replace ``syn`` by ``groups`` parts → relays → joins of weight 1 into ``neuron``."""
@@ -168,10 +173,10 @@ class _Rewrite:
                                        delay=None if syn.delay is None else syn.delay[:, a:b])
             rows = np.abs(weight).reshape(len(weight), -1).sum(axis=1)
             bound = int(rows.max()) * max(abs(lo), abs(hi))
-            relay = IntNeuron(f"{neuron.name}_partial{g}", "relay", [part.name], tuple(neuron.shape), neuron.scale,
+            relay = IntNeuron(f"{syn.name}_partial{g}", "relay", [part.name], tuple(neuron.shape), neuron.scale,
                               bias=np.zeros(neuron.shape, np.int64), max_spikes=bound, min_spikes=bound,
                               spike_value=np.full(neuron.shape, 1.0 / neuron.scale))
-            join = _identity(f"{neuron.name}_join{g}", relay.name, tuple(neuron.shape))
+            join = _identity(f"{syn.name}_join{g}", relay.name, tuple(neuron.shape))
             new += [part, relay, join]
             relays.append(relay.name)
             joins.append(join.name)
