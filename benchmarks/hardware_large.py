@@ -228,6 +228,11 @@ def main() -> int:
                   f"| {100 * r['agree_before']:.2f} % | {100 * r['trained_acc']:.2f} % | "
                   f"{100 * r['int_acc_after']:.2f} % | {100 * r['agree_after']:.2f} % | "
                   f"{'yes' if r['lava_equal'] else 'NO'} ({r['lava_samples']} samples) | {r['train_s']:.0f} s |")
+    weak = [r for r in int_rows if r["ann_acc"] < 0.5]
+    if weak:
+        ia += ["", "Did not learn in this budget: " + ", ".join(f"{r['model']} (QCFS ANN {100 * r['ann_acc']:.1f} %)"
+                                                           for r in weak)
+               + ". Its agreement and hardware figures stand; its accuracies say nothing about the model."]
     replace_block(DOCS / "integer_accuracy.md", ia)
     print(f"wrote {DOCS / 'hardware.md'} and {DOCS / 'integer_accuracy.md'}")
     return 0
