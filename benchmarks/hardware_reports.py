@@ -138,7 +138,11 @@ def main() -> int:
                              f"{row['cores']} | {fmt_e(row['energy_dynamic_J'])} | {fmt_e(row['energy_total_J'])} | "
                              f"{row['inference_s'] * 1e6:.2f} µs | {row['edp_J_s']:.3g} |")
             lines.append("")
-    (DOCS / "hardware.md").write_text("\n".join(lines))
+    old = (DOCS / "hardware.md").read_text() if (DOCS / "hardware.md").exists() else ""
+    begin, end = "<!-- real-size CNNs: benchmarks/hardware_large.py -->", "<!-- end of real-size CNNs -->"
+    if begin in old and end in old:  # benchmarks/hardware_large.py's part stays as it is
+        lines += ["", old[old.index(begin):old.index(end) + len(end)]]
+    (DOCS / "hardware.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {DOCS / 'hardware.md'}")
     return 0
 
