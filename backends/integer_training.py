@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
+from pathlib import Path
 
+import nir
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backends.nir.to_layers import import_nir
+from backends.quantize import IntNeuron, IntSynapse, input_channels, quantize
 from n2c.errors import N2CError
+from n2c.files import atomic_write
 
 TRAINABLE_KINDS = ("mtn", "readout")
 
@@ -45,8 +51,6 @@ class IntegerModel(nn.Module):
 
     def __init__(self, net, trainable: set[str] | None = None, biases: set[str] | None = None):
         super().__init__()
-        from backends.quantize import IntNeuron, IntSynapse
-
         if net.timesteps != 1:
             raise N2CError(f"integer-exact training is for one-step networks; this one runs T = {net.timesteps}")
         for layer in net.layers:
@@ -85,8 +89,6 @@ class IntegerModel(nn.Module):
         return torch.clamp(_round_ste(self.biases[key]), self.fmt.state_min, self.fmt.state_max)
 
     def forward(self, s_in: torch.Tensor) -> torch.Tensor:
-        from backends.quantize import IntSynapse
-
         values = {self.net.source.name: s_in.to(torch.float64)}
         for layer in self.net.layers:
             if isinstance(layer, IntSynapse):
@@ -110,8 +112,6 @@ class IntegerModel(nn.Module):
 
     def to_network(self):
         """The integer network with the trained weights and biases."""
-        from backends.quantize import IntNeuron, IntSynapse
-
         net = copy.deepcopy(self.net)
         with torch.no_grad():
             for layer in net.layers:
@@ -189,10 +189,6 @@ def _node(graph, name: str):
 def trainable_parts(nir_graph, net) -> tuple[set[str], set[str]]:
     """(synapses whose weights are NIR nodes, neurons whose first weighted input is a NIR node with a
     bias): what :func:`write_nir` can write back."""
-    import nir
-
-    from backends.quantize import IntNeuron, IntSynapse
-
     weighted = {x.name for x in net.layers if isinstance(x, IntSynapse) and x.kind in ("conv", "dense")
                 and isinstance(_node(nir_graph, x.name), (nir.Conv2d, nir.Affine, nir.Linear))}
     biased = set()
@@ -209,15 +205,6 @@ def write_nir(nir_graph, trained, path: str) -> None:
     neuron's bias b / S on its first weighted input (0 on the others), ``n2c.scale`` = S on every
     neuron and the Output. The graph is re-imported and re-quantized first; if any integer differs
     from ``trained``, nothing is written and an error names the layer."""
-    import tempfile
-    from pathlib import Path
-
-    import nir
-
-    from backends.nir.to_layers import import_nir
-    from backends.quantize import IntNeuron, IntSynapse, quantize
-    from n2c.files import atomic_write
-
     def write_graph(g, target):
         atomic_write(target, lambda tmp: nir.write(tmp, g))
 
@@ -232,9 +219,7 @@ def write_nir(nir_graph, trained, path: str) -> None:
         if syn.kind == "dense":
             real = w / (scale * syn.input_unit[None, :])
         else:
-            per_group = w.shape[0] // syn.groups
-            idx = np.arange(w.shape[0])[:, None] // per_group * w.shape[1] + np.arange(w.shape[1])[None, :]
-            real = w / (scale * syn.input_unit[idx][:, :, None, None])
+            real = w / (scale * syn.input_unit[input_channels(w.shape, syn.groups)][:, :, None, None])
         node.weight = real.reshape(np.shape(node.weight)).astype(np.float32)
         if feeds[syn.name] in biased and getattr(node, "bias", None) is not None:
             node.bias = np.zeros(np.shape(node.bias), np.float32)  # the neuron's bias goes on its first input

@@ -48,9 +48,14 @@ class IntSource:
     def message_bits(self) -> int:
         return self.bits
 
+    @property
+    def message_range(self) -> tuple[int, int]:
+        """Smallest and largest integer the source sends."""
+        return (-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1) if self.signed else (0, 2 ** self.bits - 1)
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Float inputs → integer graded spikes, clipped to the source's bit width."""
-        lo, hi = (-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1) if self.signed else (0, 2 ** self.bits - 1)
+        lo, hi = self.message_range
         return np.clip(np.round(np.asarray(x, dtype=np.float64) / self.scale), lo, hi).astype(np.int64)
 
 
@@ -91,12 +96,16 @@ class IntSynapse:
     def full_weight(self) -> np.ndarray:
         """The weight over the whole input, zeros outside ``in_slice`` (for engines that cannot slice
         their input, as Lava's ports)."""
+        return self.over_whole_input(self.weight)
+
+    def over_whole_input(self, values: np.ndarray) -> np.ndarray:
+        """Per-synapse ``values`` (out, slice, ...) laid over the whole input, zeros outside ``in_slice``."""
         if self.in_slice is None:
-            return self.weight
+            return values
         a, b = self.in_slice
         width = int(np.prod(self.in_shape)) if self.kind == "dense" else self.in_shape[0]
-        full = np.zeros((self.weight.shape[0], width, *self.weight.shape[2:]), self.weight.dtype)
-        full[:, a:b] = self.weight
+        full = np.zeros((values.shape[0], width, *values.shape[2:]), values.dtype)
+        full[:, a:b] = values
         return full
 
 
@@ -402,10 +411,13 @@ def _effective_weights(layer, in_shape, u) -> np.ndarray:
     if isinstance(layer, DenseLayer):
         return layer.weight * np.broadcast_to(u, in_shape).reshape(-1)[None, :]
     per_c = _unit_per_channel(u, in_shape, layer.name)
-    cin_per_group = layer.weight.shape[1]
-    idx = np.arange(layer.weight.shape[0])[:, None] // (layer.weight.shape[0] // layer.groups) * cin_per_group \
-        + np.arange(cin_per_group)[None, :]
-    return layer.weight * per_c[idx][:, :, None, None]
+    return layer.weight * per_c[input_channels(layer.weight.shape, layer.groups)][:, :, None, None]
+
+
+def input_channels(weight_shape: tuple[int, ...], groups: int) -> np.ndarray:
+    """The input channel each entry (out, in-group) of a grouped conv kernel reads, (Cout, Cin/groups)."""
+    c_out, per_group = weight_shape[0], weight_shape[1]
+    return np.arange(c_out)[:, None] // (c_out // groups) * per_group + np.arange(per_group)[None, :]
 
 
 def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: str, fmt: IntegerFormat,

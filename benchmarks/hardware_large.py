@@ -77,7 +77,7 @@ def integer_path(name: str, model, train: Dataset, test: Dataset, lava_samples: 
     from backends.nir.read import read_graph
     from backends.nir.to_layers import import_nir
     from backends.quantize import quantize
-    from backends.reference.simulate import simulate
+    from backends.reference.simulate import predict as predict_integer_network, simulate
     from backends.integer_training import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
     from n2c.ann.train import predict
     from n2c.cli.pipeline import export_model
@@ -91,12 +91,8 @@ def integer_path(name: str, model, train: Dataset, test: Dataset, lava_samples: 
     nir_graph = read_graph(graph_path)
     net = quantize(import_nir(nir_graph), fmt=fmt)
 
-    def integer_predictions(network) -> np.ndarray:
-        return np.concatenate([simulate(network, test.x[i:i + 250]).output.reshape(len(test.x[i:i + 250]), -1)
-                               .argmax(1) for i in range(0, len(test.x), 250)])
-
     ann = predict(model, test.x).argmax(1)
-    before = integer_predictions(net)
+    before = predict_integer_network(net, test.x, 250)
     weights, biases = trainable_parts(nir_graph, net)
     qat = IntegerModel(net, weights, biases)
     start = time.perf_counter()
@@ -107,7 +103,7 @@ def integer_path(name: str, model, train: Dataset, test: Dataset, lava_samples: 
     trained = predict_integer(qat, net.source.encode(test.x))
     write_nir(nir_graph, qat.to_network(), str(trained_path))
     again = quantize(import_nir(trained_path), fmt=fmt)
-    after = integer_predictions(again)
+    after = predict_integer_network(again, test.x, 250)
     x = test.x[:lava_samples]
     lava_equal = bool(np.array_equal(run_lava(again, x, progress=False), simulate(again, x).output))
     row = {"model": name, "samples": len(test.x), "ann_acc": float(np.mean(ann == test.y)),

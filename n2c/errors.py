@@ -31,3 +31,5 @@ class QuantizationError(N2CError):
 
 class MappingError(N2CError):
     """A network does not fit the cores of a chip (or cannot be mapped onto them)."""
+
+    reason: str | None = None  # for one layer's neuron that cannot fit a core: what it needs, and the fix

@@ -75,8 +75,9 @@ class _Rewrite:
 
     def over(self, neuron: IntNeuron) -> dict:
         """Limits one neuron of the layer alone passes on its core (input side only)."""
-        neuron = self.by_name()[neuron.name]
-        into = connections_into(self.view(), neuron, self.chip, self.by_name())
+        layers = self.by_name()
+        neuron = layers[neuron.name]
+        into = connections_into(self.view(), neuron, self.chip, layers)
         usage = usage_grids(neuron, compartments(neuron, self.chip), into, np.zeros(neuron.shape, np.int64),
                             tuple(neuron.shape), self.chip)
         return over_limits(usage, self.chip)
@@ -88,14 +89,10 @@ class _Rewrite:
         i = [x.name for x in self.layers].index(name)
         self.layers[i:i] = new
 
-    def _message_bound(self, name: str) -> tuple[int, int]:
+    def _message_range(self, name: str) -> tuple[int, int]:
+        """Smallest and largest message of a spike source (the input or a neuron layer)."""
         src = self.by_name()[name]
-        if src is self.net.source:
-            hi = 2 ** (src.bits - 1) if src.signed else 2 ** src.bits - 1
-            return (-hi if src.signed else 0), hi
-        if isinstance(src, IntSynapse):  # a current: its relay's bound
-            raise ValueError(name)
-        return message_range(src)
+        return src.message_range if src is self.net.source else message_range(src)
 
     # --- 1. pooling through relays ---------------------------------------------------------
     def relay_pools(self, neuron: IntNeuron) -> None:
@@ -112,7 +109,7 @@ class _Rewrite:
             while isinstance(src, IntSynapse):
                 chain.insert(0, src)
                 src = layers[src.input]
-            lo, hi = self._message_bound(src.name)
+            lo, hi = self._message_range(src.name)
             window = int(np.prod([np.prod(p.kernel) for p in chain]))
             relay = IntNeuron(f"{pool.name}_relay", "relay", [pool.name], tuple(pool.out_shape), 1.0,
                               bias=np.zeros(pool.out_shape, np.int64), max_spikes=window * hi,
@@ -164,7 +161,7 @@ class _Rewrite:
     def _split(self, neuron: IntNeuron, syn: IntSynapse, groups: int) -> list[str]:
         """Replace ``syn`` by ``groups`` parts → relays → joins of weight 1 into ``neuron``."""
         edges = _edges(_width(syn), groups)
-        lo, hi = self._message_bound(syn.input)
+        lo, hi = self._message_range(syn.input)
         new, relays, joins = [], [], []
         for g, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
             a, b = int(a), int(b)

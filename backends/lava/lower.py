@@ -43,7 +43,6 @@ way and counts them in its overflows).
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -142,10 +141,8 @@ def _dense_process(syn: IntSynapse, src: _Stream):
     _warn_if_may_wrap(syn, _current_bound(syn, weight, src), DENSE_WRAP, "Lava's Dense accumulates in int32")
     weights = dense_columns_for_lava(weight, tuple(src.shape))
     if syn.delay is not None and np.any(syn.delay):
-        delay = np.asarray(syn.delay, dtype=np.int64)
-        if syn.in_slice is not None:
-            delay = dataclasses.replace(syn, weight=delay).full_weight()
-        delays = dense_columns_for_lava(delay, tuple(src.shape))
+        delays = dense_columns_for_lava(syn.over_whole_input(np.asarray(syn.delay, dtype=np.int64)),
+                                        tuple(src.shape))
         proc = DelayDense(weights=weights, delays=delays, weight_exp=int(syn.weight_exp),
                           num_message_bits=src.bits, name=syn.name)
     else:
@@ -266,7 +263,7 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     total = samples * timesteps + flush
     source = Source(data=_source_data(s_in, flush))
     src = net.source
-    src_max = 2 ** (src.bits - 1) if src.signed else 2 ** src.bits - 1
+    src_max = max(abs(v) for v in src.message_range)
     streams = {src.name: _Stream(source.s_out, tuple(src.shape), 0, src.message_bits, src_max)}
     procs = {}
     for layer in net.layers:

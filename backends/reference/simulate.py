@@ -57,6 +57,13 @@ def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResul
     return run_batches(net, lambda batch: net.direct_input(x[batch]), len(x), batch_size)
 
 
+def predict(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Classes (argmax of the readout) of float samples ``x``, batch by batch: only one batch's
+    messages are held at a time."""
+    return np.concatenate([simulate(net, x[i:i + batch_size], batch_size).output.reshape(
+        len(x[i:i + batch_size]), -1).argmax(1) for i in range(0, len(x), batch_size)] or [np.zeros(0, np.int64)])
+
+
 def run_batches(net: IntNetwork, encoded, samples: int, batch_size: int = 1024) -> SimResult:
     """:func:`run_encoded` over ``samples`` in batches; ``encoded(batch)`` gives the integer input
     (T, b, ...) of the samples in the slice ``batch``. Results are joined along the batch axis."""

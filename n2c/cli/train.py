@@ -122,6 +122,7 @@ def train_integer(args) -> int:
     from backends.nir.read import read_graph
     from backends.nir.to_layers import import_nir
     from backends.quantize import quantize
+    from backends.reference.simulate import predict
     from backends.integer_training import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
     from n2c.data import load_dataset
 
@@ -153,10 +154,7 @@ def train_integer(args) -> int:
                       progress=sys.stderr.isatty())
     trained = predict_integer(model, s_test)
     write_nir(nir_graph, model.to_network(), args.output)  # checks the round trip before writing
-    from backends.reference.simulate import simulate
-    again = quantize(import_nir(args.output), fmt=chip.integer_format())
-    integer = np.concatenate([simulate(again, test_set.x[i:i + 1024]).output.reshape(
-        len(test_set.x[i:i + 1024]), -1).argmax(1) for i in range(0, len(test_set.x), 1024)])
+    integer = predict(quantize(import_nir(args.output), fmt=chip.integer_format()), test_set.x)
     same = int(np.sum(integer == trained))
     print(f"test accuracy of the integer network {100 * before:.2f} % -> {100 * np.mean(trained == test_set.y):.2f} %; "
           f"the integer network of {args.output} predicts what the trained model predicts on {same}/"

@@ -121,17 +121,13 @@ def unfit_inputs(neurons, comp: dict, conns, chip: ChipSpec) -> dict:
     return unfit
 
 
-def check_fan_in(neurons, comp: dict, conns, chip: ChipSpec) -> None:
-    """Every layer whose single neuron cannot fit a core (:func:`unfit_inputs`), all named in one
-    MappingError."""
-    unfit = unfit_inputs(neurons, comp, conns, chip)
-    by_name = {n.name: n for n in neurons}
+def fan_in_error(neurons, unfit: dict, chip: ChipSpec) -> MappingError:
+    """One MappingError naming every layer of ``unfit`` (:func:`unfit_inputs`)."""
     if len(unfit) == 1:
         name, over = next(iter(unfit.items()))
-        raise fit_error(by_name[name], chip, over)
-    if unfit:
-        raise MappingError(f"{len(unfit)} layers cannot fit one {chip.name} core: " + " | ".join(
-            f"layer '{name}': {fit_reason(over)}" for name, over in unfit.items()))
+        return fit_error(next(n for n in neurons if n.name == name), chip, over)
+    return MappingError(f"{len(unfit)} layers cannot fit one {chip.name} core: " + " | ".join(
+        f"layer '{name}': {fit_reason(over)}" for name, over in unfit.items()))
 
 
 def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapping:
@@ -142,9 +138,10 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
     neurons = [x for x in net.layers if isinstance(x, IntNeuron)]
     comp = {x.name: compartments(x, chip) for x in neurons}
     fanout = {x.name: np.zeros(x.shape, np.int64) for x in neurons}
-    if not unfit_ok:
-        check_fan_in(neurons, comp, conns, chip)
-    unfit = {name: fit_reason(over) for name, over in unfit_inputs(neurons, comp, conns, chip).items()}
+    over_inputs = unfit_inputs(neurons, comp, conns, chip)  # before any partition: all named at once
+    if over_inputs and not unfit_ok:
+        raise fan_in_error(neurons, over_inputs, chip)
+    unfit = {name: fit_reason(over) for name, over in over_inputs.items()}
     masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (split, usage)
     for neuron in reversed(neurons):
         if neuron.name in unfit:
@@ -153,9 +150,9 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
         try:
             split, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
         except MappingError as e:
-            if not unfit_ok:
+            if not unfit_ok or e.reason is None:
                 raise
-            unfit[neuron.name] = str(e).split(" core: ", 1)[-1]  # its fan-out: fit_reason's text
+            unfit[neuron.name] = e.reason  # its fan-out, known now, is what does not fit
             continue
         plans[neuron.name] = (split, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         starts = split_starts(neuron.shape, split)

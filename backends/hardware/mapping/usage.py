@@ -74,4 +74,7 @@ def fit_reason(over: dict) -> str:
 
 
 def fit_error(neuron, chip, over: dict) -> MappingError:
-    return MappingError(f"layer '{neuron.name}' cannot fit one {chip.name} core: {fit_reason(over)}")
+    """The error of a layer whose single neuron cannot fit a core; ``reason`` holds :func:`fit_reason`."""
+    error = MappingError(f"layer '{neuron.name}' cannot fit one {chip.name} core: {fit_reason(over)}")
+    error.reason = fit_reason(over)
+    return error
