@@ -67,15 +67,17 @@ def row_bits(n, chip: ChipSpec, w: int, d: int) -> np.ndarray:
     return words * word
 
 
-def split_starts(shape: tuple, split: tuple) -> list[np.ndarray]:
-    """First index of each near-equal contiguous slice: ⌊i·n/k⌋."""
-    return [np.arange(k) * n // k for n, k in zip(shape, split)]
+def split_starts(shape: tuple, split) -> list[np.ndarray]:
+    """First index of each contiguous slice, per axis: a count k gives near-equal slices
+    (⌊i·n/k⌋); an array of starts is its own."""
+    return [np.arange(k) * n // k if np.ndim(k) == 0 else np.asarray(k, np.int64) for n, k in zip(shape, split)]
 
 
-def split_slices(shape: tuple, split: tuple) -> list[tuple[slice, ...]]:
+def split_slices(shape: tuple, split) -> list[tuple[slice, ...]]:
     """Blocks of a split in C order."""
     edges = [np.append(s, n) for s, n in zip(split_starts(shape, split), shape)]
-    return [tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx)) for idx in np.ndindex(*split)]
+    return [tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx))
+            for idx in np.ndindex(*(len(e) - 1 for e in edges))]
 
 
 def grid_sum(x: np.ndarray, starts: list[np.ndarray], first_axis: int = 0) -> np.ndarray:
@@ -211,11 +213,11 @@ class Connection:
             return self._shared_bits(starts, chip, w, d)
         return self._unshared_bits(starts, chip, w, d)
 
-    def _shared_bits(self, starts, chip, w, d) -> np.ndarray:
-        """Kernel once per core: Σ_groups touched (Cin/g · KH · KW) · m · bits(block channels in group)."""
+    def kernel_entries(self) -> tuple[int, int]:
+        """(groups, E) of a conv or pool chain: its folded kernel has E = (Cin/g · KH · KW) · m
+        entries per output channel (sum-pool then conv: extent d·sp·(k−1) + kp, stride s·sp)."""
         weighted = self.chain[-1] if self.chain[-1].kind == "conv" else None
-        c_out = self.target_shape[0]
-        groups = weighted.groups if weighted else c_out
+        groups = weighted.groups if weighted else self.target_shape[0]
         cin_per_group = weighted.weight.shape[1] if weighted else 1
         extent, stride = [1, 1], [1, 1]
         for syn in self.chain:
@@ -224,7 +226,12 @@ class Connection:
             for a in range(2):
                 extent[a] += stride[a] * dil[a] * (kernel[a] - 1)
                 stride[a] *= syn.stride[a]
-        entries = cin_per_group * extent[0] * extent[1] * self.axons_per_source
+        return groups, cin_per_group * extent[0] * extent[1] * self.axons_per_source
+
+    def _shared_bits(self, starts, chip, w, d) -> np.ndarray:
+        """Kernel once per core: Σ_groups touched E · bits(block channels in the group)."""
+        c_out = self.target_shape[0]
+        groups, entries = self.kernel_entries()
         ends = np.append(starts[0], c_out)
         per_chunk = [int((entries * row_bits(np.bincount(np.arange(a, b) // (c_out // groups)), chip, w, d)).sum())
                      for a, b in zip(ends[:-1], ends[1:])]
@@ -249,12 +256,37 @@ class Connection:
         return reached * self.axons_per_source
 
     def _synapse_floor(self, chip: ChipSpec) -> int:
-        """A lower bound on the layer's synapse bits over all splits (module docstring)."""
-        if self._axes is not None:
-            return int(self._synapse_bits([np.zeros(1, np.int64)] * len(self.target_shape), chip).sum())
-        fan = self._dense.sum(axis=0)
+        """A lower bound on the layer's synapse bits over all splits: every source's row (shared
+        conv: every kernel entry's row) of n synapses costs at least ``least_bits(n)`` however
+        the targets are cut."""
         w, d = self._weight_bits, self._delay_bits(chip)
-        return int(row_bits(fan, chip, w, d).sum()) * self.axons_per_source
+        if self._axes is None:
+            fan = self._dense.sum(axis=0)
+        elif chip.int("conv_weight_sharing"):
+            groups, entries = self.kernel_entries()
+            return entries * groups * int(least_bits(self.target_shape[0] // groups, chip, w, d))
+        else:
+            fan = outer([a.sum(axis=0) for a in self._axes]).ravel()
+        return int(least_bits(fan, chip, w, d).sum()) * self.axons_per_source
+
+
+def least_bits(n, chip: ChipSpec, w: int, d: int) -> np.ndarray:
+    """A floor on Σ_p bits(n_p) over every way to cut a row of n synapses into parts n_p:
+    ⌈n · min_{1≤k≤n} bits(k)/k⌉ (bits is not superadditive: word rounding can make small parts
+    cheaper per synapse than one long row)."""
+    n = np.asarray(n, np.int64)
+    top = int(n.max()) if n.size else 0
+    if top == 0:
+        return np.zeros_like(n)
+    k = np.arange(1, top + 1)
+    cost = row_bits(k, chip, w, d)
+    best = np.zeros(top + 1, np.int64)  # best[n]: the k ≤ n of least bits(k)/k
+    best[1] = 1
+    for i in range(2, top + 1):  # compare bits(i)/i with bits(b)/b exactly: bits(i)·b < bits(b)·i
+        b = best[i - 1]
+        best[i] = i if cost[i - 1] * b < cost[b - 1] * i else b
+    kk = np.maximum(best[n], 1)
+    return np.where(n > 0, -(-n * cost[kk - 1] // kk), 0)
 
 
 def message_width(bits: int, chip: ChipSpec) -> int:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices, split_starts
-from backends.hardware.mapping.partition import lower_bound, partition
+from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices
+from backends.hardware.mapping.bound import lower_bound
+from backends.hardware.mapping.partition import partition
 from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
 from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
                                            over_limits, usage_grids)
@@ -142,23 +143,22 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
     if over_inputs and not unfit_ok:
         raise fan_in_error(neurons, over_inputs, chip)
     unfit = {name: fit_reason(over) for name, over in over_inputs.items()}
-    masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (split, usage)
+    masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (starts, usage, bound, binding)
     for neuron in reversed(neurons):
         if neuron.name in unfit:
             continue
         into = [c for c in conns if c.target == neuron.name]
         try:
-            split, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
+            starts, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
         except MappingError as e:
             if not unfit_ok or e.reason is None:
                 raise
             unfit[neuron.name] = e.reason  # its fan-out, known now, is what does not fit
             continue
-        plans[neuron.name] = (split, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
-        starts = split_starts(neuron.shape, split)
+        plans[neuron.name] = (starts, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         for src in dict.fromkeys(c.source for c in into):
             union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
-            masks[src, neuron.name] = union.reshape(-1, *union.shape[len(split):])
+            masks[src, neuron.name] = union.reshape(-1, *union.shape[len(starts):])
             if src in fanout:
                 fanout[src] += masks[src, neuron.name].sum(axis=0)
     if len(unfit) == len(neurons):
@@ -171,10 +171,11 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
             layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), (), [], 0, "does not fit",
                                        comp[neuron.name], synapses, unfit[neuron.name]))
             continue
-        split, usage, bound, binding = plans[neuron.name]
+        starts, usage, bound, binding = plans[neuron.name]
+        split = tuple(len(s) for s in starts)
         memory = memory_use(usage, chip)
         first = len(cores)
-        for i, block in enumerate(split_slices(neuron.shape, split)):
+        for i, block in enumerate(split_slices(neuron.shape, starts)):
             idx = np.unravel_index(i, split)
             cores.append(Core(len(cores), neuron.name, block, 0, (0, 0), {k: int(usage[k][idx]) for k in USAGE_KEYS},
                               {k: int(v[idx]) for k, v in memory.items()}))

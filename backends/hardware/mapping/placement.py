@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.hardware.mapping.chains import grid_sum, split_starts
+from backends.hardware.mapping.chains import grid_sum
 from backends.hardware.spec import ChipSpec
 MAX_PASSES = 20  # local search: at most this many passes over all cores,
 MIN_GAIN = 100  # ... each lowering the hop cost by at least 1/MIN_GAIN of it,
@@ -100,7 +100,7 @@ def core_traffic(net, layers, plans, masks, comp, conns, n) -> tuple[np.ndarray,
             m = next(c.axons_per_source for c in conns if c.source == src and c.target == dst)
             host[into] += union.reshape(len(union), -1).sum(axis=1) * m
             continue
-        starts = split_starts(by_name[src].shape, plans[src][0])
+        starts = plans[src][0]
         edges = grid_sum(union.astype(np.int64), starts, 1).reshape(len(union), -1) * comp[src]
         traffic[np.ix_(into, by_name[src].cores)] += edges
     return traffic + traffic.T, host

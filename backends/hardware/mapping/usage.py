@@ -42,13 +42,14 @@ def limits(chip: ChipSpec) -> dict:
 
 
 def usage_grids(neuron, comp, conns, fanout, split, chip) -> dict[str, np.ndarray]:
-    """Usage grids (one entry per block) of a split."""
+    """Usage grids (one entry per block) of a split (counts or starts per axis, ``split_starts``)."""
     starts = split_starts(neuron.shape, split)
     sizes = outer([np.diff(np.append(s, n)) for s, n in zip(starts, neuron.shape)])
+    grid = tuple(len(s) for s in starts)
     u = {"neurons": sizes * comp,
-         "input_axons": sum((c._axons(starts) for c in conns), np.zeros(split, np.int64)),
+         "input_axons": sum((c._axons(starts) for c in conns), np.zeros(grid, np.int64)),
          "output_fanout": grid_sum(fanout, starts) * comp,
-         "synapse_bits": sum((c._synapse_bits(starts, chip) for c in conns), np.zeros(split, np.int64))}
+         "synapse_bits": sum((c._synapse_bits(starts, chip) for c in conns), np.zeros(grid, np.int64))}
     u["neuron_state_bits"] = u["neurons"] * chip.int("neuron_state_bits")
     u["routing_bits"] = u["output_fanout"] * chip.int("routing_entry_bits")
     return u
