@@ -72,18 +72,18 @@ class Activity:
         self.net, self.mapping = net, mapping
         self.bits = _message_bits(net)
         chip = mapping.chip
-        host = len(mapping.cores)  # the input enters at tile (0, 0) of chip 0
+        host = len(mapping.blocks)  # the input enters at tile (0, 0) of chip 0
         self.layers = {lm.name: {"name": lm.name, "kind": lm.kind, "neurons": int(np.prod(lm.shape)),
                                  **dict.fromkeys(COUNTS, 0.0), "spiking_steps": 0.0} for lm in mapping.layers}
         self.source = {"name": net.source.name, **dict.fromkeys(COUNTS, 0.0)}
-        # routes: per connection and destination core, the source neurons that reach it and their cores
+        # routes: per connection and destination block, the source neurons that reach it and their blocks
         self.routes = []
         longest = (0, 0)
         for conn in mapping.connections:
-            src_core = _core_ids(mapping, conn.source, conn.source_shape, host)
-            for i in mapping.layer(conn.target).cores:
-                mask = conn.receptive_mask(mapping.cores[i].block).ravel()
-                senders = src_core[mask]
+            src_block = _block_ids(mapping, conn.source, conn.source_shape, host)
+            for i in mapping.layer(conn.target).blocks:
+                mask = conn.receptive_mask(mapping.blocks[i].block).ravel()
+                senders = src_block[mask]
                 hops = {a: _hops(mapping, int(a), i) for a in np.unique(senders) if a >= 0}
                 longest = max([longest, *((h[0], h[1]) for h in hops.values())], key=sum)
                 self.routes.append((conn, i, mask, senders, hops))
@@ -122,7 +122,7 @@ class Activity:
                 row["chip_crossings"] += n * cross
         self.source["unit_spikes"] += float(np.abs(messages[net.source.name]).sum())
         chip = mapping.chip
-        work = np.zeros((t * b, len(mapping.cores)))
+        work = np.zeros((t * b, len(mapping.cores)))  # per core: the work of all its blocks
         for lm in mapping.layers:
             row, shape, comp = self.layers[lm.name], tuple(lm.shape), lm.compartments_per_neuron
             got = received.get(lm.name)
@@ -133,11 +133,11 @@ class Activity:
             row["spiking_steps"] += float((sent != 0).sum())
             row["neuron_updates_active"] += float(active.sum()) * comp
             row["neuron_updates_inactive"] += float((~active).sum()) * comp
-            for i in lm.cores:
-                block = (slice(None), *mapping.cores[i].block)
+            for i in lm.blocks:
+                block = (slice(None), *mapping.blocks[i].block)
                 n_act = active[block].reshape(t * b, -1).sum(axis=1) * comp
-                n_all = int(np.prod([sl.stop - sl.start for sl in mapping.cores[i].block])) * comp
-                work[:, i] = (got[block].reshape(t * b, -1).sum(axis=1) * chip["time_synop"]
+                n_all = int(np.prod([sl.stop - sl.start for sl in mapping.blocks[i].block])) * comp
+                work[:, mapping.blocks[i].core] += (got[block].reshape(t * b, -1).sum(axis=1) * chip["time_synop"]
                               + n_act * chip["time_neuron_update_active"]
                               + (n_all - n_act) * chip["time_neuron_update_inactive"])
         step = work.max(axis=1) + self.route_s + self.barrier_s
@@ -159,22 +159,22 @@ class Activity:
         return {"per": "inference", "samples": n, "layers": layers, "input": source, "totals": totals}
 
 
-def _core_ids(mapping: Mapping, name: str, shape: tuple, host: int) -> np.ndarray:
-    """Core index of each neuron of ``name`` (flat); every input neuron is at the host entry, every
+def _block_ids(mapping: Mapping, name: str, shape: tuple, host: int) -> np.ndarray:
+    """Block index of each neuron of ``name`` (flat); every input neuron is at the host entry, every
     neuron of a layer that does not fit at -1 (its messages have no route)."""
     placed = name in {lm.name for lm in mapping.layers}
     ids = np.full(shape, -1 if placed else host, dtype=np.int64)
     if placed:
-        for i in mapping.layer(name).cores:
-            ids[tuple(mapping.cores[i].block)] = i
+        for i in mapping.layer(name).blocks:
+            ids[tuple(mapping.blocks[i].block)] = i
     return ids.ravel()
 
 
 def _hops(mapping: Mapping, a: int, b: int) -> tuple[int, int, int]:
-    """Hops from core a (len(cores) = the host's entry at tile (0, 0) of chip 0) to core b."""
-    if a < len(mapping.cores):
+    """Hops from block a (len(blocks) = the host's entry at tile (0, 0) of chip 0) to block b."""
+    if a < len(mapping.blocks):
         return mapping.hops(a, b)
-    x, y = mapping.cores[b].tile
+    x, y = mapping.blocks[b].tile
     return x, y, x // mapping.chip.mesh[0]
 
 

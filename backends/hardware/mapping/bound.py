@@ -49,6 +49,14 @@ def lower_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
 
 def totals_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     """max over resources of ⌈unsplit total / per-core capacity⌉, and the binding resource."""
+    totals, capacity = _totals(neuron, comp, conns, fanout, chip), limits(chip)
+    need = {k: -(-v // capacity[k]) for k, v in totals.items()}
+    binding = max(need, key=need.get)
+    return max(1, need[binding]), binding
+
+
+def _totals(neuron, comp, conns, fanout, chip) -> dict[str, int]:
+    """Per resource, a floor on the layer's total use over all its cores."""
     n = math.prod(neuron.shape) * comp
     fan = int(fanout.sum()) * comp
     totals = {"neurons": n, "output_fanout": fan, "input_axons": sum(c._source_floor() for c in conns)}
@@ -56,15 +64,39 @@ def totals_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
            "neuron_state_bits": n * chip.int("neuron_state_bits"),
            "routing_bits": fan * chip.int("routing_entry_bits")}
     totals.update(memory_use(use, chip))
-    capacity = limits(chip)
-    need = {k: -(-v // capacity[k]) for k, v in totals.items()}
-    binding = max(need, key=need.get)
-    return max(1, need[binding]), binding
+    return totals
 
 
 def largest_block(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     """S, the most neurons of the layer one core can hold (0 if not even one), and the resource
     that stops its block from growing by one along any axis (the most over its limit)."""
+    shape = tuple(neuron.shape)
+    count, ratio = _shape_grid(neuron, comp, conns, fanout, chip)
+    fits = np.logical_and.reduce([r <= 1 for r in ratio.values()])
+    if not fits.any():
+        return 0, max(ratio, key=lambda k: ratio[k].flat[0])
+    best = np.unravel_index(np.where(fits, count, 0).argmax(), shape)
+    grown = [tuple(i + (a == axis) for a, i in enumerate(best)) for axis in range(len(shape))
+             if best[axis] + 1 < shape[axis]]
+    over = {k: max((r[g] for g in grown), default=0.0) for k, r in ratio.items()}
+    return int(count[best]), max(over, key=over.get)
+
+
+def core_shares(neuron, comp, conns, fanout, chip) -> dict[str, float]:
+    """Per resource r, a floor on the cores' worth of r the layer takes in any mapping, shared
+    cores included: the larger of (unsplit total / capacity) and N · min over blocks that fit of
+    (use of r / neurons) / capacity, since every block of every mapping fits a core."""
+    n = math.prod(neuron.shape)
+    count, ratio = _shape_grid(neuron, comp, conns, fanout, chip)
+    fits = np.logical_and.reduce([r <= 1 for r in ratio.values()])
+    totals = _totals(neuron, comp, conns, fanout, chip)
+    capacity = limits(chip)
+    return {k: max(totals[k] / capacity[k], n * float((r[fits] / count[fits]).min()) if fits.any() else 0.0)
+            for k, r in ratio.items()}
+
+
+def _shape_grid(neuron, comp, conns, fanout, chip) -> tuple[np.ndarray, dict]:
+    """Neurons of every block shape and its use of every resource over the limit (see above)."""
     shape = tuple(neuron.shape)
     sizes = [np.arange(1, n + 1, dtype=np.int64) for n in shape]
     count = outer(sizes)
@@ -78,15 +110,7 @@ def largest_block(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     use["neuron_state_bits"] = use["neurons"] * chip.int("neuron_state_bits")
     use["routing_bits"] = use["output_fanout"] * chip.int("routing_entry_bits")
     used = {**{k: use[k] for k in ("neurons", "input_axons", "output_fanout")}, **memory_use(use, chip)}
-    ratio = {k: used[k] / lim for k, lim in limits(chip).items()}
-    fits = np.logical_and.reduce([r <= 1 for r in ratio.values()])
-    if not fits.any():
-        return 0, max(ratio, key=lambda k: ratio[k].flat[0])
-    best = np.unravel_index(np.where(fits, count, 0).argmax(), shape)
-    grown = [tuple(i + (a == axis) for a, i in enumerate(best)) for axis in range(len(shape))
-             if best[axis] + 1 < shape[axis]]
-    over = {k: max((r[g] for g in grown), default=0.0) for k, r in ratio.items()}
-    return int(count[best]), max(over, key=over.get)
+    return count, {k: used[k] / lim for k, lim in limits(chip).items()}
 
 
 def _connection_floor(c, shape: tuple, chip) -> tuple[np.ndarray, np.ndarray]:

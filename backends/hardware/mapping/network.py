@@ -5,12 +5,13 @@ Cores, layers and the ``Mapping`` the report reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices
-from backends.hardware.mapping.bound import lower_bound
+from backends.hardware.mapping.bound import core_shares, lower_bound
 from backends.hardware.mapping.partition import partition
 from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
 from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
@@ -24,14 +25,32 @@ MAX_SEARCHED_CORES = 4096  # placement's local search on at most this many cores
 
 
 @dataclass
-class Core:
+class Block:
+    """A rectangular block of one layer's neurons, held by one core."""
     index: int
     layer: str
     block: tuple[slice, ...]
+    core: int
+    chip: int
+    tile: tuple[int, int]  # global (x, y), its core's
+    usage: dict[str, int]
+    memory: dict[str, int]
+
+
+@dataclass
+class Core:
+    """A core and the blocks it holds (of one layer, or shared by several); usage is their sum."""
+    index: int
+    blocks: list[int]
+    layers: list[str]
     chip: int
     tile: tuple[int, int]  # global (x, y)
     usage: dict[str, int]
     memory: dict[str, int]
+
+    @property
+    def layer(self) -> str:
+        return " + ".join(self.layers)
 
 
 @dataclass
@@ -40,22 +59,26 @@ class LayerMapping:
     kind: str
     shape: tuple
     split: tuple[int, ...]
-    cores: list[int]
-    lower_bound: int
+    blocks: list[int]
+    lower_bound: int  # cores when no other layer shares them
     binding: str
     compartments_per_neuron: int
     synapses: int
-    unfit: str = ""  # why one neuron of the layer cannot fit a core (then it has no cores)
+    unfit: str = ""  # why one neuron of the layer cannot fit a core (then it has no blocks)
+    shares: dict | None = None  # per resource: a floor on the cores' worth it takes, shared cores included
+    cores: list[int] = field(default_factory=list)  # the cores holding its blocks (maybe with others')
 
 
 @dataclass
 class Mapping:
     chip: ChipSpec
     layers: list[LayerMapping]
+    blocks: list[Block]
     cores: list[Core]
     connections: list[Connection]
     chips: int
-    lower_bound: int  # of the layers that fit
+    lower_bound: int  # with shared cores allowed, of the layers that fit
+    lower_bound_unshared: int  # Σ of the layers' bounds when no core is shared
 
     @property
     def unfit(self) -> dict[str, str]:
@@ -72,9 +95,9 @@ class Mapping:
         return {k: used[k] / lim for k, lim in self.limits().items()}
 
     def hops(self, a: int, b: int) -> tuple[int, int, int]:
-        """(east-west, north-south, chip crossings) between the tiles of cores a and b."""
-        (xa, ya), (xb, yb) = self.cores[a].tile, self.cores[b].tile
-        return abs(xa - xb), abs(ya - yb), abs(self.cores[a].chip - self.cores[b].chip)
+        """(east-west, north-south, chip crossings) between the tiles of blocks a and b."""
+        (xa, ya), (xb, yb) = self.blocks[a].tile, self.blocks[b].tile
+        return abs(xa - xb), abs(ya - yb), abs(self.blocks[a].chip - self.blocks[b].chip)
 
     def layer(self, name: str) -> LayerMapping:
         return next(lm for lm in self.layers if lm.name == name)
@@ -82,29 +105,36 @@ class Mapping:
     def as_dict(self) -> dict:
         return {"chip": self.chip.key, "fits": not self.unfit, "unfit": [{"layer": k, "reason": v}
                                                                       for k, v in self.unfit.items()],
-                "chips": self.chips, "cores": len(self.cores),
-                "lower_bound": self.lower_bound, "gap": len(self.cores) - self.lower_bound, "limits": self.limits(),
+                "chips": self.chips, "cores": len(self.cores), "blocks": len(self.blocks),
+                "shared_cores": sum(len(c.layers) > 1 for c in self.cores),
+                "lower_bound": self.lower_bound, "gap": len(self.cores) - self.lower_bound,
+                "lower_bound_unshared": self.lower_bound_unshared, "limits": self.limits(),
                 "mesh": {"tiles_x": self.chip.mesh[0], "tiles_y": self.chip.mesh[1],
                          "cores_per_tile": self.chip.int("cores_per_tile"),
                          "cores_per_chip": self.chip.int("cores_per_chip")},
                 "layers": [{"name": lm.name, "kind": lm.kind, "shape": list(lm.shape), "split": list(lm.split),
-                            "cores": len(lm.cores), "first_core": lm.cores[0] if lm.cores else None,
+                            "blocks": len(lm.blocks), "cores": len(lm.cores),
+                            "first_core": lm.cores[0] if lm.cores else None,
                             "does_not_fit": lm.unfit or None, "lower_bound": lm.lower_bound,
                             "binding": lm.binding, "compartments_per_neuron": lm.compartments_per_neuron,
                             "synapses": lm.synapses, **self._layer_totals(lm)} for lm in self.layers],
-                "per_core": [{"index": c.index, "layer": c.layer, "block": [[s.start, s.stop] for s in c.block],
+                "per_core": [{"index": c.index, "layer": c.layer, "layers": list(c.layers),
+                              "block": [[s.start, s.stop] for s in self.blocks[c.blocks[0]].block]
+                              if len(c.blocks) == 1 else None,
+                              "blocks": [{"layer": self.blocks[i].layer,
+                                          "block": [[s.start, s.stop] for s in self.blocks[i].block]}
+                                         for i in c.blocks],
                               "chip": c.chip, "tile": list(c.tile), "usage": dict(c.usage), "memory": dict(c.memory),
                               "utilization": self.utilization(c)} for c in self.cores]}
 
-
     def _layer_totals(self, lm: LayerMapping) -> dict:
-        cores = [self.cores[i] for i in lm.cores]
-        if not cores:  # a layer that does not fit
+        blocks = [self.blocks[i] for i in lm.blocks]
+        if not blocks:  # a layer that does not fit
             return {"neurons": int(np.prod(lm.shape)), "synapse_bits": None, "input_axons_max": None,
                     "utilization_max": None}
-        return {"neurons": int(np.prod(lm.shape)), "synapse_bits": sum(c.usage["synapse_bits"] for c in cores),
-                "input_axons_max": max(c.usage["input_axons"] for c in cores),
-                "utilization_max": max(max(self.utilization(c).values()) for c in cores)}
+        return {"neurons": int(np.prod(lm.shape)), "synapse_bits": sum(b.usage["synapse_bits"] for b in blocks),
+                "input_axons_max": max(b.usage["input_axons"] for b in blocks),
+                "utilization_max": max(max(self.utilization(self.cores[i]).values()) for i in lm.cores)}
 
 
 def unfit_inputs(neurons, comp: dict, conns, chip: ChipSpec) -> dict:
@@ -155,7 +185,8 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
                 raise
             unfit[neuron.name] = e.reason  # its fan-out, known now, is what does not fit
             continue
-        plans[neuron.name] = (starts, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
+        plans[neuron.name] = (starts, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip),
+                              core_shares(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         for src in dict.fromkeys(c.source for c in into):
             union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
             masks[src, neuron.name] = union.reshape(-1, *union.shape[len(starts):])
@@ -164,30 +195,93 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
     if len(unfit) == len(neurons):
         raise MappingError(f"no layer of the network fits one {chip.name} core: " + " | ".join(
             f"layer '{name}': {why}" for name, why in unfit.items()))
-    layers, cores = [], []
+    layers, blocks = [], []
     for neuron in neurons:
         synapses = sum(c._stored_synapses() for c in conns if c.target == neuron.name)
         if neuron.name in unfit:
             layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), (), [], 0, "does not fit",
                                        comp[neuron.name], synapses, unfit[neuron.name]))
             continue
-        starts, usage, bound, binding = plans[neuron.name]
+        starts, usage, bound, binding, shares = plans[neuron.name]
         split = tuple(len(s) for s in starts)
         memory = memory_use(usage, chip)
-        first = len(cores)
+        first = len(blocks)
         for i, block in enumerate(split_slices(neuron.shape, starts)):
             idx = np.unravel_index(i, split)
-            cores.append(Core(len(cores), neuron.name, block, 0, (0, 0), {k: int(usage[k][idx]) for k in USAGE_KEYS},
-                              {k: int(v[idx]) for k, v in memory.items()}))
+            blocks.append(Block(len(blocks), neuron.name, block, -1, 0, (0, 0),
+                                {k: int(usage[k][idx]) for k in USAGE_KEYS}, {k: int(v[idx]) for k, v in memory.items()}))
         layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), split,
-                                   list(range(first, len(cores))), bound, binding, comp[neuron.name], synapses))
+                                   list(range(first, len(blocks))), bound, binding, comp[neuron.name], synapses,
+                                   shares=shares))
+    cores = share_cores(blocks, chip)
+    for lm in layers:
+        lm.cores = sorted({blocks[i].core for i in lm.blocks})
     chips = -(-len(cores) // chip.int("cores_per_chip"))
     slots = serpentine(chip, chips)
     order = np.arange(len(cores))
     if len(cores) <= MAX_SEARCHED_CORES:  # beyond, the dense traffic and distance matrices are too large
         masks = {key: m for key, m in masks.items() if key[0] not in unfit}
-        order = improve_placement(slots, *core_traffic(net, layers, plans, masks, comp, conns, len(cores)))
+        traffic, host = core_traffic(net, layers, plans, masks, comp, conns, len(blocks))
+        core_of = np.array([b.core for b in blocks], np.int64)
+        rows, cols = np.nonzero(traffic)
+        between = np.zeros((len(cores), len(cores)), np.int64)  # block traffic summed per pair of cores
+        np.add.at(between, (core_of[rows], core_of[cols]), traffic[rows, cols])
+        np.fill_diagonal(between, 0)  # inside a core: no hops
+        order = improve_placement(slots, between, np.bincount(core_of, host, len(cores)).astype(np.int64))
     for core, s in zip(cores, order):
         core.tile = slots[s]
         core.chip = slots[s][0] // chip.mesh[0]
-    return Mapping(chip, layers, cores, conns, chips, sum(lm.lower_bound for lm in layers))
+        for i in core.blocks:
+            blocks[i].tile, blocks[i].chip = core.tile, core.chip
+    placed = [lm for lm in layers if not lm.unfit]
+    return Mapping(chip, layers, blocks, cores, conns, chips, network_bound(placed),
+                   sum(lm.lower_bound for lm in placed))
+
+
+def share_cores(blocks: list, chip: ChipSpec) -> list[Core]:
+    """Pack the blocks onto cores: several blocks share a core when the sums of their uses stay
+    inside every per-core limit (each keeps its own input axons, synapses and routing entries).
+
+    First-fit decreasing on the vector of use / limit: blocks in order of their largest share,
+    each onto the open core where it fits and whose largest share becomes the largest (best
+    fit), or onto a new core."""
+    lim = limits(chip)
+    keys = list(lim)
+    use = np.array([[{**b.usage, **b.memory}[k] for k in keys] for b in blocks], np.int64).reshape(-1, len(keys))
+    cap = np.array([lim[k] for k in keys], np.int64)
+    frac = use / cap
+    loads = np.zeros((0, len(keys)), np.int64)
+    for i in np.lexsort((-frac.sum(axis=1), -frac.max(axis=1))):
+        new = loads + use[i]
+        ok = np.flatnonzero((new <= cap).all(axis=1))
+        if len(ok):
+            j = int(ok[(new[ok] / cap).max(axis=1).argmax()])
+            loads[j] = new[j]
+        else:
+            loads = np.vstack([loads, use[i]])
+            j = len(loads) - 1
+        blocks[i].core = j
+    # cores numbered by their first block, so a network of unshared layers keeps its order
+    first = {}
+    for b in blocks:
+        first.setdefault(b.core, len(first))
+    cores = []
+    for old, new in sorted(first.items(), key=lambda x: x[1]):
+        held = [b for b in blocks if b.core == old]
+        cores.append(Core(new, [b.index for b in held], list(dict.fromkeys(b.layer for b in held)), 0, (0, 0),
+                          {k: sum(b.usage[k] for b in held) for k in USAGE_KEYS},
+                          {k: sum(b.memory[k] for b in held) for k in held[0].memory}))
+    for b in blocks:
+        b.core = first[b.core]
+    return cores
+
+
+def network_bound(layers: list[LayerMapping]) -> int:
+    """Cores at the least with shared cores allowed: per resource, the layers' floors on their
+    cores' worth add up (``bound.core_shares``); and no layer touches fewer cores than its own
+    bound (its uses must fit in the cores that hold it; its largest block caps each)."""
+    if not layers:
+        return 0
+    keys = layers[0].shares.keys()
+    summed = max(math.ceil(sum(lm.shares[k] for lm in layers) - 1e-9) for k in keys)
+    return max(1, summed, *(lm.lower_bound for lm in layers))

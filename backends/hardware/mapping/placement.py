@@ -91,16 +91,16 @@ def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.
 
 
 def core_traffic(net, layers, plans, masks, comp, conns, n) -> tuple[np.ndarray, np.ndarray]:
-    """Fan-out edges between cores (symmetric) and from the host to each core."""
+    """Fan-out edges between blocks (symmetric) and from the host to each block."""
     by_name = {lm.name: lm for lm in layers}
     traffic, host = np.zeros((n, n), np.int64), np.zeros(n, np.int64)
     for (src, dst), union in masks.items():
-        into = by_name[dst].cores
+        into = by_name[dst].blocks
         if src == net.source.name:
             m = next(c.axons_per_source for c in conns if c.source == src and c.target == dst)
             host[into] += union.reshape(len(union), -1).sum(axis=1) * m
             continue
         starts = plans[src][0]
         edges = grid_sum(union.astype(np.int64), starts, 1).reshape(len(union), -1) * comp[src]
-        traffic[np.ix_(into, by_name[src].cores)] += edges
+        traffic[np.ix_(into, by_name[src].blocks)] += edges
     return traffic + traffic.T, host

@@ -107,6 +107,10 @@ def _mapping(report: dict, plot_names: list[str], add) -> None:
     limits = mapping.get("limits") or {}
     parts = [f"{fmt_count(mapping.get('cores'))} cores on {fmt_count(mapping.get('chips'))} chip(s); "
              f"lower bound {fmt_count(mapping.get('lower_bound'))}, gap {fmt_count(mapping.get('gap'))}."]
+    if mapping.get("blocks") is not None:
+        parts.append(f"{fmt_count(mapping.get('blocks'))} blocks, {fmt_count(mapping.get('shared_cores'))} cores "
+                     f"shared by several layers; with one layer per core the bound would be "
+                     f"{fmt_count(mapping.get('lower_bound_unshared'))}.")
     if mesh:
         parts.append(f"Mesh per chip: {fmt_count(mesh.get('tiles_x'))} × {fmt_count(mesh.get('tiles_y'))} tiles, "
                      f"{fmt_count(mesh.get('cores_per_tile'))} cores per tile, "
@@ -117,10 +121,11 @@ def _mapping(report: dict, plot_names: list[str], add) -> None:
         parts.append("Per-core limits: " + ", ".join(lim) + ".")
     add(("p", " ".join(parts)))
     layers = mapping.get("layers") or []
-    add(("table", ["Layer", "Kind", "Shape", "Neurons", "Compartments / neuron", "Cores", "Split", "Lower bound",
-                   "Binding", "Synapses", "Synapse bits", "Max input axons", "Max utilization"],
+    add(("table", ["Layer", "Kind", "Shape", "Neurons", "Compartments / neuron", "Blocks", "Cores", "Split",
+                   "Lower bound (alone)", "Binding", "Synapses", "Synapse bits", "Max input axons", "Max utilization"],
          [[ly.get("name"), ly.get("kind"), shape_text(ly.get("shape")), fmt_count(ly.get("neurons")),
-           fmt_count(ly.get("compartments_per_neuron")), fmt_count(ly.get("cores")), shape_text(ly.get("split")),
+           fmt_count(ly.get("compartments_per_neuron")), fmt_count(ly.get("blocks")), fmt_count(ly.get("cores")),
+           shape_text(ly.get("split")),
            fmt_count(ly.get("lower_bound")), ly.get("binding", "—"), fmt_count(ly.get("synapses")),
            fmt_count(ly.get("synapse_bits")), fmt_count(ly.get("input_axons_max")),
            fmt_pct(ly.get("utilization_max"))] for ly in layers], None, ""))
@@ -147,7 +152,8 @@ def _per_core(report: dict, plot_names: list[str], add) -> None:
         nums = [v for v in util.values() if is_num(v)]
         rows.append([fmt_count(c.get("index")), c.get("layer", "—"), fmt_count(c.get("chip")),
                      f"{tile[0]}, {tile[1]}" if isinstance(tile, (list, tuple)) and len(tile) == 2 else "—",
-                     block_text(c.get("block"))]
+                     block_text(c.get("block")) if c.get("block") or not c.get("blocks") else
+                     "; ".join(f"{b['layer']} {block_text(b['block'])}" for b in c["blocks"])]
                     + [fmt_count((c.get("usage") or {}).get(k)) for k in usage_keys]
                     + [fmt_count((c.get("memory") or {}).get(k)) for k in mem_keys]
                     + [fmt_pct(util.get(k)) for k in util_keys] + [fmt_pct(max(nums)) if nums else "—"])

@@ -97,9 +97,9 @@ def recount(m: mp.Mapping, net: IntNetwork, chip) -> dict[int, dict]:
     """Usage of every core counted from explicit connectivity."""
     layers = net.by_name()
     conn_a = [(c, probe(c)) for c in m.connections]
-    cores_of = {lm.name: [m.cores[i] for i in lm.cores] for lm in m.layers}
+    cores_of = {lm.name: [m.blocks[i] for i in lm.blocks] for lm in m.layers}
     out = {}
-    for core in m.cores:
+    for core in m.blocks:
         neuron = layers[core.layer]
         comp = comp_of(neuron, chip)
         rows = flat_rows(neuron.shape, core.block)
@@ -140,39 +140,47 @@ def recount(m: mp.Mapping, net: IntNetwork, chip) -> dict[int, dict]:
 
 def core_traffic(m: mp.Mapping, net: IntNetwork, chip) -> tuple[np.ndarray, np.ndarray]:
     """Fan-out edges between cores (symmetric) and from the host, from explicit connectivity."""
-    n, layers = len(m.cores), net.by_name()
+    n, layers = len(m.blocks), net.by_name()
     t, host = np.zeros((n, n), np.int64), np.zeros(n, np.int64)
     for c in m.connections:
         a = probe(c)
-        for b in (m.cores[i] for i in m.layer(c.target).cores):
+        for b in (m.blocks[i] for i in m.layer(c.target).blocks):
             reach = a[flat_rows(c.target_shape, b.block)].any(axis=0)
             if c.source == net.source.name:
                 host[b.index] += reach.sum() * c.axons_per_source
                 continue
-            for s in (m.cores[i] for i in m.layer(c.source).cores):
+            for s in (m.blocks[i] for i in m.layer(c.source).blocks):
                 t[s.index, b.index] += reach[flat_rows(c.source_shape, s.block)].sum() * comp_of(layers[c.source], chip)
     return t + t.T, host
 
 
 def check_mapping(m: mp.Mapping, net: IntNetwork, chip) -> None:
-    """Every limit holds for re-counted usage, which equals the reported one; every neuron is in
-    exactly one core; cores ≥ lower bound; placement legal."""
+    """Every block's re-counted usage equals the reported one; every core's blocks together stay
+    inside every limit; every neuron is in exactly one block; cores ≥ the bound with sharing,
+    every layer's blocks ≥ its bound alone; placement legal."""
     limits = m.limits()
     for index, usage in recount(m, net, chip).items():
-        core = m.cores[index]
-        assert {k: core.usage[k] for k in usage if k != "memory"} == {k: v for k, v in usage.items() if k != "memory"}
-        assert core.memory == usage["memory"]
+        block = m.blocks[index]
+        assert {k: block.usage[k] for k in usage if k != "memory"} == {k: v for k, v in usage.items() if k != "memory"}
+        assert block.memory == usage["memory"]
+    for core in m.cores:
+        held = [m.blocks[i] for i in core.blocks]
+        assert all(b.core == core.index and b.tile == core.tile for b in held)
+        assert core.usage == {k: sum(b.usage[k] for b in held) for k in core.usage}
         for k in ("neurons", "input_axons", "output_fanout"):
-            assert usage[k] <= limits[k], (core, k)
-        for pool, used in usage["memory"].items():
-            assert used <= limits[pool], (core, pool)
+            assert core.usage[k] <= limits[k], (core, k)
+        for pool, used in core.memory.items():
+            assert used == sum(b.memory[pool] for b in held) <= limits[pool], (core, pool)
+    assert sorted(i for c in m.cores for i in c.blocks) == list(range(len(m.blocks)))
     for neuron in (x for x in net.layers if isinstance(x, IntNeuron)):
         cover = np.zeros(neuron.shape, int)
-        for i in m.layer(neuron.name).cores:
-            assert m.cores[i].layer == neuron.name
-            cover[m.cores[i].block] += 1
-        assert (cover == 1).all()
-    assert len(m.cores) >= m.lower_bound == sum(lm.lower_bound for lm in m.layers)
+        lm = m.layer(neuron.name)
+        for i in lm.blocks:
+            assert m.blocks[i].layer == neuron.name
+            cover[m.blocks[i].block] += 1
+        assert (cover == 1).all() and len(lm.blocks) >= lm.lower_bound
+    assert len(m.cores) >= m.lower_bound and m.lower_bound_unshared == sum(lm.lower_bound for lm in m.layers)
+    assert m.lower_bound <= m.lower_bound_unshared
     check_placement(m, chip)
 
 
@@ -411,17 +419,18 @@ def test_placement_over_several_chips_and_local_search():
     net = IntNetwork(IntSource("x", (12,), 1.0, bits=1), layers, "out")
     chip = spec(neurons_per_core=4, cores_per_chip=6, mesh_tiles_x=2, mesh_tiles_y=2, cores_per_tile=2)
     m = mp.map_network(net, chip)
-    assert len(m.cores) == 5 + 4 + 3 and m.chips == 2
+    assert len(m.blocks) == 5 + 4 + 3 and len(m.cores) == 12 and m.chips == 2  # every block fills a core
     check_mapping(m, net, chip)
-    for a in range(len(m.cores)):
+    for a in range(len(m.blocks)):
         assert m.hops(a, a) == (0, 0, 0)
-        for b in range(len(m.cores)):
+        for b in range(len(m.blocks)):
             assert m.hops(a, b) == m.hops(b, a)
-            if m.cores[a].tile == m.cores[b].tile:
+            if m.blocks[a].tile == m.blocks[b].tile:
                 assert m.hops(a, b) == (0, 0, 0)
     traffic, host = core_traffic(m, net, chip)
-    start = placement.serpentine(chip, m.chips)[:len(m.cores)]
-    assert placement_cost([c.tile for c in m.cores], traffic, host) <= placement_cost(start, traffic, host)
+    slots = placement.serpentine(chip, m.chips)
+    start = [slots[b.core] for b in m.blocks]
+    assert placement_cost([b.tile for b in m.blocks], traffic, host) <= placement_cost(start, traffic, host)
 
 
 def test_serpentine_walk():
@@ -464,7 +473,7 @@ def test_every_layer_that_cannot_fit_is_named_before_any_mapping():
     # asked to, the mapper leaves both without cores, names them, and maps the layer between
     m = mp.map_network(net, chip, unfit_ok=True)
     assert set(m.unfit) == {"h", "out"} and f"{axons + 8} input axons" in m.unfit["h"]
-    assert [lm.name for lm in m.layers if lm.cores] == ["h2"] and all(c.layer == "h2" for c in m.cores)
+    assert [lm.name for lm in m.layers if lm.cores] == ["h2"] and all(c.layers == ["h2"] for c in m.cores)
     assert m.lower_bound == m.layer("h2").lower_bound and not m.as_dict()["fits"]
     # and the fan-in split fits both exactly, through partial sums
     from backends.hardware.fan_in import fit_fan_in
