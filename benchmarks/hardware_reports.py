@@ -122,7 +122,8 @@ def main() -> int:
                       f"[hardware/{name}-{chip}.md](hardware/{name}-{chip}.md) (HTML with plots: "
                       f"`{out.relative_to(ROOT)}/report.html`).", "",
                       f"* mapping ({report['method']}, T = {report['timesteps']}): {m['cores']} cores on {m['chips']} chip(s), lower bound "
-                      f"{m['lower_bound']} (gap {m['gap']})",
+                      f"{m['lower_bound']} (gap {m['gap']}); {m['blocks']} blocks, one layer per core bound "
+                      f"{m['lower_bound_unshared']}",
                       f"* energy per inference: {fmt_e(e['dynamic'])} dynamic, {fmt_e(e['total'])} with static "
                       f"(range {fmt_e(e['range']['low'])} – {fmt_e(e['range']['high'])}); "
                       f"time per inference {lat['inference_s'] * 1e6:.2f} µs; EDP {report['edp_J_s']:.3g} J·s",

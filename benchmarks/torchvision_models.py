@@ -62,7 +62,8 @@ def run(name: str, shape: tuple[int, ...], tmp: Path) -> dict:
             mapping = map_network(fitted, load_chip(chip))
             relays = sum(1 for layer in fitted.layers if getattr(layer, "kind", None) == "relay")
             row[chip] = (f"{len(mapping.cores)} cores on {mapping.chips} chip(s), bound {mapping.lower_bound} "
-                         f"({len(mapping.cores) / mapping.lower_bound:.2f}x), {relays} relay layers, "
+                         f"({len(mapping.cores) / mapping.lower_bound:.2f}x; {len(mapping.blocks)} blocks, bound "
+                         f"{mapping.lower_bound_unshared} one layer per core), {relays} relay layers, "
                          f"{time.perf_counter() - t:.1f} s")
         except Exception as e:  # MappingError: the layers that cannot fit one core
             text = str(e)

@@ -41,6 +41,7 @@ from backends.hardware.mapping.chains import compartments, connections_into
 from backends.hardware.mapping.usage import over_limits, usage_grids
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_range
+from n2c.neurons.relay import KIND as RELAY
 MAX_PARTS = 64  # partial-sum relays per neuron layer tried before the layer is left unfit
 
 
@@ -128,8 +129,10 @@ class _Rewrite:
         saved, added = list(self.layers), []
         while self.over(neuron):
             layers = self.by_name()
+            # not a join (it reads a relay): splitting a join adds joins and never ends
             weighted = [layers[n] for n in layers[neuron.name].inputs if isinstance(layers[n], IntSynapse)
-                        and _splittable(layers[n]) and not isinstance(layers[layers[n].input], IntSynapse)]
+                        and _splittable(layers[n]) and not isinstance(layers[layers[n].input], IntSynapse)
+                        and getattr(layers[layers[n].input], "neuron_kind", None) is not RELAY]
             split = self._split_one(layers[neuron.name], max(weighted, key=_width)) if weighted else None
             if split is None:
                 self.layers = saved  # the joins' fan-in only grows with G: no split fits

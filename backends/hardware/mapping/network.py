@@ -1,6 +1,6 @@
-"""The mapping of a whole network: partition every layer, then place its cores.
+"""The mapping of a whole network: cut every layer into blocks, share cores, place the cores.
 
-Cores, layers and the ``Mapping`` the report reads.
+Blocks, cores, layers and the ``Mapping`` the report reads.
 """
 
 from __future__ import annotations

@@ -110,6 +110,22 @@ def test_a_layer_no_split_can_fit_is_left_for_the_mapper_to_name():
         mp.map_network(fitted, chip)
 
 
+def test_a_neuron_over_a_limit_no_split_touches_is_left_at_once():
+    """n reads x through a wide dense layer (splittable) and m through 40 axons that cannot be
+    split (a negative weight exponent): past 30 axons whatever happens to the first. Its
+    joins are never split in turn (they once were, without end: each split added joins)."""
+    rng = np.random.default_rng(6)
+    fb = dataclasses.replace(dense(rng, "fb", "m", (40,), 4, zeros=0.0), weight_exp=-1)
+    layers = [dense(rng, "fm", "x", (60,), 40, zeros=0.0), mtn(rng, "m", ["fm"], (40,), 1),
+              dense(rng, "fa", "x", (60,), 4, zeros=0.0), fb, mtn(rng, "n", ["fa", "fb"], (4,), 1),
+              dense(rng, "fc2", "n", (4,), 2, zeros=0.0), rn.readout(rng, "out", ["fc2"], (2,))]
+    net = IntNetwork(IntSource("x", (60,), 1.0), layers, "out")
+    chip = spec(LOIHI2_RAW, None, input_axons_per_core=30, neurons_per_core=64)
+    fitted = fit_fan_in(net, chip)
+    assert over(fitted, "n", chip) and not any(r["layer"] == "n" for r in fitted.fan_in)
+    assert len(fitted.layers) < 3 * len(net.layers)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_nets(), small_chips(), st.integers(0, 100))
 def test_random_networks_after_relays_compute_the_same(net, chip, seed):
