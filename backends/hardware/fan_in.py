@@ -41,7 +41,6 @@ from backends.hardware.mapping.chains import compartments, connections_into
 from backends.hardware.mapping.usage import over_limits, usage_grids
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_range
-from n2c.neurons.relay import KIND as RELAY
 MAX_PARTS = 64  # partial-sum relays per neuron layer tried before the layer is left unfit
 
 
@@ -129,10 +128,12 @@ class _Rewrite:
         saved, added = list(self.layers), []
         while self.over(neuron):
             layers = self.by_name()
-            # not a join (it reads a relay): splitting a join adds joins and never ends
+            # never a join (it reads a partial-sum relay): splitting joins adds joins without end
+            partial = {r for rec in self.net.fan_in + self.added + added if rec["why"] == "partial sums"
+                       for r in rec["relay"]}
             weighted = [layers[n] for n in layers[neuron.name].inputs if isinstance(layers[n], IntSynapse)
                         and _splittable(layers[n]) and not isinstance(layers[layers[n].input], IntSynapse)
-                        and getattr(layers[layers[n].input], "neuron_kind", None) is not RELAY]
+                        and layers[n].input not in partial]
             split = self._split_one(layers[neuron.name], max(weighted, key=_width)) if weighted else None
             if split is None:
                 self.layers = saved  # the joins' fan-in only grows with G: no split fits
