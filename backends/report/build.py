@@ -33,6 +33,7 @@ class RunInfo:
     data_name: str
     split: str
     simulator: str = "reference"
+    share_cores: str = "auto"  # backends.hardware.mapping.map_network's share
 
 
 def ann_macs(net: IntNetwork) -> dict[str, int]:
@@ -71,7 +72,8 @@ class ReportBuilder:
             raise N2CError(f"unknown simulator {info.simulator!r}; use one of {', '.join(SIMULATORS)}")
         self.net = fit_fan_in(net, chip)  # run this network: relays where fan-in exceeds a core
         self.chip, self.info = chip, info
-        self.mapping = map_network(self.net, chip, unfit_ok=True)  # a layer that cannot fit is named, not fatal
+        # a layer that cannot fit is named, not fatal
+        self.mapping = map_network(self.net, chip, unfit_ok=True, share=info.share_cores)
         self.activity = Activity(self.net, self.mapping)
         self.correct = 0
         self.labelled = 0

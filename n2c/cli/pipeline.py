@@ -212,7 +212,7 @@ def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
 
 def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simulator: str = "reference",
                    input_scale: float | None = None, chunk: int = 256, progress: bool = False,
-                   across_T: list | None = None) -> dict:
+                   across_T: list | None = None, share_cores: str = "auto") -> dict:
     """Map a NIR graph on ``chip`` (a :class:`backends.hardware.spec.ChipSpec`), run ``data`` on the
     reference simulator (or Lava) in chunks of ``chunk`` samples, and build the hardware report
     (``backends.report.build``). A graph that cannot be mapped raises :class:`N2CError`."""
@@ -226,7 +226,7 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
         raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but {nir_path} expects "
                        f"{tuple(net.source.shape)}; use the data set the network was trained on")
     method = str(graph.metadata.get("n2c.method", "nir"))
-    builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator))
+    builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator, share_cores))
     net = builder.net  # with relays where fan-in exceeds a core
     starts = range(0, len(data.x), chunk)
     for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                    "format in docs/hardware-model.md)")
     r.add_argument("--simulator", choices=["reference", "lava"], default="reference",
                    help="where the activity is measured: reference simulator (default) or Lava (slow)")
+    r.add_argument("--share-cores", choices=["auto", "always", "never"], default="auto",
+                   help="blocks of several layers on one core where they fit: always (fewest cores, longer "
+                        "steps), never, or auto (default: only when it saves a chip)")
     r.add_argument("-o", "--output", required=True, help="directory for report.json, report.md and report.html")
     r.set_defaults(func=cmd_report)
 
@@ -49,7 +52,7 @@ def cmd_report(args) -> int:
 
     def run(path: str) -> dict:
         return report_network(path, chip, data, args.split, args.simulator, args.input_scale,
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), share_cores=args.share_cores)
 
     report = run(args.graphs[0])  # first: a primary graph that does not fit fails before the others run
     rows = []

@@ -68,6 +68,23 @@ def test_report_writes_json_markdown_and_html(digits_nir, tmp_path):
     assert "data:image/png;base64," in (tmp_path / "rep" / "report.html").read_text()
 
 
+def test_report_shares_cores_when_asked(digits_nir, tmp_path):
+    """--share-cores always packs the digits network's 4 blocks onto one Loihi 2 core; the
+    report says so, and the shared core's steps take the work of all its blocks."""
+    reports = {}
+    for mode in ("never", "always"):
+        assert main(["report", str(digits_nir), "--samples", "20", "--share-cores", mode,
+                     "-o", str(tmp_path / mode)]) == 0
+        reports[mode] = json.loads((tmp_path / mode / "report.json").read_text())
+    never, always = (reports[k]["mapping"] for k in ("never", "always"))
+    assert (never["cores"], never["blocks"], always["cores"], always["blocks"]) == (4, 4, 1, 4)
+    assert always["shared_cores"] == 1 and always["lower_bound"] == always["lower_bound_shared"] == 1
+    assert never["lower_bound"] == never["lower_bound_unshared"] == 4
+    assert reports["always"]["latency"]["step_s_mean"] > reports["never"]["latency"]["step_s_mean"]
+    assert "cores shared by several layers" in (tmp_path / "always" / "report.md").read_text()
+    assert run_cli("report", digits_nir, "--share-cores", "some", "-o", tmp_path / "x").returncode == 2
+
+
 def test_pickled_model_is_refused_without_trust(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(DigitsCNN(levels=8), path)

@@ -77,8 +77,9 @@ class Mapping:
     cores: list[Core]
     connections: list[Connection]
     chips: int
-    lower_bound: int  # with shared cores allowed, of the layers that fit
-    lower_bound_unshared: int  # Σ of the layers' bounds when no core is shared
+    lower_bound: int  # of the mode used: lower_bound_shared when cores are shared, else lower_bound_unshared
+    lower_bound_shared: int  # no mapping with shared cores allowed uses fewer (layers that fit)
+    lower_bound_unshared: int  # Σ of the layers' bounds: no mapping with one layer per core uses fewer
 
     @property
     def unfit(self) -> dict[str, str]:
@@ -108,7 +109,8 @@ class Mapping:
                 "chips": self.chips, "cores": len(self.cores), "blocks": len(self.blocks),
                 "shared_cores": sum(len(c.layers) > 1 for c in self.cores),
                 "lower_bound": self.lower_bound, "gap": len(self.cores) - self.lower_bound,
-                "lower_bound_unshared": self.lower_bound_unshared, "limits": self.limits(),
+                "lower_bound_shared": self.lower_bound_shared, "lower_bound_unshared": self.lower_bound_unshared,
+                "limits": self.limits(),
                 "mesh": {"tiles_x": self.chip.mesh[0], "tiles_y": self.chip.mesh[1],
                          "cores_per_tile": self.chip.int("cores_per_tile"),
                          "cores_per_chip": self.chip.int("cores_per_chip")},
@@ -161,10 +163,20 @@ def fan_in_error(neurons, unfit: dict, chip: ChipSpec) -> MappingError:
         f"layer '{name}': {fit_reason(over)}" for name, over in unfit.items()))
 
 
-def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapping:
-    """Partition every neuron layer (consumers first), then place the cores on the mesh. A layer
-    that cannot fit one core is a MappingError naming every such layer, or, with ``unfit_ok``,
-    is left without cores and named in ``Mapping.unfit`` (the rest is mapped as usual)."""
+SHARE_MODES = ("auto", "always", "never")
+
+
+def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: str = "auto") -> Mapping:
+    """Cut every neuron layer into blocks (consumers first), give the blocks cores, then place the
+    cores on the mesh. A layer that cannot fit one core is a MappingError naming every such
+    layer, or, with ``unfit_ok``, is left without cores and named in ``Mapping.unfit``.
+
+    ``share``: ``"always"`` packs blocks of several layers onto one core where their summed uses
+    fit (fewest cores; a shared core works through all its blocks each step, so steps grow);
+    ``"never"`` gives each block a core of its own; ``"auto"`` shares only when that needs
+    fewer chips."""
+    if share not in SHARE_MODES:
+        raise MappingError(f"unknown core sharing {share!r}; use one of {', '.join(SHARE_MODES)}")
     conns = connections(net, chip)
     neurons = [x for x in net.layers if isinstance(x, IntNeuron)]
     comp = {x.name: compartments(x, chip) for x in neurons}
@@ -213,7 +225,10 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
         layers.append(LayerMapping(neuron.name, neuron.kind, tuple(neuron.shape), split,
                                    list(range(first, len(blocks))), bound, binding, comp[neuron.name], synapses,
                                    shares=shares))
-    cores = share_cores(blocks, chip)
+    cores = share_cores(blocks, chip) if share != "never" else own_cores(blocks)
+    per_chip = chip.int("cores_per_chip")
+    if share == "auto" and -(-len(cores) // per_chip) == -(-len(blocks) // per_chip):
+        cores = own_cores(blocks)  # sharing saves no chip: keep the steps short
     for lm in layers:
         lm.cores = sorted({blocks[i].core for i in lm.blocks})
     chips = -(-len(cores) // chip.int("cores_per_chip"))
@@ -234,8 +249,16 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False) -> Mapp
         for i in core.blocks:
             blocks[i].tile, blocks[i].chip = core.tile, core.chip
     placed = [lm for lm in layers if not lm.unfit]
-    return Mapping(chip, layers, blocks, cores, conns, chips, network_bound(placed),
-                   sum(lm.lower_bound for lm in placed))
+    shared, alone = network_bound(placed), sum(lm.lower_bound for lm in placed)
+    return Mapping(chip, layers, blocks, cores, conns, chips, shared if len(cores) < len(blocks) else alone,
+                   shared, alone)
+
+
+def own_cores(blocks: list) -> list[Core]:
+    """One core per block."""
+    for b in blocks:
+        b.core = b.index
+    return [Core(b.index, [b.index], [b.layer], 0, (0, 0), dict(b.usage), dict(b.memory)) for b in blocks]
 
 
 def share_cores(blocks: list, chip: ChipSpec) -> list[Core]:

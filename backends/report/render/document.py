@@ -109,8 +109,9 @@ def _mapping(report: dict, plot_names: list[str], add) -> None:
              f"lower bound {fmt_count(mapping.get('lower_bound'))}, gap {fmt_count(mapping.get('gap'))}."]
     if mapping.get("blocks") is not None:
         parts.append(f"{fmt_count(mapping.get('blocks'))} blocks, {fmt_count(mapping.get('shared_cores'))} cores "
-                     f"shared by several layers; with one layer per core the bound would be "
-                     f"{fmt_count(mapping.get('lower_bound_unshared'))}.")
+                     f"shared by several layers. Lower bounds: {fmt_count(mapping.get('lower_bound_unshared'))} "
+                     f"cores with one layer per core, {fmt_count(mapping.get('lower_bound_shared'))} with shared "
+                     f"cores allowed.")
     if mesh:
         parts.append(f"Mesh per chip: {fmt_count(mesh.get('tiles_x'))} × {fmt_count(mesh.get('tiles_y'))} tiles, "
                      f"{fmt_count(mesh.get('cores_per_tile'))} cores per tile, "

@@ -180,7 +180,8 @@ def check_mapping(m: mp.Mapping, net: IntNetwork, chip) -> None:
             cover[m.blocks[i].block] += 1
         assert (cover == 1).all() and len(lm.blocks) >= lm.lower_bound
     assert len(m.cores) >= m.lower_bound and m.lower_bound_unshared == sum(lm.lower_bound for lm in m.layers)
-    assert m.lower_bound <= m.lower_bound_unshared
+    assert m.lower_bound_shared <= m.lower_bound_unshared
+    assert m.lower_bound == (m.lower_bound_shared if len(m.cores) < len(m.blocks) else m.lower_bound_unshared)
     check_placement(m, chip)
 
 
@@ -431,6 +432,36 @@ def test_placement_over_several_chips_and_local_search():
     slots = placement.serpentine(chip, m.chips)
     start = [slots[b.core] for b in m.blocks]
     assert placement_cost([b.tile for b in m.blocks], traffic, host) <= placement_cost(start, traffic, host)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_nets(), small_chips())
+def test_core_sharing_modes(net, chip):
+    """never: a core per block; always: never more cores than blocks, every limit held (check_mapping);
+    auto: shared only when that saves a chip."""
+    try:
+        never = mp.map_network(net, chip, share="never")
+    except N2CError:
+        return
+    always, auto = mp.map_network(net, chip, share="always"), mp.map_network(net, chip)
+    assert len(never.cores) == len(never.blocks) and never.lower_bound == never.lower_bound_unshared
+    assert len(always.blocks) == len(never.blocks) and len(always.cores) <= len(never.cores)
+    check_mapping(always, net, chip)
+    assert len(auto.cores) == (len(always.cores) if always.chips < never.chips else len(never.cores))
+
+
+def test_a_tiny_network_shares_one_core_when_asked():
+    rng = np.random.default_rng(7)
+    layers = [dense(rng, "f1", "x", (12,), 20), mtn(rng, "n1", ["f1"], (20,), 1),
+              dense(rng, "f2", "n1", (20,), 10), rn.readout(rng, "out", ["f2"], (10,))]
+    net = IntNetwork(IntSource("x", (12,), 1.0, bits=1), layers, "out")
+    chip = load_chip("loihi2")
+    always, auto = mp.map_network(net, chip, share="always"), mp.map_network(net, chip)
+    assert [c.layers for c in always.cores] == [["n1", "out"]] and always.as_dict()["shared_cores"] == 1
+    assert [c.layers for c in auto.cores] == [["n1"], ["out"]] and auto.lower_bound == 2
+    assert always.lower_bound == always.lower_bound_shared == 1
+    with pytest.raises(N2CError, match="unknown core sharing 'some'"):
+        mp.map_network(net, chip, share="some")
 
 
 def test_serpentine_walk():

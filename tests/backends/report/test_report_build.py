@@ -34,7 +34,7 @@ def tiny_messages(x, n1):
 
 def test_activity_and_energy_of_a_tiny_network_by_hand():
     net, chip = tiny_network(), load_chip("loihi2")
-    act = Activity(net, map_network(net, chip))
+    act = Activity(net, map_network(net, chip, share="always"))
     act.add(tiny_messages([1, 0, 2], [0, 3]))
     cost = price(act)
     layers = {r["name"]: r for r in cost["activity"]["layers"]}
@@ -64,7 +64,7 @@ def test_activity_and_energy_of_a_tiny_network_by_hand():
 
 def test_bit_planes_on_binary_spikes_count_set_bits():
     net, chip = tiny_network(), load_chip("loihi1")  # binary spikes: 8-bit input and 2-bit counts as bit planes
-    act = Activity(net, map_network(net, chip))
+    act = Activity(net, map_network(net, chip, share="always"))
     act.add(tiny_messages([3, 0, 2], [0, 3]))
     layers = {r["name"]: r for r in price(act)["activity"]["layers"]}
     assert layers["n1"]["synops"] == 2 * (2 + 1)  # 3 = 0b11 two spikes, 2 = 0b10 one, each to both targets
@@ -74,7 +74,7 @@ def test_bit_planes_on_binary_spikes_count_set_bits():
 
 def test_idle_neurons_count_as_inactive_updates():
     net, chip = tiny_network(), load_chip("loihi2")
-    act = Activity(net, map_network(net, chip))
+    act = Activity(net, map_network(net, chip, share="always"))
     act.add(tiny_messages([0, 0, 0], [0, 0]))
     cost = price(act)
     assert cost["activity"]["totals"]["neuron_updates_inactive"] == 4
