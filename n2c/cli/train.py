@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
     from n2c.data import load_dataset
     from n2c.ingest import instantiate_arch, load_model
     from n2c.models import MODEL_NAMES, build_model
-    from n2c.ann.train import accuracy, fine_tune, predict, save_checkpoint
+    from n2c.ann.train import accuracy, fine_tune, has_relu, predict, save_checkpoint
 
     if args.model_name is not None and args.model_name not in MODEL_NAMES:
         raise N2CError(f"unknown model name {args.model_name!r}; use one of {', '.join(MODEL_NAMES)} "
@@ -93,6 +93,11 @@ def cmd_train(args) -> int:
         raise N2CError(f"the model outputs shape {tuple(out.shape[1:])} per sample but {train_set.name} has "
                        f"{train_set.num_classes} classes; use a model with one output per class")
 
+    if args.quantizer == "signed" and not from_scratch and has_relu(model):
+        # docs/results/signed_quantizers.md: -3 to -8 points on digits and Fashion-MNIST
+        print("n2c: warning: signed quantizers in place of trained ReLUs let through the negative values the "
+              "weights were trained to drop, and lose accuracy; for PMSM train with --quantizer signed "
+              "--from-scratch (then as accurate as QCFS trained the same way)", file=sys.stderr)
     epochs = args.epochs or (20 if from_scratch else 5)
     lr = args.lr or (1e-2 if from_scratch else 1e-3)
     print(f"{'training' if from_scratch else 'fine-tuning'} on {len(train_set)} {train_set.name} samples: "

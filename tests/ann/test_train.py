@@ -216,6 +216,21 @@ def test_cli_fine_tunes_a_relu_state_dict(relu_digits, tmp_path, capsys):
     assert test_acc > 80, test_acc
     loaded = load_model(str(out))
     assert [int(m.levels) for m in _quantizers(loaded)] == [4, 4, 4]
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_cli_warns_before_signed_quantizers_replace_trained_relus(relu_digits, tmp_path, capsys):
+    """Signed quantizers let through what trained ReLUs drop: a warning names the fix
+    (--from-scratch); from scratch there is nothing to warn about."""
+    sd = tmp_path / "relu.pt"
+    torch.save(relu_digits.state_dict(), sd)
+    common = ["--arch", "n2c.models:DigitsCNN(levels=None)", "--dataset", "digits", "--quantizer", "signed",
+              "--epochs", "1", "--samples", "64"]
+    assert main(["train", str(sd), *common, "-o", str(tmp_path / "a.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "n2c: warning: signed quantizers in place of trained ReLUs" in err and "--from-scratch" in err
+    assert main(["train", str(sd), *common, "--from-scratch", "-o", str(tmp_path / "b.pt")]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 BAD_TRAIN = [
