@@ -106,7 +106,11 @@ def main() -> int:
               "through a relay layer, or partial sums by input channel joined with weights of 1. The relay "
               "layers column counts them. What still does not fit is a neuron the split cannot help: too many "
               "bit planes per input on Loihi 1 (binary spikes), a depthwise convolution (split only by output "
-              "channel), or a join wider than a core."]
+              "channel), or a join wider than a core.", "",
+              "Cores are shared as `n2c report --share-cores auto` does: blocks of several layers share a core "
+              "only where that saves a chip (here on Loihi 1). The bound before the semicolon is the one of the "
+              "mode used: with shared cores, every resource packed perfectly on its own (loose); after it, the "
+              "blocks against the bound with one layer per core (docs/hardware-model.md, Lower bound)."]
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
     return 0
