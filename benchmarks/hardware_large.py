@@ -212,8 +212,9 @@ def main() -> int:
                   f"{rep['data']['samples']} |")
     hw += ["", "Full reports: " + ", ".join(f"[{r['model']} on {r['chip']}](hardware/{r['model']}-fashion32-"
                                               f"{r['chip']}.md)" for r in hw_rows if "error" not in r) + ".",
-           "The lower bound allows shared cores (docs/hardware-model.md, Lower bound): every resource packed perfectly on its own, "
-           "so it is loose; the blocks column gives the cores one layer per core would take. "
+           "Cores are shared where that saves a chip (`--share-cores auto`: on Loihi 1 here); the lower bound is then the "
+           "one with shared cores allowed, every resource packed perfectly on its own, hence loose "
+           "(docs/hardware-model.md, Lower bound); the blocks column compares with one layer per core. "
            "Loihi 2's per-operation energies and times are Loihi 1 values used as stated proxies [P]; on "
            "Loihi 1 every graded message travels as bit planes (binary spikes), hence its core counts."]
     replace_block(DOCS / "hardware.md", hw)
