@@ -15,6 +15,7 @@ is an :class:`UnsupportedLayerError` naming the node, its type and what to do.
 from __future__ import annotations
 
 import copy
+import os
 import operator
 
 import torch
@@ -98,15 +99,29 @@ def _functional_layer(node: fx.Node) -> nn.Module | None:
 
 
 class _Tracer(fx.Tracer):
+    record_stack_traces = True  # errors name the user's source line
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
 
 
 def _describe(node: fx.Node, gm: nn.Module) -> str:
+    """The node as the user wrote it: its layer, or its operation with the module it sits in and
+    the source line that made it (torch.fx's recorded stack)."""
     if node.op == "call_module":
         return f"layer '{node.target}' ({type(gm.get_submodule(node.target)).__name__})"
     target = getattr(node.target, "__name__", str(node.target))
-    return f"operation '{node.name}' ({node.op} {target})"
+    where = ""
+    modules = list((node.meta.get("nn_module_stack") or {}).keys())
+    if modules:
+        where += f" in module '{modules[-1]}'"
+    frames = [line.strip() for line in (node.stack_trace or "").strip().splitlines()]
+    if len(frames) >= 2 and frames[-2].startswith("File "):  # the innermost frame: 'File "f", line n, in fn' + code
+        head = frames[-2].split('"')
+        line = frames[-2].split(", line ")[-1].split(",")[0]
+        if len(head) >= 3:
+            where += f" at {os.path.basename(head[1])}:{line} `{frames[-1][:80]}`"
+    return f"operation '{node.name}' ({node.op} {target}){where}"
 
 
 def module_of(gm: nn.Module, node) -> nn.Module | None:
@@ -223,15 +238,17 @@ def _check_canonical(gm: fx.GraphModule) -> None:
     if len(placeholders) != 1:
         raise UnsupportedLayerError(
             f"the model takes {len(placeholders)} inputs; n2c converts models with exactly one input tensor")
-    for node in gm.graph.nodes:
-        if node.op in ("placeholder", "output"):
-            continue
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), LEAF_MODULES):
-            continue
-        if node.op == "call_function" and node.target is operator.add:
-            continue
+    bad = [node for node in gm.graph.nodes if node.op not in ("placeholder", "output")
+           and not (node.op == "call_module" and isinstance(gm.get_submodule(node.target), LEAF_MODULES))
+           and not (node.op == "call_function" and node.target is operator.add)]
+    if bad:
+        # a layer first (LayerNorm, GELU, attention): it says more than the shape reads around it
+        first = next((n for n in bad if n.op == "call_module"), bad[0])
+        layers = sorted({type(gm.get_submodule(n.target)).__name__ for n in bad if n.op == "call_module"})
+        more = f"; {len(bad) - 1} more unsupported operation(s)" + (
+            f", layers of type {', '.join(layers)}" if layers else "") if len(bad) > 1 else ""
         raise UnsupportedLayerError(
-            f"{_describe(node, gm)} cannot be converted to spikes; supported are "
+            f"{_describe(first, gm)} cannot be converted to spikes{more}; supported are "
             f"{', '.join(t.__name__ for t in LEAF_MODULES)} and residual additions "
             "(replace the operation, or wrap it in one of these modules)")
 

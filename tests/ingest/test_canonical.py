@@ -88,3 +88,33 @@ def test_relu6_quantizers_never_exceed_six(quantizer):
         relu_to_quantizer(model, 8, calib=data)
     lams = [float(m.lam.max()) for m in gm.modules() if isinstance(m, QCFS)]
     assert lams == [6.0]
+
+
+def test_a_vision_transformer_is_refused_naming_its_layers():
+    """torchvision's ViT: the error names a layer (LayerNorm) rather than the shape reads around it,
+    and counts what else stands in the way (GELU, attention)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from n2c.errors import UnsupportedLayerError
+    vit = VisionTransformer(image_size=28, patch_size=7, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                            num_classes=10)
+    with pytest.raises(UnsupportedLayerError) as info:
+        canonicalize(vit)
+    msg = str(info.value)
+    assert msg.startswith("layer 'encoder.layers.encoder_layer_0.ln_1' (LayerNorm) cannot be converted to spikes")
+    assert "GELU" in msg and "MultiheadAttention" in msg and "\n" not in msg
+
+
+def test_an_unsupported_function_names_its_source_line():
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.sigmoid(self.fc(x))
+
+    from n2c.errors import UnsupportedLayerError
+    with pytest.raises(UnsupportedLayerError, match=r"operation 'sigmoid' \(call_function sigmoid\) at "
+                                                    r"test_canonical\.py:\d+ `return torch\.sigmoid\(self\.fc\(x\)\)`"):
+        canonicalize(Gated())
