@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
                        f"{train_set.num_classes} classes; use a model with one output per class")
 
     if args.quantizer == "signed" and not from_scratch and has_relu(model):
-        # docs/results/signed_quantizers.md: -3 to -8 points on digits and Fashion-MNIST
+        # docs/results/signed_quantizers.md: -2.5 to -22.8 points on digits and Fashion-MNIST
         print("n2c: warning: signed quantizers in place of trained ReLUs let through the negative values the "
               "weights were trained to drop, and lose accuracy; for PMSM train with --quantizer signed "
               "--from-scratch (then as accurate as QCFS trained the same way)", file=sys.stderr)
