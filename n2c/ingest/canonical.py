@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
+from n2c.ann.attention import QuantizedSelfAttention
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import NEURON_TYPES
 
@@ -102,7 +103,8 @@ class _Tracer(fx.Tracer):
     record_stack_traces = True  # errors name the user's source line
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
+        # n2c's attention block is one layer to name (not yet convertible), not its insides
+        return isinstance(m, (*LEAF_MODULES, QuantizedSelfAttention)) or super().is_leaf_module(m, qualname)
 
 
 def _describe(node: fx.Node, gm: nn.Module) -> str:
