@@ -25,6 +25,10 @@ Largest block
         fan-out           Π b · min_i fan-out_i;  state and routing bits follow
     This catches what the totals miss: a convolution whose block must hold the whole kernel
     per core (memory) while its halo of input axons caps the block's area.
+
+With shared cores (``core_shares``)
+    Per resource, the layer takes at least max(total, N · least use per neuron over the block
+    shapes that fit) / capacity cores' worth; these add up over layers (``network.network_bound``).
 """
 
 from __future__ import annotations
