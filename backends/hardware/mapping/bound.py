@@ -26,7 +26,7 @@ Largest block
     This catches what the totals miss: a convolution whose block must hold the whole kernel
     per core (memory) while its halo of input axons caps the block's area.
 
-With shared cores (``core_shares``)
+With shared cores (``layer_bounds``' third value)
     Per resource, the layer takes at least max(total, N · least use per neuron over the block
     shapes that fit) / capacity cores' worth; these add up over layers (``network.network_bound``).
 """
@@ -41,22 +41,28 @@ from backends.hardware.mapping.chains import outer, row_bits
 from backends.hardware.mapping.usage import limits, memory_use
 
 
+def layer_bounds(neuron, comp, conns, fanout, chip) -> tuple[int, str, dict[str, float]]:
+    """The layer's bound alone and what binds it (:func:`lower_bound`), and its floors with
+    shared cores (per resource, :func:`_shares`), from one pass over the block shapes."""
+    count, ratio = _shape_grid(neuron, comp, conns, fanout, chip)
+    totals = _totals(neuron, comp, conns, fanout, chip)
+    bound, binding = _bound(neuron, totals, count, ratio, chip)
+    return bound, binding, _shares(neuron, totals, count, ratio, chip)
+
+
 def lower_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     """The larger of the totals bound and the largest-block bound, and what binds it."""
-    bound, binding = totals_bound(neuron, comp, conns, fanout, chip)
-    most, stops = largest_block(neuron, comp, conns, fanout, chip)
-    by_block = -(-math.prod(neuron.shape) // most) if most else 0
-    if by_block > bound:
-        return by_block, stops
-    return bound, binding
+    return layer_bounds(neuron, comp, conns, fanout, chip)[:2]
 
 
-def totals_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
-    """max over resources of ⌈unsplit total / per-core capacity⌉, and the binding resource."""
-    totals, capacity = _totals(neuron, comp, conns, fanout, chip), limits(chip)
-    need = {k: -(-v // capacity[k]) for k, v in totals.items()}
+def _bound(neuron, totals, count, ratio, chip) -> tuple[int, str]:
+    capacity = limits(chip)
+    need = {k: -(-v // capacity[k]) for k, v in totals.items()}  # the totals bound
     binding = max(need, key=need.get)
-    return max(1, need[binding]), binding
+    bound = max(1, need[binding])
+    most, stops = _largest(count, ratio)
+    by_block = -(-math.prod(neuron.shape) // most) if most else 0
+    return (by_block, stops) if by_block > bound else (bound, binding)
 
 
 def _totals(neuron, comp, conns, fanout, chip) -> dict[str, int]:
@@ -74,29 +80,32 @@ def _totals(neuron, comp, conns, fanout, chip) -> dict[str, int]:
 def largest_block(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
     """S, the most neurons of the layer one core can hold (0 if not even one), and the resource
     that stops its block from growing by one along any axis (the most over its limit)."""
-    shape = tuple(neuron.shape)
-    count, ratio = _shape_grid(neuron, comp, conns, fanout, chip)
-    fits = np.logical_and.reduce([r <= 1 for r in ratio.values()])
+    return _largest(*_shape_grid(neuron, comp, conns, fanout, chip))
+
+
+def _largest(count, ratio) -> tuple[int, str]:
+    fits = _fits(ratio)
     if not fits.any():
         return 0, max(ratio, key=lambda k: ratio[k].flat[0])
-    best = np.unravel_index(np.where(fits, count, 0).argmax(), shape)
-    grown = [tuple(i + (a == axis) for a, i in enumerate(best)) for axis in range(len(shape))
-             if best[axis] + 1 < shape[axis]]
+    best = np.unravel_index(np.where(fits, count, 0).argmax(), count.shape)
+    grown = [tuple(i + (a == axis) for a, i in enumerate(best)) for axis in range(count.ndim)
+             if best[axis] + 1 < count.shape[axis]]
     over = {k: max((r[g] for g in grown), default=0.0) for k, r in ratio.items()}
     return int(count[best]), max(over, key=over.get)
 
 
-def core_shares(neuron, comp, conns, fanout, chip) -> dict[str, float]:
+def _shares(neuron, totals, count, ratio, chip) -> dict[str, float]:
     """Per resource r, a floor on the cores' worth of r the layer takes in any mapping, shared
     cores included: the larger of (unsplit total / capacity) and N · min over blocks that fit of
     (use of r / neurons) / capacity, since every block of every mapping fits a core."""
-    n = math.prod(neuron.shape)
-    count, ratio = _shape_grid(neuron, comp, conns, fanout, chip)
-    fits = np.logical_and.reduce([r <= 1 for r in ratio.values()])
-    totals = _totals(neuron, comp, conns, fanout, chip)
-    capacity = limits(chip)
+    n, fits, capacity = math.prod(neuron.shape), _fits(ratio), limits(chip)
     return {k: max(totals[k] / capacity[k], n * float((r[fits] / count[fits]).min()) if fits.any() else 0.0)
             for k, r in ratio.items()}
+
+
+def _fits(ratio: dict) -> np.ndarray:
+    """Block shapes whose every resource is within its limit."""
+    return np.logical_and.reduce([r <= 1 for r in ratio.values()])
 
 
 def _shape_grid(neuron, comp, conns, fanout, chip) -> tuple[np.ndarray, dict]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices
-from backends.hardware.mapping.bound import core_shares, lower_bound
+from backends.hardware.mapping.bound import layer_bounds
 from backends.hardware.mapping.partition import partition
 from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
 from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
@@ -197,8 +197,7 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
                 raise
             unfit[neuron.name] = e.reason  # its fan-out, known now, is what does not fit
             continue
-        plans[neuron.name] = (starts, usage, *lower_bound(neuron, comp[neuron.name], into, fanout[neuron.name], chip),
-                              core_shares(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
+        plans[neuron.name] = (starts, usage, *layer_bounds(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         for src in dict.fromkeys(c.source for c in into):
             union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
             masks[src, neuron.name] = union.reshape(-1, *union.shape[len(starts):])
@@ -273,35 +272,34 @@ def share_cores(blocks: list, chip: ChipSpec) -> list[Core]:
     use = np.array([[{**b.usage, **b.memory}[k] for k in keys] for b in blocks], np.int64).reshape(-1, len(keys))
     cap = np.array([lim[k] for k in keys], np.int64)
     frac = use / cap
-    loads = np.zeros((0, len(keys)), np.int64)
+    loads = np.zeros((len(blocks), len(keys)), np.int64)  # of the opened cores, the first ``opened`` rows
+    opened = 0
     for i in np.lexsort((-frac.sum(axis=1), -frac.max(axis=1))):
-        new = loads + use[i]
+        new = loads[:opened] + use[i]
         ok = np.flatnonzero((new <= cap).all(axis=1))
         if len(ok):
             j = int(ok[(new[ok] / cap).max(axis=1).argmax()])
-            loads[j] = new[j]
         else:
-            loads = np.vstack([loads, use[i]])
-            j = len(loads) - 1
+            j, opened = opened, opened + 1
+        loads[j] += use[i]
         blocks[i].core = j
     # cores numbered by their first block, so a network of unshared layers keeps its order
-    first = {}
+    held: dict[int, list] = {}
     for b in blocks:
-        first.setdefault(b.core, len(first))
+        held.setdefault(b.core, []).append(b)
     cores = []
-    for old, new in sorted(first.items(), key=lambda x: x[1]):
-        held = [b for b in blocks if b.core == old]
-        cores.append(Core(new, [b.index for b in held], list(dict.fromkeys(b.layer for b in held)), 0, (0, 0),
-                          {k: sum(b.usage[k] for b in held) for k in USAGE_KEYS},
-                          {k: sum(b.memory[k] for b in held) for k in held[0].memory}))
-    for b in blocks:
-        b.core = first[b.core]
+    for new, group in enumerate(held.values()):
+        for b in group:
+            b.core = new
+        cores.append(Core(new, [b.index for b in group], list(dict.fromkeys(b.layer for b in group)), 0, (0, 0),
+                          {k: sum(b.usage[k] for b in group) for k in USAGE_KEYS},
+                          {k: sum(b.memory[k] for b in group) for k in group[0].memory}))
     return cores
 
 
 def network_bound(layers: list[LayerMapping]) -> int:
     """Cores at the least with shared cores allowed: per resource, the layers' floors on their
-    cores' worth add up (``bound.core_shares``); and no layer touches fewer cores than its own
+    cores' worth add up (``bound.layer_bounds``); and no layer touches fewer cores than its own
     bound (its uses must fit in the cores that hold it; its largest block caps each)."""
     if not layers:
         return 0
