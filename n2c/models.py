@@ -1,11 +1,12 @@
-"""Reference networks: the small digits CNN of the demo, and a VGG-style and a
-ResNet-style CNN for benchmarks and tests.
+"""Reference networks: the small digits CNN of the demo, a VGG-style and a ResNet-style CNN,
+and a small vision transformer, for benchmarks and tests.
 
 Any user network works with n2c; these exist so the built-in default runs in
 seconds, the benchmarks have comparable architectures and the tests have real
 trained models. They use only what n2c converts (see :mod:`n2c.ingest.canonical`): Conv2d,
 BatchNorm2d, the activation module, AvgPool2d, AdaptiveAvgPool2d, Flatten,
-Linear, Dropout and ``+`` for residual connections.
+Linear, Dropout, ``+`` for residual connections, and for the transformer the products of
+attention (:class:`n2c.ann.attention.Product`) and Softmax.
 
 Every activation is its own module instance of one type, chosen by ``act``:
 
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from n2c.ann.attention import SelfAttention, attention_weights
 from n2c.ann.qcfs import QCFS, SignedQCFS
 
 ACTIVATIONS = ("relu", "qcfs", "signed")
-MODEL_NAMES = ("digits-cnn", "vgg", "resnet")
+MODEL_NAMES = ("digits-cnn", "vgg", "resnet", "vit")
 
 
 def make_activation(act: str = "qcfs", levels: int = 8, lam: float = 2.0) -> nn.Module:
@@ -176,13 +178,77 @@ class ResNetStyle(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
+class TransformerBlock(nn.Module):
+    """Pre-activation-free ViT block on (B, dim, H, W), a quantizer after each residual sum::
+
+        x = act(x + SelfAttention(x))
+        x = act(x + BN(W_2 · act(BN(W_1 x))))      the MLP: 1x1 convolutions, GELU → the quantizer
+    """
+
+    def __init__(self, dim: int, heads: int, tokens: int, mlp_ratio: int, activation, weights, attention: str):
+        super().__init__()
+        self.attn = SelfAttention(dim, heads, tokens, activation, weights, attention)
+        self.act1 = activation()
+        hidden = dim * mlp_ratio
+        self.fc1 = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden))
+        self.mlp_act = activation()
+        self.fc2 = nn.Sequential(nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim))
+        self.act2 = activation()
+
+    def forward(self, x):
+        x = self.act1(x + self.attn(x))
+        return self.act2(x + self.fc2(self.mlp_act(self.fc1(x))))
+
+
+class SpikingViT(nn.Module):
+    """A small vision transformer that n2c converts whole (``w`` = ``dim``):
+
+    ``patch``:  conv p×p stride p (w)-BN-act              the patch embedding: tokens are its positions
+    ``pos``:    act(x + BN(depthwise conv3x3(x)))        positions from the zero padding (SAFormer's
+                                                         depthwise-convolution module; CPVT's PEG)
+    ``blocks``: ``depth`` × TransformerBlock              attention (``attention`` = sasa | softmax), MLP
+    ``head``:   AdaptiveAvgPool2d(1) → Flatten → Linear   the mean token
+
+    Tokens stay a (w, H/p, W/p) feature map throughout, so per-token layers are 1x1 convolutions.
+    LayerNorm is BatchNorm (folded at conversion); every activation is the chosen quantizer.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int | tuple[int, int] = 28, num_classes: int = 10,
+                 dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 4, mlp_ratio: int = 2,
+                 act: str = "qcfs", levels: int = 8, lam: float = 2.0, attention: str = "sasa"):
+        super().__init__()
+        h, w = _hw(image_size)
+        if h % patch or w % patch:
+            raise ValueError(f"SpikingViT: image {h}x{w} is not a multiple of the patch size {patch}")
+
+        def activation():
+            return make_activation(act, levels, lam)
+
+        def weights():
+            return nn.ReLU() if act == "relu" else attention_weights(levels, lam, attention)
+
+        tokens = (h // patch) * (w // patch)
+        self.patch = nn.Sequential(nn.Conv2d(in_channels, dim, patch, stride=patch, bias=False),
+                                   nn.BatchNorm2d(dim), activation())
+        self.pos = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim))
+        self.pos_act = activation()
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, tokens, mlp_ratio, activation, weights, attention)
+                                      for _ in range(depth)])
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(dim, num_classes))
+
+    def forward(self, x):
+        x = self.patch(x)
+        x = self.pos_act(x + self.pos(x))
+        return self.head(self.blocks(x))
+
+
 def build_model(name: str, dataset_shape: tuple[int, ...], num_classes: int = 10, act: str = "qcfs",
-                levels: int = 8, lam: float = 2.0, width: int | None = None) -> nn.Module:
+                levels: int = 8, lam: float = 2.0, width: int | None = None, attention: str = "sasa") -> nn.Module:
     """One of the reference networks by name, sized for samples of shape ``(C, H, W)``.
 
     ``name``: ``"digits-cnn"`` (:class:`DigitsCNN`, default width 16), ``"vgg"``
-    (:class:`VGGStyle`, default width 16) or ``"resnet"`` (:class:`ResNetStyle`,
-    default width 16). ``width=None`` takes the default. At width 16 one epoch of
+    (:class:`VGGStyle`, default width 16), ``"resnet"`` (:class:`ResNetStyle`, default width 16)
+    or ``"vit"`` (:class:`SpikingViT`, default width 64; ``attention`` sasa or softmax). ``width=None`` takes the default. At width 16 one epoch of
     QCFS training on Fashion-MNIST's 60k images takes well under a minute of
     two CPU cores for either; width 32 is about 3.5x slower for VGGStyle.
     """
@@ -198,4 +264,7 @@ def build_model(name: str, dataset_shape: tuple[int, ...], num_classes: int = 10
         return VGGStyle(width=width or 16, act=act, levels=levels, **common)
     if name == "resnet":
         return ResNetStyle(width=width or 16, act=act, levels=levels, **common)
+    if name == "vit":  # patches of 4 on 28x28 (49 tokens), of 2 on digits' 8x8 (16 tokens)
+        patch = 4 if h % 4 == 0 and w % 4 == 0 and min(h, w) >= 16 else 2 if h % 2 == 0 and w % 2 == 0 else 1
+        return SpikingViT(dim=width or 64, act=act, levels=levels, patch=patch, attention=attention, **common)
     raise ValueError(f"unknown model name {name!r}; use one of {MODEL_NAMES}")

@@ -49,3 +49,23 @@ def digits_checkpoint(qcfs_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "digits_qcfs.pt"
     torch.save(qcfs_model.state_dict(), path)
     return path
+
+
+def _vit(digits_train, act: str, attention: str, epochs: int):
+    from n2c.models import SpikingViT
+
+    torch.manual_seed(0)
+    model = SpikingViT(image_size=8, dim=16, depth=1, heads=2, patch=2, act=act, levels=4, attention=attention)
+    return train(model, digits_train, epochs=epochs, lr=3e-3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def vit_model(digits_train):
+    """A tiny SpikingViT (width 16, one block, 16 tokens, SASA, QCFS L = 4) trained on digits."""
+    return _vit(digits_train, "qcfs", "sasa", 30)
+
+
+@pytest.fixture(scope="session")
+def vit_softmax_signed(digits_train):
+    """The tiny SpikingViT with signed quantizers (PMSM) and the quantized softmax, trained on digits."""
+    return _vit(digits_train, "signed", "softmax", 30)

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 
 from backends.float.dynamics import Discretization, NeuronState, discretization
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, LayerGraph,
-                             NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
+                                NeuronLayer, OutputLayer, PoolLayer, ProductLayer, ScaleLayer, SoftmaxLayer,
+                                ThresholdLayer)
+from n2c import products
 from n2c.errors import N2CError
 from n2c.neurons import kind
 
@@ -98,7 +100,22 @@ class _Neuron:
         return np.stack([self.state.step(x[t]) for t in range(len(x))])
 
 
+def _running(f, *steps: np.ndarray) -> np.ndarray:
+    """The increments of F(t) = t·f(running means) of inputs (T, B, ...) (``n2c.products``)."""
+    t, b = steps[0].shape[:2]
+    seen = products.steps_seen(t, steps[0].ndim)
+    means = [s.cumsum(axis=0) / seen for s in steps]
+    total = f(*(m.reshape(t * b, *m.shape[2:]) for m in means))
+    return products.increments_numpy(total.reshape(t, b, *total.shape[1:]) * products.steps_seen(t, total.ndim + 1))
+
+
+def _product(layer: ProductLayer, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _running(lambda x, y: products.product_numpy(x, y, layer.heads, layer.mode) * layer.scale, a, b)
+
+
 def _runner(layer, disc: Discretization, batch: int, timesteps: int):
+    if isinstance(layer, SoftmaxLayer):
+        return lambda x: _running(products.softmax_numpy, x)
     if isinstance(layer, DynamicsLayer):
         return _Neuron(layer, disc, batch)
     if isinstance(layer, NeuronLayer):
@@ -163,8 +180,14 @@ def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bo
     if not graph.recurrent:
         values = {graph.input.name: x}
         for layer in graph.layers[1:]:
-            values[layer.name] = runners[layer.name](sum(values[p] for p in layer.inputs))
+            if isinstance(layer, ProductLayer):
+                values[layer.name] = _product(layer, *(values[p] for p in layer.inputs))
+            else:
+                values[layer.name] = runners[layer.name](sum(values[p] for p in layer.inputs))
         return FloatRun(values[graph.output.name], values if record else None)
+    if any(isinstance(layer, (ProductLayer, SoftmaxLayer)) for layer in graph.layers):
+        raise N2CError("a graph with both recurrent edges and attention (n2c.Product, n2c.Softmax) cannot be "
+                       "simulated: attention runs over the running means of a feed-forward pass")
     last = _recurrent_start(graph, disc, batch)  # the "previous step" of step 0
     history: dict[str, list] = {layer.name: [] for layer in graph.layers}
     for t in range(steps):

@@ -73,6 +73,21 @@ class ScaleLayer(Layer):
 
 
 @dataclass
+class ProductLayer(Layer):
+    """y = scale · P_mode(a, b) (``n2c.products``): ``inputs`` = [a, b], ``in_shape`` a's shape,
+    ``b_shape`` b's. Over T steps: the increments of t·P of the running input means."""
+    mode: str = "scores"
+    heads: int = 1
+    scale: float = 1.0
+    b_shape: tuple[int, ...] = ()
+
+
+@dataclass
+class SoftmaxLayer(Layer):
+    """y = softmax over the last axis; over T steps the increments of t·softmax(running input mean)."""
+
+
+@dataclass
 class DelayLayer(Layer):
     """y(t) = x(t - τ): ``delay`` τ per element in NIR's time unit; steps = round(τ/dt)."""
     delay: np.ndarray = None

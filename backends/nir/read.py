@@ -13,6 +13,7 @@ import nir
 from nir.serialization import hdf2dict, try_byte_to_str
 
 from n2c.errors import NIRFormatError
+from n2c.export import nodes as n2c_nodes
 
 
 # The same read as read_graph, in a child process (see probe_hdf5); its typed errors are fine.
@@ -51,8 +52,8 @@ def read_graph(path: str | Path, isolate: bool = False) -> nir.NIRGraph:
         probe_hdf5(path)
     try:  # nir.read(type_check=False) would still type-check nested graphs; n2c checks shapes itself, naming nodes
         with h5py.File(path, "r") as f:
-            data = _unchecked(hdf2dict(f["node"]))
-        return nir.dict2NIRNode(data)
+            data = hdf2dict(f["node"])
+        return build_node(data)
     except Exception as e:  # h5py and nir raise many types on corrupt files
         first = str(e).splitlines()[0] if str(e) else ""
         problem = _stored_problem(path)
@@ -64,13 +65,21 @@ NIR_TYPES = ("Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgP
              "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Input", "Output", "Threshold", "NIRGraph")
 
 
-def _unchecked(data: dict) -> dict:
-    """The dict of a stored graph with nir's type check switched off in it and every nested graph."""
-    if isinstance(data, dict) and data.get("type") == "NIRGraph":
-        data["type_check"] = False
-        for node in (data["nodes"].values() if isinstance(data.get("nodes"), dict) else ()):
-            _unchecked(node)
-    return data
+def build_node(data: dict) -> nir.NIRNode:
+    """The node of a stored dict: nir's own types by nir, n2c's (``n2c.export.nodes``) by n2c, graphs
+    without nir's type check (n2c checks shapes itself, naming nodes; nir's cannot follow edges into
+    the input ports of an n2c.Product)."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind in n2c_nodes.TYPES:
+        return n2c_nodes.from_dict(data)
+    if kind != "NIRGraph":
+        return nir.dict2NIRNode(data)
+    extra = set(data) - {"type", "nodes", "edges", "metadata"}
+    if extra or not isinstance(data.get("nodes"), dict) or "edges" not in data:
+        raise ValueError(f"a NIRGraph needs nodes and edges{', not ' + ', '.join(sorted(extra)) if extra else ''}")
+    edges = [(try_byte_to_str(a), try_byte_to_str(b)) for a, b in data["edges"]]
+    return nir.NIRGraph(nodes={k: build_node(v) for k, v in data["nodes"].items()}, edges=edges,
+                        metadata=data.get("metadata", {}), type_check=False)
 
 
 def _stored_problem(path: Path) -> str | None:
@@ -90,6 +99,12 @@ def _node_problem(group, name: str) -> str | None:
     kind = try_byte_to_str(group["type"][()]) if isinstance(group.get("type"), h5py.Dataset) else None
     if kind is None:
         return f"{what} has no 'type' dataset; export it again with nir.write"
+    if isinstance(kind, str) and kind in n2c_nodes.TYPES:
+        try:
+            n2c_nodes.from_dict(hdf2dict(group))
+        except Exception as e:
+            return f"{what} ({kind}) has malformed parameters ({type(e).__name__}: {str(e)[:160]}); export it again"
+        return None
     if not isinstance(kind, str) or kind not in NIR_TYPES:
         return f"{what} has type {show(kind)}, which NIR does not define; export it again with nir.write"
     stored = set(group.keys()) - {"type", "metadata"}
@@ -116,7 +131,7 @@ def _node_problem(group, name: str) -> str | None:
             if problem:
                 return problem
     try:
-        nir.dict2NIRNode(_unchecked(hdf2dict(group)))
+        build_node(hdf2dict(group))
     except Exception as e:  # nir's constructors assert or fail on malformed values
         first = str(e).splitlines()[0][:160] if str(e) else ""
         return f"{what} ({kind}) has malformed parameters ({type(e).__name__}: {first}); export it again"

@@ -17,44 +17,49 @@ import numpy as np
 from nir.ir.graph import Identity
 
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, Layer,
-                             LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ScaleLayer, ThresholdLayer)
+                                LayerGraph, NeuronLayer, OutputLayer, PoolLayer, ProductLayer, ScaleLayer,
+                                SoftmaxLayer, ThresholdLayer)
 from backends.nir.read import read_graph, show as _show
 from n2c.errors import NIRFormatError
+from n2c.export import nodes as n2c_nodes
 from n2c.limits import MAX_NESTING, MAX_NODES, check_elements, check_timesteps, elements
 from n2c.neurons import BY_NIR_NAME
 
 SUPPORTED_CONVENTION = 2
 STATEFUL = (nir.I, nir.LI, nir.IF, nir.LIF, nir.CubaLI, nir.CubaLIF, nir.Delay)
 RUNNABLE = ("Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Delay, "
-            "Threshold, I, LI, IF, LIF, CubaLI, CubaLIF, Identity, nested NIRGraph")
+            "Threshold, I, LI, IF, LIF, CubaLI, CubaLIF, Identity, nested NIRGraph, n2c.Product, n2c.Softmax")
 
 
 # ---------------------------------------------------------------- flattening
 
 
-def _inline(graph: nir.NIRGraph, prefix: str = "", depth: int = 0) -> tuple[dict, list, set]:
+def _inline(graph: nir.NIRGraph, prefix: str = "", depth: int = 0,
+            ports: dict | None = None) -> tuple[dict, list, set]:
     """Nodes and edges of ``graph`` with nested graphs inlined (names ``outer.inner``).
-    Returns (nodes, edges, pass-through node names)."""
+    Returns (nodes, edges, pass-through node names). An edge into an input port of an n2c.Product
+    (``prod.a``) becomes an edge into ``prod``, its port recorded in ``ports[(src, prod)]``."""
+    ports = {} if ports is None else ports
     if not isinstance(graph.nodes, dict) or not isinstance(graph.edges, (list, tuple, np.ndarray)):
         raise NIRFormatError(f"graph '{prefix or 'top'}' has malformed nodes or edges")
     if depth > MAX_NESTING:
         raise NIRFormatError(f"subgraph '{prefix[:-1]}' is nested {depth} deep, over n2c's limit of {MAX_NESTING}; "
                              "flatten the graph")
     nodes, edges, passes = {}, [], set()
-    ports: dict[str, tuple[str, str]] = {}  # subgraph name -> (its input, its output), full names
+    ends: dict[str, tuple[str, str]] = {}  # subgraph name -> (its input, its output), full names
     for name, node in graph.nodes.items():
         full = f"{prefix}{name}"
         if isinstance(node, nir.NIRGraph):
-            inner_nodes, inner_edges, inner_passes = _inline(node, f"{full}.", depth + 1)
+            inner_nodes, inner_edges, inner_passes = _inline(node, f"{full}.", depth + 1, ports)
             ins = [n for n, v in node.nodes.items() if isinstance(v, nir.Input)]
             outs = [n for n, v in node.nodes.items() if isinstance(v, nir.Output)]
             if len(ins) != 1 or len(outs) != 1:
                 raise NIRFormatError(f"subgraph '{full}' must have one Input and one Output node, "
                                      f"found {len(ins)} and {len(outs)}")
-            ports[full] = (f"{full}.{ins[0]}", f"{full}.{outs[0]}")
+            ends[full] = (f"{full}.{ins[0]}", f"{full}.{outs[0]}")
             nodes.update(inner_nodes)
             edges += inner_edges
-            passes |= inner_passes | set(ports[full])
+            passes |= inner_passes | set(ends[full])
         elif isinstance(node, nir.NIRNode):
             if node.metadata is not None and not isinstance(node.metadata, dict):
                 raise NIRFormatError(f"node '{full}': metadata must be a dict, got {type(node.metadata).__name__}")
@@ -68,8 +73,18 @@ def _inline(graph: nir.NIRGraph, prefix: str = "", depth: int = 0) -> tuple[dict
                 or not all(isinstance(e, str) for e in edge):
             raise NIRFormatError(f"graph '{prefix or 'top'}' has a malformed edge {_show(edge)}")
         src, dst = (f"{prefix}{e}" for e in edge)
-        src = ports[src][1] if src in ports else src
-        dst = ports[dst][0] if dst in ports else dst
+        src = ends[src][1] if src in ends else src
+        dst = ends[dst][0] if dst in ends else dst
+        base, _, port = dst.rpartition(".")
+        if dst not in nodes and isinstance(nodes.get(base), n2c_nodes.Product):
+            if port not in n2c_nodes.PORTS:
+                raise NIRFormatError(f"edge {edge[0]} -> {edge[1]}: n2c.Product '{base}' has inputs "
+                                     f"{' and '.join(n2c_nodes.PORTS)}, not {port!r}")
+            dst = base
+            ports[(src, dst)] = port
+        elif isinstance(nodes.get(dst), n2c_nodes.Product):
+            raise NIRFormatError(f"edge {edge[0]} -> {edge[1]}: an edge into n2c.Product '{dst}' must name its "
+                                 f"input, {dst}.a or {dst}.b")
         for end in (src, dst):
             if end not in nodes:
                 raise NIRFormatError(f"edge {edge[0]} -> {edge[1]} names node '{end}', which is not in the graph")
@@ -85,9 +100,10 @@ def _inline(graph: nir.NIRGraph, prefix: str = "", depth: int = 0) -> tuple[dict
     return nodes, edges, passes
 
 
-def _remove_passes(nodes: dict, edges: list, passes: set) -> list:
+def _remove_passes(nodes: dict, edges: list, passes: set, ports: dict) -> list:
     """Replace each pass-through node P by edges from P's sources to P's targets (appended after
-    the remaining edges, whose order is kept: it is the order in which a node sums its inputs)."""
+    the remaining edges, whose order is kept: it is the order in which a node sums its inputs);
+    an edge into a product's port keeps its port."""
     order = dict.fromkeys(edges)  # insertion-ordered set of edges
     succ, pred = _adjacency(nodes, edges)
     for p in sorted(passes):
@@ -105,6 +121,8 @@ def _remove_passes(nodes: dict, edges: list, passes: set) -> list:
                     raise NIRFormatError(f"node '{s}' reaches '{d}' twice, directly and through identity '{p}'; "
                                          "n2c sums each input once: merge the two paths into one")
                 order[(s, d)] = None
+                if (p, d) in ports:
+                    ports[(s, d)] = ports[(p, d)]
                 succ[s].append(d)
                 pred[d].append(s)
         del nodes[p], succ[p], pred[p]
@@ -446,6 +464,9 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
         return PoolLayer(name, preds, in_shape, (in_shape[0], *hw), kernel=k, stride=s, padding=p, scale=scale)
     if isinstance(node, nir.Flatten):
         return _flatten(name, node, preds, in_shape)
+    if isinstance(node, n2c_nodes.Softmax):
+        _check_in(name, _shape(node.input_type, "input", name), in_shape)
+        return SoftmaxLayer(name, preds, in_shape, in_shape)
     if isinstance(node, nir.Scale):
         return ScaleLayer(name, preds, in_shape, in_shape, scale=_param(node, "scale", name, in_shape))
     if isinstance(node, nir.Delay):
@@ -467,6 +488,27 @@ def _layer(name: str, node: nir.NIRNode, preds: list[str], in_shape, graph_meta:
                          f"(it runs {RUNNABLE})")
 
 
+def _operands(name: str, forward: list[str], ports: dict, back: set) -> list[str]:
+    """The sources of a product's inputs a and b, in that order: one each, both forward."""
+    found = {port: [q for q in forward if ports.get((q, name)) == port] for port in n2c_nodes.PORTS}
+    late = [s for s, d in back if d == name]
+    if late or any(len(v) != 1 for v in found.values()):
+        raise NIRFormatError(f"n2c.Product '{name}' needs exactly one edge into each of {name}.a and {name}.b "
+                             f"from the Input side, got {sum(map(len, found.values()))} and {len(late)} recurrent")
+    return [found[p][0] for p in n2c_nodes.PORTS]
+
+
+def _product(name: str, node, operands: list[str], out_shapes: dict) -> ProductLayer:
+    a, b = (out_shapes[q] for q in operands)
+    declared = tuple(tuple(int(v) for v in node.input_type[p]) for p in n2c_nodes.PORTS)
+    if (a, b) != declared:
+        raise NIRFormatError(f"n2c.Product '{name}' declares inputs {declared[0]} and {declared[1]} but receives "
+                             f"{a} and {b}")
+    out = tuple(int(v) for v in node.output_type["output"])
+    return ProductLayer(name, list(operands), a, out, mode=node.mode, heads=int(node.heads), scale=float(node.scale),
+                        b_shape=b)
+
+
 def import_nir(graph: nir.NIRGraph | str | Path, isolate: bool = False) -> LayerGraph:
     """Translate a NIR graph (a file or an in-memory graph) into a :class:`LayerGraph`;
     ``isolate`` probes a file in a child process first (``backends.nir.read.probe_hdf5``)."""
@@ -482,13 +524,14 @@ def import_nir(graph: nir.NIRGraph | str | Path, isolate: bool = False) -> Layer
         if version > SUPPORTED_CONVENTION:
             raise NIRFormatError(f"the graph uses n2c NIR conventions version {version}; this n2c reads up to "
                                  f"{SUPPORTED_CONVENTION}: upgrade n2c")
-    nodes, edges, passes = _inline(graph)
+    ports: dict[tuple[str, str], str] = {}
+    nodes, edges, passes = _inline(graph, ports=ports)
     inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input) and n not in passes]
     outputs = [n for n, node in nodes.items() if isinstance(node, nir.Output) and n not in passes]
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRFormatError(f"the graph must have exactly one Input and one Output node, "
                              f"found {len(inputs)} and {len(outputs)}")
-    edges = _remove_passes(nodes, edges, passes)
+    edges = _remove_passes(nodes, edges, passes, ports)
     _check_cycles_have_state(nodes, edges)
     order, back = _order(nodes, edges, inputs[0])
     _check_reaches(nodes, edges, outputs[0])
@@ -508,13 +551,16 @@ def import_nir(graph: nir.NIRGraph | str | Path, isolate: bool = False) -> Layer
         forward = [q for q in p if (q, name) not in back]
         if not isinstance(node, nir.Input) and not forward:
             raise NIRFormatError(f"node '{name}' ({type(node).__name__}) has no incoming edge from the Input side")
+        if isinstance(node, n2c_nodes.Product):
+            p = forward = _operands(name, forward, ports, back)
         in_shape = out_shapes[forward[0]] if forward else None
-        for q in forward[1:]:
+        for q in forward[1:] if not isinstance(node, n2c_nodes.Product) else ():
             if out_shapes[q] != in_shape:
                 raise NIRFormatError(f"node '{name}' sums inputs of different shapes: "
                                      f"'{forward[0]}' {in_shape} and '{q}' {out_shapes[q]}")
         try:
-            layer = _layer(name, node, p, in_shape, meta)
+            layer = _product(name, node, p, out_shapes) if isinstance(node, n2c_nodes.Product) else \
+                _layer(name, node, p, in_shape, meta)
         except NIRFormatError:
             raise
         except Exception as e:  # malformed parameters nir itself did not check

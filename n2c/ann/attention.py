@@ -1,29 +1,20 @@
-"""Quantized self-attention: the first block of one-step spiking transformers (issue #17).
+"""Quantized self-attention that converts to spikes at one timestep (issue #17).
 
-Every input of a matrix product is quantized, so that at T = 1 each product is a product of
-integer spike counts. Per head, with d the head width and tokens as rows::
+Tokens are the positions of a feature map (B, C, H, W): a per-token linear layer is a 1x1
+convolution, so every projection is a layer n2c already carries to NIR, integers and Lava. Every
+input of a matrix product is a quantizer's output θ·k (k an integer count), so each product is a
+product of integer counts, scaled::
 
-    Q = θ_q·k_q,  K = θ_k·k_k,  V = θ_v·k_v     k: quantizer counts (signed: −L..L, PMSM;
-                                                 unsigned: 0..L, QCFS) of the projections
-    S = Q·Kᵀ/√d = (θ_q·θ_k/√d) · (k_q·k_kᵀ)     an integer matrix product, scaled
+    Q = q(BN(W_q x)),  K = k(BN(W_k x)),  V = v(BN(W_v x))     q, k, v: QCFS (0..L) or signed (−L..L, PMSM)
+    S = Q·Kᵀ/√d = (θ_q·θ_k/√d) · (k_q·k_kᵀ)                     per head (n2c.products, "scores")
+    A = a(S)            "sasa": spike-aggregated attention, no softmax (SAFormer): the scores quantized
+    A = a(softmax(S))   "softmax": the quantized softmax; exp and division run off the neuro cores
+    O = o(A·V/N) = o((θ_a·θ_v/N) · (k_a·k_v))                   per head (n2c.products, "mix")
+    y = BN(W_p O)                                               the output projection
 
-Attention weights, two ways (``attention=``)::
-
-    "sasa"      A = θ_a·k_a,  k_a = QCFS_L(S)            no softmax: the scores themselves are
-                                                        quantized (SAFormer-style spike-aggregated
-                                                        attention; all on integer counts)
-    "softmax"   A = θ_a·k_a,  k_a = QCFS_L(softmax(S))   the softmax quantized; its exponentials
-                                                        and division are not neuro-core operations
-
-    O = A·V = (θ_a·θ_v) · (k_a·k_vᵀ)             integer again; then the output projection
-
-The products are computed from the integer counts themselves (held in float32, exact while every
-sum stays below 2^24, which ``check_exact`` verifies), so the module's output is the integer
-computation scaled: what a spiking implementation must reproduce bit for bit. Gradients pass
-straight through the quantizers (training works on the same forward).
-
-Status: a trainable ANN block. n2c's conversion, NIR export and backends do not take it yet;
-``n2c export`` refuses it naming the layer, like any operation it cannot turn into spikes.
+``a`` is always unsigned (attention weights are not negative); ``o`` and the rest follow the
+network's quantizer. LayerNorm is replaced by BatchNorm after each projection (folded into the
+1x1 convolution at conversion), GELU by the quantizer: what conversion papers do, trained in.
 """
 
 from __future__ import annotations
@@ -33,62 +24,60 @@ import math
 import torch
 from torch import nn
 
-from n2c.ann.qcfs import QCFS, SignedQCFS
+from n2c import products
+from n2c.ann.qcfs import QCFS
 
 ATTENTION = ("sasa", "softmax")
-EXACT = 2 ** 24  # integers up to this are exact in float32
 
 
-class QuantizedSelfAttention(nn.Module):
-    """Multi-head self-attention over (batch, tokens, dim) with quantized Q, K, V and weights.
+class Product(nn.Module):
+    """``scale`` · the product of two activations (:mod:`n2c.products`, ``mode`` scores or mix)."""
 
-    ``signed``: Q, K and V take signed quantizers (their projections of LayerNorm outputs are
-    signed; PMSM's polarity spikes carry them); the attention weights are non-negative and
-    take an unsigned one."""
+    def __init__(self, mode: str, heads: int, scale: float = 1.0):
+        super().__init__()
+        if mode not in products.MODES:
+            raise ValueError(f"unknown product mode {mode!r}; use one of {', '.join(products.MODES)}")
+        self.mode, self.heads, self.scale = mode, int(heads), float(scale)
 
-    def __init__(self, dim: int, heads: int, levels: int = 8, attention: str = "sasa", signed: bool = True,
-                 lam: float = 4.0):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return products.product_torch(a, b, self.heads, self.mode) * self.scale
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, heads={self.heads}, scale={self.scale:.4g}"
+
+
+def _projection(dim_in: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(dim_in, dim_out, 1, bias=False), nn.BatchNorm2d(dim_out))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the positions of (B, dim, H, W) (module docstring).
+
+    ``activation()`` makes the quantizers of Q, K, V and O (QCFS, SignedQCFS, or ReLU to be
+    fine-tuned); ``weights`` the unsigned one of A; ``tokens`` N = H·W fixes the mix's 1/N."""
+
+    def __init__(self, dim: int, heads: int, tokens: int, activation, weights, attention: str = "sasa"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention {attention!r}; use one of {', '.join(ATTENTION)}")
-        self.dim, self.heads, self.attention = dim, heads, attention
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        make = SignedQCFS if signed else QCFS
-        self.q, self.k, self.v = (make(levels, lam) for _ in range(3))
-        self.a = QCFS(levels, 1.0 if attention == "softmax" else lam)
-
-    def counts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The integer counts k_q, k_k, k_v, k_a (float tensors holding integers), per head:
-        (batch, heads, tokens, d) and (batch, heads, tokens, tokens)."""
-        b, n, _ = x.shape
-        d = self.dim // self.heads
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d).permute(2, 0, 3, 1, 4)
-        out = {name: _count(quant, z) for name, quant, z in (("q", self.q, q), ("k", self.k, k), ("v", self.v, v))}
-        scores = (out["q"] @ out["k"].transpose(-1, -2)) * (self.q.threshold * self.k.threshold / math.sqrt(d))
-        out["a"] = _count(self.a, scores if self.attention == "sasa" else scores.softmax(dim=-1))
-        return out
+        self.attention = attention
+        self.q, self.k, self.v = (_projection(dim, dim) for _ in range(3))
+        self.q_act, self.k_act, self.v_act = activation(), activation(), activation()
+        self.scores = Product("scores", heads, 1 / math.sqrt(dim // heads))
+        self.softmax = nn.Softmax(dim=-1) if attention == "softmax" else nn.Identity()
+        self.a_act = weights()
+        self.mix = Product("mix", heads, 1 / tokens)
+        self.o_act = activation()
+        self.proj = _projection(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.counts(x)
-        b, n, _ = x.shape
-        mixed = (c["a"] @ c["v"]) * (self.a.threshold * self.v.threshold)
-        return self.proj(mixed.transpose(1, 2).reshape(b, n, self.dim))
-
-    def check_exact(self, x: torch.Tensor) -> None:
-        """Raise ValueError when a count product could pass 2^24 (float32 would round it)."""
-        c = self.counts(x)
-        d, n = self.dim // self.heads, x.shape[1]
-        bound = max(d * float(c["q"].abs().max()) * float(c["k"].abs().max()),
-                    n * float(c["a"].abs().max()) * float(c["v"].abs().max()))
-        if bound >= EXACT:
-            raise ValueError(f"count products reach {bound:.0f} >= 2^24: use fewer levels or narrower heads")
+        q, k, v = self.q_act(self.q(x)), self.k_act(self.k(x)), self.v_act(self.v(x))
+        a = self.a_act(self.softmax(self.scores(q, k)))
+        return self.proj(self.o_act(self.mix(a, v)))
 
 
-def _count(quant: QCFS, z: torch.Tensor) -> torch.Tensor:
-    """The quantizer's integer count k = q(z)/θ, exactly an integer in value (θ·k/θ rounded);
-    the gradient passes straight through the rounding as through the quantizer's floor."""
-    raw = quant(z) / quant.threshold
-    return raw + (torch.round(raw) - raw).detach()  # exact: round(raw) − raw is tiny and exact
+def attention_weights(levels: int, lam: float, attention: str) -> QCFS:
+    """The unsigned quantizer of A: λ starts at 1 after a softmax (weights in [0, 1])."""
+    return QCFS(levels, 1.0 if attention == "softmax" else lam)

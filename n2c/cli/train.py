@@ -18,7 +18,11 @@ def add_parser(sub) -> None:
                    "with --arch, or pickled nn.Module with --trust-pickle)")
     t.add_argument("--arch", help="package.module:ClassName(k=v) of MODEL's state_dict, or without MODEL a "
                    "class to train from scratch")
-    t.add_argument("--model-name", help="train a reference network from scratch: digits-cnn, vgg or resnet")
+    t.add_argument("--model-name", help="train a reference network from scratch: digits-cnn, vgg, resnet or vit "
+                   "(a small vision transformer)")
+    t.add_argument("--attention", choices=["sasa", "softmax"], default="sasa",
+                   help="with --model-name vit: spike-aggregated attention without softmax (sasa, default) or a "
+                   "quantized softmax (softmax; runs off the neuro cores)")
     t.add_argument("--dataset", required=True, help="digits, fashion-mnist, or an .npz file with x (N,C,H,W), y")
     t.add_argument("--levels", type=positive_int, default=8, help="quantization levels L of the activations replacing "
                    "ReLU (default: 8; quantizers already in MODEL keep theirs)")
@@ -82,7 +86,7 @@ def cmd_train(args) -> int:
         model = instantiate_arch(args.arch)
     else:
         model = build_model(args.model_name, shape, train_set.num_classes, act=args.quantizer,
-                            levels=args.levels, width=args.width)
+                            levels=args.levels, width=args.width, attention=args.attention)
     try:
         with torch.no_grad():
             out = model.eval()(torch.from_numpy(train_set.x[:2]))

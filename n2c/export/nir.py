@@ -22,11 +22,12 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from n2c.errors import N2CError, UnsupportedLayerError
+from n2c.export import nodes as n2c_nodes
 from n2c.ingest.canonical import module_of, set_submodule
 from n2c.limits import check_elements
 from n2c.files import atomic_write
 from n2c.neurons import kind
-from n2c.snn.modules import NEURON_TYPES, SpikingNetwork
+from n2c.snn.modules import NEURON_TYPES, SpikingNetwork, SpikingProduct, SpikingSoftmax
 
 NIR_CONVENTION_VERSION = 2
 
@@ -89,6 +90,11 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
         raise UnsupportedLayerError(f"MaxPool2d '{name}': NIR 1.0 has no max pooling node; n2c runs it in "
                                     "torch before the first spiking layer, but cannot export it (use "
                                     "--maxpool avg, or an AvgPool2d)")
+    if isinstance(module, SpikingSoftmax):
+        if len(in_shape) != 3:
+            raise UnsupportedLayerError(f"Softmax '{name}': n2c exports a softmax over attention scores "
+                                        f"(heads, N, N), got input {in_shape}")
+        return n2c_nodes.Softmax(shape=np.array(in_shape))
     if isinstance(module, NEURON_TYPES):
         theta = np.broadcast_to(kind(module.kind).nir_threshold(module), out_shape).astype(np.float32)
         return nir.IF(r=np.ones(out_shape, np.float32), v_threshold=theta,
@@ -162,6 +168,18 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
             sources[node.name] = ["input"]
         elif node.op == "call_function" and node.target is operator.add:
             sources[node.name] = [s for a in node.args for s in sources[a.name]]
+        elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), SpikingProduct):
+            name = node.target.replace(".", "_")
+            nodes[name] = _product(gm.get_submodule(node.target), node, name)
+            for port, arg in zip(n2c_nodes.PORTS, node.args):
+                if len(sources[arg.name]) != 1:
+                    raise UnsupportedLayerError(f"product '{node.target}': its operand {port} is a sum of "
+                                                f"{len(sources[arg.name])} layers; put a quantizer before the product")
+                edges.append((sources[arg.name][0], f"{name}.{port}"))
+            sources[node.name] = [name]
+            shapes[name] = shape_of(node)
+            if "." in node.target:
+                groups[name] = node.target.split(".")[0]
         elif node.op == "call_module":
             src = sources[node.args[0].name]
             name = node.target.replace(".", "_")
@@ -189,7 +207,24 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
         metadata["n2c.input_scale"] = float(input_scale)
     if nested:
         nodes, edges = _nest(nodes, edges, groups, shapes)
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+    # nir's type check cannot follow edges into a node's named input ports (n2c.Product)
+    ports = any(isinstance(n, (n2c_nodes.Product, nir.NIRGraph)) and _has_product(n) for n in nodes.values())
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=not ports)
+
+
+def _has_product(node: nir.NIRNode) -> bool:
+    if isinstance(node, nir.NIRGraph):
+        return any(_has_product(n) for n in node.nodes.values())
+    return isinstance(node, n2c_nodes.Product)
+
+
+def _product(module: SpikingProduct, node: fx.Node, name: str) -> n2c_nodes.Product:
+    a, b = (tuple(arg.meta["tensor_meta"].shape[1:]) for arg in node.args)
+    try:
+        return n2c_nodes.Product(mode=module.mode, heads=module.heads, scale=module.scale,
+                                 a_shape=np.array(a), b_shape=np.array(b))
+    except ValueError as e:
+        raise UnsupportedLayerError(f"product '{name}': {e}") from None
 
 
 def _fold_adaptive_pools(gm: fx.GraphModule) -> bool:
@@ -229,10 +264,13 @@ def _fold_adaptive_pools(gm: fx.GraphModule) -> bool:
 
 def _nest(nodes: dict, edges: list, groups: dict, shapes: dict) -> tuple[dict, list]:
     """Move each group with ≥ 2 nodes, one external source and one exit node into a subgraph."""
+    def node(end: str) -> str:  # an edge's end without its input port ("scores.a": node "scores")
+        return end.split(".")[0]
+
     for group in sorted(set(groups.values())):
         members = {n for n, g in groups.items() if g == group}
-        entries = [(s, d) for s, d in edges if d in members and s not in members]
-        exits = [(s, d) for s, d in edges if s in members and d not in members]
+        entries = [(s, d) for s, d in edges if node(d) in members and s not in members]
+        exits = [(s, d) for s, d in edges if s in members and node(d) not in members]
         if len(members) < 2 or len({s for s, _ in entries}) != 1 or len({s for s, _ in exits}) != 1 \
                 or group in nodes:
             continue
@@ -241,11 +279,11 @@ def _nest(nodes: dict, edges: list, groups: dict, shapes: dict) -> tuple[dict, l
         inner = {n[prefix:]: nodes.pop(n) for n in sorted(members)}
         inner["input"] = nir.Input(input_type={"input": np.array(shapes[source])})
         inner["output"] = nir.Output(output_type={"output": np.array(shapes[exit_node])})
-        inner_edges = [(s[prefix:], d[prefix:]) for s, d in edges if s in members and d in members]
+        inner_edges = [(s[prefix:], d[prefix:]) for s, d in edges if s in members and node(d) in members]
         inner_edges += [("input", d[prefix:]) for _, d in entries] + [(exit_node[prefix:], "output")]
         nodes[group] = nir.NIRGraph(nodes=inner, edges=inner_edges, type_check=False)
         shapes[group] = shapes[exit_node]
-        edges = [e for e in edges if e[0] not in members and e[1] not in members]
+        edges = [e for e in edges if e[0] not in members and node(e[1]) not in members]
         edges += [(source, group)] + [(group, d) for _, d in exits]
     return nodes, edges
 

@@ -4,6 +4,7 @@ A canonical graph is a ``torch.fx.GraphModule`` whose nodes are only
 
 * ``call_module`` of a type in :data:`LEAF_MODULES`,
 * ``call_function`` of ``operator.add`` (residual additions),
+* ``call_module`` of :class:`n2c.ann.attention.Product` with two inputs (attention's products),
 * ``placeholder`` (one input) and ``output``.
 
 Functional activations and reshapes (``F.relu``, ``torch.relu``,
@@ -23,16 +24,16 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
-from n2c.ann.attention import QuantizedSelfAttention
+from n2c.ann.attention import Product
 from n2c.ann.qcfs import QCFS, SignedQCFS
-from n2c.snn.modules import NEURON_TYPES
+from n2c.snn.modules import NEURON_TYPES, OPERATION_TYPES
 
 # The spiking neurons are leaves too, so that a converted network's graph is canonical
 # (n2c.snn.io rebuilds saved SNNs in this form).
 LEAF_MODULES = (
     nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten,
     nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, QCFS, SignedQCFS, nn.Dropout, nn.Identity,
-    *NEURON_TYPES,
+    Product, nn.Softmax, *NEURON_TYPES, *OPERATION_TYPES,
 )
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -103,8 +104,7 @@ class _Tracer(fx.Tracer):
     record_stack_traces = True  # errors name the user's source line
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        # n2c's attention block is one layer to name (not yet convertible), not its insides
-        return isinstance(m, (*LEAF_MODULES, QuantizedSelfAttention)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
 
 
 def _describe(node: fx.Node, gm: nn.Module) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from n2c.ann.attention import Product
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.errors import UnsupportedLayerError
 from n2c.ingest.files import EXPORT_HINT
@@ -28,8 +29,8 @@ class GraphBuilder:
     def input(self) -> fx.Node:
         return self.graph.placeholder("x")
 
-    def module(self, name: str, module: nn.Module, arg: fx.Node) -> fx.Node:
-        """Register ``module`` under a free name derived from ``name`` and call it on ``arg``."""
+    def module(self, name: str, module: nn.Module, *args: fx.Node) -> fx.Node:
+        """Register ``module`` under a free name derived from ``name`` and call it on ``args``."""
         name = self._free_name(name)
         self._targets[name] = module
         parent = self.root
@@ -39,11 +40,11 @@ class GraphBuilder:
                 parent.add_module(part, nn.Module())
             parent = getattr(parent, part)
         parent.add_module(leaf, module)
-        return self.graph.call_module(name, (arg,))
+        return self.graph.call_module(name, args)
 
-    def call_again(self, name: str, arg: fx.Node) -> fx.Node:
+    def call_again(self, name: str, *args: fx.Node) -> fx.Node:
         """Call an already registered module again (a module used twice shares its weights)."""
-        return self.graph.call_module(name, (arg,))
+        return self.graph.call_module(name, args)
 
     def add(self, a: fx.Node, b: fx.Node) -> fx.Node:
         return self.graph.call_function(operator.add, (a, b))
@@ -135,6 +136,15 @@ def make_qcfs(lam, levels, where="", kind: str = "QCFS") -> QCFS:
     except ValueError as e:
         raise UnsupportedLayerError(f"{where}: {one_line(e)}; train it again (λ > 0, levels >= 1)") from None
     return _adopt(q, {"lam": lam, "levels": levels}, where)
+
+
+def make_product(hp: dict, where: str = "") -> Product:
+    """A product of attention (``n2c.products``) from its saved mode, heads and scale."""
+    try:
+        return Product(str(hp["mode"]), int(hp["heads"]), float(hp["scale"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UnsupportedLayerError(f"{where}: {one_line(e)}; the file's Product has no valid mode, heads and "
+                                    f"scale; {EXPORT_HINT}") from None
 
 
 def make_pool(kind: str, hp: dict) -> nn.Module:

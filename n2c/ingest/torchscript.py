@@ -14,7 +14,8 @@ from torch import fx, nn
 from n2c.errors import ModelLoadError, UnsupportedLayerError
 from n2c.ingest.files import EXPORT_HINT
 from n2c.ingest.files import one_line
-from n2c.ingest.modules import GraphBuilder, QCFS_TYPES, make_batchnorm, make_conv, make_linear, make_pool, make_qcfs
+from n2c.ingest.modules import GraphBuilder, QCFS_TYPES, make_batchnorm, make_conv, make_linear, make_pool, make_product, \
+    make_qcfs
 
 
 def load_torchscript(path: str) -> fx.GraphModule:
@@ -64,7 +65,9 @@ _SCRIPT_ATTRS = {
     "BatchNorm1d": ("eps", "momentum"),
     "Dropout": ("p",),
     "Linear": (), "ReLU": (), "QCFS": (), "SignedQCFS": (), "Identity": (),
+    "Product": ("mode", "heads", "scale"), "Softmax": ("dim",),
 }
+_TWO_INPUTS = {"Product"}  # leaves called on two tensors
 _BN_ARGS = {"momentum": 6, "eps": 7}
 _TRACED_OPS = {
     "Conv2d": {"aten::_convolution": {"stride": 3, "padding": 4, "dilation": 5, "transposed": 6, "groups": 8},
@@ -311,12 +314,12 @@ class ScriptImporter:
     def _call_leaf(self, ref: _ModuleRef, kind: str, args: list) -> Any:
         if not args and kind == "Identity":
             return None  # traced Identity: the tracer already wired its input through
-        x = args[0] if len(args) == 1 else None
-        if not isinstance(x, fx.Node):
-            raise self._unsupported(f"call of {kind} with arguments other than one tensor", ref)
+        arity = 2 if kind in _TWO_INPUTS or kind in self.leaves and getattr(self.leaves[kind], "inputs", 1) == 2 else 1
+        if len(args) != arity or not all(isinstance(a, fx.Node) for a in args):
+            raise self._unsupported(f"call of {kind} with arguments other than {arity} tensor(s)", ref)
         if ref.path in self._built:
-            return self.builder.call_again(self._built[ref.path], x)
-        node = self.builder.module(ref.path or kind.lower(), self._leaf_module(ref, kind), x)
+            return self.builder.call_again(self._built[ref.path], *args)
+        node = self.builder.module(ref.path or kind.lower(), self._leaf_module(ref, kind), *args)
         self._built[ref.path] = node.target
         return node
 
@@ -344,6 +347,10 @@ class ScriptImporter:
             return nn.Flatten(hp["start_dim"], hp["end_dim"])
         if kind == "Dropout":
             return nn.Dropout(hp.get("p", 0.5))
+        if kind == "Product":
+            return make_product(hp, where)
+        if kind == "Softmax":
+            return nn.Softmax(dim=hp["dim"])
         return nn.ReLU() if kind == "ReLU" else nn.Identity()
 
     def _hyper_parameters(self, sub, kind: str, where: str) -> dict:

@@ -4,7 +4,8 @@
                           checked, every ReLU turned into a QCFS quantizer (trained
                           λ kept, or λ calibrated from data: n2c.ann.calibration)
     to_snn(graph, method) every quantizer QCFS(λ, L) / SignedQCFS(λ, L) becomes a
-                          spiking neuron; ``convert`` does both.
+                          spiking neuron, every product of attention and softmax its
+                          spiking form (n2c.products); ``convert`` does both.
 
 Methods (θ: threshold, K: spikes per step, v(0): initial potential; see n2c.neurons)
 
@@ -37,7 +38,9 @@ from n2c.ingest.canonical import canonicalize, module_of, set_submodule
 from n2c.ann.linear_chains import fold_linear_chains
 from n2c.ann.maxpool import MaxRelay, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
-from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
+from n2c.ann.attention import Product
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork, SpikingProduct, \
+    SpikingSoftmax
 
 METHODS = ("if", "mtn", "pmsm", "sfn", "parallel")
 MAXPOOL_MODES = ("exact", "avg", "error")
@@ -177,6 +180,10 @@ def to_snn(gm: fx.GraphModule, method: str = "mtn", timesteps: int = 1, calib: D
         m = module_of(snn, node)
         if node.target in neurons:
             _replace(snn, node, neurons[node.target])
+        elif isinstance(m, Product):
+            _replace(snn, node, SpikingProduct(m.mode, m.heads, m.scale, timesteps))
+        elif isinstance(m, nn.Softmax):
+            _replace(snn, node, SpikingSoftmax(timesteps))
         elif isinstance(m, (nn.Dropout, nn.Identity)):
             _drop(snn, node)
     snn.graph.lint()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from n2c import products
 from n2c.neurons import multi_threshold, parallel, scale_and_fire
 
 
@@ -146,6 +147,57 @@ class ScaleAndFire(nn.Module):
 
 
 NEURON_TYPES = (MultiThresholdIF, ParallelNeuron, ScaleAndFire)
+
+
+def _seen(timesteps: int, like: torch.Tensor) -> torch.Tensor:
+    """t = 1..T shaped to broadcast over ``like`` laid out [T, B, ...]."""
+    shape = [timesteps] + [1] * (like.dim() - 1)
+    return torch.arange(1, timesteps + 1, dtype=like.dtype, device=like.device).reshape(shape)
+
+
+class SpikingProduct(nn.Module):
+    """``scale`` · the product of two spike trains (:mod:`n2c.products`): per step the increment of
+    F(t) = P(A(t), B(t))/t, A the running sums, so that its running mean is the product of its
+    inputs' running means; at T = 1 exactly the ANN's product of the two activations."""
+
+    def __init__(self, mode: str, heads: int, scale: float, timesteps: int):
+        super().__init__()
+        self.mode, self.heads, self.scale, self.timesteps = mode, int(heads), float(scale), int(timesteps)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.timesteps == 1:
+            return products.product_torch(a, b, self.heads, self.mode) * self.scale
+        ra = a.reshape([self.timesteps, -1] + list(a.shape[1:])).cumsum(0)
+        rb = b.reshape([self.timesteps, -1] + list(b.shape[1:])).cumsum(0)
+        total = products.product_torch(ra.flatten(0, 1), rb.flatten(0, 1), self.heads, self.mode) * self.scale
+        total = total.reshape([self.timesteps, -1] + list(total.shape[1:]))
+        return products.increments_torch(total / _seen(self.timesteps, total)).flatten(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, heads={self.heads}, scale={self.scale:.4g}, timesteps={self.timesteps}"
+
+
+class SpikingSoftmax(nn.Module):
+    """Softmax over the last axis of the running input means, delivered as the increments of
+    F(t) = t·softmax(X(t)/t) (the rule of :mod:`n2c.products`); at T = 1 exactly ``softmax(x)``. Not a neuro-core operation: on a
+    chip it runs on the embedded processors (the report counts it)."""
+
+    def __init__(self, timesteps: int):
+        super().__init__()
+        self.timesteps = int(timesteps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.timesteps == 1:
+            return x.softmax(dim=-1)
+        running = x.reshape([self.timesteps, -1] + list(x.shape[1:])).cumsum(0)
+        seen = _seen(self.timesteps, running)
+        return products.increments_torch((running / seen).softmax(dim=-1) * seen).flatten(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"timesteps={self.timesteps}"
+
+
+OPERATION_TYPES = (SpikingProduct, SpikingSoftmax)  # spiking operations that are not neurons
 
 
 class SpikingNetwork(nn.Module):
