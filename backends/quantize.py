@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
-                             NeuronLayer, OutputLayer, PoolLayer, ScaleLayer)
+                                NeuronLayer, OutputLayer, PoolLayer, ProductLayer, ScaleLayer, SoftmaxLayer)
+from n2c import products
 from n2c.limits import MAX_WEIGHTS, check_elements
 from n2c.errors import QuantizationError
 from n2c.fixed_point import INPUT_BITS, LOIHI, STATE_BITS, IntegerFormat, to_signed
@@ -107,6 +108,44 @@ class IntSynapse:
         full = np.zeros((values.shape[0], width, *values.shape[2:]), values.dtype)
         full[:, a:b] = values
         return full
+
+
+@dataclass
+class IntProduct:
+    """The product of two neurons' messages (``n2c.products``), and for the quantized softmax the
+    softmax of it: an operation of the chip's embedded processors, not of its neuro cores. Its
+    output is an integer current into one neuron, F(j) − F(j−1) at window step j
+    (``n2c.products.integer_total``)."""
+    name: str
+    mode: str  # "scores" | "mix"
+    heads: int
+    inputs: list[str]  # [a, b]: the two neurons whose counts it multiplies
+    a_shape: tuple[int, ...]
+    b_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weight: int = 0  # integer current per unit of the product (no softmax)
+    softmax_scale: float | None = None  # softmax: the real score per unit of the product
+    out_scale: float = 0.0  # softmax: integer current per unit of probability (the consumer's S)
+
+    @property
+    def message_bits(self) -> int:  # it sends 24-bit currents, as a synapse
+        return STATE_BITS
+
+    @property
+    def params(self) -> dict:
+        """The parameters of ``n2c.products.integer_total`` / ``stream_step``."""
+        return dict(heads=self.heads, mode=self.mode, weight=self.weight, softmax_scale=self.softmax_scale,
+                    out_scale=self.out_scale)
+
+    def total(self, a_run: np.ndarray, b_run: np.ndarray, step: int) -> np.ndarray:
+        """F(j) for running counts after ``step`` steps of the window (``n2c.products``)."""
+        return products.integer_total(a_run, b_run, step, **self.params)
+
+    def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Counts a, b (T, B, ...) of one window each → currents (T, B, *out_shape)."""
+        ra, rb = np.cumsum(a, axis=0), np.cumsum(b, axis=0)
+        total = np.stack([self.total(ra[j], rb[j], j + 1) for j in range(len(a))])
+        return products.increments_numpy(total)
 
 
 @dataclass
@@ -243,6 +282,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     out: list = []
     summary: list[dict] = []
     by_name = graph.by_name()
+    pending_products: dict[str, dict] = {}  # products (and a softmax on them) waiting for their neuron
 
     def resolve(name: str) -> str:
         while name in alias:
@@ -268,6 +308,29 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
         return total
 
     for layer in layers[1:]:
+        if isinstance(layer, ProductLayer):
+            pending_products[layer.name] = _product_operands(layer, [resolve(p) for p in layer.inputs],
+                                                             [p for p in layer.inputs], unit_of, out, pending)
+            continue
+        if isinstance(layer, SoftmaxLayer):
+            src = resolve(layer.inputs[0])
+            if src not in pending_products or pending_products[src]["softmax"]:
+                raise QuantizationError(f"softmax '{layer.name}' must follow an attention product (n2c.Product) "
+                                        "directly; it has an integer form only there")
+            pending_products[src]["softmax"] = True
+            alias[layer.name] = src
+            continue
+        if any(resolve(p) in pending_products for p in layer.inputs):
+            names = [resolve(p) for p in layer.inputs]
+            if not isinstance(layer, NeuronLayer) or len(names) != 1:
+                raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) reads the product "
+                                        f"'{names[0]}'; in the integer form a product feeds one spiking neuron alone")
+            prod, neuron, info = _quantize_product_neuron(layer, pending_products.pop(names[0]), fmt,
+                                                          timesteps or graph.timesteps)
+            out += [prod, neuron]
+            summary.append(info)
+            unit[layer.name] = neuron.spike_value
+            continue
         if isinstance(layer, FlattenLayer):
             if len(layer.out_shape) != 1:
                 raise QuantizationError(f"Flatten '{layer.name}' keeps {len(layer.out_shape)} dimensions; only a full "
@@ -340,9 +403,59 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             continue
         raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) has no integer (Loihi) form in "
                                 "this n2c yet; simulate the graph in float (--precision float)")
-    if pending:
-        raise QuantizationError(f"weighted layers {sorted(pending)} feed no neuron or output")
+    if pending or pending_products:
+        raise QuantizationError(f"weighted layers {sorted(pending) + sorted(pending_products)} feed no neuron or output")
     return IntNetwork(source, out, out[-1].name, timesteps or graph.timesteps, summary, fmt)
+
+
+def _product_operands(layer: ProductLayer, sources: list[str], inputs: list[str], unit_of, out: list,
+                      pending: dict) -> dict:
+    """A product's operands: two spiking neurons already quantized, each with one spike value."""
+    neurons = {n.name: n for n in out if isinstance(n, IntNeuron)}
+    found = {}
+    for port, src, name in zip("ab", sources, inputs):
+        if src in pending or src not in neurons or not neurons[src].spiking:
+            raise QuantizationError(f"product '{layer.name}': its input {port} ('{src}') is not a spiking neuron; "
+                                    "the integer form multiplies spike counts (put a quantizer before it)")
+        values = np.unique(np.asarray(unit_of(name)))
+        if values.size != 1:
+            raise QuantizationError(f"product '{layer.name}': the spike values of '{src}' differ between neurons; "
+                                    "its integer form needs one value per operand (train with a scalar λ)")
+        found[port] = (src, float(values[0]), message_bound(neurons[src]))
+    return {"layer": layer, "operands": found, "softmax": False}
+
+
+def _quantize_product_neuron(layer: NeuronLayer, entry: dict, fmt: IntegerFormat, timesteps: int):
+    """The product (or softmax of it) and the neuron it feeds, at the neuron's scale S: the largest
+    power of two that keeps θ·S within 17 bits and every current within the 24-bit state for any
+    input (F(j) ≤ weight · T · P_max, P_max from the operands' largest counts: no overflow)."""
+    pl: ProductLayer = entry["layer"]
+    (a, ua, ka), (b, ub, kb) = entry["operands"]["a"], entry["operands"]["b"]
+    theta = float(np.max(np.abs(layer.threshold)))
+    scale = 2.0 ** math.floor(math.log2((2 ** (fmt.threshold_bits - 1)) / theta))
+    real = pl.scale * ua * ub  # real value of one unit of the integer product
+    p_max = products.max_abs(pl.mode, pl.heads, ka, kb, pl.in_shape) * timesteps
+    if entry["softmax"]:
+        scale = min(scale, 2.0 ** math.floor(math.log2(fmt.state_max / timesteps)))
+        prod = IntProduct(pl.name, pl.mode, pl.heads, [a, b], pl.in_shape, pl.b_shape, pl.out_shape,
+                          softmax_scale=real, out_scale=scale)
+        error = 0.5 / scale  # a probability rounded to 1/S
+    else:
+        scale = min(scale, 2.0 ** math.floor(math.log2(fmt.state_max / (real * max(p_max, 1)))))
+        weight = int(round(real * scale))
+        if weight < 1:
+            raise QuantizationError(f"product '{pl.name}': its scale {real:.3g} per unit rounds to zero at the "
+                                    f"scale 2^{int(math.log2(scale))} its neuron '{layer.name}' allows")
+        prod = IntProduct(pl.name, pl.mode, pl.heads, [a, b], pl.in_shape, pl.b_shape, pl.out_shape, weight=weight)
+        error = abs(weight / scale - real)
+    neuron = IntNeuron(layer.name, layer.kind, [pl.name], layer.out_shape, scale,
+                       bias=np.zeros(layer.out_shape, np.int64))
+    info = {"layer": layer.name, "kind": layer.kind, "scale": scale, "synapses": [pl.name],
+            "product": pl.mode + (" + softmax" if entry["softmax"] else ""), "weight_max_abs_error": error,
+            "weight_bits": fmt.weight_bits, "weight_bits_used": int(prod.weight).bit_length(), "weights_zeroed": 0,
+            "weight_count": 1, "scale_capped": False}
+    info.update(neuron.neuron_kind.quantize(layer, neuron, scale, fmt))
+    return prod, neuron, info
 
 
 def identity_layer(name: str, shape: tuple[int, ...]):

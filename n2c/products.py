@@ -90,6 +90,44 @@ def softmax_numpy(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def integer_total(a_run: np.ndarray, b_run: np.ndarray, step: int, heads: int, mode: str, weight: int = 0,
+                  softmax_scale: float | None = None, out_scale: float = 0.0) -> np.ndarray:
+    """F(j) of the integer form, in the consumer's integer current units, from running spike
+    counts a_run, b_run (B, ...) int64 after j = ``step`` steps of the sample window::
+
+        product:   F(j) = ⌊weight · P(A, B) / j⌋                            (exact int64)
+        softmax:   F(j) = round(out_scale · j · softmax(softmax_scale · P(A, B) / j²))   (float64)
+
+    ``weight`` is the integer current per unit of the product (c·u_a·u_b·S rounded, u the operands'
+    spike values, S the consumer's scale); ``softmax_scale`` the real score per unit (c·u_a·u_b) and
+    ``out_scale`` the consumer's scale S. The current at step j is F(j) − F(j−1)."""
+    p = product_numpy(a_run, b_run, heads, mode)
+    if softmax_scale is None:
+        return np.floor_divide(weight * p, step)
+    probs = softmax_numpy(softmax_scale * p.astype(np.float64) / (step * step))
+    return np.round(out_scale * step * probs).astype(np.int64)
+
+
+def initial_state(a_shape: tuple[int, ...], b_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict:
+    """The state of a streaming integer product: running counts and the last F, zero."""
+    return {"a": np.zeros(a_shape, np.int64), "b": np.zeros(b_shape, np.int64), "f": np.zeros(out_shape, np.int64)}
+
+
+def stream_step(state: dict, a: np.ndarray, b: np.ndarray, position: int, **params) -> np.ndarray:
+    """One global step of an integer product on one stream of samples (no batch axis): at window
+    ``position`` 0 the running counts and F restart; the current sent is F(j) − F(j−1), j = position + 1.
+    ``params``: heads, mode, weight, softmax_scale, out_scale of :func:`integer_total`."""
+    if position == 0:
+        for value in state.values():
+            value[...] = 0
+    state["a"] += a
+    state["b"] += b
+    total = integer_total(state["a"][None], state["b"][None], position + 1, **params)[0]
+    current = total - state["f"]
+    state["f"] = total
+    return current
+
+
 def max_abs(mode: str, heads: int, a_max: float, b_max: float, a_shape: tuple[int, ...]) -> float:
     """The largest |unscaled product| for operands bounded by a_max and b_max: the number of
     terms in each sum times a_max · b_max (d terms for the scores, N for the mix)."""

@@ -52,7 +52,7 @@ import backends.lava.runtime  # noqa: F401  (first: Lava's runtime fixes the mul
 from backends.lava.layout import (LAVA_INT8_MAX, conv_weight_for_lava, dense_columns_for_lava, from_lava, lava_groups,
                                   lava_shape, regroup_conv_weight, to_lava)
 from backends.lava.neurons import check_neuron, final_state, neuron_process
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits, message_bound
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits, message_bound
 from backends.reference.stream import flush_steps, sample_windows
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI
@@ -196,6 +196,25 @@ def _delay(stream: _Stream, steps: int) -> _Stream:
     return stream
 
 
+# --- products of attention ---------------------------------------------------------------------
+
+def _product(prod: IntProduct, inputs: list[_Stream], timesteps: int) -> _Stream:
+    """A Product Process (``backends.lava.processes.attention``) on its two inputs aligned to the
+    deeper one; it acts within the step, as a neuron, and sends currents bounded by the state width
+    (``backends.quantize._quantize_product_neuron`` chose its weight so)."""
+    from backends.lava.processes.attention.product import Product
+
+    for s, name, shape in zip(inputs, prod.inputs, (prod.a_shape, prod.b_shape)):
+        if tuple(s.shape) != tuple(shape):
+            raise QuantizationError(f"product '{prod.name}' takes {shape} from '{name}', which has shape {s.shape}")
+    depth = max(s.depth for s in inputs)
+    a, b = (_delay(s, depth - s.depth) for s in inputs)
+    proc = Product(prod.a_shape, prod.b_shape, prod.out_shape, prod.params, timesteps, depth, name=prod.name)
+    a.port.connect(proc.a_in)
+    b.port.connect(proc.b_in)
+    return _Stream(proc.a_out, tuple(prod.out_shape), depth, prod.message_bits, LOIHI.state_max)
+
+
 # --- neurons ------------------------------------------------------------------------------------
 
 def _neuron(neuron: IntNeuron, inputs: list[_Stream], timesteps: int) -> tuple[_Stream, object]:
@@ -226,6 +245,8 @@ def check_network(net: IntNetwork) -> None:
     for layer in net.layers:
         if isinstance(layer, IntNeuron):
             check_neuron(layer)
+        elif isinstance(layer, IntProduct):
+            continue
         elif layer.kind not in ("dense", "conv", "sumpool"):
             raise QuantizationError(f"synapse '{layer.name}': kind {layer.kind!r} has no Lava lowering; use "
                                     "dense, conv or sumpool")
@@ -269,6 +290,8 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])
+        elif isinstance(layer, IntProduct):
+            streams[layer.name] = _product(layer, [streams[n] for n in layer.inputs], timesteps)
         else:
             streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in layer.inputs], timesteps)
     sinks = {}

@@ -1,7 +1,8 @@
 """Reference integer simulator, zero-delay timing: the specification the Lava models are
 tested against.
 
-Batched over samples and vectorized over neurons, all int64. Synapses: ``synapses.py``;
+Batched over samples and vectorized over neurons, all int64. Synapses: ``synapses.py``; the
+products of attention: ``IntProduct.run`` (``n2c.products``);
 every neuron runs its kind's integer kernel (``n2c.neurons``), its membrane saturating at
 24 bits (``n2c.fixed_point``). Every layer sees step t of its input at step t. Lava adds one
 step per synapse process (``stream.py`` runs that timing); ``backends.lava`` aligns its
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse
 from backends.reference.synapses import count_overflow, merge_overflows, synapse
 from n2c.fixed_point import StateClamp
 
@@ -83,6 +84,10 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray) -> SimResult:
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             values[layer.name] = synapse(layer, values[layer.input], overflows, t)
+            continue
+        if isinstance(layer, IntProduct):
+            a, b_ = (values[name].reshape(t, b, *values[name].shape[1:]) for name in layer.inputs)
+            values[layer.name] = layer.run(a, b_).reshape(t * b, *layer.out_shape)
             continue
         current = sum(values[name] for name in layer.inputs).reshape(t, b, *layer.shape)
         k, state = run_neuron(layer, current, overflows)

@@ -9,7 +9,9 @@ At global step t (sample i, step j at t = i·T + j, T = ``net.timesteps``):
   (``NeuronKind.stream_step``): it starts from its initial state at t = 0, returns to it
   before its update at every t with (t - d) % T == 0, and updates and sends at every step
   (also t < d, before the first sample arrives: no gating, as Lava's ``LIFReset``);
-* the parallel neuron's output is a window late (``NeuronKind.output_delay``).
+* the parallel neuron's output is a window late (``NeuronKind.output_delay``);
+* a product of attention (``IntProduct``) acts within the step on its two inputs aligned to the
+  deeper one, restarting its running counts with the same window rule.
 
 ``backends.lava`` builds the network the same way; ``tests/contracts`` check both bit for bit.
 """
@@ -20,10 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse
 from backends.reference.simulate import count_clamp
 from backends.reference.synapses import later, synapse
+from n2c import products
 from n2c.fixed_point import StateClamp
+from n2c.neurons.kind import window_position
 
 
 @dataclass
@@ -56,6 +60,8 @@ def stream_depths(net: IntNetwork) -> dict[str, int]:
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             depth[layer.name] = depth[layer.input] + 1
+        elif isinstance(layer, IntProduct):  # acts within the step, on inputs aligned to the deeper one
+            depth[layer.name] = max(depth[name] for name in layer.inputs)
         else:
             depth[layer.name] = (max(depth[name] for name in layer.inputs)
                                  + layer.neuron_kind.output_delay(net.timesteps))
@@ -86,6 +92,12 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
             values[layer.name] = later(synapse(layer, values[layer.input], overflows, length), 1, length)
             continue
         d = max(depth[name] for name in layer.inputs)
+        if isinstance(layer, IntProduct):
+            a, b_ = (later(values[name], d - depth[name], length) for name in layer.inputs)
+            st = products.initial_state(layer.a_shape, layer.b_shape, layer.out_shape)
+            values[layer.name] = np.stack([products.stream_step(st, a[step], b_[step], window_position(step, d, t),
+                                                                **layer.params) for step in range(length)])
+            continue
         current = sum(later(values[name], d - depth[name], length) for name in layer.inputs)
         clamp, kind = StateClamp(), layer.neuron_kind
         st = kind.initial_state(layer, tuple(layer.shape))

@@ -40,11 +40,13 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from n2c import products
 from n2c.errors import ModelLoadError, N2CError, UnsupportedLayerError
 from n2c.ingest.files import SNN_CLASS, check_readable, one_line, root_class
 from n2c.ingest.files import is_snn_file  # noqa: F401  (part of this module's API)
 from n2c.ingest.torchscript import ScriptImporter
-from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork
+from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork, SpikingProduct, \
+    SpikingSoftmax
 
 FORMAT_VERSION = 1
 _CONVERT_AGAIN = "convert the model again with n2c convert"
@@ -259,5 +261,22 @@ def _scale_and_fire(sub: Any, where: str) -> nn.Module:
     return _exact(neuron, t, where)
 
 
+def _product(sub: Any, where: str) -> nn.Module:
+    _, i = _neuron_state(sub, where, (), ("heads", "timesteps"))
+    mode, scale = getattr(sub, "mode", None), getattr(sub, "scale", None)
+    if mode not in products.MODES or not isinstance(scale, float):
+        raise UnsupportedLayerError(f"{where} has mode {mode!r} and scale {scale!r}; expected one of "
+                                    f"{', '.join(products.MODES)} and a float")
+    return _build(lambda: SpikingProduct(mode, i["heads"], scale, i["timesteps"]), where)
+
+
+_product.inputs = 2  # ScriptImporter: a leaf called on two tensors
+
+
+def _softmax(sub: Any, where: str) -> nn.Module:
+    _, i = _neuron_state(sub, where, (), ("timesteps",))
+    return _build(lambda: SpikingSoftmax(i["timesteps"]), where)
+
+
 _NEURON_LEAVES = {"MultiThresholdIF": _multi_threshold, "ParallelNeuron": _parallel,
-                  "ScaleAndFire": _scale_and_fire}
+                  "ScaleAndFire": _scale_and_fire, "SpikingProduct": _product, "SpikingSoftmax": _softmax}

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("n2c", "backends")
 LAVA_MODULES = {"backends.lava.lower", "backends.lava.neurons", "backends.lava.runtime",
-                "backends.lava.processes.neurons"}
+                "backends.lava.processes.neurons", "backends.lava.processes.attention.product"}
 
 
 def _modules() -> dict[str, Path]:

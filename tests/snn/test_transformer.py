@@ -109,3 +109,13 @@ def test_an_edge_into_a_product_must_name_its_input(vit_model):
     bad = nir.NIRGraph(nodes=graph.nodes, edges=edges, metadata=graph.metadata, type_check=False)
     with pytest.raises(NIRFormatError, match="has inputs a and b, not 'c'"):
         import_nir(bad)
+
+
+def test_a_converted_vit_saves_and_loads(vit_softmax_signed, tmp_path, digits_test):
+    from n2c.snn.io import load_snn, save_snn
+
+    snn = convert(vit_softmax_signed, "pmsm", timesteps=2)
+    save_snn(snn, tmp_path / "vit_snn.pt")
+    again = load_snn(tmp_path / "vit_snn.pt")
+    assert again.timesteps == 2
+    assert torch.equal(_predict(again, digits_test.x[:50]), _predict(snn, digits_test.x[:50]))
