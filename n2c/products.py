@@ -128,6 +128,27 @@ def stream_step(state: dict, a: np.ndarray, b: np.ndarray, position: int, **para
     return current
 
 
+def dense_macs(b_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one product as an ANN computes it: heads·d·N² = C·N² in either mode
+    (b: the (C, H, W) operand)."""
+    tokens = int(np.prod(b_shape[1:]))
+    return int(b_shape[0]) * tokens * tokens
+
+
+def event_macs(a: np.ndarray, b: np.ndarray, heads: int, mode: str) -> np.ndarray:
+    """Multiply-accumulates an event-driven product performs per sample over T steps, for counts
+    a, b (T, B, ...): at step t, the pairs of a new spike with a non-zero running count of the
+    other operand, p(t) = a(t)·B(t)ᵀ + A(t−1)·b(t)ᵀ (the bilinear increment). Returns (B,)."""
+    ra, rb = np.cumsum(a, axis=0), np.cumsum(b, axis=0)
+    prev_a = np.concatenate([np.zeros_like(ra[:1]), ra[:-1]])
+    nz = lambda x: (x != 0).astype(np.int64)  # noqa: E731
+    total = np.zeros(a.shape[1], np.int64)
+    for t in range(len(a)):
+        pairs = product_numpy(nz(a[t]), nz(rb[t]), heads, mode) + product_numpy(nz(prev_a[t]), nz(b[t]), heads, mode)
+        total += pairs.reshape(len(total), -1).sum(axis=1)
+    return total
+
+
 def max_abs(mode: str, heads: int, a_max: float, b_max: float, a_shape: tuple[int, ...]) -> float:
     """The largest |unscaled product| for operands bounded by a_max and b_max: the number of
     terms in each sum times a_max · b_max (d terms for the scores, N for the mix)."""

@@ -11,13 +11,20 @@ Counts, per inference (one sample of T steps), from the messages (T, B, ...) of 
   k ops uses |message| instead of packets;
 * messages: one per (packet, destination core it reaches); hops: the mesh distance of each;
 * neuron updates: every compartment every step, *active* when it received a synaptic op or
-  sent a message that step, *inactive* otherwise.
+  sent a message that step, *inactive* otherwise;
+* off-core work (the products of attention and their softmax, on the embedded processors):
+  multiply-accumulates as an event-driven product performs them (``n2c.products.event_macs``:
+  each new spike times the other operand's non-zero running counts), one exponential per
+  attention weight and step under a softmax; the operands' spikes travel to the host entry
+  (tile (0, 0) of chip 0, where the mapper puts the embedded processors) and the products'
+  currents come back from there.
 
 Energy:   E = synops·e_syn + N_act·e_act + N_inact·e_inact + messages·e_spike
-              + hops_EW·e_EW + hops_NS·e_NS + P_static·chips·T·t_step
+              + hops_EW·e_EW + hops_NS·e_NS + MACs_off·e_mac + exps_off·e_exp + P_static·chips·T·t_step
           (and, for comparison only, the static share of the cores used: × cores / (chips·cores per chip))
 Latency:  t_step = max over cores (synops_c·t_syn + N_act,c·t_act + N_inact,c·t_inact)
-              + t_spike + longest route (hops_EW·t_EW + hops_NS·t_NS) + barrier sync,
+              + t_spike + longest route (hops_EW·t_EW + hops_NS·t_NS) + barrier sync
+              + (MACs_off + exps_off)·t_op / (embedded processors · chips)  (products after the cores),
           taken per (sample, step) and averaged; an inference streams in T steps and its
           first output leaves after T + pipeline depth steps.
 """
@@ -28,13 +35,15 @@ from __future__ import annotations
 import numpy as np
 
 from backends.hardware.mapping import Connection, Mapping
-from backends.quantize import IntNetwork, IntNeuron, message_bits
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, message_bits
 from backends.reference.stream import stream_depths
+from n2c import products
 
 # energy component -> the chip values that price it
 COMPONENT_CONSTANTS = {"synaptic_ops": ("energy_synop",), "neuron_updates_active": ("energy_neuron_update_active",),
                        "neuron_updates_inactive": ("energy_neuron_update_inactive",),
-                       "spike_messages": ("energy_spike_in_tile",), "hops": ("energy_hop_ew", "energy_hop_ns")}
+                       "spike_messages": ("energy_spike_in_tile",), "hops": ("energy_hop_ew", "energy_hop_ns"),
+                       "offcore_ops": ("energy_offcore_mac", "energy_offcore_exp")}
 ENERGY_COMPONENTS = tuple(COMPONENT_CONSTANTS)
 
 
@@ -55,12 +64,13 @@ def packets(messages: np.ndarray, conn: Connection, bits: int) -> np.ndarray:
 
 
 COUNTS = ("messages", "unit_spikes", "synops", "synops_unit_spikes", "neuron_updates_active",
-          "neuron_updates_inactive", "hops_ew", "hops_ns", "chip_crossings")
+          "neuron_updates_inactive", "hops_ew", "hops_ns", "chip_crossings", "offcore_macs", "offcore_exps")
 
 
 def _message_bits(net: IntNetwork) -> dict[str, int]:
     bits = {net.source.name: net.source.bits}
     bits.update({layer.name: message_bits(layer) for layer in net.layers if isinstance(layer, IntNeuron)})
+    bits.update({layer.name: layer.message_bits for layer in net.layers if isinstance(layer, IntProduct)})
     return bits
 
 
@@ -76,6 +86,14 @@ class Activity:
         self.layers = {lm.name: {"name": lm.name, "kind": lm.kind, "neurons": int(np.prod(lm.shape)),
                                  **dict.fromkeys(COUNTS, 0.0), "spiking_steps": 0.0} for lm in mapping.layers}
         self.source = {"name": net.source.name, **dict.fromkeys(COUNTS, 0.0)}
+        self.products = [x for x in net.layers if isinstance(x, IntProduct)]
+        self.offcore = {p.name: {"name": p.name, "kind": "product", "mode": p.mode + (
+            " + softmax" if p.softmax_scale is not None else ""), "dense_macs": products.dense_macs(p.b_shape),
+            **dict.fromkeys(COUNTS, 0.0)} for p in self.products}
+        self.processors = chip.int("embedded_processors_per_chip") * mapping.chips
+        # an operand's spikes, sent to the embedded processors at the host entry: hops per neuron
+        self.to_host = {name: _block_ids(mapping, name, mapping.layer(name).shape, host)
+                        for p in self.products for name in p.inputs}
         # routes: per connection and destination block, the source neurons that reach it and their blocks
         self.routes = []
         longest = (0, 0)
@@ -109,11 +127,12 @@ class Activity:
             syn = conn.synapse_counts(p)
             received[conn.target] = received.get(conn.target, 0) + syn
             self.layers[conn.target]["synops"] += float(syn.sum())
-            self.layers[conn.target]["synops_unit_spikes"] += float(
-                conn.synapse_counts(np.abs(s).astype(np.float32)).sum())
+            units = p if conn.source in self.offcore else np.abs(s).astype(np.float32)  # a current is no spike count
+            self.layers[conn.target]["synops_unit_spikes"] += float(conn.synapse_counts(units).sum())
         for conn, _, mask, senders, hops in self.routes:
             sent = packets_of[(conn.source, conn.target)][mask]
-            row = self.source if conn.source == net.source.name else self.layers[conn.source]
+            row = self.source if conn.source == net.source.name else \
+                self.offcore[conn.source] if conn.source in self.offcore else self.layers[conn.source]
             for a, (ew, ns, cross) in hops.items():
                 n = float(sent[senders == a].sum())
                 row["messages"] += n
@@ -121,6 +140,7 @@ class Activity:
                 row["hops_ns"] += n * ns
                 row["chip_crossings"] += n * cross
         self.source["unit_spikes"] += float(np.abs(messages[net.source.name]).sum())
+        offcore_ops = self._add_offcore(messages, t, b)
         chip = mapping.chip
         work = np.zeros((t * b, len(mapping.cores)))  # per core: the work of all its blocks
         for lm in mapping.layers:
@@ -140,10 +160,39 @@ class Activity:
                 work[:, mapping.blocks[i].core] += (got[block].reshape(t * b, -1).sum(axis=1) * chip["time_synop"]
                               + n_act * chip["time_neuron_update_active"]
                               + (n_all - n_act) * chip["time_neuron_update_inactive"])
-        step = work.max(axis=1) + self.route_s + self.barrier_s
+        step = work.max(axis=1) + self.route_s + self.barrier_s + offcore_ops * chip["time_offcore_op"] / self.processors
         self.step_sum += float(step.sum())
         self.step_max = max(self.step_max, float(step.max()))
         self.critical += np.bincount(work.argmax(axis=1), minlength=len(mapping.cores))
+
+    def _add_offcore(self, messages: dict, t: int, b: int) -> np.ndarray:
+        """Count the products' work and their operands' trips to the host; the off-core operations
+        of every (step, sample), (t·b,), for the step time."""
+        ops = np.zeros((t, b))
+        for p in self.products:
+            row = self.offcore[p.name]
+            a, c = (messages[name] for name in p.inputs)  # (T, B, ...)
+            macs = products.event_macs(a, c, p.heads, p.mode)
+            row["offcore_macs"] += float(macs.sum())
+            ops += macs[None, :] / t  # spread over the window's steps
+            if p.softmax_scale is not None:
+                exps = int(np.prod(p.out_shape)) * t * b
+                row["offcore_exps"] += float(exps)
+                ops += exps / (t * b)
+            for name, spikes in zip(p.inputs, (a, c)):
+                if name not in self.to_host:
+                    continue
+                sent = (spikes != 0).reshape(t * b, -1).sum(axis=0)
+                ids = self.to_host[name]
+                for block in np.unique(ids[ids >= 0]):
+                    n = float(sent[ids == block].sum())
+                    ew, ns, cross = _hops(self.mapping, len(self.mapping.blocks), int(block))
+                    r = self.layers[name]
+                    r["messages"] += n
+                    r["hops_ew"] += n * ew
+                    r["hops_ns"] += n * ns
+                    r["chip_crossings"] += n * cross
+        return ops.reshape(t * b)
 
     def per_inference(self) -> dict:
         """Per-layer and input counts divided by the samples, with spike rates."""
@@ -155,8 +204,10 @@ class Activity:
             r["active_fraction"] = row["spiking_steps"] / (n * t * row["neurons"])
             layers.append(r)
         source = {k: (v / n if k in COUNTS else v) for k, v in self.source.items()}
-        totals = {k: sum(r[k] for r in layers) + source.get(k, 0.0) for k in COUNTS}
-        return {"per": "inference", "samples": n, "layers": layers, "input": source, "totals": totals}
+        offcore = [{k: (v / n if k in COUNTS else v) for k, v in row.items()} for row in self.offcore.values()]
+        totals = {k: sum(r[k] for r in layers + offcore) + source.get(k, 0.0) for k in COUNTS}
+        return {"per": "inference", "samples": n, "layers": layers, "input": source, "offcore": offcore,
+                "totals": totals}
 
 
 def _block_ids(mapping: Mapping, name: str, shape: tuple, host: int) -> np.ndarray:
@@ -191,7 +242,9 @@ def price(act: Activity) -> dict:
                 "neuron_updates_active": counts["neuron_updates_active"] * c["energy_neuron_update_active"],
                 "neuron_updates_inactive": counts["neuron_updates_inactive"] * c["energy_neuron_update_inactive"],
                 "spike_messages": counts["messages"] * c["energy_spike_in_tile"],
-                "hops": counts["hops_ew"] * c["energy_hop_ew"] + counts["hops_ns"] * c["energy_hop_ns"]}
+                "hops": counts["hops_ew"] * c["energy_hop_ew"] + counts["hops_ns"] * c["energy_hop_ns"],
+                "offcore_ops": counts["offcore_macs"] * c["energy_offcore_mac"]
+                + counts["offcore_exps"] * c["energy_offcore_exp"]}
 
     names = [n for group in COMPONENT_CONSTANTS.values() for n in group] + ["static_power_per_chip"]
     options = {n: [chip.values[n].value] + [a.value for a in chip.values[n].alternatives] for n in names}
@@ -206,6 +259,8 @@ def price(act: Activity) -> dict:
     per_layer = {r["name"]: components(main, r) for r in activity["layers"]}
     per_layer[activity["input"]["name"]] = components(main, {**activity["input"], "synops": 0.0,
                                                            "neuron_updates_active": 0.0, "neuron_updates_inactive": 0.0})
+    for row in activity["offcore"]:
+        per_layer[row["name"]] = components(main, row)
     share = len(mapping.cores) / (mapping.chips * mapping.chip.int("cores_per_chip"))
     energy = {"unit": "J per inference", "components": parts, "dynamic": dynamic, "total": dynamic + parts["static"],
               "static_prorated_by_cores": parts["static"] * share,

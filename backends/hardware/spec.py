@@ -37,6 +37,8 @@ REQUIRED = {
     "time_synop": "s", "time_neuron_update_active": "s", "time_neuron_update_inactive": "s",
     "time_spike_in_tile": "s", "time_hop_ew": "s", "time_hop_ns": "s",
     "barrier_sync_one_tile": "s", "barrier_sync_chip": "s", "barrier_sync_multichip": "s",
+    "embedded_processors_per_chip": "count", "energy_offcore_mac": "J", "energy_offcore_exp": "J",
+    "time_offcore_op": "s",
 }
 # The largest plausible value per unit family: a spec past these has its units wrong, and its
 # products (energy x count, time x count) would overflow a report (1e308 J becomes inf).
@@ -183,7 +185,8 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
             if q.value > largest:
                 fail(f"values.{k} = {q.value:g} {'' if family == 'count' else family} is implausible (at most "
                      f"{largest:g}); check its unit")
-    for k in ("cores_per_chip", "mesh_tiles_x", "mesh_tiles_y", "cores_per_tile", "neurons_per_core",
+    for k in ("cores_per_chip", "embedded_processors_per_chip", "mesh_tiles_x", "mesh_tiles_y", "cores_per_tile",
+              "neurons_per_core",
               "input_axons_per_core", "output_fanout_per_core", "weight_bits", "synapse_block_size",
               "synapse_word_bits", "graded_spike_bits"):
         if values[k].value < 1:
@@ -219,3 +222,5 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
 HOROWITZ_2014 = "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm, 0.9 V"
 ANN_ENERGY_PER_MAC = Quantity(4.6e-12, "J", "E", HOROWITZ_2014, "fp32 multiply 3.7 pJ + add 0.9 pJ")
 ANN_ENERGY_PER_AC = Quantity(0.9e-12, "J", "E", HOROWITZ_2014, "fp32 add")
+ANN_ENERGY_PER_EXP = Quantity(46e-12, "J", "E", HOROWITZ_2014, "an fp32 exponential taken as 10 fp32 multiply-adds "
+                              "(a stated assumption)")

@@ -50,7 +50,7 @@ import numpy as np
 from backends.ir.layers import LayerGraph
 from backends.lava.layout import LAVA_INT8_MAX, lava_groups, regroup_conv_weight, to_lava
 from backends.lava.neurons import uniform_value
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse, quantize
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, quantize
 from n2c.fixed_point import lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
 from n2c.neurons.cuba import LI, LIF
@@ -261,6 +261,10 @@ def _neuron_error(neuron: IntNeuron) -> UnsupportedLayerError:
 def to_netx(net: IntNetwork) -> NetxNetwork:
     """The netx layers that compute ``net`` exactly (see the module docstring), or an error that
     names the first layer netx cannot express."""
+    attention = next((layer for layer in net.layers if isinstance(layer, IntProduct)), None)
+    if attention is not None:
+        raise UnsupportedLayerError(f"'{attention.name}' is a product of two activations (attention); netx has no "
+                                    "such block: run the graph with n2c's Lava backend (n2c simulate --backend lava)")
     uses = Counter(layer.input for layer in net.layers if isinstance(layer, IntSynapse))
     for name, n in uses.items():
         if n > 1:

@@ -11,6 +11,7 @@ import numpy as np
 from backends.nir.read import read_graph
 from backends.nir.to_layers import import_nir
 from n2c.errors import N2CError
+from n2c.export import nodes as n2c_nodes
 
 PARAMETERS = ("weight", "bias", "scale", "delay", "threshold", "r", "tau", "tau_mem", "tau_syn", "v_leak",
               "v_threshold", "v_reset", "w_in")
@@ -28,6 +29,9 @@ def _summary(value) -> str:
 
 
 def _params(node: nir.NIRNode) -> dict[str, str]:
+    if isinstance(node, n2c_nodes.Product):
+        return {"mode": str(node.mode), "heads": str(node.heads), "scale": _summary(node.scale),
+                "a": str(tuple(node.input_type["a"].tolist())), "b": str(tuple(node.input_type["b"].tolist()))}
     out = {p: _summary(getattr(node, p)) for p in PARAMETERS if getattr(node, p, None) is not None}
     for p in ("kernel_size", "stride", "padding", "dilation", "groups", "start_dim", "end_dim"):
         if getattr(node, p, None) is not None:
@@ -46,7 +50,8 @@ def _rows(graph: nir.NIRGraph, prefix: str = "") -> list[dict]:
         node_meta = node.metadata if isinstance(node.metadata, dict) else {}  # import_nir names a malformed one
         meta = {k: _summary(v) if not isinstance(v, str) else v for k, v in node_meta.items()
                 if str(k).startswith("n2c.")}
-        rows.append({"node": full, "type": type(node).__name__, "params": _params(node), "n2c": meta})
+        kind = node.to_dict()["type"] if isinstance(node, (n2c_nodes.Product, n2c_nodes.Softmax)) else type(node).__name__
+        rows.append({"node": full, "type": kind, "params": _params(node), "n2c": meta})
     return rows
 
 
@@ -105,6 +110,9 @@ def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     for t in table:
         lines.append("  ".join(_clip(c, w).ljust(w) for c, w in zip(t, widths)).rstrip())
     lines.append("edges: " + ", ".join(f"{s}→{d}" for s, d in edges))
+    if any(r["type"] in n2c_nodes.TYPES for r in rows):
+        lines.append("n2c.Product / n2c.Softmax: n2c's own node types for attention (docs/nir-conventions.md); "
+                     "other NIR readers cannot load this file")
     lines.append("backends:")
     lines += [f"  {k:<16} {v}" for k, v in backends.items()]
     if quantization:

@@ -31,7 +31,7 @@ import nir
 import numpy as np
 
 from backends.ir.layers import (ConvLayer, DenseLayer, FlattenLayer, InputLayer, LayerGraph, NeuronLayer, OutputLayer,
-                             PoolLayer)
+                                PoolLayer, ProductLayer, SoftmaxLayer)
 from backends.lava.layout import regroup_conv_weight
 from backends.quantize import identity_layer
 from n2c.errors import N2CError
@@ -97,6 +97,11 @@ def to_portable_nir(graph: LayerGraph) -> nir.NIRGraph:
                        "convert with --timesteps 1 and --method mtn or pmsm")
     if graph.recurrent:
         raise N2CError("portable export: recurrent graphs are not supported")
+    attention = [layer.name for layer in graph.layers if isinstance(layer, (ProductLayer, SoftmaxLayer))]
+    if attention:
+        raise N2CError(f"portable export: '{attention[0]}' is a product of two activations (attention), which "
+                       "standard NIR 1.0 cannot state; export without --portable (n2c's n2c.Product nodes, "
+                       "docs/nir-conventions.md)")
     f32 = np.float32
     consumers: dict[str, list[str]] = {layer.name: [] for layer in graph.layers}
     for layer in graph.layers:

@@ -14,10 +14,11 @@ import numpy as np
 
 from n2c import __version__
 from backends.hardware.cost import Activity, price
-from backends.hardware.spec import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_MAC, ChipSpec
+from backends.hardware.spec import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_EXP, ANN_ENERGY_PER_MAC, ChipSpec
 from backends.hardware.fan_in import fit_fan_in
 from backends.hardware.mapping import Mapping, map_network
-from backends.quantize import IntNetwork, IntSynapse
+from backends.quantize import IntNetwork, IntProduct, IntSynapse
+from n2c import products
 from backends.reference.synapses import merge_overflows
 from n2c.errors import N2CError
 
@@ -44,12 +45,21 @@ def ann_macs(net: IntNetwork) -> dict[str, int]:
     for layer in net.layers:  # the joins of partial sums (weights of 1) are no MACs of the ANN
         if isinstance(layer, IntSynapse) and layer.kind in ("conv", "dense") and layer.input not in partial:
             macs[layer.name] = int(np.prod(layer.out_shape)) * int(np.prod(layer.weight.shape[1:]))
+        if isinstance(layer, IntProduct):  # attention's Q·Kᵀ and A·V
+            macs[layer.name] = products.dense_macs(layer.b_shape)
     return macs
 
 
+def ann_exps(net: IntNetwork) -> int:
+    """Exponentials of the ANN's softmax: one per attention weight."""
+    return sum(int(np.prod(x.out_shape)) for x in net.layers if isinstance(x, IntProduct) and x.softmax_scale is not None)
+
+
 def ann_comparison(net: IntNetwork, mapping: Mapping, activity: dict) -> dict:
-    """The 45 nm convention: ANN = MACs·E_MAC; SNN = the layer fed by the (non-spike) input at
-    E_MAC per MAC, every other synaptic op at E_AC (a graded spike as one op, or as its units)."""
+    """The 45 nm convention: ANN = MACs·E_MAC (+ softmax exponentials·E_exp); SNN = the layer fed by
+    the (non-spike) input at E_MAC per MAC, every other synaptic op at E_AC (a graded spike as one
+    op, or as its units), and attention's products on integer counts at E_MAC per event-driven MAC
+    (+ the same exponentials)."""
     macs = ann_macs(net)
     inputs = [c for c in mapping.connections if c.source == net.source.name]
     first = {c.target for c in inputs}
@@ -57,11 +67,15 @@ def ann_comparison(net: IntNetwork, mapping: Mapping, activity: dict) -> dict:
     later = [r for r in activity["layers"] if r["name"] not in first]
     snn = {"graded_as_one": sum(r["synops"] for r in later),
            "unit_spikes": sum(r["synops_unit_spikes"] for r in later)}
-    e_mac, e_ac = ANN_ENERGY_PER_MAC.value, ANN_ENERGY_PER_AC.value
-    return {"macs": sum(macs.values()), "energy_J": sum(macs.values()) * e_mac,
-            "snn_45nm_J": {k: first_macs * e_mac + v * e_ac for k, v in snn.items()},
+    e_mac, e_ac, e_exp = ANN_ENERGY_PER_MAC.value, ANN_ENERGY_PER_AC.value, ANN_ENERGY_PER_EXP.value
+    offcore = activity.get("offcore", [])
+    attention = sum(r["offcore_macs"] for r in offcore) * e_mac + sum(r["offcore_exps"] for r in offcore) * e_exp
+    exps = ann_exps(net)
+    return {"macs": sum(macs.values()), "exps": exps, "energy_J": sum(macs.values()) * e_mac + exps * e_exp,
+            "snn_45nm_J": {k: first_macs * e_mac + v * e_ac + attention for k, v in snn.items()},
             "first_layer_macs": first_macs,
-            "constants": {"energy_per_mac": ANN_ENERGY_PER_MAC.as_dict(), "energy_per_ac": ANN_ENERGY_PER_AC.as_dict()}}
+            "constants": {"energy_per_mac": ANN_ENERGY_PER_MAC.as_dict(), "energy_per_ac": ANN_ENERGY_PER_AC.as_dict(),
+                          "energy_per_exp": ANN_ENERGY_PER_EXP.as_dict()}}
 
 
 class ReportBuilder:

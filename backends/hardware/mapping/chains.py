@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.hardware.spec import ChipSpec
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_bits
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, identity_layer, message_bits
 from n2c.errors import MappingError
 from n2c.fixed_point import WEIGHT_BITS
 from n2c.neurons.readout import KIND as READOUT
@@ -298,6 +298,23 @@ def compartments(neuron: IntNeuron, chip: ChipSpec) -> int:
     return 1 if neuron.neuron_kind is READOUT else message_width(message_bits(neuron), chip)
 
 
+def product_connection(prod: IntProduct, neuron: IntNeuron, chip: ChipSpec, weight_bits: int) -> Connection:
+    """An off-core product's currents into its neuron layer: one axon per neuron (per bit plane of
+    its 24-bit current), a one-to-one synapse of weight 1."""
+    shape = tuple(neuron.shape)
+    if len(shape) != 3:
+        raise MappingError(f"layer '{neuron.name}': a product's neuron layer must be (C, H, W), got {shape}")
+    ident = identity_layer(f"{prod.name}_in", shape)
+    syn = IntSynapse(ident.name, "conv", prod.name, shape, shape, weight=np.ones((shape[0], 1, 1, 1), np.int64),
+                     groups=shape[0])
+    return Connection(prod.name, neuron.name, [syn], shape, shape, message_width(prod.message_bits, chip), weight_bits)
+
+
+def offcore_sources(net: IntNetwork) -> set[str]:
+    """Sources that are not neuro-core layers: the input and the products of attention."""
+    return {net.source.name} | {x.name for x in net.layers if isinstance(x, IntProduct)}
+
+
 def connections(net: IntNetwork, chip: ChipSpec) -> list[Connection]:
     """Every (source, neuron) connection, synapse chains folded, in topological order."""
     layers = net.by_name()
@@ -311,6 +328,9 @@ def connections_into(net: IntNetwork, neuron: IntNeuron, chip: ChipSpec, layers:
     layers = layers or net.by_name()
     out = []
     for name in neuron.inputs:
+        if isinstance(layers[name], IntProduct):
+            out.append(product_connection(layers[name], neuron, chip, net.fmt.weight_bits))
+            continue
         chain = []
         while isinstance(layers[name], IntSynapse):
             chain.insert(0, layers[name])

@@ -17,7 +17,7 @@ from backends.hardware.mapping.placement import core_traffic, improve_placement,
 from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
                                            over_limits, usage_grids)
 from backends.hardware.spec import ChipSpec
-from backends.quantize import IntNetwork, IntNeuron
+from backends.quantize import IntNetwork, IntNeuron, IntProduct
 from n2c.errors import MappingError
 
 
@@ -181,6 +181,9 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
     neurons = [x for x in net.layers if isinstance(x, IntNeuron)]
     comp = {x.name: compartments(x, chip) for x in neurons}
     fanout = {x.name: np.zeros(x.shape, np.int64) for x in neurons}
+    for prod in (x for x in net.layers if isinstance(x, IntProduct)):
+        for name in set(prod.inputs):  # an operand's spikes travel to the embedded processors: one route each
+            fanout[name] += 1
     over_inputs = unfit_inputs(neurons, comp, conns, chip)  # before any partition: all named at once
     if over_inputs and not unfit_ok:
         raise fan_in_error(neurons, over_inputs, chip)

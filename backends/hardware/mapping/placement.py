@@ -96,7 +96,7 @@ def core_traffic(net, layers, plans, masks, comp, conns, n) -> tuple[np.ndarray,
     traffic, host = np.zeros((n, n), np.int64), np.zeros(n, np.int64)
     for (src, dst), union in masks.items():
         into = by_name[dst].blocks
-        if src == net.source.name:
+        if src not in plans:  # off the neuro cores: the input, or a product on the embedded processors
             m = next(c.axons_per_source for c in conns if c.source == src and c.target == dst)
             host[into] += union.reshape(len(union), -1).sum(axis=1) * m
             continue

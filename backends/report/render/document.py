@@ -190,6 +190,25 @@ def _activity(report: dict, plot_names: list[str], add) -> None:
     add(("table", ["Layer", "Kind", "Neurons", "Spike rate", "Active fraction"] + act_labels, rows, None, ""))
 
 
+def _offcore(report: dict, plot_names: list[str], add) -> None:
+    """The off-core section: attention's products and softmax, on the embedded processors."""
+    rows_in = (report.get("activity") or {}).get("offcore") or []
+    if not rows_in:
+        return
+    add(("h", 2, "Off-core operations"))
+    add(("p", "Attention's products of two spiking tensors (Q·Kᵀ, A·V) and the quantized softmax are no neuro-core "
+              "operation: they run on the chip's embedded processors, which receive the operands' spikes at the host "
+              "entry and send the integer currents back. Multiply-accumulates are counted event-driven (each new "
+              "spike times the other operand's non-zero running counts); a dense product would take the ANN's count. "
+              "Energy and time per operation are stated estimates (see Constants)."))
+    per_layer = (report.get("energy") or {}).get("per_layer") or {}
+    rows = [[r.get("name"), r.get("mode"), fmt_count(r.get("dense_macs")), fmt_count(r.get("offcore_macs")),
+             fmt_count(r.get("offcore_exps")), fmt_count(r.get("messages")),
+             fmt_energy((per_layer.get(r.get("name")) or {}).get("offcore_ops"))] for r in rows_in]
+    add(("table", ["Operation", "Kind", "MACs (dense)", "MACs (event-driven)", "Exponentials", "Messages back",
+                   "Energy"], rows, None, ""))
+
+
 def _energy(report: dict, plot_names: list[str], add) -> None:
     """The Energy section."""
     energy = report["energy"]
@@ -326,4 +345,4 @@ def _constants(report: dict, plot_names: list[str], add) -> None:
         rows.append([f"ANN: {name}", fmt_quantity(q), f"[{q.get('tag', '?')}]", q.get("source", ""),
                      q.get("where", ""), alternatives(q)])
     add(("table", ["Name", "Value", "Tag", "Source", "Where", "Alternatives"], rows, None, ""))
-SECTIONS = (_header, _summary, _mapping, _per_core, _activity, _energy, _latency, _ann_comparison, _across_t, _quantization, _constants)
+SECTIONS = (_header, _summary, _mapping, _per_core, _activity, _offcore, _energy, _latency, _ann_comparison, _across_t, _quantization, _constants)
