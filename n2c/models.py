@@ -224,10 +224,11 @@ class SpikingViT(nn.Module):
         def activation():
             return make_activation(act, levels, lam)
 
-        def weights():
-            return nn.ReLU() if act == "relu" else attention_weights(levels, lam, attention)
-
         tokens = (h // patch) * (w // patch)
+
+        def weights():
+            return nn.ReLU() if act == "relu" else attention_weights(levels, lam, attention, tokens)
+
         self.patch = nn.Sequential(nn.Conv2d(in_channels, dim, patch, stride=patch, bias=False),
                                    nn.BatchNorm2d(dim), activation())
         self.pos = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim))

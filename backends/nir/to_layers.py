@@ -25,7 +25,7 @@ from n2c.export import nodes as n2c_nodes
 from n2c.limits import MAX_NESTING, MAX_NODES, check_elements, check_timesteps, elements
 from n2c.neurons import BY_NIR_NAME
 
-SUPPORTED_CONVENTION = 2
+SUPPORTED_CONVENTION = 3  # 3: graphs with n2c.Product / n2c.Softmax nodes (attention)
 STATEFUL = (nir.I, nir.LI, nir.IF, nir.LIF, nir.CubaLI, nir.CubaLIF, nir.Delay)
 RUNNABLE = ("Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Delay, "
             "Threshold, I, LI, IF, LIF, CubaLI, CubaLIF, Identity, nested NIRGraph, n2c.Product, n2c.Softmax")

@@ -78,6 +78,7 @@ class SelfAttention(nn.Module):
         return self.proj(self.o_act(self.mix(a, v)))
 
 
-def attention_weights(levels: int, lam: float, attention: str) -> QCFS:
-    """The unsigned quantizer of A: λ starts at 1 after a softmax (weights in [0, 1])."""
-    return QCFS(levels, 1.0 if attention == "softmax" else lam)
+def attention_weights(levels: int, lam: float, attention: str, tokens: int) -> QCFS:
+    """The unsigned quantizer of A. After a softmax the weights average 1/N: λ starts at min(1, 4/N), so
+    that a weight of 1/N is about L/4 levels (at λ = 1 most weights of a long sequence would round to 0)."""
+    return QCFS(levels, min(1.0, 4.0 / tokens) if attention == "softmax" else lam)

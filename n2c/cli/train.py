@@ -20,9 +20,10 @@ def add_parser(sub) -> None:
                    "class to train from scratch")
     t.add_argument("--model-name", help="train a reference network from scratch: digits-cnn, vgg, resnet or vit "
                    "(a small vision transformer)")
-    t.add_argument("--attention", choices=["sasa", "softmax"], default="sasa",
-                   help="with --model-name vit: spike-aggregated attention without softmax (sasa, default) or a "
-                   "quantized softmax (softmax; runs off the neuro cores)")
+    t.add_argument("--attention", choices=["sasa", "softmax"],
+                   help="attention of a vision transformer (--model-name vit, or a torchvision or timm ViT as MODEL): "
+                   "spike-aggregated, without softmax (sasa, default: it fine-tunes best) or a quantized softmax "
+                   "(softmax, run off the neuro cores)")
     t.add_argument("--dataset", required=True, help="digits, fashion-mnist, or an .npz file with x (N,C,H,W), y")
     t.add_argument("--levels", type=positive_int, default=8, help="quantization levels L of the activations replacing "
                    "ReLU (default: 8; quantizers already in MODEL keep theirs)")
@@ -86,7 +87,8 @@ def cmd_train(args) -> int:
         model = instantiate_arch(args.arch)
     else:
         model = build_model(args.model_name, shape, train_set.num_classes, act=args.quantizer,
-                            levels=args.levels, width=args.width, attention=args.attention)
+                            levels=args.levels, width=args.width, attention=args.attention or "sasa")
+    model = _spiking_transformer(model, shape[0], args)
     try:
         with torch.no_grad():
             out = model.eval()(torch.from_numpy(train_set.x[:2]))
@@ -119,6 +121,21 @@ def cmd_train(args) -> int:
         hint += " --method pmsm"  # signed quantizers need negative spikes
     print(f"wrote {args.output} (TorchScript); convert it with: {hint}")
     return 0
+
+
+def _spiking_transformer(model, channels: int, args):
+    """A torchvision or timm VisionTransformer as n2c's SpikingViT (``n2c.ingest.vit``), else ``model``."""
+    from n2c.ingest.vit import recognize, to_spiking_vit
+
+    kind = recognize(model)
+    if kind is None:
+        return model
+    attention = args.attention or "sasa"  # digits, torchvision ViT: sasa 93 %, softmax 65-85 % after fine-tuning
+    print(f"n2c: a {kind} VisionTransformer: LayerNorm folded into the projections (BatchNorm after them), GELU "
+          f"replaced by the {args.quantizer} quantizer, {attention} attention on spike counts, the class token and "
+          "position table replaced by the mean token and a depthwise positional convolution; fine-tuning restores "
+          "the accuracy", file=sys.stderr)
+    return to_spiking_vit(model, channels, act=args.quantizer, levels=args.levels, attention=attention)
 
 
 def train_integer(args) -> int:

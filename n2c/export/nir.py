@@ -30,6 +30,7 @@ from n2c.neurons import kind
 from n2c.snn.modules import NEURON_TYPES, SpikingNetwork, SpikingProduct, SpikingSoftmax
 
 NIR_CONVENTION_VERSION = 2
+ATTENTION_CONVENTION_VERSION = 3  # graphs with n2c.Product / n2c.Softmax nodes: n2c before them cannot read them
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -209,6 +210,8 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
         nodes, edges = _nest(nodes, edges, groups, shapes)
     # nir's type check cannot follow edges into a node's named input ports (n2c.Product)
     ports = any(isinstance(n, (n2c_nodes.Product, nir.NIRGraph)) and _has_product(n) for n in nodes.values())
+    if ports:
+        metadata["n2c.version"] = ATTENTION_CONVENTION_VERSION
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=not ports)
 
 

@@ -25,6 +25,7 @@ from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
 from n2c.ann.attention import Product
+from n2c.ingest.vit import recognize as recognize_vit
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import NEURON_TYPES, OPERATION_TYPES
 
@@ -190,6 +191,12 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
     """
     if isinstance(model, fx.GraphModule) and _is_canonical(model):
         return model
+    kind = recognize_vit(model)
+    if kind is not None:
+        raise UnsupportedLayerError(
+            f"a {kind} VisionTransformer (LayerNorm, GELU, softmax, class token) is not a spiking network yet; "
+            "fine-tune it into n2c's spiking form first: n2c train MODEL [--arch ...] --dataset D -o vit_q.pt, "
+            "then convert vit_q.pt (docs/concepts.md, Spiking attention)")
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # torch.fx raises many types for data-dependent control flow

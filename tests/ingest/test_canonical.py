@@ -90,18 +90,37 @@ def test_relu6_quantizers_never_exceed_six(quantizer):
     assert lams == [6.0]
 
 
-def test_a_vision_transformer_is_refused_naming_its_layers():
-    """torchvision's ViT: the error names a layer (LayerNorm) rather than the shape reads around it,
-    and counts what else stands in the way (GELU, attention)."""
+def test_a_vision_transformer_is_sent_to_fine_tuning():
+    """torchvision's ViT: the one-line error says how it becomes a spiking network (n2c train)."""
     from torchvision.models.vision_transformer import VisionTransformer
 
     from n2c.errors import UnsupportedLayerError
     vit = VisionTransformer(image_size=28, patch_size=7, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
                             num_classes=10)
-    with pytest.raises(UnsupportedLayerError) as info:
+    with pytest.raises(UnsupportedLayerError, match="torchvision VisionTransformer .* n2c train MODEL"):
         canonicalize(vit)
+
+
+def test_a_transformer_block_of_ones_own_is_refused_naming_its_layers():
+    """A block nobody recognizes: the error names a layer (LayerNorm) rather than the shape reads
+    around it, and counts what else stands in the way (GELU, attention)."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(16)
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+
+        def forward(self, x):
+            h = self.norm(x)
+            x = x + self.attn(h, h, h, need_weights=False)[0]
+            return x + self.mlp(x)
+
+    from n2c.errors import UnsupportedLayerError
+    with pytest.raises(UnsupportedLayerError) as info:
+        canonicalize(Block())
     msg = str(info.value)
-    assert msg.startswith("layer 'encoder.layers.encoder_layer_0.ln_1' (LayerNorm) cannot be converted to spikes")
+    assert msg.startswith("layer 'norm' (LayerNorm) cannot be converted to spikes")
     assert "GELU" in msg and "MultiheadAttention" in msg and "\n" not in msg
 
 

@@ -119,3 +119,8 @@ def test_a_converted_vit_saves_and_loads(vit_softmax_signed, tmp_path, digits_te
     again = load_snn(tmp_path / "vit_snn.pt")
     assert again.timesteps == 2
     assert torch.equal(_predict(again, digits_test.x[:50]), _predict(snn, digits_test.x[:50]))
+
+
+def test_graphs_with_attention_state_convention_version_3(vit_model):
+    graph = to_nir(convert(vit_model, "mtn", 1), (1, 8, 8))
+    assert graph.metadata["n2c.version"] == 3
