@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntNeuron, IntSynapse, input_channels, quantize
+from backends.quantize import IntNeuron, IntProduct, IntSynapse, input_channels, quantize
+from n2c import products
 from n2c.errors import N2CError
 from n2c.files import atomic_write
 
@@ -85,7 +86,7 @@ class IntegerModel(nn.Module):
     def bias(self, neuron) -> torch.Tensor:
         key = _key(neuron.name)
         if key not in self.biases:
-            return torch.as_tensor(np.broadcast_to(neuron.bias, neuron.shape), dtype=torch.float64)
+            return torch.tensor(np.broadcast_to(neuron.bias, neuron.shape), dtype=torch.float64)  # a copy: writable
         return torch.clamp(_round_ste(self.biases[key]), self.fmt.state_min, self.fmt.state_max)
 
     def forward(self, s_in: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,15 @@ class IntegerModel(nn.Module):
                 else:  # sum-pool
                     values[layer.name] = F.avg_pool2d(x, layer.kernel, layer.stride, layer.padding,
                                                       count_include_pad=True, divisor_override=1)
+                continue
+            if isinstance(layer, IntProduct):  # attention's products of counts (n2c.products, T = 1): not trained
+                p = products.product_torch(*(values[n] for n in layer.inputs), layer.heads, layer.mode)
+                if layer.softmax_scale is None:
+                    values[layer.name] = layer.weight * p
+                else:
+                    shifted = layer.softmax_scale * p
+                    e = torch.exp(shifted - shifted.amax(dim=-1, keepdim=True))
+                    values[layer.name] = _round_ste(layer.out_scale * e / e.sum(dim=-1, keepdim=True))
                 continue
             current = sum(values[n].reshape(len(s_in), *layer.shape) for n in layer.inputs) + self.bias(layer)
             if layer.name == self.net.output:

@@ -111,3 +111,20 @@ def test_products_must_read_spiking_neurons(digits_test):
     layers[prod].inputs = [conv.name, layers[prod].inputs[1]]  # Q before its quantizer
     with pytest.raises(QuantizationError, match="input a .*attn_q_0.* is not a spiking neuron"):
         quantize(LayerGraph(layers, graph.timesteps, graph.metadata))
+
+
+@pytest.mark.slow
+def test_integer_exact_training_takes_a_vit(vit_softmax_signed, digits_train, digits_test, tmp_path):
+    """n2c train --integer on a ViT graph: products and the softmax are computed as the integer
+    network computes them (not trained), and the trained graph predicts what the trained model does."""
+    from n2c.cli.main import main
+    from n2c.export.nir import write_nir
+
+    snn = convert(vit_softmax_signed, "pmsm", 1)
+    path = tmp_path / "vit.nir"
+    write_nir(to_nir(snn, (1, 8, 8), input_scale=digits_test.input_scale,
+                     currents=max_currents(snn, digits_train.x[:256])), path)
+    assert main(["train", str(path), "--integer", "--dataset", "digits", "--epochs", "1", "-o",
+                 str(tmp_path / "vit_int.nir")]) == 0
+    net = quantize(import_nir(tmp_path / "vit_int.nir"))
+    assert (predict(net, digits_test.x) == digits_test.y).mean() > 0.8
