@@ -176,9 +176,43 @@ def write(rows: list[dict], command: str) -> None:
               "+ softmax exponentials at 46 pJ; SNN = the first layer's MACs at 4.6 pJ, every other synaptic op "
               "(one graded spike = one op) at 0.9 pJ, attention's event-driven MACs at 4.6 pJ, the same "
               "exponentials.", ""]
+    lines += cnn_side_by_side(rows)
     OUT.write_text("\n".join(lines) + "\n")
     (OUT.with_suffix(".json")).write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {OUT}")
+
+
+def cnn_side_by_side(rows: list[dict]) -> list[str]:
+    """The CNNs of docs/results/accuracy.json and hardware.md next to the ViTs (read, not re-run)."""
+    import re
+
+    out = ["## Next to the CNNs", "",
+           "CNN numbers are read from [accuracy.md](accuracy.md) (VGG- and ResNet-style, QCFS fine-tuned from ReLU, "
+           "L = 8; Fashion-MNIST on its first 1,000 test samples) and [hardware.md](hardware.md) (45 nm convention, "
+           "Loihi 2 reports); they were not re-run here.", "",
+           "| data set | network | quantized ANN | SNN T = 1 (mtn) | ANN ÷ SNN (45 nm) |", "|---|---|---|---|---|"]
+    accuracy_file = ROOT / "docs" / "results" / "accuracy.json"
+    hardware = (ROOT / "docs" / "results" / "hardware.md").read_text() if \
+        (ROOT / "docs" / "results" / "hardware.md").exists() else ""
+    if accuracy_file.exists():
+        for result in json.loads(accuracy_file.read_text()):
+            for arch, data in result["archs"].items():
+                mtn = next(r for r in data["rows"] if r["method"].startswith("mtn"))
+                out.append(f"| {result['dataset']} | CNN ({arch}, accuracy.md) | {100 * data['ann']['qcfs']:.2f} "
+                           f"| {100 * mtn['accuracy']['1']:.2f} | — |")
+    for name, key, label in (("digits", "digits on loihi2", "demo CNN (hardware.md)"),
+                             ("fashion-mnist", "fashion-vgg8 on loihi2", "VGG-8 (hardware.md)")):
+        m = re.search(re.escape(key) + r".*?ANN at 45 nm: ([\d,.]+) nJ; the SNN by the same convention: ([\d,.]+) nJ",
+                      hardware, re.S)
+        if m:
+            ann, snn = (float(v.replace(",", "")) for v in m.groups())
+            out.append(f"| {name} | {label} | — | — | {ann / snn:.1f}x |")
+    for r in rows:
+        if r["act"] == "qcfs" and r["attention"] == "sasa":
+            ratio = r["ann_45nm_J"] / r["snn_45nm_J"]
+            out.append(f"| {r['dataset']} | ViT (QCFS, SASA) | {_f(r['quantized_ann'])} | {_f(r['snn_T1'])} "
+                       f"| {ratio:.1f}x |")
+    return out + [""]
 
 
 def main() -> int:
