@@ -295,7 +295,8 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
         else:
             streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in layer.inputs], timesteps)
     sinks = {}
-    for name in procs:
+    products = [x.name for x in net.layers if isinstance(x, IntProduct)]  # their currents: the report counts them
+    for name in [*procs, *products]:
         if record or name == net.output:
             stream = streams[name]
             sinks[name] = (Sink(shape=lava_shape(stream.shape), buffer=total), stream.depth)

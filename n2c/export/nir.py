@@ -212,6 +212,8 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
     ports = any(isinstance(n, (n2c_nodes.Product, nir.NIRGraph)) and _has_product(n) for n in nodes.values())
     if ports:
         metadata["n2c.version"] = ATTENTION_CONVENTION_VERSION
+        metadata["n2c.requires"] = ("n2c.Product and n2c.Softmax nodes (attention), which NIR 1.0 does not define: "
+                                    "read this graph with n2c (docs/nir-conventions.md)")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=not ports)
 
 

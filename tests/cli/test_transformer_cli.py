@@ -80,3 +80,16 @@ def test_exports_that_cannot_carry_attention_say_so(vit_files, tmp_path, capsys)
     assert "standard NIR 1.0 cannot state" in capsys.readouterr().err and not (tmp_path / "p.nir").exists()
     assert main(["export", str(graph), "--to", "netx", "-o", str(tmp_path / "v.net")]) == 2
     assert "netx has no such block" in capsys.readouterr().err and not (tmp_path / "v.net").exists()
+
+
+@pytest.mark.slow
+def test_a_report_from_lava_counts_what_the_reference_counts(vit_files, tmp_path):
+    _, graph = vit_files
+    reports = []
+    for simulator in ("reference", "lava"):
+        out = tmp_path / simulator
+        assert main(["report", str(graph), "--dataset", "digits", "--samples", "3", "--simulator", simulator,
+                     "-o", str(out)]) == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+    assert reports[0]["activity"]["totals"] == reports[1]["activity"]["totals"]
+    assert reports[0]["activity"]["offcore"] == reports[1]["activity"]["offcore"]
