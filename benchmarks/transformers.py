@@ -236,8 +236,14 @@ def main() -> int:
             if not cached(dataset, act, attention).exists():
                 print(f"missing {cached(dataset, act, attention).name}: run the train step first", file=sys.stderr)
                 continue
+            # a row is kept beside its model, keyed by the settings: a rerun after a crash redoes only the rest
+            key = cached(dataset, act, attention).with_suffix(f".lava{args.lava_samples}.report{args.report_samples}.json")
+            if key.exists() and key.stat().st_mtime >= cached(dataset, act, attention).stat().st_mtime:
+                rows.append(json.loads(key.read_text()))
+                continue
             t0 = time.perf_counter()
             rows.append(evaluate_model(dataset, act, attention, args.lava_samples, args.report_samples))
+            key.write_text(json.dumps(rows[-1]))
             print(f"{dataset} {act} {attention}: {time.perf_counter() - t0:.0f} s {rows[-1]}", flush=True)
     write(rows, "benchmarks/transformers.py evaluate " + " ".join(sys.argv[2:]))
     return 0

@@ -53,7 +53,8 @@ def check(mode: str, heads: int, a_shape: tuple[int, ...], b_shape: tuple[int, .
 
 def product_torch(a: torch.Tensor, b: torch.Tensor, heads: int, mode: str) -> torch.Tensor:
     """The unscaled product over a batch: a, b with a leading batch dimension (module docstring)."""
-    batch, channels = b.shape[0], b.shape[1]
+    # a is read first: torch.jit.trace orders a traced module's inputs by first use
+    batch, channels = a.shape[0], b.shape[1]
     values = b.reshape(batch, heads, channels // heads, -1)  # (B, heads, d, N)
     if mode == "scores":
         return torch.einsum("bhki,bhkj->bhij", a.reshape(values.shape), values)

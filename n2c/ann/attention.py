@@ -38,6 +38,9 @@ class Product(nn.Module):
         if mode not in products.MODES:
             raise ValueError(f"unknown product mode {mode!r}; use one of {', '.join(products.MODES)}")
         self.mode, self.heads, self.scale = mode, int(heads), float(scale)
+        # the same three as a buffer: a traced checkpoint (torch.jit.trace) keeps buffers, not attributes
+        self.register_buffer("spec", torch.tensor([products.MODES.index(mode), self.heads, self.scale],
+                                                  dtype=torch.float64))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return products.product_torch(a, b, self.heads, self.mode) * self.scale

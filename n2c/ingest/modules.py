@@ -12,6 +12,7 @@ import torch
 from torch import fx, nn
 
 from n2c.ann.attention import Product
+from n2c.products import MODES
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.errors import UnsupportedLayerError
 from n2c.ingest.files import EXPORT_HINT
@@ -138,9 +139,14 @@ def make_qcfs(lam, levels, where="", kind: str = "QCFS") -> QCFS:
     return _adopt(q, {"lam": lam, "levels": levels}, where)
 
 
-def make_product(hp: dict, where: str = "") -> Product:
-    """A product of attention (``n2c.products``) from its saved mode, heads and scale."""
+def make_product(hp: dict, where: str = "", spec: torch.Tensor | None = None) -> Product:
+    """A product of attention (``n2c.products``) from its saved ``spec`` buffer (mode index, heads,
+    scale), or, without it, from attributes mode, heads and scale in ``hp``."""
     try:
+        if spec is not None:
+            if spec.shape != (3,) or not 0 <= int(spec[0]) < len(MODES):
+                raise ValueError(f"spec buffer {tuple(spec.shape)} is not (mode, heads, scale)")
+            return Product(MODES[int(spec[0])], int(spec[1]), float(spec[2]))
         return Product(str(hp["mode"]), int(hp["heads"]), float(hp["scale"]))
     except (KeyError, TypeError, ValueError) as e:
         raise UnsupportedLayerError(f"{where}: {one_line(e)}; the file's Product has no valid mode, heads and "

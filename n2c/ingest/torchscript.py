@@ -65,7 +65,7 @@ _SCRIPT_ATTRS = {
     "BatchNorm1d": ("eps", "momentum"),
     "Dropout": ("p",),
     "Linear": (), "ReLU": (), "QCFS": (), "SignedQCFS": (), "Identity": (),
-    "Product": ("mode", "heads", "scale"), "Softmax": ("dim",),
+    "Product": (), "Softmax": ("dim",),  # a Product's hyper-parameters: its "spec" buffer
 }
 _TWO_INPUTS = {"Product"}  # leaves called on two tensors
 _BN_ARGS = {"momentum": 6, "eps": 7}
@@ -347,8 +347,9 @@ class ScriptImporter:
             return nn.Flatten(hp["start_dim"], hp["end_dim"])
         if kind == "Dropout":
             return nn.Dropout(hp.get("p", 0.5))
-        if kind == "Product":
-            return make_product(hp, where)
+        if kind == "Product":  # its spec buffer, or (files before it) a scripted module's attributes
+            return make_product({n: getattr(sub, n) for n in ("mode", "heads", "scale") if hasattr(sub, n)}, where,
+                                tensors.get("spec"))
         if kind == "Softmax":
             return nn.Softmax(dim=hp["dim"])
         return nn.ReLU() if kind == "ReLU" else nn.Identity()

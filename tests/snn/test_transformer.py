@@ -124,3 +124,15 @@ def test_a_converted_vit_saves_and_loads(vit_softmax_signed, tmp_path, digits_te
 def test_graphs_with_attention_state_convention_version_3(vit_model):
     graph = to_nir(convert(vit_model, "mtn", 1), (1, 8, 8))
     assert graph.metadata["n2c.version"] == 3
+
+
+def test_a_traced_vit_checkpoint_reads_back_with_its_operands_in_order(vit_model, tmp_path, digits_test):
+    """torch.jit.trace (the fallback of save_checkpoint) keeps buffers, not attributes, and orders a
+    module's inputs by first use: the products' spec buffer and operand order survive it."""
+    x = torch.from_numpy(digits_test.x[:64])
+    path = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(vit_model, x[:2]), path)
+    again = load_model(str(path))
+    scores = next(n for n in again.graph.nodes if n.op == "call_module" and n.target.endswith("attn.scores"))
+    assert [a.name for a in scores.args] == ["blocks_0_attn_q_act", "blocks_0_attn_k_act"]
+    assert torch.equal(_predict(again, digits_test.x[:64]), _predict(vit_model, digits_test.x[:64]))
