@@ -451,7 +451,7 @@ def test_newer_n2c_version(tmp_path, capsys):
     graph = seed("n2c_dense")
     graph.metadata["n2c.version"] = 99
     _refused(graph, "version 99", "upgrade n2c")
-    _refused_everywhere(_write(tmp_path / "v99.nir", graph), capsys, "version 99; this n2c reads up to 2")
+    _refused_everywhere(_write(tmp_path / "v99.nir", graph), capsys, "version 99; this n2c reads up to 3")
 
 
 @pytest.mark.parametrize("version", [0, -1, "2", 2.5, None, True, np.array([2])])
