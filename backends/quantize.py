@@ -309,8 +309,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
 
     for layer in layers[1:]:
         if isinstance(layer, ProductLayer):
-            pending_products[layer.name] = _product_operands(layer, [resolve(p) for p in layer.inputs],
-                                                             [p for p in layer.inputs], unit_of, out, pending)
+            pending_products[layer.name] = _product_operands(layer, resolve, unit_of, out, pending)
             continue
         if isinstance(layer, SoftmaxLayer):
             src = resolve(layer.inputs[0])
@@ -320,8 +319,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             pending_products[src]["softmax"] = True
             alias[layer.name] = src
             continue
-        if any(resolve(p) in pending_products for p in layer.inputs):
-            names = [resolve(p) for p in layer.inputs]
+        names = [resolve(p) for p in layer.inputs]
+        if any(name in pending_products for name in names):
             if not isinstance(layer, NeuronLayer) or len(names) != 1:
                 raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) reads the product "
                                         f"'{names[0]}'; in the integer form a product feeds one spiking neuron alone")
@@ -408,12 +407,12 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     return IntNetwork(source, out, out[-1].name, timesteps or graph.timesteps, summary, fmt)
 
 
-def _product_operands(layer: ProductLayer, sources: list[str], inputs: list[str], unit_of, out: list,
-                      pending: dict) -> dict:
+def _product_operands(layer: ProductLayer, resolve, unit_of, out: list, pending: dict) -> dict:
     """A product's operands: two spiking neurons already quantized, each with one spike value."""
     neurons = {n.name: n for n in out if isinstance(n, IntNeuron)}
     found = {}
-    for port, src, name in zip("ab", sources, inputs):
+    for port, name in zip("ab", layer.inputs):
+        src = resolve(name)
         if src in pending or src not in neurons or not neurons[src].spiking:
             raise QuantizationError(f"product '{layer.name}': its input {port} ('{src}') is not a spiking neuron; "
                                     "the integer form multiplies spike counts (put a quantizer before it)")

@@ -99,12 +99,8 @@ def _node_problem(group, name: str) -> str | None:
     kind = try_byte_to_str(group["type"][()]) if isinstance(group.get("type"), h5py.Dataset) else None
     if kind is None:
         return f"{what} has no 'type' dataset; export it again with nir.write"
-    if isinstance(kind, str) and kind in n2c_nodes.TYPES:
-        try:
-            n2c_nodes.from_dict(hdf2dict(group))
-        except Exception as e:
-            return f"{what} ({kind}) has malformed parameters ({type(e).__name__}: {str(e)[:160]}); export it again"
-        return None
+    if isinstance(kind, str) and kind in n2c_nodes.TYPES:  # n2c's own nodes: their fields are checked by building
+        return _build_problem(group, what, kind)
     if not isinstance(kind, str) or kind not in NIR_TYPES:
         return f"{what} has type {show(kind)}, which NIR does not define; export it again with nir.write"
     stored = set(group.keys()) - {"type", "metadata"}
@@ -130,9 +126,14 @@ def _node_problem(group, name: str) -> str | None:
                 else f"node '{child}' is a dataset, not a node group"
             if problem:
                 return problem
+    return _build_problem(group, what, kind)
+
+
+def _build_problem(group, what: str, kind: str) -> str | None:
+    """Why the node stored in ``group`` cannot be built (None if it can)."""
     try:
         build_node(hdf2dict(group))
-    except Exception as e:  # nir's constructors assert or fail on malformed values
+    except Exception as e:  # nir's constructors (and n2c's nodes) assert or fail on malformed values
         first = str(e).splitlines()[0][:160] if str(e) else ""
         return f"{what} ({kind}) has malformed parameters ({type(e).__name__}: {first}); export it again"
     return None

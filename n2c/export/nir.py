@@ -206,21 +206,15 @@ def to_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], input_scale: float
     }
     if input_scale:
         metadata["n2c.input_scale"] = float(input_scale)
+    # nir's type check cannot follow edges into a node's named input ports (n2c.Product)
+    ports = any(isinstance(n, n2c_nodes.Product) for n in nodes.values())
     if nested:
         nodes, edges = _nest(nodes, edges, groups, shapes)
-    # nir's type check cannot follow edges into a node's named input ports (n2c.Product)
-    ports = any(isinstance(n, (n2c_nodes.Product, nir.NIRGraph)) and _has_product(n) for n in nodes.values())
     if ports:
         metadata["n2c.version"] = ATTENTION_CONVENTION_VERSION
         metadata["n2c.requires"] = ("n2c.Product and n2c.Softmax nodes (attention), which NIR 1.0 does not define: "
                                     "read this graph with n2c (docs/nir-conventions.md)")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=not ports)
-
-
-def _has_product(node: nir.NIRNode) -> bool:
-    if isinstance(node, nir.NIRGraph):
-        return any(_has_product(n) for n in node.nodes.values())
-    return isinstance(node, n2c_nodes.Product)
 
 
 def _product(module: SpikingProduct, node: fx.Node, name: str) -> n2c_nodes.Product:

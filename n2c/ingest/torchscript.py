@@ -67,7 +67,7 @@ _SCRIPT_ATTRS = {
     "Linear": (), "ReLU": (), "QCFS": (), "SignedQCFS": (), "Identity": (),
     "Product": (), "Softmax": ("dim",),  # a Product's hyper-parameters: its "spec" buffer
 }
-_TWO_INPUTS = {"Product"}  # leaves called on two tensors
+_TWO_INPUTS = {"Product", "SpikingProduct"}  # leaves called on two tensors
 _BN_ARGS = {"momentum": 6, "eps": 7}
 _TRACED_OPS = {
     "Conv2d": {"aten::_convolution": {"stride": 3, "padding": 4, "dilation": 5, "transposed": 6, "groups": 8},
@@ -314,7 +314,7 @@ class ScriptImporter:
     def _call_leaf(self, ref: _ModuleRef, kind: str, args: list) -> Any:
         if not args and kind == "Identity":
             return None  # traced Identity: the tracer already wired its input through
-        arity = 2 if kind in _TWO_INPUTS or kind in self.leaves and getattr(self.leaves[kind], "inputs", 1) == 2 else 1
+        arity = 2 if kind in _TWO_INPUTS else 1
         if len(args) != arity or not all(isinstance(a, fx.Node) for a in args):
             raise self._unsupported(f"call of {kind} with arguments other than {arity} tensor(s)", ref)
         if ref.path in self._built:

@@ -270,9 +270,6 @@ def _product(sub: Any, where: str) -> nn.Module:
     return _build(lambda: SpikingProduct(mode, i["heads"], scale, i["timesteps"]), where)
 
 
-_product.inputs = 2  # ScriptImporter: a leaf called on two tensors
-
-
 def _softmax(sub: Any, where: str) -> nn.Module:
     _, i = _neuron_state(sub, where, (), ("timesteps",))
     return _build(lambda: SpikingSoftmax(i["timesteps"]), where)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.hardware.spec import ChipSpec
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, identity_layer, message_bits
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits
 from n2c.errors import MappingError
 from n2c.fixed_point import WEIGHT_BITS
 from n2c.neurons.readout import KIND as READOUT
@@ -304,15 +304,9 @@ def product_connection(prod: IntProduct, neuron: IntNeuron, chip: ChipSpec, weig
     shape = tuple(neuron.shape)
     if len(shape) != 3:
         raise MappingError(f"layer '{neuron.name}': a product's neuron layer must be (C, H, W), got {shape}")
-    ident = identity_layer(f"{prod.name}_in", shape)
-    syn = IntSynapse(ident.name, "conv", prod.name, shape, shape, weight=np.ones((shape[0], 1, 1, 1), np.int64),
+    syn = IntSynapse(f"{prod.name}_in", "conv", prod.name, shape, shape, weight=np.ones((shape[0], 1, 1, 1), np.int64),
                      groups=shape[0])
     return Connection(prod.name, neuron.name, [syn], shape, shape, message_width(prod.message_bits, chip), weight_bits)
-
-
-def offcore_sources(net: IntNetwork) -> set[str]:
-    """Sources that are not neuro-core layers: the input and the products of attention."""
-    return {net.source.name} | {x.name for x in net.layers if isinstance(x, IntProduct)}
 
 
 def connections(net: IntNetwork, chip: ChipSpec) -> list[Connection]:
