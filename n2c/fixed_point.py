@@ -138,6 +138,8 @@ class StateClamp:
         self.wraps = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(x, np.ndarray) and x.size and self.fmt.state_min <= x.min() and x.max() <= self.fmt.state_max:
+            return x  # nothing to saturate (two reductions, no copy: the common case)
         y = self.fmt.clamp_state(x)
         if self.counting:
             self.count += int((y != x).sum())

@@ -16,6 +16,8 @@ MAX_TIMESTEPS = 2 ** 16  # timesteps per sample
 MAX_NODES = 100_000  # nodes in one NIR graph (after nested graphs are inlined)
 MAX_NESTING = 64  # depth of nested NIR graphs
 MAX_RUN_BYTES = 8 * 2 ** 30  # values one simulation call may hold at once (chunks are smaller)
+CHUNK_BYTES = 2 ** 25  # streamed runs: about this many bytes of messages per chunk (cache-sized, and memory
+# stays flat in the number of samples; measured in docs/results/streaming.md)
 
 
 def elements(shape: Iterable[int]) -> int:

@@ -130,7 +130,8 @@ def _runner(layer, disc: Discretization, batch: int, timesteps: int):
 
 
 def check_input(graph: LayerGraph, x: np.ndarray) -> np.ndarray:
-    """The input array must be (T, B, *input_shape); n2c graphs fix T."""
+    """The input array must be (T, B, *input_shape) of finite numbers; n2c graphs fix T. Returns
+    ``x`` itself, not a copy."""
     shape = tuple(graph.input.out_shape)
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
@@ -143,9 +144,10 @@ def check_input(graph: LayerGraph, x: np.ndarray) -> np.ndarray:
                        f"give (T={graph.timesteps}, B, ...) (n2c graphs present the same frame every step)")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise N2CError(f"the input array {tuple(x.shape)} has no steps or no samples")
-    if not np.all(np.isfinite(x)):
+    step = max(1, 2 ** 22 // max(1, x[:1, :1].size))  # checked a slice at a time: no copy of a large input
+    if not all(np.isfinite(x[:, i:i + step]).all() for i in range(0, x.shape[1], step)):
         raise N2CError("the input array contains NaN or infinity")
-    return x.astype(np.float64)
+    return x  # unchanged (a broadcast view stays one): the simulators convert a chunk at a time
 
 
 def _recurrent_start(graph: LayerGraph, disc: Discretization, batch: int) -> dict[str, np.ndarray]:
@@ -166,7 +168,7 @@ def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None
     x = check_input(graph, x)
     disc = disc or discretization("nir")
     size = batch_size or x.shape[1]
-    runs = [_simulate(graph, x[:, i:i + size], disc, record) for i in range(0, x.shape[1], size)]
+    runs = [_simulate(graph, x[:, i:i + size].astype(np.float64), disc, record) for i in range(0, x.shape[1], size)]
     if len(runs) == 1:
         return runs[0]
     values = {k: np.concatenate([r.values[k] for r in runs], axis=1) for k in runs[0].values} if record else None

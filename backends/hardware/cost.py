@@ -123,18 +123,18 @@ class Activity:
         for conn in mapping.connections:
             s = messages[conn.source].reshape(t * b, *conn.source_shape)
             p = packets(s, conn, self.bits[conn.source])
-            packets_of[(conn.source, conn.target)] = p.sum(axis=0).ravel()
+            packets_of[(conn.source, conn.target)] = p.sum(axis=0, dtype=np.float64).ravel()
             syn = conn.synapse_counts(p)
-            received[conn.target] = received.get(conn.target, 0) + syn
-            self.layers[conn.target]["synops"] += float(syn.sum())
-            units = p if conn.source in self.offcore else np.abs(s).astype(np.float32)  # a current is no spike count
-            self.layers[conn.target]["synops_unit_spikes"] += float(conn.synapse_counts(units).sum())
+            received[conn.target] = syn if conn.target not in received else received[conn.target] + syn.astype(np.float64)
+            self.layers[conn.target]["synops"] += float(syn.sum(dtype=np.float64))
+            units = p if conn.source in self.offcore else np.abs(s)  # a current is no spike count
+            self.layers[conn.target]["synops_unit_spikes"] += float(conn.synapse_counts(units).sum(dtype=np.float64))
         for conn, _, mask, senders, hops in self.routes:
-            sent = packets_of[(conn.source, conn.target)][mask]
+            per_block = np.bincount(senders[senders >= 0], packets_of[(conn.source, conn.target)][mask][senders >= 0])
             row = self.source if conn.source == net.source.name else \
                 self.offcore[conn.source] if conn.source in self.offcore else self.layers[conn.source]
             for a, (ew, ns, cross) in hops.items():
-                n = float(sent[senders == a].sum())
+                n = float(per_block[a])
                 row["messages"] += n
                 row["hops_ew"] += n * ew
                 row["hops_ns"] += n * ns
@@ -157,9 +157,9 @@ class Activity:
                 block = (slice(None), *mapping.blocks[i].block)
                 n_act = active[block].reshape(t * b, -1).sum(axis=1) * comp
                 n_all = int(np.prod([sl.stop - sl.start for sl in mapping.blocks[i].block])) * comp
-                work[:, mapping.blocks[i].core] += (got[block].reshape(t * b, -1).sum(axis=1) * chip["time_synop"]
-                              + n_act * chip["time_neuron_update_active"]
-                              + (n_all - n_act) * chip["time_neuron_update_inactive"])
+                synops = got[block].sum(axis=tuple(range(1, got.ndim)), dtype=np.float64)
+                work[:, mapping.blocks[i].core] += (synops * chip["time_synop"] + n_act * chip["time_neuron_update_active"]
+                                                    + (n_all - n_act) * chip["time_neuron_update_inactive"])
         step = work.max(axis=1) + self.route_s + self.barrier_s + offcore_ops * chip["time_offcore_op"] / self.processors
         self.step_sum += float(step.sum())
         self.step_max = max(self.step_max, float(step.max()))

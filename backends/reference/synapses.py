@@ -71,20 +71,27 @@ def synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, steps: int = 1) -> 
                        (np.abs(a) >= LOIHI.accumulator_limit).sum())
         return a
     if syn.kind == "conv":
-        dtype = exact_float_type(syn, s)
-        a = F.conv2d(torch.from_numpy(s.astype(dtype)), torch.from_numpy(syn.weight.astype(dtype)), stride=syn.stride,
-                     padding=syn.padding, dilation=syn.dilation, groups=syn.groups)
+        x = torch.from_numpy(s).to(_torch_float(exact_float_type(syn, s)))
+        a = F.conv2d(x, torch.from_numpy(syn.weight).to(x.dtype), stride=syn.stride, padding=syn.padding,
+                     dilation=syn.dilation, groups=syn.groups)
     elif syn.kind == "sumpool":
-        x = torch.from_numpy(s.astype(np.float32 if np.abs(s).max(initial=0) * np.prod(syn.kernel) < EXACT_FLOAT32
-                                      else np.float64))
-        a = F.avg_pool2d(x, syn.kernel, syn.stride, syn.padding, count_include_pad=True,
-                         divisor_override=1)
+        exact32 = np.abs(s).max(initial=0) * np.prod(syn.kernel) < EXACT_FLOAT32
+        a = F.avg_pool2d(torch.from_numpy(s).to(torch.float32 if exact32 else torch.float64), syn.kernel, syn.stride,
+                         syn.padding, count_include_pad=True, divisor_override=1)
     else:
         raise ValueError(f"unknown synapse kind {syn.kind!r}")
-    a = a.round().numpy().astype(np.int64)
+    half = 2 ** (LOIHI.conv_bits - 1)
+    lo, hi = torch.aminmax(a) if a.numel() else (torch.zeros(()), torch.zeros(()))
+    a = a.to(torch.int64).numpy()  # exact: integer sums below the float type's limit
+    if -half < lo and hi < half:  # the common case: nothing past the 24-bit output, nothing to wrap
+        return a
     count_overflow(overflows, syn.name, f"{LOIHI.conv_bits}-bit convolution output (Lava's Conv wraps)",
-                   (np.abs(a) >= 2 ** (LOIHI.conv_bits - 1)).sum())
+                   (np.abs(a) >= half).sum())
     return wrap_signed(a, LOIHI.conv_bits)
+
+
+def _torch_float(dtype) -> torch.dtype:
+    return torch.float32 if dtype == np.float32 else torch.float64
 
 
 def _dense_product(w: np.ndarray, flat: np.ndarray, weight_exp: int) -> np.ndarray:

@@ -6,7 +6,8 @@ from n2c.errors import N2CError
 
 
 def load_input_array(path: str):
-    """An .npy array, read without unpickling (object arrays are refused)."""
+    """An .npy array, read without unpickling (object arrays are refused), memory-mapped: the
+    simulators read it a chunk at a time."""
     import os
 
     import numpy as np
@@ -18,9 +19,9 @@ def load_input_array(path: str):
             raise N2CError(f"{path} is not a .npy array; save your input with np.save")
     _check_declared_size(path)
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as e:
-        if "pickle" in str(e):
+        if "pickle" in str(e) or "Python objects" in str(e):
             raise N2CError(f"{path} holds Python objects (a pickle); save a numeric array with np.save") from None
         raise N2CError(f"{path} is not a readable .npy array ({str(e).splitlines()[0][:120]}); "
                        "save it with np.save") from None

@@ -12,6 +12,7 @@ The CLI and the demo are thin wrappers around these.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from backends.quantize import IntNetwork, quantize
 from n2c.snn.convert import convert
 from n2c.data import Dataset
 from n2c.errors import N2CError
-from n2c.limits import MAX_RUN_BYTES, elements
+from n2c.limits import CHUNK_BYTES, MAX_RUN_BYTES, elements
 from n2c.export.nir import max_currents, to_nir, write_nir
 from n2c.snn.modules import SpikingNetwork
 
@@ -62,18 +63,35 @@ class IntegerRun:
     """An integer network's run on a backend."""
     output: np.ndarray  # (B, *out) readout potentials after each sample's last step
     current: np.ndarray  # (T, B, *out) the readout's input (current plus bias) at every step
-    messages: dict  # recorded messages (T, B, ...): reference every layer's, Lava every neuron's but the readout's
+    messages: dict  # recorded messages (T, B, ...) when asked for (``record``), else {}
     overflows: dict  # layer -> {"limit", "count"} of values past Loihi's limits
+    spikes: dict | None = None  # spiking layer -> unit spikes over all samples (|count| summed)
+
+
+def unit_spikes(net: IntNetwork, messages: dict) -> dict[str, int]:
+    """Unit spikes per spiking layer in ``messages``: |count| summed (a negative spike is a spike too)."""
+    counted = spiking_layers(net)
+    signed = {layer.name: layer.neuron_kind.message_range(layer)[0] < 0 for layer in net.layers
+              if layer.name in messages and layer.name in counted}
+    return {name: int((np.abs(messages[name]) if negative else messages[name]).sum()) for name, negative in signed.items()}
+
+
+def spiking_layers(net: IntNetwork) -> set[str]:
+    from backends.quantize import IntNeuron
+    return {layer.name for layer in net.layers if isinstance(layer, IntNeuron) and layer.spiking}
 
 
 def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "reference", record: bool = True,
-                progress: bool = False, timing: str = "zero-delay", batch_size: int = 1024) -> IntegerRun:
+                progress: bool = False, timing: str = "zero-delay", batch_size: int = 1024,
+                count: bool = True) -> IntegerRun:
     """The one backend dispatch: run integer inputs on the reference simulator or on Lava.
 
-    ``encoded(batch)`` gives the integer input (T, b, ...) of the samples in the slice ``batch``
-    (so the reference never holds all of it at once). ``timing`` ``lava`` runs the reference with
-    Lava's timing (``backends.reference.stream``); Lava records its neurons' messages only with
-    ``record`` (a sink Process each)."""
+    ``encoded(batch)`` gives the integer input (T, b, ...) of the samples in the slice ``batch``.
+    The zero-delay reference streams the samples in chunks of ``batch_size``: its memory is one
+    chunk's messages, whatever ``samples`` is, unless ``record`` keeps every layer's messages of
+    every sample. Spikes per layer are counted chunk by chunk (unless ``count`` is off). ``timing`` ``lava`` runs
+    the reference with Lava's timing (``backends.reference.stream``, all samples in one stream);
+    Lava records its neurons' messages only with ``record`` (a sink Process each)."""
     if backend not in BACKENDS:
         raise N2CError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     if backend == "lava":
@@ -84,13 +102,33 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
         # Lava's models count nothing; the reference under Lava's timing computes the same integers
         # step for step (tests/contracts), so its count is this run's
         return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages,
-                          _run_lava_timed(net, s_in).overflows)
+                          _run_lava_timed(net, s_in).overflows, unit_spikes(net, messages) if record else None)
     if timing == "lava":
-        return _run_lava_timed(net, encoded(slice(0, samples)))
-    from backends.reference.simulate import run_batches
+        run = _run_lava_timed(net, encoded(slice(0, samples)))
+        run.spikes = unit_spikes(net, run.messages)
+        return run
+    from tqdm import tqdm
 
-    sim = run_batches(net, encoded, samples, batch_size)
-    return IntegerRun(sim.output, sim.readout_current, sim.messages, sim.overflows)
+    from backends.reference.simulate import run_chunks
+    from backends.reference.synapses import merge_overflows
+
+    counted = spiking_layers(net) if count else set()
+    chunks = run_chunks(net, encoded, samples, batch_size, keep=None if record else counted)
+    outputs, currents, overflows, messages = [], [], [], []
+    spikes = dict.fromkeys(counted, 0)
+    for _, sim in tqdm(chunks, total=-(-samples // batch_size), desc="reference", unit="chunk",
+                       disable=not progress or samples <= batch_size, leave=False):
+        outputs.append(sim.output)
+        currents.append(sim.readout_current)
+        overflows.append(sim.overflows)
+        for name, n in (unit_spikes(net, sim.messages) if count else {}).items():
+            spikes[name] += n
+        if record:
+            messages.append(sim.messages)
+    joined = messages[0] if len(messages) == 1 else \
+        {k: np.concatenate([m[k] for m in messages], axis=1) for k in messages[0]} if messages else {}
+    return IntegerRun(np.concatenate(outputs), np.concatenate(currents, axis=1), joined, merge_overflows(overflows),
+                      spikes if count else None)
 
 
 @dataclass
@@ -98,7 +136,7 @@ class BackendRun:
     backend: str
     output: np.ndarray  # (B, classes) integer readout
     seconds: float
-    messages: dict | None = None  # reference only: every layer's messages (T, B, ...)
+    messages: dict | None = None  # with record_spikes: every layer's messages (T, B, ...)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -107,16 +145,14 @@ class BackendRun:
 
 def run_backend(net: IntNetwork, x: np.ndarray, backend: str, progress: bool = True,
                 record_spikes: bool = False) -> BackendRun:
-    """Run float samples ``x`` (B, ...) on a backend, directly encoded. The reference always records
-    every layer's messages; Lava records the spiking layers' counts only when ``record_spikes``
-    (extra sink processes)."""
+    """Run float samples ``x`` (B, ...) on a backend, directly encoded. Every layer's messages are
+    kept (``messages``) only with ``record_spikes`` (on Lava: extra sink processes)."""
     if tuple(x.shape[1:]) != tuple(net.source.shape):
         raise N2CError(f"the data has samples of shape {tuple(x.shape[1:])} but the graph expects "
                        f"{tuple(net.source.shape)}; use data the network was trained on")
     start = time.perf_counter()
-    record = backend == "reference" or record_spikes
-    run = run_integer(net, lambda batch: net.direct_input(x[batch]), len(x), backend, record, progress)
-    return BackendRun(backend, run.output, time.perf_counter() - start, run.messages if record else None)
+    run = run_integer(net, lambda batch: net.direct_input(x[batch]), len(x), backend, record_spikes, progress)
+    return BackendRun(backend, run.output, time.perf_counter() - start, run.messages if record_spikes else None)
 
 
 PRECISIONS = ("int", "float")
@@ -127,9 +163,10 @@ TIMINGS = ("zero-delay", "lava")
 class ArrayRun:
     output: np.ndarray  # (T, B, *output_shape), real units
     seconds: float
-    messages: dict | None = None  # integer runs: the layers' messages (T, B, ...)
+    messages: dict | None = None  # integer runs with ``record``: the layers' messages (T, B, ...)
     net: IntNetwork | None = None  # integer runs: the quantized network
     overflows: dict | None = None  # integer runs: layer -> {"limit", "count"} past Loihi's limits
+    spikes: dict | None = None  # integer runs: spiking layer -> unit spikes over all samples
 
     @property
     def predictions(self) -> np.ndarray:
@@ -140,7 +177,7 @@ class ArrayRun:
 
 def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
                input_scale: float | None = None, batch_size: int = 1024, backend: str = "reference",
-               progress: bool = False, timing: str = "zero-delay") -> ArrayRun:
+               progress: bool = False, timing: str = "zero-delay", record: bool = False) -> ArrayRun:
     """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
 
     ``int``: Loihi integer arithmetic (the output is the readout's input current at each
@@ -151,7 +188,10 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
 
     ``timing`` (integer reference runs): ``zero-delay`` (every layer sees step t at step t, the
     samples batched) or ``lava`` (the samples streamed back to back with a step per synapse
-    Process, as Lava runs them: ``backends.reference.stream.run_stream``)."""
+    Process, as Lava runs them: ``backends.reference.stream.run_stream``).
+
+    Integer zero-delay runs stream ``batch_size`` samples at a time and count spikes per layer as
+    they go; ``record`` also keeps every layer's messages of every sample (memory grows with B)."""
     from backends.float.simulate import check_input, simulate_float
 
     if precision not in PRECISIONS:
@@ -165,8 +205,9 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
                        "runs with its own timing); use --precision int --backend reference")
     if precision == "float" and backend != "reference":
         raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
-    if np.ndim(x) >= 2:  # before check_input copies x (shape errors are check_input's)
-        check_run_memory(graph, x.shape[0], x.shape[1], batch_size if precision == "float" else x.shape[1])
+    if np.ndim(x) >= 2:  # before anything is allocated (shape errors are check_input's)
+        whole = precision == "int" and (record or timing == "lava" or backend == "lava")  # all samples at once
+        check_run_memory(graph, x.shape[0], x.shape[1], x.shape[1] if whole else batch_size)
     start = time.perf_counter()
     if precision == "float":
         run = simulate_float(graph, x, discretization, batch_size=batch_size)
@@ -181,9 +222,19 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     net = quantize(graph, input_scale, discretization.dt if discretization is not None else None,
                    timesteps=x.shape[0])
     readout = net.by_name()[net.output]
-    run = run_integer(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], backend, record=True,
-                      progress=progress, timing=timing, batch_size=batch_size)
-    return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages, net, run.overflows)
+    run = run_integer(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], backend,
+                      record=record or backend == "lava", progress=progress, timing=timing, batch_size=batch_size)
+    return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages if record else None, net,
+                    run.overflows, run.spikes)
+
+
+def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:
+    """Samples per streamed chunk: every value of one sample over its T steps (8 bytes each),
+    as many samples as fit ``budget`` bytes (at least one)."""
+    from backends.quantize import IntProduct, IntSynapse
+    values = sum(elements(layer.out_shape if isinstance(layer, (IntSynapse, IntProduct)) else layer.shape)
+                 for layer in net.layers)
+    return max(1, budget // (8 * net.timesteps * max(values, 1)))
 
 
 def check_run_memory(graph: LayerGraph, timesteps: int, samples: int, at_once: int) -> None:
@@ -211,10 +262,11 @@ def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
 
 
 def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simulator: str = "reference",
-                   input_scale: float | None = None, chunk: int = 256, progress: bool = False,
+                   input_scale: float | None = None, chunk: int | None = None, progress: bool = False,
                    across_T: list | None = None, share_cores: str = "auto") -> dict:
     """Map a NIR graph on ``chip`` (a :class:`backends.hardware.spec.ChipSpec`), run ``data`` on the
-    reference simulator (or Lava) in chunks of ``chunk`` samples, and build the hardware report
+    reference simulator (or Lava) in chunks of ``chunk`` samples (default: :func:`chunk_size`), and
+    build the hardware report
     (``backends.report.build``). A graph that cannot be mapped raises :class:`N2CError`."""
     from tqdm import tqdm
 
@@ -228,10 +280,24 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
     method = str(graph.metadata.get("n2c.method", "nir"))
     builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator, share_cores))
     net = builder.net  # with relays where fan-in exceeds a core
-    starts = range(0, len(data.x), chunk)
-    for start in tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False):
-        x, y = data.x[start:start + chunk], data.y[start:start + chunk]
+    chunk = chunk or (chunk_size(net) if simulator == "reference" else 256)  # Lava: fewer, longer runs
+
+    def run(start: int):
+        x = data.x[start:start + chunk]
         s_in = net.direct_input(x)  # encoded once: the run reads it, the activity counts its messages
-        run = run_integer(net, lambda batch: s_in[:, batch], len(x), simulator, batch_size=chunk)
-        builder.add({**run.messages, net.source.name: s_in}, run.output, y, run.overflows)
+        return s_in, run_integer(net, lambda batch: s_in[:, batch], len(x), simulator, batch_size=chunk, count=False)
+
+    # the next chunk runs in a second thread while this one is counted (numpy and torch release
+    # the GIL in their array operations), so at most two chunks are in memory
+    starts = list(range(0, len(data.x), chunk))
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(run, starts[0]) if starts else None
+        for i, start in enumerate(tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress,
+                                       leave=False)):
+            s_in, result = pending.result()
+            pending = pool.submit(run, starts[i + 1]) if i + 1 < len(starts) and simulator == "reference" else None
+            builder.add({**result.messages, net.source.name: s_in}, result.output, data.y[start:start + chunk],
+                        result.overflows)
+            if pending is None and i + 1 < len(starts):
+                pending = pool.submit(run, starts[i + 1])
     return builder.build(across_T)

@@ -40,15 +40,6 @@ def add_parser(sub) -> None:
     s.set_defaults(func=cmd_simulate)
 
 
-def _spikes_per_layer(net, messages) -> dict:
-    """Unit spikes per spiking layer: |count| summed (a negative spike is a spike too)."""
-    import numpy as np
-
-    from backends.quantize import IntNeuron
-    return {layer.name: int(np.abs(messages[layer.name]).sum()) for layer in net.layers
-            if isinstance(layer, IntNeuron) and layer.spiking}
-
-
 def cmd_simulate(args) -> int:
     import numpy as np
 
@@ -88,7 +79,7 @@ def cmd_simulate(args) -> int:
     run = run_arrays(graph, x, precision, disc, scale, backend=args.backend, progress=not args.json,
                      timing=args.timing)
     output, seconds, predictions = run.output, run.seconds, run.predictions
-    spikes = _spikes_per_layer(run.net, run.messages) if run.net is not None else None
+    spikes = run.spikes
     _report_overflows(run.overflows or {}, args.strict)
     if args.save_output:
         save_array(output, args.save_output)

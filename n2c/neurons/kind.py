@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from n2c.errors import QuantizationError
-from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp
+from n2c.fixed_point import EXACT_FLOAT64, LOIHI, IntegerFormat, StateClamp
 
 
 def floor_divide(m, theta):
@@ -37,7 +37,12 @@ def floor_divide(m, theta):
     if isinstance(m, torch.Tensor):
         return torch.floor(m / theta)
     if np.issubdtype(np.result_type(m, theta), np.integer):
-        return np.floor_divide(m, theta)
+        # float64 division is exact here and faster than integer division: for integers with
+        # |m| < 2^53 and θ ≥ 1 the rounding error |m/θ|·2^-53 < 1/θ cannot cross an integer
+        q = np.true_divide(m, theta)
+        if np.abs(q).max(initial=0) * np.max(np.abs(theta), initial=1) >= EXACT_FLOAT64:
+            return np.floor_divide(m, theta)
+        return np.floor(q, out=q).astype(np.int64)
     return np.floor(np.divide(m, theta))
 
 

@@ -76,7 +76,7 @@ def test_integrate_and_fire_is_exact_when_weights_are_representable(seed, steps)
     x = rng.integers(0, 4, (steps, 5, 4)).astype(float)
     ref = simulate_float(graph, x, discretization("nir", 1.0), record=True)
     assume(ref.values["n1"].sum() > 0)  # a silent network would prove nothing
-    run = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0)
+    run = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0, record=True)
     assert np.array_equal(run.messages["n1"], ref.values["n1"]) and np.array_equal(run.output, ref.output)
 
 
@@ -88,7 +88,7 @@ def test_leaky_neurons_agree_with_float_up_to_rounding(kind):
     graph = _graph(kind, 8, 32, 10, rng, weight_scale=0.6)
     x = (rng.uniform(0, 1, (60, 8, 8)) < 0.3).astype(float)
     ref = simulate_float(graph, x, discretization("nir", 1e-3), record=True)
-    run = run_arrays(graph, x, "int", discretization("nir", 1e-3), input_scale=1.0)
+    run = run_arrays(graph, x, "int", discretization("nir", 1e-3), input_scale=1.0, record=True)
     hidden = run.messages["n1"]
     rate = ref.values["n1"].mean()
     assert 0.02 < rate < 0.6
@@ -123,7 +123,7 @@ def test_values_past_loihis_limits_warn_or_fail_with_strict(tmp_path, capsys):
     write_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
                            type_check=False), path)
     x = np.full((3, 1, n_in), 100.0)  # 64 inputs of 100 through 8-bit weights: far past 2^15
-    run = run_arrays(import_nir(path), x, "int", discretization("nir", 1e-3), input_scale=1.0)
+    run = run_arrays(import_nir(path), x, "int", discretization("nir", 1e-3), input_scale=1.0, record=True)
     assert run.overflows["fc"]["count"] == 6 and "16-bit" in run.overflows["fc"]["limit"]
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "y.npy"
@@ -166,7 +166,7 @@ def test_scale_and_delay_fold_into_integer_synapses_exactly(seed):
     x = rng.integers(0, 4, (10, 6, 4)).astype(float)
     ref = simulate_float(graph, x, discretization("nir", 1.0), record=True)
     assume(ref.values["n1"].sum() > 0 and ref.values["n2"].sum() > 0)
-    run = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0)
+    run = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0, record=True)
     assert np.array_equal(run.messages["n1"], ref.values["n1"]) and np.array_equal(run.messages["n2"], ref.values["n2"])
     assert np.array_equal(run.output, ref.output)
     fc2 = next(layer for layer in run.net.layers if layer.name == "fc2")

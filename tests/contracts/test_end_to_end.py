@@ -36,7 +36,7 @@ def test_lava_spike_counts_equal_reference_per_step(digits_nir, digits_test):
     from backends.lava.lower import run_lava_with_spikes
     _, net = load_network(str(digits_nir))
     data = digits_test.head(20)
-    ref = run_backend(net, data.x, "reference", progress=False)
+    ref = run_backend(net, data.x, "reference", progress=False, record_spikes=True)
     out, counts = run_lava_with_spikes(net, data.x, progress=False)
     assert np.array_equal(out, ref.output)
     assert set(counts) == {"features_1", "features_4", "classifier_2"}

@@ -22,11 +22,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits
 from n2c.errors import MappingError
-from n2c.fixed_point import WEIGHT_BITS
+from n2c.fixed_point import EXACT_FLOAT32, WEIGHT_BITS
 from n2c.neurons.readout import KIND as READOUT
 
 
@@ -147,16 +148,38 @@ class Connection:
         """Per target neuron i: Σ_j active_j · (stored synapses j→i), per source neuron (one row per
         bit plane is not multiplied in). Conv and pool chains store one folded synapse per
         connected pair; a dense chain stores dense rows, counted here as for one core: every source
-        j that reaches the layer has a synapse into every target."""
-        active = np.asarray(active, np.float64)
+        j that reaches the layer has a synapse into every target.
+
+        ``active`` (..., *source_shape) → (..., *target_shape), float. Conv chains apply their
+        per-axis maps one axis at a time: a channel map of all ones (a full conv) is a sum, an
+        identity (pooling, depthwise) nothing, and the result along such an axis a broadcast view.
+        Exact: float32 where every sum stays below 2^24, float64 otherwise."""
+        active = np.asarray(active)
         nd = len(self.source_shape)
-        if self._axes is not None:
-            for axis, a in enumerate(self._axes, active.ndim - nd):
-                active = np.moveaxis(np.tensordot(active, a.astype(np.float64), axes=([axis], [1])), -1, axis)
-            return active
         lead = active.shape[:active.ndim - nd]
-        per = active.reshape(*lead, -1) @ self._dense.any(axis=0).astype(np.float64)
-        return np.broadcast_to(per.reshape(*lead, *[1] * len(self.target_shape)), (*lead, *self.target_shape)).copy()
+        if self._axes is None:
+            per = active.reshape(*lead, -1).astype(np.float64) @ self._dense.any(axis=0).astype(np.float64)
+            return np.broadcast_to(per.reshape(*lead, *[1] * len(self.target_shape)), (*lead, *self.target_shape))
+        fan_in = math.prod(int(a.sum(axis=1).max(initial=0)) for a in self._axes)
+        exact32 = float(np.abs(active).max(initial=0)) * fan_in < EXACT_FLOAT32
+        x = torch.from_numpy(np.asarray(active, np.float32 if exact32 else np.float64))
+        widths = []
+        for axis, a in enumerate(self._axes, len(lead)):
+            if a.shape[0] == a.shape[1] and (np.diag(a).all() and a.sum() == len(a)):
+                widths.append(a.shape[0])  # identity: unchanged
+            elif a.all():
+                x = x.sum(dim=axis, keepdim=True)  # every source to every target: one sum, broadcast
+                widths.append(a.shape[0])
+            else:
+                m = torch.from_numpy(a).to(x.dtype)
+                if axis == x.ndim - 1:
+                    x = x @ m.T
+                elif axis == x.ndim - 2:
+                    x = m @ x
+                else:
+                    x = torch.movedim(torch.movedim(x, axis, -1) @ m.T, -1, axis)
+                widths.append(a.shape[0])
+        return x.expand(*lead, *widths).numpy()
 
     def _stored_synapses(self) -> int:
         """Synapses of the folded connection (pairs j→i as ``synapse_counts`` counts them) · m."""
