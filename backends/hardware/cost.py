@@ -31,6 +31,7 @@ Latency:  t_step = max over cores (synops_c·t_syn + N_act,c·t_act + N_inact,c�
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
@@ -74,6 +75,33 @@ def _message_bits(net: IntNetwork) -> dict[str, int]:
     return bits
 
 
+class ExactSum:
+    """A float sum kept exactly (Shewchuk's non-overlapping partials, as ``math.fsum``), so that
+    a total accumulated chunk by chunk is the correctly rounded sum of all values, whatever the
+    chunks."""
+
+    def __init__(self):
+        self.partials: list[float] = []
+
+    def add(self, values) -> None:
+        partials = self.partials
+        for x in np.asarray(values, np.float64).ravel().tolist():
+            i = 0
+            for y in partials:
+                if abs(x) < abs(y):
+                    x, y = y, x
+                hi = x + y
+                lo = y - (hi - x)
+                if lo:
+                    partials[i] = lo
+                    i += 1
+                x = hi
+            partials[i:] = [x]
+
+    def value(self) -> float:
+        return math.fsum(self.partials)
+
+
 class Activity:
     """Counts of runs on a mapping, accumulated chunk by chunk (:meth:`add`), so that a large test
     set never has to be held in memory at once. :meth:`per_inference` divides by the samples."""
@@ -109,7 +137,7 @@ class Activity:
         self.barrier_s = chip.barrier_sync(len({(c.chip, c.tile) for c in mapping.cores}), mapping.chips)
         self.samples = 0
         self.timesteps = net.timesteps
-        self.step_sum = 0.0
+        self.step_sum = ExactSum()  # the same total however the samples are chunked
         self.step_max = 0.0
         self.critical = np.zeros(len(mapping.cores))
 
@@ -161,7 +189,7 @@ class Activity:
                 work[:, mapping.blocks[i].core] += (synops * chip["time_synop"] + n_act * chip["time_neuron_update_active"]
                                                     + (n_all - n_act) * chip["time_neuron_update_inactive"])
         step = work.max(axis=1) + self.route_s + self.barrier_s + offcore_ops * chip["time_offcore_op"] / self.processors
-        self.step_sum += float(step.sum())
+        self.step_sum.add(step)
         self.step_max = max(self.step_max, float(step.max()))
         self.critical += np.bincount(work.argmax(axis=1), minlength=len(mapping.cores))
 
@@ -273,7 +301,7 @@ def price(act: Activity) -> dict:
 
 def _latency(act: Activity) -> dict:
     mapping = act.mapping
-    mean = act.step_sum / (act.samples * act.timesteps)
+    mean = act.step_sum.value() / (act.samples * act.timesteps)
     core = int(act.critical.argmax())
     depth = max(stream_depths(act.net).values())
     return {"step_s_mean": mean, "step_s_max": act.step_max, "barrier_s": act.barrier_s, "route_s": act.route_s,

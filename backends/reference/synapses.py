@@ -71,12 +71,12 @@ def synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, steps: int = 1) -> 
                        (np.abs(a) >= LOIHI.accumulator_limit).sum())
         return a
     if syn.kind == "conv":
-        x = torch.from_numpy(s).to(_torch_float(exact_float_type(syn, s)))
+        x = _float_tensor(s, exact_float_type(syn, s))
         a = F.conv2d(x, torch.from_numpy(syn.weight).to(x.dtype), stride=syn.stride, padding=syn.padding,
                      dilation=syn.dilation, groups=syn.groups)
     elif syn.kind == "sumpool":
         exact32 = np.abs(s).max(initial=0) * np.prod(syn.kernel) < EXACT_FLOAT32
-        a = F.avg_pool2d(torch.from_numpy(s).to(torch.float32 if exact32 else torch.float64), syn.kernel, syn.stride,
+        a = F.avg_pool2d(_float_tensor(s, np.float32 if exact32 else np.float64), syn.kernel, syn.stride,
                          syn.padding, count_include_pad=True, divisor_override=1)
     else:
         raise ValueError(f"unknown synapse kind {syn.kind!r}")
@@ -90,8 +90,11 @@ def synapse(syn: IntSynapse, s: np.ndarray, overflows: dict, steps: int = 1) -> 
     return wrap_signed(a, LOIHI.conv_bits)
 
 
-def _torch_float(dtype) -> torch.dtype:
-    return torch.float32 if dtype == np.float32 else torch.float64
+def _float_tensor(s: np.ndarray, dtype) -> torch.Tensor:
+    """Integer messages as a float tensor (converted by torch, or by numpy when read-only)."""
+    if not s.flags.writeable:
+        return torch.from_numpy(s.astype(dtype))
+    return torch.from_numpy(s).to(torch.float32 if dtype == np.float32 else torch.float64)
 
 
 def _dense_product(w: np.ndarray, flat: np.ndarray, weight_exp: int) -> np.ndarray:

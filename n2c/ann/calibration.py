@@ -57,9 +57,13 @@ SFN_CODE_MAX = 127
 MAX_SAMPLES = 400_000  # values kept per layer for percentiles and level placement
 
 
-def _batches(data: Dataset, batch_size: int):
+def _batches(data: Dataset, batch_size: int, module: nn.Module | None = None):
+    """``data`` in batches, on the device of ``module``'s parameters (calibration runs where the
+    model is: ``n2c export --device cuda``)."""
+    device = next((p.device for p in module.parameters()), torch.device("cpu")) if module is not None else None
     for i in range(0, len(data), batch_size):
-        yield torch.from_numpy(data.x[i:i + batch_size])
+        x = torch.from_numpy(np.ascontiguousarray(data.x[i:i + batch_size]))
+        yield x if device is None else x.to(device)
 
 
 def _channel_view(z: torch.Tensor) -> torch.Tensor:
@@ -81,11 +85,11 @@ def record_inputs(gm: fx.GraphModule, targets: list[str], data: Dataset, batch_s
     module (a fixed random subsample)."""
     recorded: dict[str, list[torch.Tensor]] = {t: [] for t in targets}
     hooks = [gm.get_submodule(t).register_forward_hook(
-        lambda m, inp, out, key=t: recorded[key].append(_per_channel(inp[0]) if per_channel else inp[0].flatten()))
+        lambda m, inp, out, key=t: recorded[key].append((_per_channel(inp[0]) if per_channel else inp[0].flatten()).cpu()))
         for t in targets]
     gm.eval()
     try:
-        for x in _batches(data, batch_size):
+        for x in _batches(data, batch_size, gm):
             gm(x)
     finally:
         for h in hooks:
@@ -238,7 +242,7 @@ def fit_da_qcfs(gm: fx.GraphModule, data: Dataset, timesteps: int, batch_size: i
     if any(isinstance(gm.get_submodule(n.target), SignedQCFS) for n in acts):
         raise CalibrationError("parallel neurons emit no negative spikes; signed quantizers need --method pmsm")
     params: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {n.target: None for n in acts}
-    for x in _batches(data, batch_size):
+    for x in _batches(data, batch_size, gm):
         ref: dict[str, torch.Tensor] = {}
         qnt: dict[str, torch.Tensor] = {}
         for node in gm.graph.nodes:
@@ -256,7 +260,8 @@ def fit_da_qcfs(gm: fx.GraphModule, data: Dataset, timesteps: int, batch_size: i
             else:
                 m = gm.get_submodule(node.target)
                 ref[node.name], qnt[node.name] = m(ref[node.args[0].name]), m(qnt[node.args[0].name])
-    return {k: v if v is not None else (torch.zeros(()), torch.zeros(())) for k, v in params.items()}
+    return {k: (v[0].cpu(), v[1].cpu()) if v is not None else (torch.zeros(()), torch.zeros(()))
+            for k, v in params.items()}
 
 
 def _da_step(q: QCFS, z_ref, z_q, timesteps, params, key, momentum):

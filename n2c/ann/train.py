@@ -29,9 +29,11 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from n2c.data import Dataset
+from n2c.distributed import World
 from n2c.errors import CalibrationError, N2CError
 from n2c.files import atomic_write
 from n2c.ingest.canonical import canonicalize, set_submodule
@@ -67,17 +69,34 @@ def train(model: nn.Module, data: Dataset, epochs: int = 60, lr: float = 1e-2,
     return model
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Logits of ``model`` on float images ``x`` (eval mode)."""
+    """Logits of ``model`` on float images ``x`` (eval mode), computed on the model's device."""
     model.eval()
-    out = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy()
+    device = _device_of(model)
+    out = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose largest logit is the label."""
     return float((np.asarray(logits).argmax(axis=1) == labels).mean())
+
+
+def evaluate(model: nn.Module, data: Dataset, world: World | None = None, batch_size: int = 512) -> float:
+    """Accuracy of ``model`` on ``data``; under torchrun each process classifies its shard and
+    the counts are summed over the processes (every process returns the same number)."""
+    world = world or World()
+    shard = world.shard(len(data))
+    logits = predict(model, data.x[shard], batch_size)
+    correct = int((logits.argmax(axis=1) == data.y[shard]).sum()) if len(logits) else 0
+    correct, total = world.sum(np.array([correct, len(data.y[shard])], np.float64))
+    return float(correct / total) if total else 0.0
 
 
 # ------------------------------------------------------------------ ReLU → quantizer
@@ -89,7 +108,7 @@ def _relu_nodes(gm: fx.GraphModule) -> list[fx.Node]:
 
 def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", calib: Dataset | None = None,
                       lam_init: str | float = "percentile", percentile: float = 99.9, batch_size: int = 256,
-                      max_values: int = 4_000_000, seed: int = 0) -> fx.GraphModule:
+                      max_values: int = 4_000_000, seed: int = 0, world: World | None = None) -> fx.GraphModule:
     """A copy of ``model`` with every ReLU replaced by a quantizer with L = ``levels``.
 
     The model is first brought into n2c's canonical torch.fx form
@@ -114,8 +133,13 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
 
     Raises :class:`~n2c.errors.CalibrationError` when calibration data is needed
     and missing, or when a ReLU never sees a positive input (for ``"signed"``: a
-    nonzero one), naming that layer. The returned GraphModule is in eval mode.
+    nonzero one), naming that layer. The returned GraphModule is in eval mode, on the CPU.
+
+    Under torchrun (``world``) each process records its shard of ``calib`` on its device and the
+    values are gathered, so every process sets the same λ (with fewer than ``max_values``
+    values, the λ one process would set from all of them).
     """
+    world = world or World()
     if quantizer not in QUANTIZERS:
         raise N2CError(f"unknown quantizer {quantizer!r}; use one of {sorted(QUANTIZERS)}")
     if int(levels) < 1:
@@ -157,15 +181,19 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
         return hook
 
     hooks = [gm.get_submodule(t).register_forward_pre_hook(record(t)) for t in targets]
+    shard = calib.x[world.shard(len(calib))]
+    gm.to(world.device)
     try:
         with torch.no_grad():
-            for i in range(0, len(calib), batch_size):
-                gm(torch.from_numpy(calib.x[i:i + batch_size]))
+            for i in range(0, len(shard), batch_size):
+                gm(torch.from_numpy(np.ascontiguousarray(shard[i:i + batch_size])).to(world.device))
     finally:
         for h in hooks:
             h.remove()
+        gm.cpu()
     for target in targets:
-        values = torch.cat(recorded[target]).numpy()
+        mine = torch.cat(recorded[target]).cpu().numpy() if recorded[target] else np.zeros(0, np.float32)
+        values = world.gather(mine)
         lam = float(values.max() if lam_init == "max" else np.percentile(values, percentile))
         if not lam > 0:  # a sparse ReLU, active on fewer than (100 - percentile) % of the values
             lam = float(values.max())
@@ -209,45 +237,58 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def fit(model: nn.Module, train_data: Dataset, epochs: int = 5, lr: float = 1e-3, batch_size: int = 64,
         optimizer: str = "adam", weight_decay: float = 0.0, seed: int = 0, progress: bool = True,
-        val_data: Dataset | None = None, desc: str = "train") -> nn.Module:
-    """Train ``model`` in place on cross-entropy and return it in eval mode.
+        val_data: Dataset | None = None, desc: str = "train", world: World | None = None) -> nn.Module:
+    """Train ``model`` on cross-entropy and return it (in eval mode, on the CPU).
 
     Adam (or SGD with momentum 0.9, Nesterov) with a per-step cosine decay of the
     learning rate, ``lr_t = lr · (1 + cos(π·t/T))/2`` over all T steps; weight decay
     applies to weight matrices and kernels only (not λ, biases, BatchNorm).
     Deterministic for a ``seed`` on a given machine and thread count: the seed
-    fixes the shuffling and dropout. The progress bar (stderr) shows epoch,
-    running loss and, with ``val_data``, the validation accuracy after each epoch.
+    fixes the shuffling (``DistributedSampler``'s permutation, seed + epoch) and dropout.
+    The progress bar (stderr) shows epoch, running loss and, with ``val_data``, the
+    validation accuracy after each epoch.
+
+    ``world`` (``n2c.distributed``): on ``world.device``; under torchrun, DistributedDataParallel
+    with ``batch_size`` the global batch, split evenly over the processes (GPUs: BatchNorm
+    synchronized), so that each step averages the gradient of the same samples as one process.
     """
+    world = world or World()
     if epochs < 1:
         raise N2CError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
         raise N2CError(f"batch size must be >= 1, got {batch_size}")
+    if batch_size % world.size:
+        raise N2CError(f"--batch-size {batch_size} is the global batch and must split evenly over the "
+                       f"{world.size} processes; use a multiple of {world.size}")
     if not lr > 0:
         raise N2CError(f"learning rate must be positive, got {lr}")
     if optimizer not in OPTIMIZERS:
         raise N2CError(f"unknown optimizer {optimizer!r}; use one of {OPTIMIZERS}")
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    kinds = {name: type(m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    model, net = _parallel(model, world)
     x, y = torch.from_numpy(train_data.x), torch.from_numpy(train_data.y)
     groups = _param_groups(model, weight_decay)
     opt = torch.optim.Adam(groups, lr=lr) if optimizer == "adam" else \
         torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    steps_per_epoch = math.ceil(len(y) / batch_size)
+    local = batch_size // world.size
+    sampler = DistributedSampler(range(len(y)), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    steps_per_epoch = math.ceil(len(sampler) / local)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="batch", disable=not progress,
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="batch", disable=not progress or not world.main,
                dynamic_ncols=True, leave=False)
     postfix: dict[str, str] = {}
     try:
         for epoch in range(epochs):
-            model.train()
-            perm = torch.randperm(len(y), generator=gen)
+            net.train()
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler), dtype=torch.int64)
             total, seen = 0.0, 0
-            for i in range(0, len(y), batch_size):
-                idx = perm[i:i + batch_size]
+            for i in range(0, len(order), local):
+                idx = order[i:i + local]
                 opt.zero_grad()
-                loss = loss_fn(model(x[idx]), y[idx])
+                loss = loss_fn(net(x[idx].to(world.device)), y[idx].to(world.device))
                 loss.backward()
                 opt.step()
                 _keep_thresholds_positive(model)
@@ -257,15 +298,40 @@ def fit(model: nn.Module, train_data: Dataset, epochs: int = 5, lr: float = 1e-3
                 postfix.update(epoch=f"{epoch + 1}/{epochs}", loss=f"{total / seen:.4f}")
                 bar.set_postfix(postfix, refresh=False)
                 bar.update()
+            total, seen = world.sum(np.array([total, seen], np.float64))  # the epoch's loss over all processes
+            postfix["loss"] = f"{total / seen:.4f}"
             if not math.isfinite(total):
                 raise N2CError(f"training diverged (loss {total / seen}) in epoch {epoch + 1}; "
                                "lower the learning rate (--lr)")
             if val_data is not None:
-                postfix["val_acc"] = f"{100 * accuracy(predict(model, val_data.x), val_data.y):.2f}%"
+                postfix["val_acc"] = f"{100 * evaluate(model, val_data, world):.2f}%"
                 bar.set_postfix(postfix)
     finally:
         bar.close()
-    model.eval()
+    return _plain(model, kinds).cpu().eval()
+
+
+def _parallel(model: nn.Module, world: World) -> tuple[nn.Module, nn.Module]:
+    """(the model on the device, the module to call): DistributedDataParallel under torchrun, with
+    BatchNorm synchronized on GPUs (torch's SyncBatchNorm runs on GPUs only)."""
+    model.to(world.device)
+    if not world.distributed:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel
+    if world.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [world.device.index] if world.device.type == "cuda" else None
+    return model, DistributedDataParallel(model, device_ids=ids)
+
+
+def _plain(model: nn.Module, kinds: dict) -> nn.Module:
+    """SyncBatchNorm back to the BatchNorm class it was (``kinds``: name → class), so that the
+    trained model converts and saves like any other."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.SyncBatchNorm) and name in kinds:
+            bn = kinds[name](m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+            bn.load_state_dict(m.state_dict())
+            set_submodule(model, name, bn)
     return model
 
 
@@ -273,24 +339,25 @@ def fine_tune(model: nn.Module, train_data: Dataset, levels: int = 8, quantizer:
               epochs: int = 5, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, progress: bool = True,
               val_data: Dataset | None = None, optimizer: str = "adam", weight_decay: float = 0.0,
               lam_init: str | float = "percentile", percentile: float = 99.9,
-              calib_samples: int | None = 2048) -> nn.Module:
+              calib_samples: int | None = 2048, world: World | None = None) -> nn.Module:
     """Turn a trained ReLU network into a trained quantized one (returned in eval mode).
 
     If ``model`` still has ReLUs, they are replaced by :func:`relu_to_quantizer`
     (λ from the first ``calib_samples`` training samples, ``None`` = all), giving a
     canonical ``torch.fx.GraphModule`` copy; a model without ReLUs (already QCFS)
     is copied as it is. The copy is then trained with :func:`fit` for ``epochs``;
-    ``model`` itself is not modified.
+    ``model`` itself is not modified. ``world``: see :func:`fit` (torchrun, device).
     """
     converting = has_relu(model)
     if converting:
         calib = train_data if calib_samples is None else train_data.head(min(calib_samples, len(train_data)))
-        qmodel = relu_to_quantizer(model, levels, quantizer, calib, lam_init=lam_init, percentile=percentile)
+        qmodel = relu_to_quantizer(model, levels, quantizer, calib, lam_init=lam_init, percentile=percentile,
+                                   world=world)
     else:
         qmodel = copy.deepcopy(model)
     return fit(qmodel, train_data, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                weight_decay=weight_decay, seed=seed, progress=progress, val_data=val_data,
-               desc="fine-tune" if converting else "train")
+               desc="fine-tune" if converting else "train", world=world)
 
 
 # ----------------------------------------------------------------------- checkpoint

@@ -30,10 +30,14 @@ def cmd_convert(args) -> int:
     model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
     snn = convert_from_args(args, model)
     if args.dataset:
+        from n2c.distributed import resolve_device
+
+        device = resolve_device(args.device)  # the float ANN and SNN run there (the SNN is saved from the CPU)
         test = load_dataset(args.dataset, "test").head(args.samples)
         batch = max(8, 4096 // snn.timesteps)
-        ann = accuracy(predict(model, test.x), test.y)
-        acc = accuracy(predict(snn, test.x, batch_size=batch), test.y)
+        ann = accuracy(predict(model.to(device), test.x), test.y)
+        acc = accuracy(predict(snn.to(device), test.x, batch_size=batch), test.y)
+        snn.cpu()
         print(f"accuracy on {len(test)} {test.name} test samples: ANN {100 * ann:.2f} %, "
               f"SNN ({args.method}, T = {snn.timesteps}, torch float) {100 * acc:.2f} %")
     save_snn(snn, args.output)

@@ -39,9 +39,12 @@ def convert_from_args(args, model):
     from n2c.data import load_dataset
 
     calib = load_dataset(args.calib, "train").head(args.calib_samples) if args.calib else None
+    from n2c.distributed import resolve_device
+
     return convert(model, args.method, args.timesteps, calib=calib, levels=args.levels,
                    calib_mode=args.calib_mode, percentile=args.percentile, maxpool=args.maxpool,
-                   v_init=args.v_init, sfn_scale=args.sfn_scale, da=args.da)
+                   v_init=args.v_init, sfn_scale=args.sfn_scale, da=args.da,
+                   device=resolve_device(getattr(args, "device", None)))
 
 
 def load_model_or_snn(args):

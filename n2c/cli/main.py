@@ -9,13 +9,14 @@ with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
-from n2c.cli import convert, demo, export, inspect, report, simulate, train
+from n2c.cli import convert, demo, export, inspect, report, simulate, sweep, train
 from n2c.errors import N2CError
 
-COMMANDS = (export, convert, simulate, report, inspect, demo, train)
+COMMANDS = (export, convert, simulate, report, inspect, demo, train, sweep)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", RuntimeWarning)
             return args.func(args)
     except N2CError as e:
-        print(f"n2c: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike; rank 0 says why
+            print(f"n2c: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("n2c: interrupted", file=sys.stderr)

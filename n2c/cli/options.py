@@ -52,18 +52,43 @@ positive_float = positive(float, "number")
 timesteps_int = positive(int, "integer", MAX_TIMESTEPS)
 
 
-def conversion_options(q) -> None:
-    """How a model becomes an SNN (export, convert)."""
+def listed(parse, what: str):
+    """argparse type: a comma-separated list of ``parse``'s values."""
+    def parse_list(text: str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected one or more {what}, comma-separated, got {text!r}")
+        return [parse(t) for t in items]
+    return parse_list
+
+
+def method_name(text: str) -> str:
+    from n2c.snn.convert import METHODS
+    if text not in METHODS:
+        raise argparse.ArgumentTypeError(f"unknown method {text!r}; use {', '.join(METHODS)}")
+    return text
+
+
+def conversion_options(q, many: bool = False) -> None:
+    """How a model becomes an SNN (export, convert; ``many``: sweep, where --method and --timesteps
+    take comma-separated lists)."""
     from n2c.snn.convert import CALIBRATION_MODES, MAXPOOL_MODES, METHODS
     q.add_argument("--arch", help="package.module:ClassName of a state_dict's model, optionally with "
                    "keyword arguments: 'n2c.models:DigitsCNN(levels=8)'")
     q.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
-    q.add_argument("--method", choices=METHODS, default="mtn",
-                   help="neurons: if (one spike per step), mtn (multi-threshold, exact at T=1), pmsm (polarity, "
-                   "signed quantizers), sfn (scale-and-fire, thresholds from data), parallel (parallel "
-                   "neuron, exact for L=T) (default: mtn)")
-    q.add_argument("--timesteps", type=timesteps_int, default=1, help="timesteps T of the SNN (default: 1)")
+    q.add_argument("--device", default="cpu", help="cpu (default) or cuda: where calibration (and convert's "
+                   "float evaluation) runs")
+    methods = "neurons: if (one spike per step), mtn (multi-threshold, exact at T=1), pmsm (polarity, signed " \
+        "quantizers), sfn (scale-and-fire, thresholds from data), parallel (parallel neuron, exact for L=T)"
+    if many:
+        q.add_argument("--method", type=listed(method_name, "methods"), default=["mtn"],
+                       help=f"{methods}; several, comma-separated (default: mtn)")
+        q.add_argument("--timesteps", type=listed(timesteps_int, "positive integers"), default=[1],
+                       help="timesteps T of the SNN; several, comma-separated, e.g. 1,2,4,8 (default: 1)")
+    else:
+        q.add_argument("--method", choices=METHODS, default="mtn", help=f"{methods} (default: mtn)")
+        q.add_argument("--timesteps", type=timesteps_int, default=1, help="timesteps T of the SNN (default: 1)")
     q.add_argument("--levels", type=positive_int, help="quantization levels L for calibrated ReLU activations "
                    "(default for if/parallel: T)")
     q.add_argument("--calib", metavar="DATASET", help="calibration data: its training split (digits, "

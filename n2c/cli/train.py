@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     t.add_argument("--epochs", type=positive_int, help="training epochs (default: 5 fine-tuning, 20 from scratch)")
     t.add_argument("--lr", type=positive_float, help="peak learning rate, cosine decay (default: 1e-3 fine-tuning, "
                    "1e-2 from scratch)")
-    t.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default: 64)")
+    t.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default: 64); under torchrun "
+                   "the global batch, split evenly over the processes")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="optimizer (default: adam)")
     t.add_argument("--width", type=positive_int, help="base channels of --model-name (default: 16)")
     t.add_argument("--samples", type=positive_int, help="train on only the first N training samples")
@@ -47,6 +48,8 @@ def add_parser(sub) -> None:
                    "in: loihi1, loihi2 (default) or a chip spec file")
     t.add_argument("-o", "--output", required=True, help="output TorchScript file, e.g. model_qcfs.pt (with "
                    "--integer: a .nir file)")
+    t.add_argument("--device", default="cpu", help="cpu (default) or cuda: where training and calibration run "
+                   "(under torchrun each process takes the GPU of its LOCAL_RANK)")
     t.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a whole pickled nn.Module (runs code from the file: only for trusted files)")
     t.set_defaults(func=cmd_train)
@@ -55,12 +58,8 @@ def add_parser(sub) -> None:
 def cmd_train(args) -> int:
     if args.integer:
         return train_integer(args)
-    import torch
-
-    from n2c.data import load_dataset
-    from n2c.ingest import instantiate_arch, load_model
-    from n2c.models import MODEL_NAMES, build_model
-    from n2c.ann.train import accuracy, fine_tune, has_relu, predict, save_checkpoint
+    from n2c.distributed import setup, shutdown
+    from n2c.models import MODEL_NAMES
 
     if args.model_name is not None and args.model_name not in MODEL_NAMES:
         raise N2CError(f"unknown model name {args.model_name!r}; use one of {', '.join(MODEL_NAMES)} "
@@ -71,6 +70,31 @@ def cmd_train(args) -> int:
         raise N2CError("nothing to train; pass MODEL (a trained model file), --model-name "
                        f"{'|'.join(MODEL_NAMES)}, or --arch package.module:ClassName")
     check_output_file(args.output)
+    world = setup(args.device)  # under torchrun: this process's rank, its device, the process group
+    if args.batch_size % world.size:
+        shutdown(world, failed=True)
+        raise N2CError(f"--batch-size {args.batch_size} is the global batch and must split evenly over the "
+                       f"{world.size} processes; use a multiple of {world.size}")
+    try:
+        code = _train(args, world)
+    except BaseException:
+        shutdown(world, failed=True)
+        raise
+    shutdown(world)
+    return code
+
+
+def _train(args, world) -> int:
+    import torch
+
+    from n2c.ann.train import evaluate, fine_tune, has_relu, save_checkpoint
+    from n2c.data import load_dataset
+    from n2c.ingest import instantiate_arch, load_model
+    from n2c.models import build_model
+
+    def say(*a, **k):  # rank 0 speaks for all processes
+        if world.main:
+            print(*a, **k)
 
     train_set = load_dataset(args.dataset, "train").head(args.samples)
     test_set = load_dataset(args.dataset, "test")
@@ -88,7 +112,7 @@ def cmd_train(args) -> int:
     else:
         model = build_model(args.model_name, shape, train_set.num_classes, act=args.quantizer,
                             levels=args.levels, width=args.width, attention=args.attention or "sasa")
-    model = _spiking_transformer(model, shape[0], args)
+    model = _spiking_transformer(model, shape[0], args, say)
     try:
         with torch.no_grad():
             out = model.eval()(torch.from_numpy(train_set.x[:2]))
@@ -101,29 +125,31 @@ def cmd_train(args) -> int:
 
     if args.quantizer == "signed" and not from_scratch and has_relu(model):
         # docs/results/signed_quantizers.md: -2.5 to -22.8 points on digits and Fashion-MNIST
-        print("n2c: warning: signed quantizers in place of trained ReLUs let through the negative values the "
+        say("n2c: warning: signed quantizers in place of trained ReLUs let through the negative values the "
               "weights were trained to drop, and lose accuracy; for PMSM train with --quantizer signed "
               "--from-scratch (then as accurate as QCFS trained the same way)", file=sys.stderr)
     epochs = args.epochs or (20 if from_scratch else 5)
     lr = args.lr or (1e-2 if from_scratch else 1e-3)
-    print(f"{'training' if from_scratch else 'fine-tuning'} on {len(train_set)} {train_set.name} samples: "
-          f"{args.quantizer} L = {args.levels}, {epochs} epochs, lr {lr:g}, batch {args.batch_size}",
-          file=sys.stderr)
+    where = f" on {world.device}" + (f", {world.size} processes" if world.distributed else "")
+    say(f"{'training' if from_scratch else 'fine-tuning'} on {len(train_set)} {train_set.name} samples{where}: "
+        f"{args.quantizer} L = {args.levels}, {epochs} epochs, lr {lr:g}, batch {args.batch_size}", file=sys.stderr)
     model = fine_tune(model, train_set, levels=args.levels, quantizer=args.quantizer, epochs=epochs, lr=lr,
-                      batch_size=args.batch_size, seed=args.seed, val_data=test_set, optimizer=args.optimizer)
-    train_acc = accuracy(predict(model, train_set.x), train_set.y)
-    test_acc = accuracy(predict(model, test_set.x), test_set.y)
-    save_checkpoint(model, args.output, shape)
-    print(f"train accuracy {100 * train_acc:.2f} %, test accuracy {100 * test_acc:.2f} % "
-          f"({train_set.name}, {args.quantizer} L = {args.levels})")
+                      batch_size=args.batch_size, seed=args.seed, val_data=test_set, optimizer=args.optimizer,
+                      world=world)
+    train_acc, test_acc = evaluate(model, train_set, world), evaluate(model, test_set, world)
+    if world.main:  # one writer; the others wait until the file is complete
+        save_checkpoint(model, args.output, shape)
+    world.barrier()
+    say(f"train accuracy {100 * train_acc:.2f} %, test accuracy {100 * test_acc:.2f} % "
+        f"({train_set.name}, {args.quantizer} L = {args.levels})")
     hint = f"n2c export {args.output} -o model.nir --dataset {args.dataset}"
     if args.quantizer == "signed":
         hint += " --method pmsm"  # signed quantizers need negative spikes
-    print(f"wrote {args.output} (TorchScript); convert it with: {hint}")
+    say(f"wrote {args.output} (TorchScript); convert it with: {hint}")
     return 0
 
 
-def _spiking_transformer(model, channels: int, args):
+def _spiking_transformer(model, channels: int, args, say=print):
     """A torchvision or timm VisionTransformer as n2c's SpikingViT (``n2c.ingest.vit``), else ``model``."""
     from n2c.ingest.vit import recognize, to_spiking_vit
 
@@ -131,7 +157,7 @@ def _spiking_transformer(model, channels: int, args):
     if kind is None:
         return model
     attention = args.attention or "sasa"  # digits, torchvision ViT: sasa 93 %, softmax 65-85 % after fine-tuning
-    print(f"n2c: a {kind} VisionTransformer: LayerNorm folded into the projections (BatchNorm after them), GELU "
+    say(f"n2c: a {kind} VisionTransformer: LayerNorm folded into the projections (BatchNorm after them), GELU "
           f"replaced by the {args.quantizer} quantizer, {attention} attention on spike counts, the class token and "
           "position table replaced by the mean token and a depthwise positional convolution; fine-tuning restores "
           "the accuracy", file=sys.stderr)

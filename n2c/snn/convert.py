@@ -123,9 +123,11 @@ def check_maxpool(gm: fx.GraphModule, maxpool: str = "exact") -> fx.GraphModule:
 
 
 def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None = None,
-            calib_mode: str = "max", percentile: float = 99.9, maxpool: str = "exact") -> fx.GraphModule:
+            calib_mode: str = "max", percentile: float = 99.9, maxpool: str = "exact",
+            device: str | torch.device = "cpu") -> fx.GraphModule:
     """Canonical graph with folded BatchNorm and quantizers (QCFS / SignedQCFS) only; a MaxPool after
-    an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise."""
+    an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise.
+    Calibration runs on ``device``; the graph returned is on the CPU."""
     gm = fold_linear_chains(fold_batchnorm(canonicalize(copy.deepcopy(model).eval())))
     gm = check_maxpool(gm, maxpool)
     relus = [n.target for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.ReLU)]
@@ -139,19 +141,21 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
             raise CalibrationError("calibrating ReLU activations needs the number of levels (--levels L)")
         if levels < 1:
             raise CalibrationError(f"--levels must be >= 1, got {levels}")
-        gm = calibration.calibrate_thresholds(gm, calib, levels, calib_mode, percentile)
+        gm = calibration.calibrate_thresholds(gm.to(device), calib, levels, calib_mode, percentile).cpu()
     if maxpool == "exact":
         gm = replace_maxpools(gm)
     return gm
 
 
 def to_snn(gm: fx.GraphModule, method: str = "mtn", timesteps: int = 1, calib: Dataset | None = None,
-           v_init: float = 0.5, sfn_scale: float = 1.0, da: bool | None = None) -> SpikingNetwork:
+           v_init: float = 0.5, sfn_scale: float = 1.0, da: bool | None = None,
+           device: str | torch.device = "cpu") -> SpikingNetwork:
     """Swap every quantizer of a prepared graph for the neurons of ``method`` (module docstring).
 
     ``v_init`` is the initial potential as a fraction of θ (0.5: the optimal one).
     ``calib`` is needed by ``sfn`` (level placement) and by ``parallel`` with DA-QCFS;
-    ``da`` (default: on for layers calibrated from a ReLU) switches DA-QCFS.
+    ``da`` (default: on for layers calibrated from a ReLU) switches DA-QCFS. Calibration runs on
+    ``device``; the SNN returned is on the CPU.
     """
     if method not in METHODS:
         raise CalibrationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -174,7 +178,11 @@ def to_snn(gm: fx.GraphModule, method: str = "mtn", timesteps: int = 1, calib: D
     if method == "sfn" and relays:
         raise UnsupportedLayerError(f"--method sfn places non-uniform levels per layer, which breaks the exact "
                                     f"max-pooling circuit ({relays[0]}); use --maxpool avg with sfn, or another method")
-    neurons = _neurons(gm, acts, method, timesteps, calib, v_init, sfn_scale, da)
+    try:
+        neurons = {k: m.cpu() for k, m in _neurons(gm.to(device), acts, method, timesteps, calib, v_init, sfn_scale,
+                                                   da).items()}
+    finally:
+        gm.cpu()
     snn = copy.deepcopy(gm)
     for node in list(snn.graph.nodes):
         m = module_of(snn, node)
@@ -232,20 +240,20 @@ def _sfn_neurons(gm, acts, T, calib, sfn_scale) -> dict[str, nn.Module]:
         lam = float(q.lam.detach().max())
         edges, codes, unit = calibration.sfn_levels(z, lam, int(q.levels), isinstance(q, SignedQCFS), sfn_scale)
         out[n.target] = ScaleAndFire(edges, codes, unit, T)
-        _replace(work, n, ScaleAndFire(edges, codes, unit, 1))
+        _replace(work, n, ScaleAndFire(edges, codes, unit, 1).to(q.lam.device))
     return out
 
 
 def convert(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Dataset | None = None,
             levels: int | None = None, calib_mode: str | None = None, percentile: float = 99.9,
             maxpool: str = "exact", v_init: float = 0.5, sfn_scale: float = 1.0,
-            da: bool | None = None) -> SpikingNetwork:
+            da: bool | None = None, device: str | torch.device = "cpu") -> SpikingNetwork:
     """Convert a trained model (QCFS-trained, or plain ReLU with ``calib`` data) to an SNN.
 
     For ReLU models ``levels`` defaults to T for ``if`` and ``parallel`` (their
     quantizer has T levels); ``mtn``, ``pmsm`` and ``sfn`` need it given. ``calib_mode``
     defaults to ``channel-max`` for ``parallel`` (the training-free recipe) and ``max``
-    otherwise.
+    otherwise. Calibration runs on ``device`` (``cpu`` or ``cuda``); the SNN is returned on the CPU.
     """
     if method not in METHODS or timesteps < 1:  # before prepare(), whose errors (--levels, --calib) would mislead
         raise CalibrationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}" if method not in METHODS
@@ -254,5 +262,5 @@ def convert(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Da
         levels = timesteps
     if calib_mode is None:
         calib_mode = "channel-max" if method == "parallel" else "max"
-    gm = prepare(model, levels, calib, calib_mode, percentile, maxpool)
-    return to_snn(gm, method, timesteps, calib, v_init, sfn_scale, da)
+    gm = prepare(model, levels, calib, calib_mode, percentile, maxpool, device)
+    return to_snn(gm, method, timesteps, calib, v_init, sfn_scale, da, device)
