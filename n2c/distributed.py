@@ -84,9 +84,16 @@ class World:
         their first axis)."""
         if not self.distributed:
             return array
+        return np.concatenate(self.gather_objects(np.asarray(array)))
+
+    def gather_objects(self, obj) -> list:
+        """Every process's ``obj`` (anything picklable: sent between n2c's own processes only), in
+        rank order."""
+        if not self.distributed:
+            return [obj]
         parts: list = [None] * self.size
-        dist.all_gather_object(parts, np.asarray(array))
-        return np.concatenate(parts)
+        dist.all_gather_object(parts, obj)
+        return parts
 
     def barrier(self) -> None:
         if self.distributed:

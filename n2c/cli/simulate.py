@@ -41,6 +41,19 @@ def add_parser(sub) -> None:
 
 
 def cmd_simulate(args) -> int:
+    from n2c.distributed import setup, shutdown
+
+    world = setup()  # under torchrun: each process runs its shard of the samples, rank 0 reports
+    try:
+        code = _simulate(args, world)
+    except BaseException:
+        shutdown(world, failed=True)
+        raise
+    shutdown(world)
+    return code
+
+
+def _simulate(args, world) -> int:
     import numpy as np
 
     from backends.float.dynamics import discretization
@@ -76,24 +89,30 @@ def cmd_simulate(args) -> int:
     scale = args.input_scale or graph.input.input_scale
     if precision == "int" and scale is None and not args.input:
         scale = data.input_scale
-    run = run_arrays(graph, x, precision, disc, scale, backend=args.backend, progress=not args.json,
-                     timing=args.timing)
-    output, seconds, predictions = run.output, run.seconds, run.predictions
-    spikes = run.spikes
-    _report_overflows(run.overflows or {}, args.strict)
+    shard = world.shard(x.shape[1])
+    if labels is not None:
+        labels = labels[shard]
+    run = run_arrays(graph, x[:, shard], precision, disc, scale, backend=args.backend,
+                     progress=not args.json and world.main, timing=args.timing)
+    output, seconds, predictions, spikes, overflows = _join(world, run)
+    if labels is not None:
+        correct = world.sum(float((run.predictions == labels).sum()))
+    if not world.main:
+        return 0
+    _report_overflows(overflows or {}, args.strict)
     if args.save_output:
         save_array(output, args.save_output)
     n = len(predictions)
     result = {"backend": args.backend, "precision": precision, "graph": args.graph, "input": source,
               "samples": n, "timesteps": int(x.shape[0]),
               "predictions": predictions.tolist(), "samples_per_second": n / seconds if seconds > 0 else float("inf"),
-              "spikes_per_layer": spikes, "overflows": run.overflows}
+              "spikes_per_layer": spikes, "overflows": overflows}
     if precision == "float" and not graph.is_n2c:
         result["discretization"] = {"name": disc.name, "dt": disc.dt}
     result["output_shape"] = list(output.shape)
     if labels is not None:
         result["dataset"] = data_name
-        result["accuracy"] = float((predictions == labels).mean())
+        result["accuracy"] = correct / n
     if args.save_output:
         result["saved_output"] = args.save_output
     if args.json:
@@ -109,6 +128,23 @@ def cmd_simulate(args) -> int:
         for name, count in spikes.items():
             print(f"  {name:<24} {count}")
     return 0
+
+
+def _join(world, run):
+    """The whole run from every process's shard: outputs and predictions in sample order, spike
+    and overflow counts summed; the time is the slowest process's."""
+    import numpy as np
+
+    from backends.reference.synapses import merge_overflows
+
+    if not world.distributed:
+        return run.output, run.seconds, run.predictions, run.spikes, run.overflows
+    parts = world.gather_objects((run.output, run.seconds, run.spikes, run.overflows))
+    output = np.concatenate([p[0] for p in parts], axis=1)
+    spikes = None if parts[0][2] is None else {k: sum(p[2][k] for p in parts) for k in parts[0][2]}
+    overflows = merge_overflows([p[3] for p in parts if p[3]]) if parts[0][3] is not None else None
+    total = output.sum(axis=0)
+    return output, max(p[1] for p in parts), total.reshape(len(total), -1).argmax(axis=1), spikes, overflows
 
 
 def _report_overflows(overflows: dict, strict: bool) -> None:

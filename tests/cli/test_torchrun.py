@@ -109,3 +109,14 @@ def test_devices_are_checked_in_one_line():
 def test_world_sum_and_gather_are_identities_alone():
     w = World()
     assert w.sum(3.0) == 3.0 and np.array_equal(w.gather(np.arange(3)), np.arange(3))
+
+
+def test_simulate_shards_the_samples_and_reduces_the_counts(tmp_path, digits_nir):
+    import json
+    runs = [_n2c(["simulate", str(digits_nir), "--samples", "101", "--json"], n, tmp_path) for n in (1, 2)]
+    assert all(r.returncode == 0 for r in runs), runs[1].stderr
+    one, two = (json.loads(r.stdout) for r in runs)  # one JSON object: rank 0 alone prints
+    for key in one:
+        if key != "samples_per_second":
+            assert one[key] == two[key], key
+    assert one["samples"] == 101 and sum(one["spikes_per_layer"].values()) > 0
