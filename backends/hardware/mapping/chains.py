@@ -88,6 +88,24 @@ def grid_sum(x: np.ndarray, starts: list[np.ndarray], first_axis: int = 0) -> np
     return x
 
 
+class BlockSums:
+    """Sums of an array over the blocks of any split, from its running totals (a summed-area
+    table): O(blocks) per split instead of a pass over the array."""
+
+    def __init__(self, x: np.ndarray):
+        self.total = np.pad(np.asarray(x, np.int64), [(1, 0)] * np.ndim(x))
+        for axis in range(np.ndim(x)):
+            np.cumsum(self.total, axis=axis, out=self.total)
+        self.shape = np.shape(x)
+
+    def of(self, starts: list[np.ndarray]) -> np.ndarray:
+        edges = [np.append(s, n) for s, n in zip(starts, self.shape)]
+        corners = self.total[np.ix_(*edges)]
+        for axis in range(len(edges)):
+            corners = np.diff(corners, axis=axis)
+        return corners
+
+
 def outer(vectors: list[np.ndarray]) -> np.ndarray:
     """Outer product of one vector per axis."""
     out = np.ones((), vectors[0].dtype)
@@ -109,6 +127,7 @@ class Connection:
     _axes: list | None = field(default=None, init=False, repr=False)  # per-axis 0/1 maps (conv, pool)
     _dense: np.ndarray | None = field(default=None, init=False, repr=False)  # (targets, sources) bool
     _running: np.ndarray | None = field(default=None, init=False, repr=False)  # cumsum of _dense over targets
+    _memo: dict = field(default_factory=dict, init=False, repr=False)  # per-axis results by (what, axis, starts)
 
     def __post_init__(self):
         kinds = [s.kind for s in self.chain]
@@ -203,11 +222,33 @@ class Connection:
         grid = self._dense_hits(starts)
         return grid.reshape(*grid.shape[:-1], *self.source_shape)
 
+    def _per_axis(self, what: str, axis: int, starts: np.ndarray, compute):
+        """``compute()`` for one axis's starts, remembered: a partition tries every combination of
+        the axes' candidate cuts, so each axis's cut recurs many times."""
+        key = (what, axis, np.asarray(starts).tobytes())
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def _axis_sources(self, axis: int, starts: np.ndarray) -> np.ndarray:
+        """Per slice of the cut along ``axis``: how many source positions on that axis reach it."""
+        a = self._axes[axis]
+
+        def count():
+            # every target reads the same sources (a conv's channels, or a slice of them): no per-slice work
+            if self._per_axis("same rows", axis, b"", lambda: bool((a == a[0]).all())):
+                return np.full(len(starts), int(a[0].sum()), np.int64)
+            # one source each, its own (an identity or residual connection's channels): the slice lengths
+            if self._per_axis("identity", axis, b"", lambda: a.shape[0] == a.shape[1] and int(a.sum()) == len(a)
+                              and bool(np.diagonal(a).all())):
+                return np.diff(np.append(starts, len(a)))
+            return (np.add.reduceat(a.astype(np.int32), starts, axis=0) > 0).sum(axis=1)
+        return self._per_axis("sources", axis, starts, count)
+
     def _axons(self, starts: list[np.ndarray]) -> np.ndarray:
         """Input axons of every block: #sources reaching it · m."""
         if self._axes is not None:
-            return outer([(np.add.reduceat(a, s, axis=0) > 0).sum(axis=1) for a, s in zip(self._axes, starts)]) \
-                * self.axons_per_source
+            return outer([self._axis_sources(axis, s) for axis, s in enumerate(starts)]) * self.axons_per_source
         return self._dense_hits(starts).sum(axis=-1) * self.axons_per_source
 
     def _dense_hits(self, starts: list[np.ndarray]) -> np.ndarray:
@@ -256,13 +297,17 @@ class Connection:
         c_out = self.target_shape[0]
         groups, entries = self.kernel_entries()
         ends = np.append(starts[0], c_out)
-        per_chunk = [int((entries * row_bits(np.bincount(np.arange(a, b) // (c_out // groups)), chip, w, d)).sum())
-                     for a, b in zip(ends[:-1], ends[1:])]
-        return np.broadcast_to(np.array(per_chunk).reshape(-1, 1, 1), tuple(len(s) for s in starts)).copy()
+
+        def per_chunk():
+            return np.array([int((entries * row_bits(np.bincount(np.arange(a, b) // (c_out // groups)), chip, w,
+                                                     d)).sum()) for a, b in zip(ends[:-1], ends[1:])])
+        chunks = self._per_axis(f"shared{w},{d}", 0, starts[0], per_chunk)
+        return np.broadcast_to(chunks.reshape(-1, 1, 1), tuple(len(s) for s in starts)).copy()
 
     def _unshared_bits(self, starts, chip, w, d) -> np.ndarray:
         """Each axon stores a row of its n connected targets in the block: Σ_j m · bits(n_j)."""
-        counts = [np.add.reduceat(a.astype(np.int64), s, axis=0) for a, s in zip(self._axes, starts)]
+        counts = [self._per_axis("counts", axis, s, lambda a=a, s=s: np.add.reduceat(a.astype(np.int64), s, axis=0))
+                  for axis, (a, s) in enumerate(zip(self._axes, starts))]
         out = np.zeros(tuple(len(s) for s in starts), np.int64)
         for idx in np.ndindex(*out.shape):
             n = outer([c[i] for c, i in zip(counts, idx)])

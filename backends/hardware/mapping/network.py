@@ -188,7 +188,7 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
     if over_inputs and not unfit_ok:
         raise fan_in_error(neurons, over_inputs, chip)
     unfit = {name: fit_reason(over) for name, over in over_inputs.items()}
-    masks, plans = {}, {}  # (source, target) → union masks (blocks, *source shape); name → (starts, usage, bound, binding)
+    pairs, plans = [], {}  # (source, target) with synapses; name → (starts, usage, bound, binding, shares)
     for neuron in reversed(neurons):
         if neuron.name in unfit:
             continue
@@ -202,10 +202,9 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
             continue
         plans[neuron.name] = (starts, usage, *layer_bounds(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         for src in dict.fromkeys(c.source for c in into):
-            union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
-            masks[src, neuron.name] = union.reshape(-1, *union.shape[len(starts):])
-            if src in fanout:
-                fanout[src] += masks[src, neuron.name].sum(axis=0)
+            pairs.append((src, neuron.name))
+            if src in fanout:  # the masks are not kept (one per block: large); placement makes them again
+                fanout[src] += union_masks(into, src, starts).sum(axis=0)
     if len(unfit) == len(neurons):
         raise MappingError(f"no layer of the network fits one {chip.name} core: " + " | ".join(
             f"layer '{name}': {why}" for name, why in unfit.items()))
@@ -237,8 +236,9 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
     slots = serpentine(chip, chips)
     order = np.arange(len(cores))
     if len(cores) <= MAX_SEARCHED_CORES:  # beyond, the dense traffic and distance matrices are too large
-        masks = {key: m for key, m in masks.items() if key[0] not in unfit}
-        traffic, host = core_traffic(net, layers, plans, masks, comp, conns, len(blocks))
+        masks = ((src, dst, union_masks([c for c in conns if c.target == dst], src, plans[dst][0]))
+                 for src, dst in pairs if src not in unfit)
+        traffic, host = core_traffic(layers, plans, masks, comp, conns, len(blocks))
         core_of = np.array([b.core for b in blocks], np.int64)
         rows, cols = np.nonzero(traffic)
         between = np.zeros((len(cores), len(cores)), np.int64)  # block traffic summed per pair of cores
@@ -254,6 +254,13 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
     shared, alone = network_bound(placed), sum(lm.lower_bound for lm in placed)
     return Mapping(chip, layers, blocks, cores, conns, chips, shared if len(cores) < len(blocks) else alone,
                    shared, alone)
+
+
+def union_masks(into: list[Connection], src: str, starts: list[np.ndarray]) -> np.ndarray:
+    """Per block of a split of the target: the neurons of ``src`` with a synapse into it, bool
+    (blocks, *source shape)."""
+    union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
+    return union.reshape(-1, *union.shape[len(starts):])
 
 
 def own_cores(blocks: list) -> list[Core]:

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from backends.hardware.mapping.chains import BlockSums
 from backends.hardware.mapping.usage import fit_error, over_limits, usage_grids
 
 
@@ -32,6 +33,7 @@ def partition(neuron, comp, conns, fanout, chip) -> tuple[list[np.ndarray], dict
     if over:  # one neuron per core is the finest split; every usage shrinks with the block
         raise fit_error(neuron, chip, over)
     per_axis = [axis_cuts(neuron.shape, conns, axis) for axis in range(len(neuron.shape))]
+    fanout = BlockSums(fanout)  # every split below sums the same fan-out
     options = sorted(itertools.product(*per_axis), key=lambda s: (math.prod(map(len, s)), tuple(map(len, s))))
     by_cores = (_fitting(neuron, comp, conns, fanout, list(group), chip)
                 for _, group in itertools.groupby(options, key=lambda s: math.prod(map(len, s))))
@@ -41,10 +43,12 @@ def partition(neuron, comp, conns, fanout, chip) -> tuple[list[np.ndarray], dict
 
 def _fitting(neuron, comp, conns, fanout, options, chip) -> list[tuple]:
     """(total input axons, option index, starts, usage) of every split that fits."""
-    limit, fits = chip.int("neurons_per_core"), []
+    limit, axons, fits = chip.int("neurons_per_core"), chip.int("input_axons_per_core"), []
     for i, starts in enumerate(options):
         largest = math.prod(int(np.diff(np.append(s, n)).max()) for s, n in zip(starts, neuron.shape))
         if largest * comp > limit:
+            continue
+        if np.max(sum((c._axons(starts) for c in conns), 0)) > axons:  # cheap first (memoized per axis)
             continue
         usage = usage_grids(neuron, comp, conns, fanout, starts, chip)
         if not over_limits(usage, chip):

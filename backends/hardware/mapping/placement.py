@@ -90,11 +90,11 @@ def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.
     return pos[:n]
 
 
-def core_traffic(net, layers, plans, masks, comp, conns, n) -> tuple[np.ndarray, np.ndarray]:
+def core_traffic(layers, plans, masks, comp, conns, n) -> tuple[np.ndarray, np.ndarray]:
     """Fan-out edges between blocks (symmetric) and from the host to each block."""
     by_name = {lm.name: lm for lm in layers}
     traffic, host = np.zeros((n, n), np.int64), np.zeros(n, np.int64)
-    for (src, dst), union in masks.items():
+    for src, dst, union in masks:  # (source, target, union masks (target blocks, *source shape)), one at a time
         into = by_name[dst].blocks
         if src not in plans:  # off the neuro cores: the input, or a product on the embedded processors
             m = next(c.axons_per_source for c in conns if c.source == src and c.target == dst)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.hardware.mapping.chains import grid_sum, outer, split_starts
+from backends.hardware.mapping.chains import BlockSums, grid_sum, outer, split_starts
 from backends.hardware.spec import ChipSpec
 from n2c.errors import MappingError
 USAGE_KEYS = ("neurons", "input_axons", "output_fanout", "synapse_bits", "neuron_state_bits", "routing_bits")
@@ -42,13 +42,14 @@ def limits(chip: ChipSpec) -> dict:
 
 
 def usage_grids(neuron, comp, conns, fanout, split, chip) -> dict[str, np.ndarray]:
-    """Usage grids (one entry per block) of a split (counts or starts per axis, ``split_starts``)."""
+    """Usage grids (one entry per block) of a split (counts or starts per axis, ``split_starts``).
+    ``fanout``: per neuron, or its :class:`BlockSums` (for many splits of one layer)."""
     starts = split_starts(neuron.shape, split)
     sizes = outer([np.diff(np.append(s, n)) for s, n in zip(starts, neuron.shape)])
     grid = tuple(len(s) for s in starts)
     u = {"neurons": sizes * comp,
          "input_axons": sum((c._axons(starts) for c in conns), np.zeros(grid, np.int64)),
-         "output_fanout": grid_sum(fanout, starts) * comp,
+         "output_fanout": (fanout.of(starts) if isinstance(fanout, BlockSums) else grid_sum(fanout, starts)) * comp,
          "synapse_bits": sum((c._synapse_bits(starts, chip) for c in conns), np.zeros(grid, np.int64))}
     u["neuron_state_bits"] = u["neurons"] * chip.int("neuron_state_bits")
     u["routing_bits"] = u["output_fanout"] * chip.int("routing_entry_bits")
