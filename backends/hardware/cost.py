@@ -20,10 +20,13 @@ Counts, per inference (one sample of T steps), from the messages (T, B, ...) of 
   currents come back from there.
 
 Energy:   E = synops·e_syn + N_act·e_act + N_inact·e_inact + messages·e_spike
-              + hops_EW·e_EW + hops_NS·e_NS + MACs_off·e_mac + exps_off·e_exp + P_static·chips·T·t_step
+              + hops_EW·e_EW + hops_NS·e_NS + MACs_off·e_mac + exps_off·e_exp + links·e_link
+              + P_static·chips·T·t_step
+          (links: chip-to-chip links traversed, one per message per step of chip-grid distance,
+          priced by a system spec's energy_chip_crossing; 0 on a bare chip)
           (and, for comparison only, the static share of the cores used: × cores / (chips·cores per chip))
 Latency:  t_step = max over cores (synops_c·t_syn + N_act,c·t_act + N_inact,c·t_inact)
-              + t_spike + longest route (hops_EW·t_EW + hops_NS·t_NS) + barrier sync
+              + t_spike + longest route (hops_EW·t_EW + hops_NS·t_NS + links·t_link) + barrier sync
               + (MACs_off + exps_off)·t_op / (embedded processors · chips)  (products after the cores),
           taken per (sample, step) and averaged; an inference streams in T steps and its
           first output leaves after T + pipeline depth steps.
@@ -45,7 +48,7 @@ COMPONENT_CONSTANTS = {"synaptic_ops": ("energy_synop",), "neuron_updates_active
                        "neuron_updates_inactive": ("energy_neuron_update_inactive",),
                        "spike_messages": ("energy_spike_in_tile",), "hops": ("energy_hop_ew", "energy_hop_ns"),
                        "offcore_ops": ("energy_offcore_mac", "energy_offcore_exp")}
-ENERGY_COMPONENTS = tuple(COMPONENT_CONSTANTS)
+ENERGY_COMPONENTS = tuple(COMPONENT_CONSTANTS) + ("chip_links",)  # links: a system spec's constant
 
 
 def _popcount(values: np.ndarray, bits: int) -> np.ndarray:
@@ -124,22 +127,28 @@ class Activity:
                         for p in self.products for name in p.inputs}
         # routes: per connection and destination block, the source neurons that reach it and their blocks
         self.routes = []
-        longest = (0, 0)
+        longest = (0, 0, 0)
         for conn in mapping.connections:
             src_block = _block_ids(mapping, conn.source, conn.source_shape, host)
             for i in mapping.layer(conn.target).blocks:
                 mask = conn.receptive_mask(mapping.blocks[i].block).ravel()
                 senders = src_block[mask]
                 hops = {a: _hops(mapping, int(a), i) for a in np.unique(senders) if a >= 0}
-                longest = max([longest, *((h[0], h[1]) for h in hops.values())], key=sum)
+                longest = max([longest, *hops.values()], key=self._route_time)
                 self.routes.append((conn, i, mask, senders, hops))
-        self.route_s = chip["time_spike_in_tile"] + longest[0] * chip["time_hop_ew"] + longest[1] * chip["time_hop_ns"]
+        self.route_s = chip["time_spike_in_tile"] + self._route_time(longest)
+        self.longest_route = {"hops_ew": int(longest[0]), "hops_ns": int(longest[1]), "chip_links": int(longest[2])}
         self.barrier_s = chip.barrier_sync(len({(c.chip, c.tile) for c in mapping.cores}), mapping.chips)
         self.samples = 0
         self.timesteps = net.timesteps
         self.step_sum = ExactSum()  # the same total however the samples are chunked
         self.step_max = 0.0
         self.critical = np.zeros(len(mapping.cores))
+
+    def _route_time(self, hops) -> float:
+        """Time of one route (east-west hops, north-south hops, chip-to-chip links)."""
+        chip = self.mapping.chip
+        return hops[0] * chip["time_hop_ew"] + hops[1] * chip["time_hop_ns"] + hops[2] * chip.crossing("time_chip_crossing")
 
     def add(self, messages: dict[str, np.ndarray]) -> None:
         """Count one chunk of a run: ``messages`` (T, B, ...) of the source and every neuron."""
@@ -254,7 +263,7 @@ def _hops(mapping: Mapping, a: int, b: int) -> tuple[int, int, int]:
     if a < len(mapping.blocks):
         return mapping.hops(a, b)
     x, y = mapping.blocks[b].tile
-    return x, y, x // mapping.chip.mesh[0]
+    return x, y, mapping.chip.chip_distance(0, mapping.blocks[b].chip)
 
 
 def price(act: Activity) -> dict:
@@ -272,8 +281,10 @@ def price(act: Activity) -> dict:
                 "spike_messages": counts["messages"] * c["energy_spike_in_tile"],
                 "hops": counts["hops_ew"] * c["energy_hop_ew"] + counts["hops_ns"] * c["energy_hop_ns"],
                 "offcore_ops": counts["offcore_macs"] * c["energy_offcore_mac"]
-                + counts["offcore_exps"] * c["energy_offcore_exp"]}
+                + counts["offcore_exps"] * c["energy_offcore_exp"],
+                "chip_links": counts["chip_crossings"] * crossing}
 
+    crossing = chip.crossing("energy_chip_crossing")  # a system's links; 0 for a bare chip (not priced)
     names = [n for group in COMPONENT_CONSTANTS.values() for n in group] + ["static_power_per_chip"]
     options = {n: [chip.values[n].value] + [a.value for a in chip.values[n].alternatives] for n in names}
     main = {n: chip[n] for n in names}
@@ -307,4 +318,5 @@ def _latency(act: Activity) -> dict:
     return {"step_s_mean": mean, "step_s_max": act.step_max, "barrier_s": act.barrier_s, "route_s": act.route_s,
             "critical_core": core, "critical_layer": mapping.cores[core].layer,
             "steps_per_inference": act.timesteps, "pipeline_depth_steps": int(depth),
-            "inference_s": act.timesteps * mean, "first_output_s": (act.timesteps + depth) * mean}
+            "inference_s": act.timesteps * mean, "first_output_s": (act.timesteps + depth) * mean,
+            "longest_route": act.longest_route}

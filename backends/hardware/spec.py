@@ -22,7 +22,11 @@ from n2c.fixed_point import IntegerFormat
 CHIPS_DIR = Path(__file__).parent / "chips"
 FORMAT, FORMAT_VERSION = "n2c-chip-spec", 1
 TAGS = {"M": "measured on silicon", "S": "pre-silicon simulation", "C": "vendor claim", "D": "derived by arithmetic",
-        "U": "secondary source only", "P": "stated proxy (another chip's value)", "E": "estimate from process data"}
+        "U": "secondary source only", "P": "stated proxy (another chip's value)", "E": "estimate from process data",
+        "A": "stated assumption (no published value)"}
+SYSTEM_FORMAT = "n2c-system-spec"
+# name → unit family; every system spec states each of these (chip-to-chip links)
+SYSTEM_REQUIRED = {"chips_x": "count", "chips_y": "count", "energy_chip_crossing": "J", "time_chip_crossing": "s"}
 MEMORY_USES = ("synapses", "neuron_state", "routing")
 
 # name → unit family; every spec must state each of these
@@ -72,6 +76,36 @@ class MemoryPool:
 
 
 @dataclass(frozen=True)
+class SystemSpec:
+    """Chips of one kind on a 2-D grid (``chips_x`` x ``chips_y``) joined by chip-to-chip links.
+    Chip c sits at grid position :meth:`position`, a serpentine walk (rows alternate direction),
+    so that consecutive chips are neighbours; a message between chips crosses one link per step
+    of grid distance, each costing ``energy_chip_crossing`` and ``time_chip_crossing``."""
+    key: str
+    name: str
+    note: str
+    values: dict  # name → Quantity (SYSTEM_REQUIRED, plus any other stated value)
+    path: str = ""
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return int(self.values["chips_x"].value), int(self.values["chips_y"].value)
+
+    @property
+    def chips(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def position(self, c: int) -> tuple[int, int]:
+        cx = self.grid[0]
+        gy, r = divmod(c, cx)
+        return (r if gy % 2 == 0 else cx - 1 - r), gy
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "name": self.name, "note": self.note, "spec_file": self.path, "chips": self.chips,
+                "grid": list(self.grid), "values": {k: q.as_dict() for k, q in self.values.items()}}
+
+
+@dataclass(frozen=True)
 class ChipSpec:
     key: str
     name: str
@@ -79,6 +113,29 @@ class ChipSpec:
     values: dict  # name → Quantity
     memory: tuple  # MemoryPool, ...
     path: str = ""
+    system: SystemSpec | None = None  # several chips on a grid; None: as many chips as needed, in a row
+
+    def chip_position(self, c: int) -> tuple[int, int]:
+        """Grid position of chip c: the system's, or (c, 0) for chips in a row."""
+        return self.system.position(c) if self.system else (c, 0)
+
+    def chip_origin(self, c: int) -> tuple[int, int]:
+        """Global tile (x, y) of chip c's tile (0, 0): chips tile one mesh."""
+        gx, gy = self.chip_position(c)
+        return gx * self.mesh[0], gy * self.mesh[1]
+
+    def chip_distance(self, a: int, b: int) -> int:
+        """Chip-to-chip links between chips a and b (grid distance)."""
+        (xa, ya), (xb, yb) = self.chip_position(a), self.chip_position(b)
+        return abs(xa - xb) + abs(ya - yb)
+
+    @property
+    def max_chips(self) -> int | None:
+        return self.system.chips if self.system else None
+
+    def crossing(self, name: str) -> float:
+        """energy_chip_crossing or time_chip_crossing of the system (0 for a bare chip: not priced)."""
+        return self.system.values[name].value if self.system else 0.0
 
     def __getitem__(self, name: str) -> float:
         return self.values[name].value
@@ -107,7 +164,8 @@ class ChipSpec:
         return {"key": self.key, "name": self.name, "note": self.note, "spec_file": self.path,
                 "values": {k: q.as_dict() for k, q in self.values.items()},
                 "memory_per_core": [{"name": m.name, "holds": list(m.holds), "bits": m.bits.as_dict()}
-                                    for m in self.memory]}
+                                    for m in self.memory],
+                "system": self.system.as_dict() if self.system else None}
 
 
 def chip_names() -> list[str]:
@@ -115,7 +173,8 @@ def chip_names() -> list[str]:
 
 
 def load_chip(name_or_path: str) -> ChipSpec:
-    """A shipped chip by key (``loihi1``, ``loihi2``) or a spec file path."""
+    """A shipped chip or system by key (``loihi1``, ``loihi2``, ``kapoho_point``, ``hala_point``) or a
+    spec file path (a chip spec, or a system spec naming its chip)."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         if name_or_path not in chip_names():
@@ -128,21 +187,39 @@ def load_chip(name_or_path: str) -> ChipSpec:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise N2CError(f"chip spec {path} is not readable JSON ({e.__class__.__name__}: {e}); fix the file") from None
+    if isinstance(raw, dict) and raw.get("format") == SYSTEM_FORMAT:
+        return parse_system(raw, str(path))
     return parse_chip(raw, str(path))
 
 
-def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
-    """Validate a decoded spec; every problem is a one-line error naming the field."""
+def parse_system(raw: dict, where: str) -> ChipSpec:
+    """A system spec: its chip (a shipped key, or a chip spec file beside it) with the system attached."""
     def fail(msg: str):
-        raise N2CError(f"{where}: {msg}; see the chip spec format in docs/hardware-model.md")
+        raise N2CError(f"{where}: {msg}; see the system spec format in docs/hardware-model.md")
 
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        fail(f"not an {FORMAT} file (\"format\": \"{FORMAT}\" missing)")
     if raw.get("format_version") != FORMAT_VERSION:
         fail(f"format_version {raw.get('format_version')!r} is not supported (this n2c reads {FORMAT_VERSION})")
-    for key in ("key", "name"):
+    for key in ("key", "name", "chip"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             fail(f"\"{key}\" must be a non-empty string")
+    chip_ref = raw["chip"]
+    if chip_ref.endswith(".json"):
+        chip_ref = str(Path(where).parent / chip_ref)
+    elif chip_ref not in chip_names():
+        fail(f"chip {chip_ref!r} is not a shipped chip ({', '.join(chip_names())}) or a .json file")
+    chip = load_chip(chip_ref)
+    if chip.system is not None:
+        fail(f"chip {raw['chip']!r} is itself a system; name a chip spec")
+    values = _quantities(raw, SYSTEM_REQUIRED, fail)
+    for k in ("chips_x", "chips_y"):
+        if values[k].value < 1:
+            fail(f"values.{k} must be at least 1")
+    system = SystemSpec(raw["key"], raw["name"], str(raw.get("note", "")), values, where)
+    return ChipSpec(chip.key, chip.name, chip.note, chip.values, chip.memory, chip.path, system)
+
+
+def _quantity_parser(raw: dict, fail):
+    """The function that reads one {value, unit, tag, source, where, alternatives} of a spec."""
     sources = raw.get("sources", {})
     if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
         fail("\"sources\" must map short names to citations")
@@ -166,15 +243,21 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
         return Quantity(float(v), q.get("unit", unit or ""), q["tag"], sources[q["source"]], q.get("where", ""),
                         tuple(quantity({**a, "unit": q.get("unit")}, f"{label}.alternatives[{i}]")
                               for i, a in enumerate(alts)))
+    return quantity
 
+
+def _quantities(raw: dict, required: dict, fail) -> dict:
+    """The "values" of a spec as Quantity objects, each with a listed source and a known tag; the
+    ``required`` ones (name → unit family) present, whole where counts, and plausible."""
+    quantity = _quantity_parser(raw, fail)
     values_raw = raw.get("values")
     if not isinstance(values_raw, dict):
         fail("\"values\" must be an object")
-    missing = [k for k in REQUIRED if k not in values_raw]
+    missing = [k for k in required if k not in values_raw]
     if missing:
         fail(f"missing values: {', '.join(missing)}")
     values = {k: quantity(q, f"values.{k}") for k, q in values_raw.items()}
-    for k, family in REQUIRED.items():
+    for k, family in required.items():
         v = values[k].value
         if family in ("count", "bool") and v != int(v):
             fail(f"values.{k} must be a whole number, not {v}")
@@ -185,6 +268,23 @@ def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
             if q.value > largest:
                 fail(f"values.{k} = {q.value:g} {'' if family == 'count' else family} is implausible (at most "
                      f"{largest:g}); check its unit")
+    return values
+
+
+def parse_chip(raw, where: str = "chip spec") -> ChipSpec:
+    """Validate a decoded spec; every problem is a one-line error naming the field."""
+    def fail(msg: str):
+        raise N2CError(f"{where}: {msg}; see the chip spec format in docs/hardware-model.md")
+
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        fail(f"not an {FORMAT} file (\"format\": \"{FORMAT}\" missing)")
+    if raw.get("format_version") != FORMAT_VERSION:
+        fail(f"format_version {raw.get('format_version')!r} is not supported (this n2c reads {FORMAT_VERSION})")
+    for key in ("key", "name"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            fail(f"\"{key}\" must be a non-empty string")
+    values = _quantities(raw, REQUIRED, fail)
+    quantity = _quantity_parser(raw, fail)
     for k in ("cores_per_chip", "embedded_processors_per_chip", "mesh_tiles_x", "mesh_tiles_y", "cores_per_tile",
               "neurons_per_core",
               "input_axons_per_core", "output_fanout_per_core", "weight_bits", "synapse_block_size",

@@ -140,8 +140,14 @@ def notes(mapping: Mapping) -> list[str]:
             "spike as an op is given as well.",
             "Static energy is the whole chips' static power over the inference time; the share of the cores used "
             "is shown beside it, not in the total.",
-            "Latency excludes host I/O; chip-to-chip crossings are counted but not priced (no published constant).",
-            "Pooling is folded into the next layer's synapses; hop minimization is a heuristic (serpentine "
+            "Latency excludes host I/O; " + (
+                f"chip-to-chip links are priced with {chip.system.name}'s stated assumptions "
+                f"({chip.system.values['energy_chip_crossing'].value * 1e12:g} pJ and "
+                f"{chip.system.values['time_chip_crossing'].value * 1e9:g} ns per link traversed; no published value)."
+                if chip.system else "chip-to-chip crossings are counted but not priced (no published constant; a "
+                "system spec such as kapoho_point or hala_point prices them)."),
+            "Pooling is folded into the next layer's synapses; cores go to chips in topological order, cut where "
+            "the least traffic crosses; hop minimization is a heuristic (serpentine "
             "placement + pairwise swaps)."]
     return out
 

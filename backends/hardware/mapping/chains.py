@@ -245,6 +245,33 @@ class Connection:
             return (np.add.reduceat(a.astype(np.int32), starts, axis=0) > 0).sum(axis=1)
         return self._per_axis("sources", axis, starts, count)
 
+    def _axis_hits(self, axis: int, starts: np.ndarray) -> np.ndarray:
+        """Conv chain: per slice of the cut along ``axis``, the source positions on that axis that
+        reach it, bool (slices, source positions)."""
+        a = self._axes[axis]
+        return self._per_axis("hits", axis, starts, lambda: np.add.reduceat(a.astype(np.int32), starts, axis=0) > 0)
+
+    def block_fanout(self, starts: list[np.ndarray]) -> np.ndarray | None:
+        """Per source neuron: how many blocks of the target's split it reaches (conv chains,
+        from the per-axis hits without a mask per block; None for dense chains)."""
+        if self._axes is None:
+            return None
+        return outer([self._axis_hits(axis, s).sum(axis=0) for axis, s in enumerate(starts)])
+
+    def block_pairs(self, starts: list[np.ndarray], source_starts: list[np.ndarray] | None) -> np.ndarray | None:
+        """(target blocks, source blocks): how many neurons of each source block reach each target
+        block (conv chains, from the per-axis hits; one column when ``source_starts`` is None, the
+        source unsplit; None for dense chains)."""
+        if self._axes is None:
+            return None
+        total = np.ones((1, 1), np.int64)
+        for axis, s in enumerate(starts):
+            hits = self._axis_hits(axis, s).astype(np.int64)
+            per = hits.sum(axis=1, keepdims=True) if source_starts is None else \
+                np.add.reduceat(hits, source_starts[axis], axis=1)
+            total = (total[:, None, :, None] * per[None, :, None, :]).reshape(total.shape[0] * per.shape[0], -1)
+        return total
+
     def _axons(self, starts: list[np.ndarray]) -> np.ndarray:
         """Input axons of every block: #sources reaching it · m."""
         if self._axes is not None:

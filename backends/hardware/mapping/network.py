@@ -10,18 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.hardware.mapping.chains import Connection, compartments, connections, split_slices
+from backends.hardware.mapping.chains import Connection, compartments, connections, grid_sum, split_slices
 from backends.hardware.mapping.bound import layer_bounds
 from backends.hardware.mapping.partition import partition
-from backends.hardware.mapping.placement import core_traffic, improve_placement, serpentine
+from backends.hardware.mapping.placement import assign_chips, block_traffic, chip_slots, improve_placement
 from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
                                            over_limits, usage_grids)
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron, IntProduct
 from n2c.errors import MappingError
-
-
-MAX_SEARCHED_CORES = 4096  # placement's local search on at most this many cores (n x n matrices); else serpentine
 
 
 @dataclass
@@ -96,9 +93,9 @@ class Mapping:
         return {k: used[k] / lim for k, lim in self.limits().items()}
 
     def hops(self, a: int, b: int) -> tuple[int, int, int]:
-        """(east-west, north-south, chip crossings) between the tiles of blocks a and b."""
+        """(east-west, north-south, chip-to-chip links) between the tiles of blocks a and b."""
         (xa, ya), (xb, yb) = self.blocks[a].tile, self.blocks[b].tile
-        return abs(xa - xb), abs(ya - yb), abs(self.blocks[a].chip - self.blocks[b].chip)
+        return abs(xa - xb), abs(ya - yb), self.chip.chip_distance(self.blocks[a].chip, self.blocks[b].chip)
 
     def layer(self, name: str) -> LayerMapping:
         return next(lm for lm in self.layers if lm.name == name)
@@ -203,8 +200,8 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
         plans[neuron.name] = (starts, usage, *layer_bounds(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
         for src in dict.fromkeys(c.source for c in into):
             pairs.append((src, neuron.name))
-            if src in fanout:  # the masks are not kept (one per block: large); placement makes them again
-                fanout[src] += union_masks(into, src, starts).sum(axis=0)
+            if src in fanout:  # blocks of this layer each source neuron reaches
+                fanout[src] += block_fanout(into, src, starts)
     if len(unfit) == len(neurons):
         raise MappingError(f"no layer of the network fits one {chip.name} core: " + " | ".join(
             f"layer '{name}': {why}" for name, why in unfit.items()))
@@ -232,28 +229,56 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
         cores = own_cores(blocks)  # sharing saves no chip: keep the steps short
     for lm in layers:
         lm.cores = sorted({blocks[i].core for i in lm.blocks})
-    chips = -(-len(cores) // chip.int("cores_per_chip"))
-    slots = serpentine(chip, chips)
-    order = np.arange(len(cores))
-    if len(cores) <= MAX_SEARCHED_CORES:  # beyond, the dense traffic and distance matrices are too large
-        masks = ((src, dst, union_masks([c for c in conns if c.target == dst], src, plans[dst][0]))
-                 for src, dst in pairs if src not in unfit)
-        traffic, host = core_traffic(layers, plans, masks, comp, conns, len(blocks))
-        core_of = np.array([b.core for b in blocks], np.int64)
-        rows, cols = np.nonzero(traffic)
-        between = np.zeros((len(cores), len(cores)), np.int64)  # block traffic summed per pair of cores
-        np.add.at(between, (core_of[rows], core_of[cols]), traffic[rows, cols])
-        np.fill_diagonal(between, 0)  # inside a core: no hops
-        order = improve_placement(slots, between, np.bincount(core_of, host, len(cores)).astype(np.int64))
-    for core, s in zip(cores, order):
-        core.tile = slots[s]
-        core.chip = slots[s][0] // chip.mesh[0]
-        for i in core.blocks:
-            blocks[i].tile, blocks[i].chip = core.tile, core.chip
+    chips = -(-len(cores) // per_chip)
+    if chip.max_chips is not None and chips > chip.max_chips:
+        raise MappingError(f"the network needs {chips} chips ({len(cores)} cores) but {chip.system.name} has "
+                           f"{chip.max_chips}; use a larger system or a smaller network")
+    place(cores, blocks, layers, plans, pairs, unfit, comp, conns, chip)
     placed = [lm for lm in layers if not lm.unfit]
     shared, alone = network_bound(placed), sum(lm.lower_bound for lm in placed)
     return Mapping(chip, layers, blocks, cores, conns, chips, shared if len(cores) < len(blocks) else alone,
                    shared, alone)
+
+
+def place(cores: list[Core], blocks: list[Block], layers, plans, pairs, unfit, comp, conns, chip: ChipSpec) -> None:
+    """Give every core a chip (fewest crossings: ``placement.assign_chips``) and a tile on it
+    (serpentine, then the local search per chip), and every block its core's."""
+    def edges(src, dst):  # (target blocks, source blocks) neurons reaching; one column for the host
+        into = [c for c in conns if c.target == dst]
+        return block_pairs(into, src, plans[dst][0], plans[src][0] if src in plans else None)
+    rows, cols, weights, host = block_traffic(layers, plans, ((src, dst, edges(src, dst)) for src, dst in pairs
+                                                              if src not in unfit), comp, conns, len(blocks))
+    core_of = np.array([b.core for b in blocks], np.int64)
+    rows, cols = core_of[rows], core_of[cols]
+    inside = rows != cols  # inside a core: no hops
+    rows, cols, weights = rows[inside], cols[inside], weights[inside]
+    host = np.bincount(core_of, host, len(cores)).astype(np.int64)
+    chip_of = assign_chips(len(cores), chip.int("cores_per_chip"), rows, cols, weights)
+    chip_slots_of = [chip_slots(chip, c) for c in range(int(chip_of.max(initial=0)) + 1)]
+    where = np.zeros((len(cores), 2), np.int64)  # every core's tile: serpentine first, then improved chip by chip
+    for c, slots in enumerate(chip_slots_of):
+        members = np.flatnonzero(chip_of == c)
+        where[members] = np.array(slots, np.int64)[:len(members)]
+    for c, slots in enumerate(chip_slots_of):
+        members = np.flatnonzero(chip_of == c)
+        local = np.full(len(cores), -1)
+        local[members] = np.arange(len(members))
+        xy = np.array(slots, np.int64)
+        fixed = np.outer(host[members], xy.sum(axis=1))  # the input enters at tile (0, 0) of chip 0
+        for a, b in ((rows, cols), (cols, rows)):  # traffic to other chips' cores, at their current tiles
+            out = (local[a] >= 0) & (local[b] < 0)
+            far = np.abs(xy[None, :, :] - where[b[out]][:, None, :]).sum(axis=2) * weights[out][:, None]
+            np.add.at(fixed, local[a[out]], far)
+        keep = (local[rows] >= 0) & (local[cols] >= 0)
+        traffic = np.zeros((len(members), len(members)), np.int64)
+        np.add.at(traffic, (local[rows[keep]], local[cols[keep]]), weights[keep])
+        order = improve_placement(slots, traffic + traffic.T, fixed)
+        where[members] = xy[order]
+        for core_index, s in zip(members, order):
+            core = cores[core_index]
+            core.tile, core.chip = slots[s], c
+            for i in core.blocks:
+                blocks[i].tile, blocks[i].chip = core.tile, core.chip
 
 
 def union_masks(into: list[Connection], src: str, starts: list[np.ndarray]) -> np.ndarray:
@@ -261,6 +286,28 @@ def union_masks(into: list[Connection], src: str, starts: list[np.ndarray]) -> n
     (blocks, *source shape)."""
     union = np.logical_or.reduce([c._mask_grid(starts) for c in into if c.source == src])
     return union.reshape(-1, *union.shape[len(starts):])
+
+
+def block_fanout(into: list[Connection], src: str, starts: list[np.ndarray]) -> np.ndarray:
+    """Per neuron of ``src``: the blocks of the target's split it reaches (from one conv chain's
+    per-axis hits; else from the union of the chains' masks)."""
+    from_src = [c for c in into if c.source == src]
+    quick = from_src[0].block_fanout(starts) if len(from_src) == 1 else None
+    return quick if quick is not None else union_masks(into, src, starts).sum(axis=0)
+
+
+def block_pairs(into: list[Connection], src: str, starts: list[np.ndarray],
+                source_starts: list[np.ndarray] | None) -> np.ndarray:
+    """(target blocks, source blocks): neurons of each block of ``src`` (split by
+    ``source_starts``; None: one column, all of it) with a synapse into each target block."""
+    from_src = [c for c in into if c.source == src]
+    quick = from_src[0].block_pairs(starts, source_starts) if len(from_src) == 1 else None
+    if quick is not None:
+        return quick
+    union = union_masks(into, src, starts)
+    if source_starts is None:
+        return union.reshape(len(union), -1).sum(axis=1, keepdims=True)
+    return grid_sum(union.astype(np.int64), source_starts, 1).reshape(len(union), -1)
 
 
 def own_cores(blocks: list) -> list[Core]:

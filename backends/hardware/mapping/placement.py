@@ -1,25 +1,30 @@
-"""Placement of the cores on the mesh of tiles and chips.
+"""Placement of the cores on chips and on each chip's mesh of tiles.
 
-Placement (a heuristic for hops)
-    Cores in topological order follow a serpentine walk over each chip's tiles (rows of
+Chips (crossings first)
+    The cores, in topological order, are cut into as few chips as the network needs
+    (K = ⌈cores / cores_per_chip⌉), each a contiguous run of at most ``cores_per_chip`` cores.
+    Of all such cuts, :func:`assign_chips` takes one that minimizes the traffic across chip
+    boundaries, Σ over cuts of the fan-out edges spanning the cut (an edge spanning k cuts counts
+    k times: it crosses k chip-to-chip links when consecutive chips are neighbours, as the
+    system's serpentine chip order makes them). Dynamic programme over cut positions:
+    F_j(p) = cut(p) + min_{p−C ≤ q < p} F_{j−1}(q), exact, O(K · cores · C).
+
+Tiles (hops within a chip, a heuristic)
+    On each chip its cores follow a serpentine walk over the chip's tiles (rows of
     ``mesh_tiles_x`` tiles, alternating direction, ``cores_per_tile`` slots per tile, the first
-    ``cores_per_chip`` slots of a chip usable); chip i occupies x ∈ [i·tiles_x, (i+1)·tiles_x).
-    A deterministic local search then swaps the contents of two slots (a core, or an empty slot)
-    while that lowers  Σ_{core pairs} traffic · (|Δx| + |Δy|)  + Σ_cores host traffic · (x + y),
-    traffic being the fan-out edges between the two cores (host: input axons fed by the input).
-    Passes over all cores stop when one gains under 1 % of the cost, after 20 passes, or when
-    the work (passes · cores · (traffic pairs + slots)) would exceed 2·10⁸; a network too large
-    for one pass in that budget (thousands of cores with dense traffic) keeps the serpentine
-    order, and so does one of more than 4,096 cores (``network.MAX_SEARCHED_CORES``: the search
-    holds cores x cores traffic and slots x slots distances). Hop minimization is a heuristic: it
-    finds at best a local optimum.
+    ``cores_per_chip`` slots usable); chip c's tiles start at ``ChipSpec.chip_origin(c)``. A
+    deterministic local search then swaps the contents of two slots of the chip (a core, or an
+    empty slot) while that lowers  Σ_{core pairs} traffic · (|Δx| + |Δy|)  + Σ_cores host
+    traffic · (x + y), traffic being the fan-out edges between the two cores (host: input axons
+    fed by the input). Passes over the chip's cores stop when one gains under 1 % of the cost,
+    after 20 passes, or when the work (passes · cores · (traffic pairs + slots)) would exceed
+    2·10⁸. Hop minimization is a heuristic: it finds at best a local optimum.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from backends.hardware.mapping.chains import grid_sum
 from backends.hardware.spec import ChipSpec
 MAX_PASSES = 20  # local search: at most this many passes over all cores,
 MIN_GAIN = 100  # ... each lowering the hop cost by at least 1/MIN_GAIN of it,
@@ -28,32 +33,74 @@ WORK = 2 * 10 ** 8  # ... and at most about this many array-element operations
 
 def serpentine(chip: ChipSpec, chips: int) -> list[tuple[int, int]]:
     """Global tile (x, y) of every usable core slot, in walk order, chip after chip."""
+    return [slot for c in range(chips) for slot in chip_slots(chip, c)]
+
+
+def chip_slots(chip: ChipSpec, c: int) -> list[tuple[int, int]]:
+    """Global tile (x, y) of chip c's usable core slots, in serpentine order."""
     tx, ty = chip.mesh
-    slots = []
-    for c in range(chips):
-        walk = [(c * tx + (x if y % 2 == 0 else tx - 1 - x), y) for y in range(ty) for x in range(tx)]
-        slots += [t for t in walk for _ in range(chip.int("cores_per_tile"))][:chip.int("cores_per_chip")]
-    return slots
+    x0, y0 = chip.chip_origin(c)
+    walk = [(x0 + (x if y % 2 == 0 else tx - 1 - x), y0 + y) for y in range(ty) for x in range(tx)]
+    return [t for t in walk for _ in range(chip.int("cores_per_tile"))][:chip.int("cores_per_chip")]
 
 
-def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.ndarray:
+def assign_chips(n: int, per_chip: int, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Chip of each of ``n`` cores (in order): K = ⌈n / per_chip⌉ contiguous runs of at most
+    ``per_chip`` cores whose boundaries cut the least traffic (edges rows[i]–cols[i] of weight
+    weights[i]; an edge spanning several boundaries counts once per boundary)."""
+    chips = max(1, -(-n // per_chip))
+    if chips == 1:
+        return np.zeros(n, np.int64)
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    spans = np.zeros(n + 1)
+    np.add.at(spans, lo + 1, weights)
+    np.add.at(spans, hi + 1, -weights)
+    cut = np.cumsum(spans)  # cut[p]: traffic between cores < p and cores >= p
+    inf = np.inf
+    f = np.full(n + 1, inf)
+    f[0] = 0.0
+    back = []
+    for _ in range(chips - 1):  # f_j(p): best cost with the j-th boundary at p
+        windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.full(per_chip, inf), f]), per_chip)
+        arg = windows[:n + 1].argmin(axis=1)
+        best = windows[np.arange(n + 1), arg]
+        back.append(np.arange(n + 1) - per_chip + arg)
+        f = best + cut
+        f[[0, n]] = inf  # a boundary inside the cores, never at either end
+    last = np.arange(max(n - per_chip, 0), n)
+    end = int(last[np.argmin(f[last])])
+    bounds = [n, end]
+    for arg in reversed(back[1:]):
+        end = int(arg[end])
+        bounds.append(end)
+    bounds.append(0)
+    bounds = bounds[::-1]
+    chip_of = np.zeros(n, np.int64)
+    for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        chip_of[a:b] = c
+    return chip_of
+
+
+def improve_placement(slots: list, traffic: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     """Local search: slot index of every core after best-improvement swaps, core by core.
 
-    Swapping items u and v (cores or empty slots) changes the cost by
-    Δ_v = Σ_{k≠u,v} (T_uk − T_vk)(D_vk − D_uk) + (h_u − h_v)(r_v − r_u)
-        = a_v − c_u − c_v + b_v + 2·T_uv·D_uv + (h_u − h_v)(r_v − r_u),
-    with T traffic, D the distance between the items' slots, r a slot's distance to the host
-    tile, a_v = Σ_k T_uk·D_vk, b_v = Σ_k T_vk·D_uk and c_v = Σ_k T_vk·D_vk."""
+    ``fixed[u, s]``: the cost of core u in slot s from what does not move (traffic to the host
+    and to other chips' cores, times the distance to them). Swapping items u and v (cores or
+    empty slots) changes the cost by
+    Δ_v = Σ_{k≠u,v} (T_uk − T_vk)(D_vk − D_uk) + F_u(s_v) + F_v(s_u) − F_u(s_u) − F_v(s_v)
+        = a_v − c_u − c_v + b_v + 2·T_uv·D_uv + F_u(s_v) + F_v(s_u) − F_u(s_u) − F_v(s_v),
+    with T traffic, D the distance between the items' slots, s an item's slot, F = ``fixed``
+    (0 for empty slots), a_v = Σ_k T_uk·D_vk, b_v = Σ_k T_vk·D_uk and c_v = Σ_k T_vk·D_vk."""
     p, n = len(slots), len(traffic)
     rows, cols = np.nonzero(traffic)
     weights = traffic[rows, cols]
     first = np.searchsorted(rows, np.arange(n + 1))  # u's neighbours: cols[first[u]:first[u + 1]]
-    h = np.zeros(p, np.int64)
-    h[:n] = host
+    f = np.zeros((p, p), np.int64)
+    f[:n] = fixed
     xy = np.array(slots, np.int64)
     dist = np.abs(xy[:, None, :] - xy[None, :, :]).sum(axis=2)
-    r = xy.sum(axis=1)
     pos = np.arange(p)  # slot of every item
+    items = np.arange(p)
 
     def b_of(d_u):  # b_v for every v, from d_u = D_u·
         return np.bincount(rows, weights * d_u[cols], minlength=p)
@@ -68,7 +115,7 @@ def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.
     if not passes:  # too large for even one pass within the budget: the serpentine order stands
         return pos[:n]
     c = c_of(np.arange(n))
-    cost = c.sum() // 2 + (h * r[pos]).sum()
+    cost = c.sum() // 2 + f[items, pos].sum()
     for _ in range(passes):
         gain = 0
         for u in range(n):
@@ -77,7 +124,8 @@ def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.
             t_u[nbr] = w
             d_u = dist[pos[u], pos]
             delta = dist[np.ix_(pos, pos[nbr])] @ w - c[u] - c + b_of(d_u) + 2 * t_u * d_u \
-                + (h[u] - h) * (r[pos] - r[pos[u]])
+                + f[u, pos] + f[:, pos[u]] - f[u, pos[u]] - f[items, pos]
+            delta[u] = 0
             v = int(np.argmin(delta))
             if delta[v] < 0:
                 pos[u], pos[v] = pos[v], pos[u]
@@ -90,17 +138,23 @@ def improve_placement(slots: list, traffic: np.ndarray, host: np.ndarray) -> np.
     return pos[:n]
 
 
-def core_traffic(layers, plans, masks, comp, conns, n) -> tuple[np.ndarray, np.ndarray]:
-    """Fan-out edges between blocks (symmetric) and from the host to each block."""
+def block_traffic(layers, plans, pairs, comp, conns, n) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fan-out edges between blocks as (source blocks, target blocks, edges) arrays, and per block
+    the input axons fed by the host. ``pairs``: (source, target, neurons of each source block
+    reaching each target block (target blocks, source blocks; one column for an off-core source)),
+    one at a time."""
     by_name = {lm.name: lm for lm in layers}
-    traffic, host = np.zeros((n, n), np.int64), np.zeros(n, np.int64)
-    for src, dst, union in masks:  # (source, target, union masks (target blocks, *source shape)), one at a time
-        into = by_name[dst].blocks
+    rows, cols, weights, host = [], [], [], np.zeros(n, np.int64)
+    for src, dst, reach in pairs:
+        into = np.asarray(by_name[dst].blocks)
         if src not in plans:  # off the neuro cores: the input, or a product on the embedded processors
             m = next(c.axons_per_source for c in conns if c.source == src and c.target == dst)
-            host[into] += union.reshape(len(union), -1).sum(axis=1) * m
+            host[into] += reach[:, 0] * m
             continue
-        starts = plans[src][0]
-        edges = grid_sum(union.astype(np.int64), starts, 1).reshape(len(union), -1) * comp[src]
-        traffic[np.ix_(into, by_name[src].blocks)] += edges
-    return traffic + traffic.T, host
+        edges = reach * comp[src]
+        t, f = np.nonzero(edges)
+        rows.append(np.asarray(by_name[src].blocks)[f])
+        cols.append(into[t])
+        weights.append(edges[t, f])
+    join = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))
+    return join(rows), join(cols), join(weights), host

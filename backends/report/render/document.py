@@ -77,7 +77,11 @@ def _summary(report: dict, plot_names: list[str], add) -> None:
         ["Accuracy", "—" if report.get("accuracy") is None else fmt_pct(report["accuracy"], 2)],
         ["Fits the chip", "yes" if mapping.get("fits", True) else "no: " + ", ".join(
             str(u.get("layer")) for u in mapping.get("unfit") or []) + " cannot fit one core (see Notes)"],
-        ["Cores", f"{fmt_count(mapping.get('cores'))} on {fmt_count(mapping.get('chips'))} chip(s)"],
+        ["Cores", f"{fmt_count(mapping.get('cores'))} on {fmt_count(mapping.get('chips'))} chip(s)"
+         + (f" of {report['hardware']['system']['name']}" if (report.get("hardware") or {}).get("system") else "")],
+        ["Chip-to-chip links per inference",
+         f"{fmt_count(((report.get('activity') or {}).get('totals') or {}).get('chip_crossings'))} "
+         f"({fmt_energy((energy.get('components') or {}).get('chip_links'))})"],
         ["Core lower bound / gap", f"{fmt_count(mapping.get('lower_bound'))} / {fmt_count(mapping.get('gap'))}"],
         ["Energy per inference, total", fmt_energy(energy.get("total"))],
         ["Energy per inference, dynamic", fmt_energy(energy.get("dynamic"))],

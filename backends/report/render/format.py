@@ -7,7 +7,8 @@ import math
 COMPONENT_LABELS = {
     "synaptic_ops": "synaptic ops", "neuron_updates_active": "neuron updates (active)",
     "neuron_updates_inactive": "neuron updates (inactive)", "spike_messages": "spike messages",
-    "hops": "mesh hops", "offcore_ops": "off-core ops (embedded processors)", "static": "static",
+    "hops": "mesh hops", "offcore_ops": "off-core ops (embedded processors)", "chip_links": "chip-to-chip links",
+    "static": "static",
 }
 _PREFIXES = [(1e-12, "p"), (1e-9, "n"), (1e-6, "µ"), (1e-3, "m"), (1.0, ""), (1e3, "k")]
 

@@ -57,12 +57,48 @@ def _core_positions(mapping: dict) -> tuple[list, int, int, int, int]:
         if not (isinstance(tile, (list, tuple)) and len(tile) == 2):
             t = (idx % cpc) // cpt
             tile = (t % tx, t // tx)
-        key = (int(chip), int(tile[0]), int(tile[1]))
+        key = (int(chip), int(tile[0]) % tx, int(tile[1]) % ty)  # the tile within its chip (tiles are global)
         slot = slots.get(key, 0)
         slots[key] = slot + 1
         placed.append((c, key, slot % cpt))
     chips = max([int(mapping.get("chips") or 1)] + [k[0] + 1 for _, k, _ in placed])
     return placed, chips, tx, ty, cpt
+
+
+MAX_CHIPS_DRAWN = 8  # core by core up to this many chips; beyond, one cell per chip on the system's grid
+
+
+def _plot_chips(report: dict, placed: list, chips: int) -> bytes:
+    """One cell per chip at its place on the system's grid, colored by the share of its cores used."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    system = (report.get("hardware") or {}).get("system") or {}
+    gx, gy = (system.get("grid") or [chips, 1])[:2]
+    per_chip = int((report["mapping"].get("mesh") or {}).get("cores_per_chip") or 1)
+    used = [0] * chips
+    for _, (chip, _, _), _ in placed:
+        used[chip] += 1
+    cmap, norm = colormaps["viridis"], Normalize(0.0, 1.0)
+    fig = _new_figure(min(14.0, 1.0 + 0.3 * gx), min(10.0, 1.2 + 0.3 * gy))
+    ax = fig.add_subplot(1, 1, 1)
+    for c in range(gx * gy):
+        row, r = divmod(c, gx)
+        x = r if row % 2 == 0 else gx - 1 - r  # the serpentine chip order of backends.hardware.spec.SystemSpec
+        share = used[c] / per_chip if c < chips else None
+        ax.add_patch(Rectangle((x + 0.05, row + 0.05), 0.9, 0.9, ec="#999", lw=0.3,
+                               fc=cmap(norm(share)) if share else "#f3f3f3"))
+    ax.set_xlim(0, gx)
+    ax.set_ylim(gy, 0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"Chip map: {sum(used):,} cores on {chips} of {gx * gy} chips"
+                 f"{' of ' + system['name'] if system else ''}; color = share of the chip's cores used", fontsize=10)
+    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, pad=0.01)
+    cb.set_label("cores used / cores per chip")
+    return _png(fig)
 
 
 def plot_core_utilization(report: dict) -> bytes:
@@ -75,6 +111,8 @@ def plot_core_utilization(report: dict) -> bytes:
 
     mapping = report["mapping"]
     placed, chips, tx, ty, cpt = _core_positions(mapping)
+    if chips > MAX_CHIPS_DRAWN:
+        return _plot_chips(report, placed, chips)
     sc, sr = _sub_grid(cpt)
     tile_w, tile_h = sc + 0.5, sr + 0.5  # 0.25 margin around each tile's cells
     chip_w, chip_h = tx * tile_w, ty * tile_h
