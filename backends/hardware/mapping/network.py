@@ -77,6 +77,7 @@ class Mapping:
     lower_bound: int  # of the mode used: lower_bound_shared when cores are shared, else lower_bound_unshared
     lower_bound_shared: int  # no mapping with shared cores allowed uses fewer (layers that fit)
     lower_bound_unshared: int  # Σ of the layers' bounds: no mapping with one layer per core uses fewer
+    crossing: dict = field(default_factory=dict)  # fan-out edges × chip links: this cut's and equal runs'
 
     @property
     def unfit(self) -> dict[str, str]:
@@ -104,6 +105,7 @@ class Mapping:
         return {"chip": self.chip.key, "fits": not self.unfit, "unfit": [{"layer": k, "reason": v}
                                                                       for k, v in self.unfit.items()],
                 "chips": self.chips, "cores": len(self.cores), "blocks": len(self.blocks),
+                "system": self.chip.system.key if self.chip.system else None, "chip_crossing_edges": self.crossing,
                 "shared_cores": sum(len(c.layers) > 1 for c in self.cores),
                 "lower_bound": self.lower_bound, "gap": len(self.cores) - self.lower_bound,
                 "lower_bound_shared": self.lower_bound_shared, "lower_bound_unshared": self.lower_bound_unshared,
@@ -233,16 +235,18 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
     if chip.max_chips is not None and chips > chip.max_chips:
         raise MappingError(f"the network needs {chips} chips ({len(cores)} cores) but {chip.system.name} has "
                            f"{chip.max_chips}; use a larger system or a smaller network")
-    place(cores, blocks, layers, plans, pairs, unfit, comp, conns, chip)
+    crossing = place(cores, blocks, layers, plans, pairs, unfit, comp, conns, chip)
     placed = [lm for lm in layers if not lm.unfit]
     shared, alone = network_bound(placed), sum(lm.lower_bound for lm in placed)
     return Mapping(chip, layers, blocks, cores, conns, chips, shared if len(cores) < len(blocks) else alone,
-                   shared, alone)
+                   shared, alone, crossing)
 
 
-def place(cores: list[Core], blocks: list[Block], layers, plans, pairs, unfit, comp, conns, chip: ChipSpec) -> None:
+def place(cores: list[Core], blocks: list[Block], layers, plans, pairs, unfit, comp, conns, chip: ChipSpec) -> dict:
     """Give every core a chip (fewest crossings: ``placement.assign_chips``) and a tile on it
-    (serpentine, then the local search per chip), and every block its core's."""
+    (serpentine, then the local search per chip), and every block its core's. Returns the
+    fan-out edges times the chip-to-chip links they cross, for this cut and for the plain cut
+    into equal runs (what the cut saves)."""
     def edges(src, dst):  # (target blocks, source blocks) neurons reaching; one column for the host
         into = [c for c in conns if c.target == dst]
         return block_pairs(into, src, plans[dst][0], plans[src][0] if src in plans else None)
@@ -254,6 +258,14 @@ def place(cores: list[Core], blocks: list[Block], layers, plans, pairs, unfit, c
     rows, cols, weights = rows[inside], cols[inside], weights[inside]
     host = np.bincount(core_of, host, len(cores)).astype(np.int64)
     chip_of = assign_chips(len(cores), chip.int("cores_per_chip"), rows, cols, weights)
+
+    grid = np.array([chip.chip_position(c) for c in range(int(chip_of.max(initial=0)) + 1)], np.int64)
+
+    def links(chips_of_cores):  # fan-out edges × chip-to-chip links between their cores
+        a, b = grid[chips_of_cores[rows]], grid[chips_of_cores[cols]]
+        return int((np.abs(a - b).sum(axis=1) * weights).sum())
+    crossing = {"edges_x_links": links(chip_of),
+                "edges_x_links_in_order": links(np.arange(len(cores)) // chip.int("cores_per_chip"))}
     chip_slots_of = [chip_slots(chip, c) for c in range(int(chip_of.max(initial=0)) + 1)]
     where = np.zeros((len(cores), 2), np.int64)  # every core's tile: serpentine first, then improved chip by chip
     for c, slots in enumerate(chip_slots_of):
@@ -279,6 +291,7 @@ def place(cores: list[Core], blocks: list[Block], layers, plans, pairs, unfit, c
             core.tile, core.chip = slots[s], c
             for i in core.blocks:
                 blocks[i].tile, blocks[i].chip = core.tile, core.chip
+    return crossing
 
 
 def union_masks(into: list[Connection], src: str, starts: list[np.ndarray]) -> np.ndarray:
