@@ -25,6 +25,7 @@ TAGS = {"M": "measured on silicon", "S": "pre-silicon simulation", "C": "vendor 
         "U": "secondary source only", "P": "stated proxy (another chip's value)", "E": "estimate from process data",
         "A": "stated assumption (no published value)"}
 SYSTEM_FORMAT = "n2c-system-spec"
+BAND = 4  # rows of chips per band of a system's chip order (SystemSpec.position)
 # name → unit family; every system spec states each of these (chip-to-chip links)
 SYSTEM_REQUIRED = {"chips_x": "count", "chips_y": "count", "energy_chip_crossing": "J", "time_chip_crossing": "s"}
 MEMORY_USES = ("synapses", "neuron_state", "routing")
@@ -78,9 +79,11 @@ class MemoryPool:
 @dataclass(frozen=True)
 class SystemSpec:
     """Chips of one kind on a 2-D grid (``chips_x`` x ``chips_y``) joined by chip-to-chip links.
-    Chip c sits at grid position :meth:`position`, a serpentine walk (rows alternate direction),
-    so that consecutive chips are neighbours; a message between chips crosses one link per step
-    of grid distance, each costing ``energy_chip_crossing`` and ``time_chip_crossing``."""
+    Chip c sits at grid position :meth:`position`: bands of :data:`BAND` rows, each walked column
+    by column (a snake inside a snake), so that consecutive chips are neighbours and chips a few
+    apart in order stay a few links apart (about d / BAND + BAND for d chips, not d as along
+    one row). A message between chips crosses one link per step of grid distance, each costing
+    ``energy_chip_crossing`` and ``time_chip_crossing``."""
     key: str
     name: str
     note: str
@@ -96,9 +99,12 @@ class SystemSpec:
         return self.grid[0] * self.grid[1]
 
     def position(self, c: int) -> tuple[int, int]:
-        cx = self.grid[0]
-        gy, r = divmod(c, cx)
-        return (r if gy % 2 == 0 else cx - 1 - r), gy
+        cx, cy = self.grid
+        band, i = divmod(c, cx * BAND)
+        rows = min(BAND, cy - band * BAND)  # the last band may be thinner
+        k, r = divmod(i, rows)  # k-th column of the band, r-th chip in it
+        x = k if band % 2 == 0 else cx - 1 - k
+        return x, band * BAND + (r if k % 2 == 0 else rows - 1 - r)
 
     def as_dict(self) -> dict:
         return {"key": self.key, "name": self.name, "note": self.note, "spec_file": self.path, "chips": self.chips,

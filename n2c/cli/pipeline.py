@@ -125,6 +125,7 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
             spikes[name] += n
         if record:
             messages.append(sim.messages)
+        del sim  # before the next chunk is made: one chunk in memory, not two
     joined = messages[0] if len(messages) == 1 else \
         {k: np.concatenate([m[k] for m in messages], axis=1) for k in messages[0]} if messages else {}
     return IntegerRun(np.concatenate(outputs), np.concatenate(currents, axis=1), joined, merge_overflows(overflows),
@@ -176,7 +177,7 @@ class ArrayRun:
 
 
 def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
-               input_scale: float | None = None, batch_size: int = 1024, backend: str = "reference",
+               input_scale: float | None = None, batch_size: int | None = None, backend: str = "reference",
                progress: bool = False, timing: str = "zero-delay", record: bool = False) -> ArrayRun:
     """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
 
@@ -190,8 +191,9 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     samples batched) or ``lava`` (the samples streamed back to back with a step per synapse
     Process, as Lava runs them: ``backends.reference.stream.run_stream``).
 
-    Integer zero-delay runs stream ``batch_size`` samples at a time and count spikes per layer as
-    they go; ``record`` also keeps every layer's messages of every sample (memory grows with B)."""
+    Integer zero-delay runs stream ``batch_size`` samples at a time (default: about
+    :data:`n2c.limits.CHUNK_BYTES` of values per chunk) and count spikes per layer as they go;
+    ``record`` also keeps every layer's messages of every sample (memory grows with B)."""
     from backends.float.simulate import check_input, simulate_float
 
     if precision not in PRECISIONS:
@@ -205,6 +207,10 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
                        "runs with its own timing); use --precision int --backend reference")
     if precision == "float" and backend != "reference":
         raise N2CError("float precision runs on the reference simulator only; use --precision int with Lava")
+    if batch_size is None and np.ndim(x) >= 2:  # about CHUNK_BYTES of layer values per chunk
+        values = sum(elements(layer.out_shape) for layer in graph.layers)
+        batch_size = max(1, CHUNK_BYTES // (8 * max(1, x.shape[0]) * max(values, 1)))
+    batch_size = batch_size or 1024
     if np.ndim(x) >= 2:  # before anything is allocated (shape errors are check_input's)
         whole = precision == "int" and (record or timing == "lava" or backend == "lava")  # all samples at once
         check_run_memory(graph, x.shape[0], x.shape[1], x.shape[1] if whole else batch_size)
