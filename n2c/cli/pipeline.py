@@ -293,17 +293,26 @@ def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simu
         s_in = net.direct_input(x)  # encoded once: the run reads it, the activity counts its messages
         return s_in, run_integer(net, lambda batch: s_in[:, batch], len(x), simulator, batch_size=chunk, count=False)
 
-    # the next chunk runs in a second thread while this one is counted (numpy and torch release
-    # the GIL in their array operations), so at most two chunks are in memory
     starts = list(range(0, len(data.x), chunk))
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(run, starts[0]) if starts else None
-        for i, start in enumerate(tqdm(starts, desc=f"{simulator} run", unit="chunk", disable=not progress,
-                                       leave=False)):
-            s_in, result = pending.result()
-            pending = pool.submit(run, starts[i + 1]) if i + 1 < len(starts) and simulator == "reference" else None
+    bar = tqdm(total=len(starts), desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False)
+    if simulator != "reference":  # Lava runs in the main thread, chunk after chunk
+        for start in starts:
+            s_in, result = run(start)
             builder.add({**result.messages, net.source.name: s_in}, result.output, data.y[start:start + chunk],
                         result.overflows)
-            if pending is None and i + 1 < len(starts):
-                pending = pool.submit(run, starts[i + 1])
+            bar.update()
+        bar.close()
+        return builder.build(across_T)
+    # the next chunk runs in a second thread while this one is counted (numpy and torch release
+    # the GIL in their array operations), so at most two chunks are in memory
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(run, starts[0]) if starts else None
+        for i, start in enumerate(starts):
+            s_in, result = pending.result()
+            pending = pool.submit(run, starts[i + 1]) if i + 1 < len(starts) else None
+            builder.add({**result.messages, net.source.name: s_in}, result.output, data.y[start:start + chunk],
+                        result.overflows)
+            del s_in, result
+            bar.update()
+    bar.close()
     return builder.build(across_T)
