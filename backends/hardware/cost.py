@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from backends.hardware.mapping import Connection, Mapping
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, message_bits
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, message_bits, message_range
 from backends.reference.stream import stream_depths
 from n2c import products
 
@@ -112,6 +112,9 @@ class Activity:
     def __init__(self, net: IntNetwork, mapping: Mapping):
         self.net, self.mapping = net, mapping
         self.bits = _message_bits(net)
+        # sources whose every message is 0 or 1: a unit-spike count is then the packet count
+        self.binary = {x.name for x in net.layers if isinstance(x, IntNeuron) and message_range(x)[0] >= 0
+                       and message_range(x)[1] <= 1}
         chip = mapping.chip
         host = len(mapping.blocks)  # the input enters at tile (0, 0) of chip 0
         self.layers = {lm.name: {"name": lm.name, "kind": lm.kind, "neurons": int(np.prod(lm.shape)),
@@ -164,8 +167,11 @@ class Activity:
             syn = conn.synapse_counts(p)
             received[conn.target] = syn if conn.target not in received else received[conn.target] + syn.astype(np.float64)
             self.layers[conn.target]["synops"] += float(syn.sum(dtype=np.float64))
-            units = p if conn.source in self.offcore else np.abs(s)  # a current is no spike count
-            self.layers[conn.target]["synops_unit_spikes"] += float(conn.synapse_counts(units).sum(dtype=np.float64))
+            if conn.source in self.offcore or (conn.source in self.binary and conn.axons_per_source == 1):
+                units = syn  # a current is no spike count; a 0/1 message is one unit
+            else:
+                units = conn.synapse_counts(np.abs(s))
+            self.layers[conn.target]["synops_unit_spikes"] += float(units.sum(dtype=np.float64))
         for conn, _, mask, senders, hops in self.routes:
             per_block = np.bincount(senders[senders >= 0], packets_of[(conn.source, conn.target)][mask][senders >= 0])
             row = self.source if conn.source == net.source.name else \
