@@ -78,6 +78,27 @@ def _message_bits(net: IntNetwork) -> dict[str, int]:
     return bits
 
 
+def _compact(a: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """A broadcast view's stored values (its stride-0 axes cut to length 1) and those axes."""
+    zero = [axis for axis, (n, st) in enumerate(zip(a.shape, a.strides)) if st == 0 and n > 1]
+    return a[tuple(slice(0, 1) if axis in zero else slice(None) for axis in range(a.ndim))], zero
+
+
+def _total(a: np.ndarray) -> float:
+    """Σ a in float64, over a broadcast view's stored values times the repeats (synapse counts
+    of a full conv are one channel's, broadcast)."""
+    stored, zero = _compact(a)
+    return float(stored.sum(dtype=np.float64)) * float(np.prod([a.shape[axis] for axis in zero]))
+
+
+def _row_totals(a: np.ndarray) -> np.ndarray:
+    """Σ over every axis but the first (one total per step and sample), float64, as :func:`_total`."""
+    stored, zero = _compact(a)
+    repeats = float(np.prod([a.shape[axis] for axis in zero if axis > 0]))
+    rows = stored.sum(axis=tuple(range(1, a.ndim)), dtype=np.float64) * repeats
+    return np.broadcast_to(rows, (a.shape[0],)) if 0 in zero else rows
+
+
 class ExactSum:
     """A float sum kept exactly (Shewchuk's non-overlapping partials, as ``math.fsum``), so that
     a total accumulated chunk by chunk is the correctly rounded sum of all values, whatever the
@@ -115,6 +136,7 @@ class Activity:
         # sources whose every message is 0 or 1: a unit-spike count is then the packet count
         self.binary = {x.name for x in net.layers if isinstance(x, IntNeuron) and message_range(x)[0] >= 0
                        and message_range(x)[1] <= 1}
+        self.unsigned = {x.name for x in net.layers if isinstance(x, IntNeuron) and message_range(x)[0] >= 0}
         chip = mapping.chip
         host = len(mapping.blocks)  # the input enters at tile (0, 0) of chip 0
         self.layers = {lm.name: {"name": lm.name, "kind": lm.kind, "neurons": int(np.prod(lm.shape)),
@@ -166,12 +188,12 @@ class Activity:
             packets_of[(conn.source, conn.target)] = p.sum(axis=0, dtype=np.float64).ravel()
             syn = conn.synapse_counts(p)
             received[conn.target] = syn if conn.target not in received else received[conn.target] + syn.astype(np.float64)
-            self.layers[conn.target]["synops"] += float(syn.sum(dtype=np.float64))
+            self.layers[conn.target]["synops"] += _total(syn)
             if conn.source in self.offcore or (conn.source in self.binary and conn.axons_per_source == 1):
                 units = syn  # a current is no spike count; a 0/1 message is one unit
             else:
                 units = conn.synapse_counts(np.abs(s))
-            self.layers[conn.target]["synops_unit_spikes"] += float(units.sum(dtype=np.float64))
+            self.layers[conn.target]["synops_unit_spikes"] += _total(units)
         for conn, _, mask, senders, hops in self.routes:
             per_block = np.bincount(senders[senders >= 0], packets_of[(conn.source, conn.target)][mask][senders >= 0])
             row = self.source if conn.source == net.source.name else \
@@ -192,15 +214,16 @@ class Activity:
             got = np.zeros((t * b, *shape), np.float32) if got is None else got
             sent = messages[lm.name].reshape(t * b, *shape) if lm.name != net.output else np.zeros((1, *shape))
             active = (got > 0) | (sent != 0)
-            row["unit_spikes"] += float(np.abs(sent).sum())
-            row["spiking_steps"] += float((sent != 0).sum())
-            row["neuron_updates_active"] += float(active.sum()) * comp
-            row["neuron_updates_inactive"] += float((~active).sum()) * comp
+            row["unit_spikes"] += float((sent if lm.name in self.unsigned else np.abs(sent)).sum())
+            row["spiking_steps"] += float(np.count_nonzero(sent))
+            n_active = np.count_nonzero(active)
+            row["neuron_updates_active"] += float(n_active) * comp
+            row["neuron_updates_inactive"] += float(active.size - n_active) * comp
             for i in lm.blocks:
                 block = (slice(None), *mapping.blocks[i].block)
-                n_act = active[block].reshape(t * b, -1).sum(axis=1) * comp
+                n_act = np.count_nonzero(active[block].reshape(t * b, -1), axis=1) * comp
                 n_all = int(np.prod([sl.stop - sl.start for sl in mapping.blocks[i].block])) * comp
-                synops = got[block].sum(axis=tuple(range(1, got.ndim)), dtype=np.float64)
+                synops = _row_totals(got[block])
                 work[:, mapping.blocks[i].core] += (synops * chip["time_synop"] + n_act * chip["time_neuron_update_active"]
                                                     + (n_all - n_act) * chip["time_neuron_update_inactive"])
         step = work.max(axis=1) + self.route_s + self.barrier_s + offcore_ops * chip["time_offcore_op"] / self.processors

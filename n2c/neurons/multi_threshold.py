@@ -41,6 +41,11 @@ def step(v, current, theta, max_spikes, min_spikes=0):
     """One step. Returns ``(k, v_next)``: ``k = clip(floor((v + I)/θ), -K⁻, K)``,
     ``v_next = v + I - θ·k``. numpy (float or int64) or torch."""
     m = v + current
+    if isinstance(m, np.ndarray) and m.dtype == np.int64 and np.ndim(max_spikes) == 0 and max_spikes == 1 \
+            and np.ndim(min_spikes) == 0 and min_spikes == 0:
+        # one spike at most (IF): clip(floor(m/θ), 0, 1) is m ≥ θ for θ ≥ 1, without a division
+        k = (m >= theta).astype(np.int64)
+        return k, m - theta * k
     k = clip(floor_divide(m, theta), -min_spikes, max_spikes)
     return k, m - theta * k
 

@@ -103,3 +103,15 @@ def test_state_clamp_counts_exactly_what_it_saturates(values):
     y = clamp(x)
     assert np.array_equal(y, np.clip(x, -2 ** 23, 2 ** 23 - 1))
     assert clamp.count == int((y != x).sum())
+
+
+@given(st.lists(st.integers(-2 ** 30, 2 ** 30), min_size=1, max_size=20), st.integers(1, 2 ** 23),
+       st.integers(-2 ** 23, 2 ** 23))
+def test_the_one_spike_step_without_division_equals_the_floor_rule(currents, theta, v0):
+    from n2c.neurons.multi_threshold import step
+    current = np.array(currents, np.int64)
+    v = np.full(len(current), v0, np.int64)
+    k, v_next = step(v, current, np.int64(theta), 1, 0)
+    m = v + current
+    want = np.clip(np.floor_divide(m, theta), 0, 1)
+    assert np.array_equal(k, want) and np.array_equal(v_next, m - theta * want)
