@@ -106,7 +106,7 @@ def write(rows, timing, args) -> None:
               "(numpy tensordot over every axis, float64: 62 %) and the reference run (32 %). Now: the counts "
               "apply each axis's map as one torch product (a conv's all-ones channel map as one sum), the "
               "reference frees each value after its last reader and skips work that cannot change a value "
-              "(clamps and wraps of values inside the range, integer division done in float64, exact below "
+              "(clamps and wraps of values inside the range, a one-spike neuron fires by comparison, integer division done in float64, exact below "
               "2^53), chunks are sized to about 32 MB of messages (13 samples here: cache-sized), and the next "
               "chunk is simulated in a second thread while this one is counted.", ""]
     out = ROOT / "docs" / "results" / "streaming.md"
