@@ -89,10 +89,13 @@ def _simulate(args, world) -> int:
     scale = args.input_scale or graph.input.input_scale
     if precision == "int" and scale is None and not args.input:
         scale = data.input_scale
-    shard = world.shard(x.shape[1])
-    if labels is not None:
-        labels = labels[shard]
-    run = run_arrays(graph, x[:, shard], precision, disc, scale, backend=args.backend,
+    if world.distributed:  # this process's contiguous share of the samples (shape errors first, in one line)
+        from backends.float.simulate import check_input
+
+        shard = world.shard(check_input(graph, x).shape[1])
+        x = x[:, shard]
+        labels = labels[shard] if labels is not None else None
+    run = run_arrays(graph, x, precision, disc, scale, backend=args.backend,
                      progress=not args.json and world.main, timing=args.timing)
     output, seconds, predictions, spikes, overflows = _join(world, run)
     if labels is not None:

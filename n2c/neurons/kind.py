@@ -42,7 +42,7 @@ def floor_divide(m, theta):
         q = np.true_divide(m, theta)
         if np.abs(q).max(initial=0) * np.max(np.abs(theta), initial=1) >= EXACT_FLOAT64:
             return np.floor_divide(m, theta)
-        return np.floor(q, out=q).astype(np.int64)
+        return (np.floor(q, out=q) if isinstance(q, np.ndarray) else np.floor(q)).astype(np.int64)
     return np.floor(np.divide(m, theta))
 
 
