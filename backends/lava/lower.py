@@ -304,20 +304,32 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     return _Lowered(source, procs, sinks, total)
 
 
-def _run(proc, total: int, progress: bool) -> None:
+def _run(proc, total: int, progress: bool, timing: dict | None = None) -> None:
+    """Compile (Lava's compiler and the runtime's start), then run ``total`` steps; with ``timing``,
+    add the seconds of each to ``timing["compile_s"]`` and ``timing["run_s"]`` and the steps to
+    ``timing["steps"]``."""
+    import time
+
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from tqdm import tqdm
 
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    start = time.perf_counter()
+    proc.create_runtime(run_cfg=cfg)
+    compiled = time.perf_counter()
     chunk = min(total, max(64, total // 100))
     with tqdm(total=total, desc="lava", unit="step", disable=not progress) as bar:
         done = 0
         while done < total:
             n = min(chunk, total - done)
-            proc.run(condition=RunSteps(num_steps=n), run_cfg=cfg)
+            proc.run(condition=RunSteps(num_steps=n))
             done += n
             bar.update(n)
+    if timing is not None:
+        timing["compile_s"] = timing.get("compile_s", 0.0) + compiled - start
+        timing["run_s"] = timing.get("run_s", 0.0) + time.perf_counter() - compiled
+        timing["steps"] = timing.get("steps", 0) + total
 
 
 def _abort(proc) -> None:
@@ -343,7 +355,8 @@ def _abort(proc) -> None:
         warnings.warn(f"could not shut the Lava runtime down cleanly: {type(e).__name__}: {e}")
 
 
-def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, state: bool = False):
+def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, state: bool = False,
+             timing: dict | None = None):
     """Run ``s_in`` (T, B, ...). Returns ({neuron: raw messages (L, *shape)}, {neuron: output depth},
     {neuron: final state} if ``state``), all int64 in IR layout, L = B·T + flush."""
     if s_in.ndim < 2 or s_in.shape[1] == 0:
@@ -351,7 +364,7 @@ def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, st
     low = _lower(net, np.asarray(s_in, dtype=np.int64), record)
     layers = net.by_name()
     try:
-        _run(low.source, low.total, progress)
+        _run(low.source, low.total, progress, timing)
         raw = {name: from_lava(np.moveaxis(np.rint(np.asarray(sink.data.get())).astype(np.int64), -1, 0), lead=1)
                for name, (sink, _) in low.sinks.items()}
         final = {name: final_state(layers[name], proc) for name, proc in low.procs.items()} if state else {}
@@ -362,17 +375,17 @@ def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, st
     return raw, {name: depth for name, (_, depth) in low.sinks.items()}, final
 
 
-def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool):
+def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, timing: dict | None = None):
     """Readout potentials at every step (T, B, *out) and, with ``record``, every other neuron's
     messages (T, B, *shape). With synaptic delays a sample's late contributions would reach the
     next sample's window, so each sample then streams alone (a compiled run per sample)."""
     t, b = net.check_steps(s_in), s_in.shape[1]
     if b > 1 and any(isinstance(layer, IntSynapse) and layer.delay is not None and np.any(layer.delay)
                      for layer in net.layers):
-        runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record) for i in range(b)]
+        runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record, timing) for i in range(b)]
         return (np.concatenate([r[0] for r in runs], axis=1),
                 {name: np.concatenate([r[1][name] for r in runs], axis=1) for name in runs[0][1]})
-    raw, depth, _ = _execute(net, s_in, progress, record)
+    raw, depth, _ = _execute(net, s_in, progress, record, timing=timing)
     aligned = {name: sample_windows(values, depth[name], t, b) for name, values in raw.items()}
     return aligned.pop(net.output), aligned
 
@@ -395,12 +408,13 @@ def run_lava_with_spikes(net: IntNetwork, x: np.ndarray, progress: bool = True
     return potentials[-1], messages
 
 
-def run_lava_potentials(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def run_lava_potentials(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False,
+                        timing: dict | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run encoded integer inputs ``s_in`` (T, B, *input_shape) through ``net``. Returns the
     readout potential after every step, (T, B, *out_shape) int64, and, with ``record``, every
-    other neuron's messages (T, B, *shape)."""
-    return _run_aligned(net, np.asarray(s_in, dtype=np.int64), progress, record)
+    other neuron's messages (T, B, *shape). ``timing`` (a dict) receives the compile and run
+    seconds and the steps (:func:`_run`)."""
+    return _run_aligned(net, np.asarray(s_in, dtype=np.int64), progress, record, timing)
 
 
 def run_lava_steps(net: IntNetwork, s_in: np.ndarray, progress: bool = True, record: bool = False

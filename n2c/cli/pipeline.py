@@ -66,6 +66,7 @@ class IntegerRun:
     messages: dict  # recorded messages (T, B, ...) when asked for (``record``), else {}
     overflows: dict  # layer -> {"limit", "count"} of values past Loihi's limits
     spikes: dict | None = None  # spiking layer -> unit spikes over all samples (|count| summed)
+    lava_timing: dict | None = None  # Lava runs: compile_s (compiler + runtime start), run_s, steps
 
 
 def unit_spikes(net: IntNetwork, messages: dict) -> dict[str, int]:
@@ -98,11 +99,13 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
         from backends.lava.lower import run_lava_potentials
 
         s_in = encoded(slice(0, samples))
-        potentials, messages = run_lava_potentials(net, s_in, progress, record)
+        timing: dict = {}
+        potentials, messages = run_lava_potentials(net, s_in, progress, record, timing)
         # Lava's models count nothing; the reference under Lava's timing computes the same integers
         # step for step (tests/contracts), so its count is this run's
         return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages,
-                          _run_lava_timed(net, s_in).overflows, unit_spikes(net, messages) if record else None)
+                          _run_lava_timed(net, s_in).overflows, unit_spikes(net, messages) if record else None,
+                          timing)
     if timing == "lava":
         run = _run_lava_timed(net, encoded(slice(0, samples)))
         run.spikes = unit_spikes(net, run.messages)
@@ -168,6 +171,7 @@ class ArrayRun:
     net: IntNetwork | None = None  # integer runs: the quantized network
     overflows: dict | None = None  # integer runs: layer -> {"limit", "count"} past Loihi's limits
     spikes: dict | None = None  # integer runs: spiking layer -> unit spikes over all samples
+    lava_timing: dict | None = None  # Lava runs: compile_s, run_s, steps
 
     @property
     def predictions(self) -> np.ndarray:
@@ -231,7 +235,7 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     run = run_integer(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], backend,
                       record=record or backend == "lava", progress=progress, timing=timing, batch_size=batch_size)
     return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages if record else None, net,
-                    run.overflows, run.spikes)
+                    run.overflows, run.spikes, run.lava_timing)
 
 
 def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:

@@ -112,6 +112,11 @@ def _simulate(args, world) -> int:
               "spikes_per_layer": spikes, "overflows": overflows}
     if precision == "float" and not graph.is_n2c:
         result["discretization"] = {"name": disc.name, "dt": disc.dt}
+    lava = run.lava_timing
+    if lava:  # Lava's compile (compiler + runtime start) apart from its steps
+        result["lava"] = {"compile_s": lava["compile_s"], "run_s": lava["run_s"], "steps": lava["steps"],
+                          "steps_per_second": lava["steps"] / lava["run_s"] if lava["run_s"] > 0 else float("inf"),
+                          "samples_per_second_running": n / lava["run_s"] if lava["run_s"] > 0 else float("inf")}
     result["output_shape"] = list(output.shape)
     if labels is not None:
         result["dataset"] = data_name
@@ -123,7 +128,14 @@ def _simulate(args, world) -> int:
         return 0
     what = f"accuracy {100 * result['accuracy']:.2f} % on {n} {data_name} samples" if labels is not None \
         else f"{n} samples from {source}, T = {result['timesteps']}"
-    print(f"{args.backend} ({precision}): {what} ({result['samples_per_second']:.1f} samples/s)")
+    if lava:
+        speed = (f"Lava compile {lava['compile_s']:.1f} s, run {lava['run_s']:.1f} s: "
+                 f"{result['lava']['steps_per_second']:.0f} steps/s, "
+                 f"{result['lava']['samples_per_second_running']:.1f} samples/s; "
+                 f"{result['samples_per_second']:.1f} samples/s in all")
+    else:
+        speed = f"{result['samples_per_second']:.1f} samples/s"
+    print(f"{args.backend} ({precision}): {what} ({speed})")
     if args.save_output:
         print(f"wrote {args.save_output}: output at every step, shape {tuple(output.shape)} (time, batch, ...)")
     if spikes:

@@ -30,6 +30,10 @@ def test_simulate_json_predictions_identical_across_backends(digits_nir, capsys)
     assert results["lava"]["predictions"] == results["reference"]["predictions"]
     assert results["lava"]["accuracy"] == results["reference"]["accuracy"]
     assert results["lava"]["spikes_per_layer"] == results["reference"]["spikes_per_layer"]
+    lava = results["lava"]["lava"]  # Lava's compile timed apart from its steps
+    assert lava["compile_s"] > 0 and lava["run_s"] > 0 and lava["steps"] >= 100
+    assert lava["samples_per_second_running"] > results["lava"]["samples_per_second"]
+    assert "lava" not in results["reference"]
 
 
 def test_lava_spike_counts_equal_reference_per_step(digits_nir, digits_test):
