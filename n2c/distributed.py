@@ -121,9 +121,20 @@ def setup(device: str | None = None) -> World:
 
 
 def shutdown(world: World, failed: bool = False) -> None:
-    """Leave the process group: all together after a success (a process that left early could
-    take the group's store with it while rank 0 still writes); at once after a failure."""
-    if world.distributed and dist.is_initialized():
-        if not failed:
-            dist.barrier()
-        dist.destroy_process_group()
+    """The end of a command: after a success every process waits for the others, so that none
+    exits while another still needs the group (rank 0 hosts its store)."""
+    if world.distributed and dist.is_initialized() and not failed:
+        dist.barrier()
+
+
+def exit_now_if_distributed(code: int) -> None:
+    """Under torchrun, end the process at once with ``code`` (output flushed first). torch 2.3's
+    gloo group neither leaves cleanly nor lets go: ``destroy_process_group`` hung now and then once
+    rank 0 had exited, and an exit without it aborted in gloo's threads ("terminate called without
+    an active exception"). Everything this process had to write is written by now."""
+    if dist.is_available() and dist.is_initialized():
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

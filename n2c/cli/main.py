@@ -52,14 +52,17 @@ def main(argv: list[str] | None = None) -> int:
             # NumPy's overflow/invalid-value notices name n2c's internal lines; what they mean for the
             # user (values past Loihi's limits, refused inputs) n2c reports itself
             warnings.simplefilter("ignore", RuntimeWarning)
-            return args.func(args)
+            code = args.func(args)
     except N2CError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike; rank 0 says why
             print(f"n2c: error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("n2c: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    from n2c.distributed import exit_now_if_distributed
+    exit_now_if_distributed(code)  # under torchrun only
+    return code
 
 
 if __name__ == "__main__":
