@@ -120,11 +120,19 @@ def setup(device: str | None = None) -> World:
     return World(rank, size, local_rank, where)
 
 
-def shutdown(world: World, failed: bool = False) -> None:
-    """The end of a command: after a success every process waits for the others, so that none
-    exits while another still needs the group (rank 0 hosts its store)."""
-    if world.distributed and dist.is_initialized() and not failed:
+def shutdown(world: World) -> None:
+    """The end of a successful command: every process waits for the others, so that none exits
+    while another still needs the group (rank 0 hosts its store). After a failure nothing is
+    owed: the process ends at once (:func:`exit_now_if_distributed`)."""
+    if world.distributed and dist.is_initialized():
         dist.barrier()
+
+
+def check_global_batch(batch_size: int, world: World) -> None:
+    """The global batch must split evenly over the processes."""
+    if batch_size % world.size:
+        raise N2CError(f"--batch-size {batch_size} is the global batch and must split evenly over the "
+                       f"{world.size} processes; use a multiple of {world.size}")
 
 
 def exit_now_if_distributed(code: int) -> None:

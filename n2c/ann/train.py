@@ -33,7 +33,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from n2c.data import Dataset
-from n2c.distributed import World
+from n2c.distributed import World, check_global_batch
 from n2c.errors import CalibrationError, N2CError
 from n2c.files import atomic_write
 from n2c.ingest.canonical import canonicalize, set_submodule
@@ -257,9 +257,7 @@ def fit(model: nn.Module, train_data: Dataset, epochs: int = 5, lr: float = 1e-3
         raise N2CError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
         raise N2CError(f"batch size must be >= 1, got {batch_size}")
-    if batch_size % world.size:
-        raise N2CError(f"--batch-size {batch_size} is the global batch and must split evenly over the "
-                       f"{world.size} processes; use a multiple of {world.size}")
+    check_global_batch(batch_size, world)
     if not lr > 0:
         raise N2CError(f"learning rate must be positive, got {lr}")
     if optimizer not in OPTIMIZERS:

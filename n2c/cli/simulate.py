@@ -44,11 +44,7 @@ def cmd_simulate(args) -> int:
     from n2c.distributed import setup, shutdown
 
     world = setup()  # under torchrun: each process runs its shard of the samples, rank 0 reports
-    try:
-        code = _simulate(args, world)
-    except BaseException:
-        shutdown(world, failed=True)
-        raise
+    code = _simulate(args, world)
     shutdown(world)
     return code
 

@@ -55,14 +55,10 @@ def cmd_sweep(args) -> int:
     cases = [Case(f"{method}_T{t}", {"method": method, "timesteps": t, "model_sha256": fingerprint, **options})
              for method in dict.fromkeys(args.method) for t in dict.fromkeys(args.timesteps)]
     world = setup(args.device)
-    try:
-        records = run_sweep(cases, lambda case: _run_case(case, args, model, data, train, chip), args.output, world,
-                            say=lambda line: print(line, file=sys.stderr))
-        if world.main:
-            _write_table(records, Path(args.output), data.name, chip.name)
-    except BaseException:
-        shutdown(world, failed=True)
-        raise
+    records = run_sweep(cases, lambda case: _run_case(case, args, model, data, train, chip), args.output, world,
+                        say=lambda line: print(line, file=sys.stderr))
+    if world.main:
+        _write_table(records, Path(args.output), data.name, chip.name)
     shutdown(world)
     return 0
 

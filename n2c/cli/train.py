@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
 def cmd_train(args) -> int:
     if args.integer:
         return train_integer(args)
-    from n2c.distributed import setup, shutdown
+    from n2c.distributed import check_global_batch, setup, shutdown
     from n2c.models import MODEL_NAMES
 
     if args.model_name is not None and args.model_name not in MODEL_NAMES:
@@ -71,15 +71,8 @@ def cmd_train(args) -> int:
                        f"{'|'.join(MODEL_NAMES)}, or --arch package.module:ClassName")
     check_output_file(args.output)
     world = setup(args.device)  # under torchrun: this process's rank, its device, the process group
-    if args.batch_size % world.size:
-        shutdown(world, failed=True)
-        raise N2CError(f"--batch-size {args.batch_size} is the global batch and must split evenly over the "
-                       f"{world.size} processes; use a multiple of {world.size}")
-    try:
-        code = _train(args, world)
-    except BaseException:
-        shutdown(world, failed=True)
-        raise
+    check_global_batch(args.batch_size, world)  # before anything is loaded
+    code = _train(args, world)
     shutdown(world)
     return code
 
