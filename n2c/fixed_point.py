@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from n2c.errors import QuantizationError
 
@@ -137,18 +138,28 @@ class StateClamp:
         self.count = 0
         self.wraps = 0
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if isinstance(x, np.ndarray) and x.size and self.fmt.state_min <= x.min() and x.max() <= self.fmt.state_max:
-            return x  # nothing to saturate (two reductions, no copy: the common case)
-        y = self.fmt.clamp_state(x)
+    def __call__(self, x):
+        """x: int64 numpy, or a torch tensor of floats holding integers (the reference's exact
+        float runs)."""
+        lo, hi = self.fmt.state_min, self.fmt.state_max
+        if isinstance(x, torch.Tensor):
+            if x.numel():
+                least, most = torch.aminmax(x)
+                if lo <= least and most <= hi:
+                    return x
+            y = torch.clamp(x, lo, hi)
+        else:
+            if isinstance(x, np.ndarray) and x.size and lo <= x.min() and x.max() <= hi:
+                return x  # nothing to saturate (two reductions, no copy: the common case)
+            y = self.fmt.clamp_state(x)
         if self.counting:
             self.count += int((y != x).sum())
         return y
 
-    def at_limit(self, x: np.ndarray) -> None:
+    def at_limit(self, x) -> None:
         """Count values already clipped elsewhere (Lava's LIF clips v to ±(2^23 - 1) itself)."""
         if self.counting:
-            self.count += int((np.abs(x) >= self.fmt.state_max).sum())
+            self.count += int((abs(x) >= self.fmt.state_max).sum())
 
 
 def to_signed(x: np.ndarray, bits: int, name: str, what: str) -> np.ndarray:

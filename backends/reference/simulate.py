@@ -1,10 +1,10 @@
 """Reference integer simulator, zero-delay timing: the specification the Lava models are
 tested against.
 
-Batched over samples and vectorized over neurons, all int64. Synapses: ``synapses.py``; the
-products of attention: ``IntProduct.run`` (``n2c.products``);
-every neuron runs its kind's integer kernel (``n2c.neurons``), its membrane saturating at
-24 bits (``n2c.fixed_point``). Every layer sees step t of its input at step t. Lava adds one
+Batched over samples and vectorized over neurons, in integers: int64, or floats that hold
+integers where a bound proves them exact (``plan.py``). Synapses: ``synapses.py``; the
+products of attention: ``IntProduct.run`` (``n2c.products``); every neuron runs its kind's
+integer kernel (``n2c.neurons``), its membrane saturating at 24 bits (``n2c.fixed_point``). Every layer sees step t of its input at step t. Lava adds one
 step per synapse process (``stream.py`` runs that timing); ``backends.lava`` aligns its
 outputs for it. T is the integer network's ``timesteps``.
 """
@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse
-from backends.reference.synapses import count_overflow, merge_overflows, synapse
+from backends.reference.plan import RunPlan, as_int64, float_tensor, message_bound
+from backends.reference.synapses import count_overflow, merge_overflows
 from n2c.fixed_point import StateClamp
 
 
@@ -26,6 +28,7 @@ class SimResult:
     messages: dict[str, np.ndarray]  # every source/synapse/neuron -> (T, B, ...) int64 values it sent
     readout_current: np.ndarray | None = None  # (T, B, ...) int64 input of the readout at each step
     overflows: dict[str, dict] = field(default_factory=dict)  # layer -> {"limit": what, "count": values}
+    spikes: dict[str, int] = field(default_factory=dict)  # counted neuron -> unit spikes Σ|messages|
 
     def counts(self, net: IntNetwork) -> dict[str, np.ndarray]:
         """Spike counts (T, B, ...) of the spiking neurons."""
@@ -43,9 +46,9 @@ def count_clamp(overflows: dict, name: str, clamp: StateClamp) -> None:
     count_overflow(overflows, name, CURRENT_WRAP, clamp.wraps)
 
 
-def run_neuron(neuron: IntNeuron, current: np.ndarray, overflows: dict) -> tuple[np.ndarray, dict]:
-    """current: (T, B, *shape). Returns (messages (T, B, *shape), final state); membrane saturations
-    are counted in ``overflows``."""
+def run_neuron(neuron, current, overflows: dict) -> tuple:
+    """current: (T, B, *shape), int64 or a tensor of floats holding integers (``plan``). Returns
+    (messages (T, B, *shape), final state); membrane saturations are counted in ``overflows``."""
     clamp = StateClamp()
     try:
         return neuron.neuron_kind.run_window(neuron, current, clamp)
@@ -65,24 +68,26 @@ def predict(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> np.ndarra
     return np.concatenate(outputs or [np.zeros(0, np.int64)])
 
 
-def run_chunks(net: IntNetwork, encoded, samples: int, batch_size: int = 1024, keep=None):
+def run_chunks(net: IntNetwork, encoded, samples: int, batch_size: int = 1024, keep=None, count=()):
     """:func:`run_encoded` over ``samples`` in chunks of ``batch_size``: yields (slice, SimResult)
     per chunk, so that memory is bounded by one chunk whatever the number of samples.
     ``encoded(batch)`` gives the integer input (T, b, ...) of the samples in the slice ``batch``;
-    ``keep`` as in :func:`run_encoded`."""
+    ``keep`` and ``count`` as in :func:`run_encoded`."""
+    plan = RunPlan(net)
     for i in range(0, samples, batch_size):
         batch = slice(i, min(i + batch_size, samples))
-        yield batch, run_encoded(net, encoded(batch), keep)
+        yield batch, run_encoded(net, encoded(batch), keep, count, plan)
 
 
-def run_batches(net: IntNetwork, encoded, samples: int, batch_size: int = 1024, keep=None) -> SimResult:
+def run_batches(net: IntNetwork, encoded, samples: int, batch_size: int = 1024, keep=None, count=()) -> SimResult:
     """:func:`run_chunks` joined along the batch axis (the messages of all samples in memory:
     for tests and small runs; streaming consumers iterate :func:`run_chunks`)."""
-    results = [r for _, r in run_chunks(net, encoded, samples, batch_size, keep)]
+    results = [r for _, r in run_chunks(net, encoded, samples, batch_size, keep, count)]
     return SimResult(np.concatenate([r.output for r in results]),
                      {k: np.concatenate([r.messages[k] for r in results], axis=1) for k in results[0].messages},
                      np.concatenate([r.readout_current for r in results], axis=1),
-                     merge_overflows([r.overflows for r in results]))
+                     merge_overflows([r.overflows for r in results]),
+                     {k: sum(r.spikes[k] for r in results) for k in results[0].spikes})
 
 
 def _last_use(net: IntNetwork) -> dict[str, int]:
@@ -94,42 +99,60 @@ def _last_use(net: IntNetwork) -> dict[str, int]:
     return last
 
 
-def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None) -> SimResult:
+def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: RunPlan | None = None) -> SimResult:
     """Run integer input messages ``s_in`` of shape (T, B, *input_shape), T = ``net.timesteps``.
 
     ``keep``: the names whose messages the result holds (None: every source, synapse and neuron;
     ``()``: none, only the readout). A value not kept is freed once its last reader has run, so
-    a run holds only the values still to be read."""
+    a run holds only the values still to be read. ``count``: the neurons whose unit spikes
+    (Σ|messages|) the result totals in ``spikes``, kept or not. Layers run on floats holding
+    integers where that is exact (``plan``)."""
     t, b = net.check_steps(s_in), s_in.shape[1]
-    values: dict[str, np.ndarray] = {net.source.name: s_in.reshape(t * b, *s_in.shape[2:])}
+    plan = plan or RunPlan(net)
+    source = float_tensor(np.asarray(s_in, np.int64).reshape(t * b, *s_in.shape[2:]))
+    values: dict[str, torch.Tensor] = {net.source.name: source}
+    bounds = {net.source.name: int(source.abs().max()) if source.numel() else 0}
     kept: dict[str, np.ndarray] = {}
+    spikes: dict[str, int] = {}
     last = _last_use(net)
     output = readout_current = None
     overflows: dict = {}
 
-    def done(i: int, name: str, value: np.ndarray) -> None:
-        values[name] = value
+    def done(i: int, name: str, value: torch.Tensor, bound: int) -> None:
+        values[name], bounds[name] = value, bound
         if keep is None or name in keep:
-            kept[name] = values[name]
+            kept[name] = as_int64(value).reshape(t, b, *value.shape[1:])
+        if name in count:
+            spikes[name] = int(value.abs().sum(dtype=torch.float64))  # exact: far below 2^53
         for used in list(values):  # free what no later layer reads
             if last.get(used, -1) <= i:
                 del values[used]
 
     if keep is None or net.source.name in keep:
-        kept[net.source.name] = values[net.source.name]
+        kept[net.source.name] = as_int64(source).reshape(t, b, *source.shape[1:])
     for i, layer in enumerate(net.layers):
         if isinstance(layer, IntSynapse):
-            done(i, layer.name, synapse(layer, values[layer.input], overflows, t))
+            run = plan.synapse(layer, bounds[layer.input])
+            done(i, layer.name, run(values[layer.input], overflows, t), run.bound)
             continue
-        if isinstance(layer, IntProduct):
-            a, b_ = (values[name].reshape(t, b, *values[name].shape[1:]) for name in layer.inputs)
-            done(i, layer.name, layer.run(a, b_).reshape(t * b, *layer.out_shape))
+        if isinstance(layer, IntProduct):  # int64 (the embedded processors' arithmetic), its bound measured
+            a, b_ = (as_int64(values[name]).reshape(t, b, *values[name].shape[1:]) for name in layer.inputs)
+            product = float_tensor(layer.run(a, b_).reshape(t * b, *layer.out_shape))
+            done(i, layer.name, product, int(product.abs().max()) if product.numel() else 0)
             continue
-        current = sum(values[name] for name in layer.inputs).reshape(t, b, *layer.shape)
-        k, state = run_neuron(layer, current, overflows)
-        if layer.name == net.output:  # the readout sends nothing: its potential is the result
-            output, readout_current = state["v"], current + layer.bias
+        current_bound = sum(bounds[name] for name in layer.inputs)
+        dtype = plan.neuron_type(layer, current_bound)
+        if dtype is None:  # the kind's int64 kernel
+            current = sum(as_int64(values[name]) for name in layer.inputs).reshape(t, b, *layer.shape)
+            k, state = run_neuron(layer, current, overflows)
+            k, state = torch.from_numpy(k), {key: torch.from_numpy(v) for key, v in state.items()}
+            current = torch.from_numpy(current)
         else:
-            done(i, layer.name, k.reshape(t * b, *layer.shape))
-    return SimResult(output, {name: v.reshape(t, b, *v.shape[1:]) for name, v in kept.items()}, readout_current,
-                     overflows)
+            current = sum(values[name].to(dtype) for name in layer.inputs).reshape(t, b, *layer.shape)
+            k, state = run_neuron(plan.neuron(layer, dtype), current, overflows)
+        if layer.name == net.output:  # the readout sends nothing: its potential is the result
+            output = as_int64(state["v"])
+            readout_current = as_int64(current) + np.asarray(layer.bias, np.int64)
+        else:
+            done(i, layer.name, k.reshape(t * b, *layer.shape), message_bound(layer))
+    return SimResult(output, kept, readout_current, overflows, spikes)

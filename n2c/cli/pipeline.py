@@ -116,7 +116,7 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
     from backends.reference.synapses import merge_overflows
 
     counted = spiking_layers(net) if count else set()
-    chunks = run_chunks(net, encoded, samples, batch_size, keep=None if record else counted)
+    chunks = run_chunks(net, encoded, samples, batch_size, keep=None if record else (), count=counted)
     outputs, currents, overflows, messages = [], [], [], []
     spikes = dict.fromkeys(counted, 0)
     for _, sim in tqdm(chunks, total=-(-samples // batch_size), desc="reference", unit="chunk",
@@ -124,7 +124,7 @@ def run_integer(net: IntNetwork, encoded, samples: int, backend: str = "referenc
         outputs.append(sim.output)
         currents.append(sim.readout_current)
         overflows.append(sim.overflows)
-        for name, n in (unit_spikes(net, sim.messages) if count else {}).items():
+        for name, n in sim.spikes.items():
             spikes[name] += n
         if record:
             messages.append(sim.messages)

@@ -48,8 +48,18 @@ def floor_divide(m, theta):
 
 def clip(x, lo, hi):
     if isinstance(x, torch.Tensor):
+        if isinstance(lo, torch.Tensor) != isinstance(hi, torch.Tensor):  # torch.clamp takes two of a kind
+            lo, hi = (torch.as_tensor(b, dtype=x.dtype) for b in (lo, hi))
         return torch.clamp(x, lo, hi)
     return np.clip(x, lo, hi)
+
+
+def zeros_like(x):
+    return torch.zeros_like(x) if isinstance(x, torch.Tensor) else np.zeros_like(x)
+
+
+def empty_like(x):
+    return torch.empty_like(x) if isinstance(x, torch.Tensor) else np.empty_like(x)
 
 
 def window_position(t: int, depth: int, timesteps: int) -> int:
@@ -57,8 +67,11 @@ def window_position(t: int, depth: int, timesteps: int) -> int:
     return (t - depth) % timesteps
 
 
-def per_neuron(values, shape: tuple[int, ...]) -> np.ndarray:
-    """A parameter broadcast to the layer's shape, int64."""
+def per_neuron(values, shape: tuple[int, ...], like=None):
+    """A parameter broadcast to the layer's shape: int64, or a tensor of ``like``'s dtype when
+    ``like`` is a tensor (the reference's exact float runs, ``backends.reference.plan``)."""
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(values, dtype=like.dtype).expand(shape).clone()
     return np.broadcast_to(np.asarray(values, dtype=np.int64), shape).copy()
 
 
@@ -77,11 +90,19 @@ class NeuronKind:
         return self.windows_late * timesteps
 
     # --- integer arithmetic -----------------------------------------------------------------
-    def initial_state(self, neuron, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """State at the start of a sample window: v = v(0) (:meth:`v_start`), the rest 0."""
-        state = {name: np.zeros(shape, dtype=np.int64) for name in self.state}
-        state["v"] = per_neuron(self.v_start(neuron), shape)
+    def initial_state(self, neuron, shape: tuple[int, ...], like=None) -> dict:
+        """State at the start of a sample window: v = v(0) (:meth:`v_start`), the rest 0; int64,
+        or tensors of ``like``'s dtype when ``like`` is a tensor."""
+        state = {name: per_neuron(0, shape, like) for name in self.state}
+        state["v"] = per_neuron(self.v_start(neuron), shape, like)
         return state
+
+    def float_bound(self, neuron, current_bound: int) -> int | None:
+        """The largest magnitude any value of one :meth:`step` can take when |current| ≤
+        ``current_bound``: the reference runs the kind's kernel on floats holding integers when
+        this is below the float type's exact range (``backends.reference.plan``). None: the
+        kernel runs on int64 only."""
+        return None
 
     def v_start(self, neuron):
         return neuron.v_init
@@ -94,8 +115,10 @@ class NeuronKind:
     def run_window(self, neuron, current: np.ndarray, clamp: StateClamp) -> tuple[np.ndarray, dict]:
         """Zero-delay run of one sample window: ``current`` (T, B, *shape) → messages (T, B, *shape)
         and the final state."""
-        state = self.initial_state(neuron, current.shape[1:])
-        out = np.empty_like(current)
+        state = self.initial_state(neuron, current.shape[1:], like=current)
+        if len(current) == 1:  # one step (T = 1): no copy into a window array
+            return self.step(neuron, state, current[0], clamp)[None], state
+        out = empty_like(current)
         for t in range(len(current)):
             out[t] = self.step(neuron, state, current[t], clamp)
         return out, state

@@ -70,6 +70,10 @@ def step_torch(v: torch.Tensor, current: torch.Tensor, theta: torch.Tensor, max_
     return k, m - theta * k
 
 
+def _largest(values) -> int:
+    return int(np.abs(np.asarray(values)).max(initial=0))
+
+
 def qcfs_count(z, theta, levels):
     """QCFS level of pre-activation ``z``: ``clip(floor((z + θ/2)/θ), 0, L)``: the neuron's
     count after one step from ``v_init = θ/2``, so the one-step SNN and the QCFS ANN agree bit
@@ -89,6 +93,12 @@ class MultiThreshold(NeuronKind):
 
     def message_range(self, neuron, fmt: IntegerFormat = LOIHI):
         return -int(neuron.min_spikes), int(neuron.max_spikes)
+
+    def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
+        """|v| ≤ 2^23, so |m| ≤ 2^23 + |I| + |b| and |v - θk| ≤ |m| + θ·max(K, K⁻)."""
+        spikes = max(int(np.max(neuron.max_spikes)), int(np.max(neuron.min_spikes)))
+        return (fmt.state_max + 1 + current_bound + _largest(neuron.bias)
+                + _largest(neuron.threshold) * spikes)
 
     def check(self, neuron, fmt: IntegerFormat = LOIHI) -> None:
         super().check(neuron, fmt)

@@ -11,6 +11,8 @@ scale. NIR: the graph's Output node.
 
 from __future__ import annotations
 
+import numpy as np
+
 from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp
 from n2c.neurons.kind import NeuronKind
 
@@ -28,6 +30,9 @@ class Readout(NeuronKind):
 
     def message_range(self, neuron, fmt: IntegerFormat = LOIHI):
         return -fmt.state_max, fmt.state_max
+
+    def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
+        return fmt.state_max + 1 + current_bound + int(np.abs(np.asarray(neuron.bias)).max(initial=0))
 
 
 KIND = Readout()

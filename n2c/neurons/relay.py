@@ -16,10 +16,8 @@ partial sum its inputs can make). Lava: the stock ``GradedVec`` (``v = a_in``, s
 
 from __future__ import annotations
 
-import numpy as np
-
 from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp
-from n2c.neurons.kind import NeuronKind
+from n2c.neurons.kind import NeuronKind, zeros_like
 
 
 class Relay(NeuronKind):
@@ -31,11 +29,14 @@ class Relay(NeuronKind):
 
     def step(self, neuron, state, current, clamp: StateClamp):
         # no clamp: the synapse that made the current already wrapped it and counted any overflow
-        state["v"] = np.zeros_like(current)
+        state["v"] = zeros_like(current)
         return current
 
     def message_range(self, neuron, fmt: IntegerFormat = LOIHI):
         return -int(neuron.min_spikes), int(neuron.max_spikes)
+
+    def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
+        return current_bound
 
 
 KIND = Relay()

@@ -70,6 +70,12 @@ class ScaleAndFire(NeuronKind):
     def message_range(self, neuron, fmt: IntegerFormat = LOIHI):
         return int(np.min(neuron.codes)), int(np.max(neuron.codes))
 
+    def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
+        """|v| ≤ 2^23, so |m| ≤ 2^23 + |I| + |b| and |m - unit·code| ≤ |m| + unit·max|code|."""
+        largest = lambda values: int(np.abs(np.asarray(values)).max(initial=0))  # noqa: E731
+        return (fmt.state_max + 1 + current_bound + largest(neuron.bias) + max(largest(neuron.edges), 1)
+                + int(neuron.code_value) * largest(neuron.codes))
+
     def check(self, neuron, fmt: IntegerFormat = LOIHI) -> None:
         super().check(neuron, fmt)
         edges, codes = np.asarray(neuron.edges), np.asarray(neuron.codes)
