@@ -19,7 +19,7 @@ import torch
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse
 from backends.reference.plan import RunPlan, as_int64, float_tensor, message_bound
 from backends.reference.synapses import count_overflow, merge_overflows
-from n2c.fixed_point import StateClamp
+from n2c.fixed_point import EXACT_FLOAT32, StateClamp
 
 
 @dataclass
@@ -90,6 +90,15 @@ def run_batches(net: IntNetwork, encoded, samples: int, batch_size: int = 1024, 
                      {k: sum(r.spikes[k] for r in results) for k in results[0].spikes})
 
 
+def exact_total(value: torch.Tensor, bound: int) -> int:
+    """Σ of integers |v| ≤ ``bound`` held in floats, exactly: per row (one step of one sample) in
+    the value's type where a row's sum stays inside its exact range, then in float64."""
+    rows = value.reshape(len(value), -1)
+    if value.dtype == torch.float32 and rows.shape[1] * bound < EXACT_FLOAT32:
+        rows = rows.sum(dim=1)
+    return int(rows.sum(dtype=torch.float64))
+
+
 def _last_use(net: IntNetwork) -> dict[str, int]:
     """Index of the last layer that reads each value (the source's and every layer's)."""
     last = {}
@@ -114,7 +123,7 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
     bounds = {net.source.name: int(source.abs().max()) if source.numel() else 0}
     kept: dict[str, np.ndarray] = {}
     spikes: dict[str, int] = {}
-    last = _last_use(net)
+    last, layers = _last_use(net), net.by_name()
     output = readout_current = None
     overflows: dict = {}
 
@@ -122,8 +131,9 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
         values[name], bounds[name] = value, bound
         if keep is None or name in keep:
             kept[name] = as_int64(value).reshape(t, b, *value.shape[1:])
-        if name in count:
-            spikes[name] = int(value.abs().sum(dtype=torch.float64))  # exact: far below 2^53
+        if name in count:  # unit spikes: |k| summed
+            signed = layers[name].neuron_kind.message_range(layers[name])[0] < 0
+            spikes[name] = exact_total(value.abs() if signed else value, bound)
         for used in list(values):  # free what no later layer reads
             if last.get(used, -1) <= i:
                 del values[used]

@@ -68,10 +68,11 @@ def window_position(t: int, depth: int, timesteps: int) -> int:
 
 
 def per_neuron(values, shape: tuple[int, ...], like=None):
-    """A parameter broadcast to the layer's shape: int64, or a tensor of ``like``'s dtype when
-    ``like`` is a tensor (the reference's exact float runs, ``backends.reference.plan``)."""
-    if isinstance(like, torch.Tensor):
-        return torch.as_tensor(values, dtype=like.dtype).expand(shape).clone()
+    """A parameter broadcast to the layer's shape, int64; or, when ``like`` is a tensor (the
+    reference's exact float runs, ``backends.reference.plan``), a tensor of its dtype that
+    broadcasts to the shape."""
+    if isinstance(like, torch.Tensor):  # not copied: broadcastable to ``shape`` (kernels replace, never write, state)
+        return torch.as_tensor(values, dtype=like.dtype)
     return np.broadcast_to(np.asarray(values, dtype=np.int64), shape).copy()
 
 

@@ -41,6 +41,10 @@ def step(v, current, theta, max_spikes, min_spikes=0):
     """One step. Returns ``(k, v_next)``: ``k = clip(floor((v + I)/θ), -K⁻, K)``,
     ``v_next = v + I - θ·k``. numpy (float or int64) or torch."""
     m = v + current
+    if isinstance(m, torch.Tensor) and not m.requires_grad and np.ndim(max_spikes) == 0 and np.ndim(min_spikes) == 0:
+        # the same equation in place on m's buffer (the reference's integers held in floats: no rounding)
+        k = torch.div(m, theta).floor_().clamp_(-int(min_spikes), int(max_spikes))
+        return k, m.addcmul_(k, theta, value=-1)
     if isinstance(m, np.ndarray) and m.dtype == np.int64 and np.ndim(max_spikes) == 0 and max_spikes == 1 \
             and np.ndim(min_spikes) == 0 and min_spikes == 0:
         # one spike at most (IF): clip(floor(m/θ), 0, 1) is m ≥ θ for θ ≥ 1, without a division
@@ -87,7 +91,7 @@ class MultiThreshold(NeuronKind):
     nir_name = "multi_threshold_if"
 
     def step(self, neuron, state, current, clamp: StateClamp):
-        k, v = step(state["v"], current + neuron.bias, neuron.threshold, neuron.max_spikes, neuron.min_spikes)
+        k, v = step(state["v"] + neuron.bias, current, neuron.threshold, neuron.max_spikes, neuron.min_spikes)
         state["v"] = clamp(v)
         return k
 

@@ -63,7 +63,7 @@ class ScaleAndFire(NeuronKind):
         return 0.0
 
     def step(self, neuron, state, current, clamp: StateClamp):
-        code, v = step(state["v"], current + neuron.bias, neuron.edges, neuron.codes, neuron.code_value)
+        code, v = step(state["v"] + neuron.bias, current, neuron.edges, neuron.codes, neuron.code_value)
         state["v"] = clamp(v)
         return code
 
