@@ -30,7 +30,7 @@ from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer
 from n2c import products
 from n2c.limits import MAX_WEIGHTS, check_elements
 from n2c.errors import QuantizationError
-from n2c.fixed_point import INPUT_BITS, LOIHI, STATE_BITS, IntegerFormat, to_signed
+from n2c.fixed_point import INPUT_BITS, LOIHI, STATE_BITS, IntegerFormat
 from n2c.neurons import NeuronKind, kind as kind_named
 from n2c.neurons.cuba import LIF, cuba_form
 from n2c.neurons.polarity import message_bits as graded_bits
@@ -601,12 +601,15 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
         raise QuantizationError(f"neuron '{layer.name}' ({layer.kind}): a bias on its input enters the synaptic "
                                 "current, which Loihi's neuron bias (added to v) cannot express; simulate it in "
                                 "float (--precision float)")
-    bias = to_signed((form["gain"] * syn_bias + form["leak"]) * scale, fmt.state_bits, layer.name, "the bias")
+    real_bias = (form["gain"] * syn_bias + form["leak"]) * scale
+    bias = fmt.round_bias(real_bias, layer.name)
     neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
                        bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"],
                        spike_value=np.full(shape, 1.0 if layer.spiking else 1.0 / scale))  # a spike, or v_int
     info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale, **stats,
             "synapses": [s.name for s in synapses]}
+    if fmt.bias_unit > 1:  # what rounding to the format's bias granularity changed, in integer units
+        info["bias_rounding"] = float(np.abs(bias - real_bias).max(initial=0))
     if layer.spiking:
         info.update(LIF.quantize_threshold(layer, neuron, k, fmt))
     return neuron, synapses, info
@@ -634,7 +637,7 @@ def _quantize_neuron(layer, kind: str, syn_layers: list[tuple], fmt: IntegerForm
     scale, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt,
                                                _current_cap(layer, syn_layers, bias, fmt), layer.scale)
     neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
-                       bias=to_signed(bias * scale, fmt.state_bits, layer.name, "the bias"))
+                       bias=fmt.round_bias(bias * scale, layer.name))
     info = {"layer": layer.name, "kind": kind, "scale": scale, **stats, "synapses": [s.name for s in synapses]}
     info.update(neuron.neuron_kind.quantize(layer, neuron, scale, fmt))
     return neuron, synapses, info

@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import backends.lava  # noqa: E402,F401  (Lava fixes the multiprocessing start method first)
+import backends.lava.runtime  # noqa: E402,F401  (first: Lava fixes the multiprocessing start method)
 from accuracy import BUDGETS, QUICK  # noqa: E402
 from integer_accuracy import cached, trained_models  # noqa: E402
 from backends.lava import lower  # noqa: E402

@@ -18,7 +18,8 @@ Formats (signed two's complement unless stated)::
     CUBA threshold vth         unsigned 17 bits, compared as vth << 6
     CUBA decays du, dv         12 bits, 0..4095 (a step keeps (4096 - d)/4096)
     bias                       13-bit mantissa << a shared exponent 0..7 (stock LIF);
-                               24 bits in n2c's own neuron models
+                               24 bits in n2c's own neuron models; a multiple of
+                               ``bias_unit`` (1, or 64 for lava-dl netx, whose bias_exp is 6)
     synaptic accumulator       16 bits on the chip; Lava's Dense sums in int32 and does
                                not saturate, its Conv wraps to 24 bits
     synaptic delay             0..62 steps (6 bits; lava-dl netx clips above 62)
@@ -51,6 +52,7 @@ class IntegerFormat:
     conv_bits: int = 24  # Lava's Conv wraps its output to 24 bits
     max_delay: int = 62
     input_bits: int = 8
+    bias_unit: int = 1  # biases are multiples of this (lava-dl netx fixes bias_exp = 6: 64)
 
     @classmethod
     def for_chip(cls, weight_bits: int, delay_bits: int) -> "IntegerFormat":
@@ -74,6 +76,13 @@ class IntegerFormat:
     def clamp_state(self, x: np.ndarray) -> np.ndarray:
         """Saturate to the signed state range (membrane potentials)."""
         return np.clip(x, self.state_min, self.state_max)
+
+    def round_bias(self, real: np.ndarray, name: str) -> np.ndarray:
+        """A real bias (in integer units) at the format's granularity: the nearest multiple of
+        ``bias_unit`` that fits the signed state width, or a QuantizationError naming the layer."""
+        unit = self.bias_unit
+        return to_signed(np.asarray(real, np.float64) / unit, self.state_bits - (unit.bit_length() - 1), name,
+                         "the bias") * unit
 
     # --- weights ------------------------------------------------------------------------------
     @property

@@ -9,7 +9,9 @@ integers (u, v, a, b, θ, du, dv of ``n2c.neurons.cuba``)::
     conv    weight = W (Cout, Cin/g, kH, kW) as torch stores it;     netx flips and transposes it
             stride, padding, dilation (H, W); groups
     neuron  type CUBA, iDecay = du + 1, vDecay = dv, vThMant = θ     one value per layer
-            bias = b / 64                                           netx fixes bias_exp = 6
+            bias = b / 64                                           netx fixes bias_exp = 6, so the
+                                                                    export quantizes b to multiples
+                                                                    of 64 (:data:`NETX_FORMAT`)
     shape   (C, H, W) or (N,)                                       netx reads it reversed, (x, y, z)
 
 netx runs dense weights through its ``optimize_weight_bits`` (a weight exponent and a bit count)
@@ -41,6 +43,7 @@ the first step of each sample (netx adds one to the offset per block).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,13 +54,15 @@ from backends.ir.layers import LayerGraph
 from backends.lava.layout import LAVA_INT8_MAX, lava_groups, regroup_conv_weight, to_lava
 from backends.lava.neurons import uniform_value
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, quantize
-from n2c.fixed_point import lava_effective_weights
+from n2c.fixed_point import LOIHI, lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
 from n2c.neurons.cuba import LI, LIF
 from n2c.neurons.readout import KIND as READOUT
 
 BIAS_EXP = 6  # netx passes bias_exp = 6 to every CUBA neuron
 BIAS_MANT = 2 ** 12  # 13-bit signed bias mantissa
+# the integer format of a netx export: Loihi's, with biases in multiples of 2^6 (netx's bias_exp)
+NETX_FORMAT = dataclasses.replace(LOIHI, bias_unit=2 ** BIAS_EXP)
 VTH_MAX = 2 ** 17 - 1  # unsigned 17-bit threshold mantissa: the "never spikes" threshold
 RESET_OFFSET = 1  # hdf5.Network(reset_offset=...) that aligns netx's resets with the samples
 
@@ -79,6 +84,7 @@ class NetxNetwork:
     readout: str  # "spikes" | "potential-sum" | "potential"
     readout_weight: int  # c of the readout formulas (1 for "potential")
     input_message_bits: int
+    bias_rounding: dict = field(default_factory=dict)  # layer → largest change of its bias by the rounding to 64
 
     @property
     def blocks(self) -> list[NetxLayer]:
@@ -325,7 +331,8 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
         bias = np.broadcast_to(mant, layer.shape).astype(np.int64)
         layers.append(NetxLayer(syn.kind, layer.name, tuple(layer.shape), weight, _bias_record(bias), neuron, conv))
         prev, prev_neuron, pool, syn = layer.name, layer, None, None
-    return NetxNetwork(layers, readout, gain, net.source.message_bits)
+    rounding = {r["layer"]: r["bias_rounding"] for r in net.report if r.get("bias_rounding")}
+    return NetxNetwork(layers, readout, gain, net.source.message_bits, rounding)
 
 
 # --- file ----------------------------------------------------------------------------------------
@@ -361,6 +368,6 @@ def export_netx(graph: LayerGraph, path: str, input_scale: float | None = None, 
         src, dst = sorted(graph.recurrent)[0]
         raise UnsupportedLayerError(f"recurrent edge {src} -> {dst}: n2c has no integer (Loihi) form of recurrent "
                                     "graphs to write as netx's dense_rec exactly")
-    model = to_netx(quantize(graph, input_scale, dt))
+    model = to_netx(quantize(graph, input_scale, dt, fmt=NETX_FORMAT))
     atomic_write(path, lambda tmp: write_netx(model, tmp))
     return model

@@ -44,7 +44,7 @@ def step(v, current, theta, max_spikes, min_spikes=0):
     if isinstance(m, torch.Tensor) and not m.requires_grad and np.ndim(max_spikes) == 0 and np.ndim(min_spikes) == 0:
         # the same equation in place on m's buffer (the reference's integers held in floats: no rounding)
         k = torch.div(m, theta).floor_().clamp_(-int(min_spikes), int(max_spikes))
-        return k, m.addcmul_(k, theta, value=-1)
+        return k, m.addcmul_(k, theta, value=-1) if isinstance(theta, torch.Tensor) else m.sub_(k * theta)
     if isinstance(m, np.ndarray) and m.dtype == np.int64 and np.ndim(max_spikes) == 0 and max_spikes == 1 \
             and np.ndim(min_spikes) == 0 and min_spikes == 0:
         # one spike at most (IF): clip(floor(m/θ), 0, 1) is m ≥ θ for θ ≥ 1, without a division

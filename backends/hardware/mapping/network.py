@@ -14,7 +14,7 @@ from backends.hardware.mapping.chains import Connection, compartments, connectio
 from backends.hardware.mapping.bound import layer_bounds
 from backends.hardware.mapping.partition import partition
 from backends.hardware.mapping.placement import assign_chips, block_traffic, chip_slots, improve_placement
-from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_error, fit_reason, limits, memory_use,
+from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_reason, limits, memory_use,
                                            over_limits, usage_grids)
 from backends.hardware.spec import ChipSpec
 from backends.quantize import IntNetwork, IntNeuron, IntProduct
@@ -153,13 +153,13 @@ def unfit_inputs(neurons, comp: dict, conns, chip: ChipSpec) -> dict:
     return unfit
 
 
-def fan_in_error(neurons, unfit: dict, chip: ChipSpec) -> MappingError:
-    """One MappingError naming every layer of ``unfit`` (:func:`unfit_inputs`)."""
+def unfit_error(unfit: dict[str, str], chip: ChipSpec) -> MappingError:
+    """One MappingError naming every layer of ``unfit`` (name → why one neuron passes a limit)."""
     if len(unfit) == 1:
-        name, over = next(iter(unfit.items()))
-        return fit_error(next(n for n in neurons if n.name == name), chip, over)
+        name, why = next(iter(unfit.items()))
+        return MappingError(f"layer '{name}' cannot fit one {chip.name} core: {why}")
     return MappingError(f"{len(unfit)} layers cannot fit one {chip.name} core: " + " | ".join(
-        f"layer '{name}': {fit_reason(over)}" for name, over in unfit.items()))
+        f"layer '{name}': {why}" for name, why in unfit.items()))
 
 
 SHARE_MODES = ("auto", "always", "never")
@@ -183,10 +183,10 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
     for prod in (x for x in net.layers if isinstance(x, IntProduct)):
         for name in set(prod.inputs):  # an operand's spikes travel to the embedded processors: one route each
             fanout[name] += 1
-    over_inputs = unfit_inputs(neurons, comp, conns, chip)  # before any partition: all named at once
-    if over_inputs and not unfit_ok:
-        raise fan_in_error(neurons, over_inputs, chip)
-    unfit = {name: fit_reason(over) for name, over in over_inputs.items()}
+    # before any partition, every layer whose inputs alone pass a limit: all named at once
+    unfit = {name: fit_reason(over) for name, over in unfit_inputs(neurons, comp, conns, chip).items()}
+    if unfit and not unfit_ok:
+        raise unfit_error(unfit, chip)
     pairs, plans = [], {}  # (source, target) with synapses; name → (starts, usage, bound, binding, shares)
     for neuron in reversed(neurons):
         if neuron.name in unfit:
@@ -195,7 +195,7 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
         try:
             starts, usage = partition(neuron, comp[neuron.name], into, fanout[neuron.name], chip)
         except MappingError as e:
-            if not unfit_ok or e.reason is None:
+            if e.reason is None:
                 raise
             unfit[neuron.name] = e.reason  # its fan-out, known now, is what does not fit
             continue
@@ -204,6 +204,8 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
             pairs.append((src, neuron.name))
             if src in fanout:  # blocks of this layer each source neuron reaches
                 fanout[src] += block_fanout(into, src, starts)
+    if unfit and not unfit_ok:  # fan-out limits: the consumers had to be cut first; all named at once
+        raise unfit_error({n.name: unfit[n.name] for n in neurons if n.name in unfit}, chip)
     if len(unfit) == len(neurons):
         raise MappingError(f"no layer of the network fits one {chip.name} core: " + " | ".join(
             f"layer '{name}': {why}" for name, why in unfit.items()))

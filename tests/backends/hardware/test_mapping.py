@@ -512,3 +512,25 @@ def test_every_layer_that_cannot_fit_is_named_before_any_mapping():
     fitted = fit_fan_in(net, chip)
     assert {r["layer"] for r in fitted.fan_in} == {"h", "out"}
     assert not mp.map_network(fitted, chip).unfit
+
+
+def test_every_layer_whose_fan_out_cannot_fit_is_named_in_one_error():
+    """Fan-out is known only once the consumers are cut: the mapper goes on past the first layer
+    whose one neuron reaches more consumer cores than a core's routing holds, and names every such
+    layer in one error."""
+    rng = np.random.default_rng(1)
+    chip = spec(neurons_per_core=4, output_fanout_per_core=8)
+    layers = [dense(rng, "fc1", "x", (3,), 2, zeros=0), mtn(rng, "h1", ["fc1"], (2,), levels=1),
+              dense(rng, "fc2", "h1", (2,), 40, zeros=0), mtn(rng, "h2", ["fc2"], (40,), levels=1),
+              dense(rng, "fc3", "h2", (40,), 2, zeros=0), mtn(rng, "h3", ["fc3"], (2,), levels=1),
+              dense(rng, "fc4", "h3", (2,), 40, zeros=0), mtn(rng, "h4", ["fc4"], (40,), levels=1),
+              dense(rng, "fc5", "h4", (40,), 2, zeros=0), rn.readout(rng, "out", ["fc5"], (2,))]
+    net = IntNetwork(IntSource("x", (3,), 1.0, bits=1), layers, "out")
+    with pytest.raises(N2CError) as info:
+        mp.map_network(net, chip)
+    msg = str(info.value)
+    assert msg.startswith("2 layers cannot fit one") and "\n" not in msg
+    assert "layer 'h1': one neuron needs 10 output fan-out edges (limit 8 per core)" in msg
+    assert "layer 'h3': one neuron needs 10 output fan-out edges (limit 8 per core)" in msg
+    m = mp.map_network(net, chip, unfit_ok=True)
+    assert set(m.unfit) == {"h1", "h3"}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from backends.lava.layout import conv_weight_for_lava, from_lava, to_lava
-from backends.lava.netx import (RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
+from backends.lava.netx import (NETX_FORMAT, RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
                                     netx_dense_weights, to_netx, write_netx)
 from backends.nir.to_layers import import_nir
 from backends.quantize import IntSynapse, quantize
@@ -69,6 +69,33 @@ def _dense_graph(seed: int = 3, last: str = "LIF"):
              "fc2": nir.Linear(weight=rng.normal(0, 2.4, (5, 12))), "n2": _neuron(last),
              "output": nir.Output(output_type={"output": np.array([5])})}
     return _graph(nodes, list(nodes))
+
+
+def _leaky_graph(seed: int = 3):
+    """input(6) → Linear → LIF with a leak towards v_leak = 0.3 → Output: its integer bias
+    (dt/τ)·v_leak·S is no multiple of 64 at Loihi's granularity."""
+    rng = np.random.default_rng(seed)
+    leaky = nir.LIF(tau=np.full(1, 4e-3), v_leak=np.full(1, 0.3), r=np.ones(1), v_threshold=np.ones(1),
+                    v_reset=np.zeros(1))
+    nodes = {"input": nir.Input(input_type={"input": np.array([6])}),
+             "fc1": nir.Linear(weight=rng.normal(0, 3.0, (12, 6))), "n1": leaky,
+             "output": nir.Output(output_type={"output": np.array([12])})}
+    return _graph(nodes, list(nodes))
+
+
+def test_netx_biases_are_quantized_in_multiples_of_64():
+    """netx fixes bias_exp = 6: the export quantizes biases to multiples of 64 units (at Loihi's
+    own granularity this graph's bias is refused), and says how much that changed."""
+    graph = _leaky_graph()
+    plain = quantize(graph, 1.0, DT)
+    assert int(plain.by_name()["n1"].bias.flat[0]) % 64
+    with pytest.raises(N2CError, match="not a multiple of 64"):
+        to_netx(plain)
+    net = quantize(graph, 1.0, DT, fmt=NETX_FORMAT)
+    bias = net.by_name()["n1"].bias
+    assert not (bias % 64).any() and abs(int(bias.flat[0]) - int(plain.by_name()["n1"].bias.flat[0])) <= 32
+    model = to_netx(net)
+    assert 0 < model.bias_rounding["n1"] <= 32
 
 
 def _conv_dense_graph(seed: int = 4):
@@ -267,6 +294,7 @@ def test_cli_refuses_an_n2c_multi_threshold_graph_in_a_subprocess(tmp_path):
 def _run_netx(path, model, s_in: np.ndarray, period: int):
     """Run the netx file on integer inputs (T, B, *input_shape) in Lava's fixed-point simulation.
     Returns every block's output and the last block's v, aligned to the reference: (T, B, *shape)."""
+    import backends.lava.runtime  # noqa: F401  (first: Lava fixes the multiprocessing start method)
     from lava.lib.dl.netx import hdf5
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -307,14 +335,15 @@ def _run_netx(path, model, s_in: np.ndarray, period: int):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build,shape", [(_dense_graph, (6,)), (_conv_dense_graph, (2, 6, 6)),
-                                         (_conv_conv_graph, (2, 8, 8)), (lambda: _dense_graph(last="LI"), (6,))],
-                         ids=["dense", "conv-pool-dense", "conv-pool-conv-readout", "li-readout"])
+                                         (_conv_conv_graph, (2, 8, 8)), (lambda: _dense_graph(last="LI"), (6,)),
+                                         (_leaky_graph, (6,))],
+                         ids=["dense", "conv-pool-dense", "conv-pool-conv-readout", "li-readout", "leak-bias"])
 def test_netx_file_in_lava_equals_the_reference(build, shape, tmp_path):
     graph = build()
     path = tmp_path / "net.h5"
     model = export_netx(graph, str(path), 1.0, DT)
     period, samples = 10, 3
-    net = quantize(graph, 1.0, DT, timesteps=period)
+    net = quantize(graph, 1.0, DT, timesteps=period, fmt=NETX_FORMAT)  # the export's integer network
     s_in = np.random.default_rng(7).integers(-1, 4, (period, samples, *shape))  # graded, signed 8-bit input
     ref = run_encoded(net, s_in)
     spikes, v = _run_netx(path, model, s_in, period)
@@ -362,6 +391,7 @@ def test_netx_weight_model_matches_netx_and_lava():
 
 @pytest.mark.slow
 def test_cli_file_loads_in_netx(tmp_path):
+    import backends.lava.runtime  # noqa: F401  (first: Lava fixes the multiprocessing start method)
     from lava.lib.dl.netx import hdf5
 
     path = tmp_path / "g.nir"
@@ -383,6 +413,7 @@ def test_cli_file_loads_in_netx(tmp_path):
 def test_netx_reads_the_fields_as_written(tmp_path):
     """netx turns the file into the Lava parameters the mapping states: per-neuron, per-channel and
     dense biases, decays (du = iDecay - 1), thresholds, conv kernels and dense weights."""
+    import backends.lava.runtime  # noqa: F401  (first: Lava fixes the multiprocessing start method)
     from lava.lib.dl.netx import hdf5
 
     net = quantize(_conv_conv_graph(), 1.0, DT)
