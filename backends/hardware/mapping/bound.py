@@ -33,6 +33,7 @@ With shared cores (``layer_bounds``' third value)
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -41,17 +42,23 @@ from backends.hardware.mapping.chains import outer, row_bits
 from backends.hardware.mapping.usage import limits, memory_use
 
 
-def layer_bounds(neuron, comp, conns, fanout, chip) -> tuple[int, str, dict[str, float]]:
+def layer_bounds(neuron, comp, conns, fanout, chip, achieved: int | None = None) -> tuple[int, str, dict[str, float]]:
     """The layer's bound alone and what binds it (:func:`lower_bound`), and its floors with
-    shared cores (per resource, :func:`_shares`), from one pass over the block shapes."""
+    shared cores (per resource, :func:`_shares`), from one pass over the block shapes.
+    ``achieved``: the blocks of a mapping of the layer; the position-aware bound
+    (:func:`_by_position`) is computed only when the others leave a gap to it."""
     count, ratio = _shape_grid(neuron, comp, conns, fanout, chip)
     totals = _totals(neuron, comp, conns, fanout, chip)
     bound, binding = _bound(neuron, totals, count, ratio, chip)
+    if achieved is None or bound < achieved:
+        tighter = _by_position(neuron, comp, conns, fanout, chip, count, ratio)
+        if tighter > bound:
+            bound, binding = tighter, f"{_largest(count, ratio)[1]} (by position)"
     return bound, binding, _shares(neuron, totals, count, ratio, chip)
 
 
 def lower_bound(neuron, comp, conns, fanout, chip) -> tuple[int, str]:
-    """The larger of the totals bound and the largest-block bound, and what binds it."""
+    """The largest of the totals, largest-block and by-position bounds, and what binds it."""
     return layer_bounds(neuron, comp, conns, fanout, chip)[:2]
 
 
@@ -124,6 +131,146 @@ def _shape_grid(neuron, comp, conns, fanout, chip) -> tuple[np.ndarray, dict]:
     use["routing_bits"] = use["output_fanout"] * chip.int("routing_entry_bits")
     used = {**{k: use[k] for k in ("neurons", "input_axons", "output_fanout")}, **memory_use(use, chip)}
     return count, {k: used[k] / lim for k, lim in limits(chip).items()}
+
+
+# --- by position ---------------------------------------------------------------------------------
+#
+# Every block B of a (C, H, W) layer holds c_B channels at |sp(B)| positions, so the blocks number
+# Σ_B 1 = Σ_p Σ_{B ∋ p} 1/|sp(B)| (p over positions, B over the blocks holding p). The blocks
+# holding p cover its C channels (Σ c_B ≥ C) and each is at most s_p(c_B) positions, the most
+# positions of a block of c_B channels that contains p and fits. So any mapping needs at least
+# Σ_p g_p(C) blocks, g_p(C) = min Σ_k 1/s_p(c_k) over channel counts with Σ c_k ≥ C (a knapsack,
+# :func:`_cover_cost`). It keeps channels whole (a core holding a conv's kernel for 128 channels
+# may have room for few positions, and the channels it leaves over still need blocks of their
+# own), which a bound from the largest block alone cannot. s_p is taken per class of positions:
+# along each spatial axis, positions grouped by their distance to the nearer edge (a block near an
+# edge reads fewer inputs through its window), a block shape fitting a class if it fits with the
+# fewest inputs of any block of that shape touching the class; any s'_p ≥ s_p keeps the bound.
+# Dense layers take the exact largest block instead (:func:`_dense_largest`).
+
+EDGE_CLASSES = 8  # distance to the nearer edge: 0, 1, ..., 6, and 7 or more
+
+
+def _edge_classes(n: int) -> list[np.ndarray]:
+    d = np.minimum(np.minimum(np.arange(n), n - 1 - np.arange(n)), EDGE_CLASSES - 1)
+    return [np.flatnonzero(d == k) for k in np.unique(d)]
+
+
+def _reach(paths: np.ndarray) -> np.ndarray:
+    """R[a, b - 1]: the inputs reached by outputs [a, a + b) (a large number where a + b > n)."""
+    n, n_in = paths.shape
+    a, b = np.arange(n)[:, None], np.arange(1, n + 1)[None, :]
+    inside = a + b <= n
+    far = np.iinfo(np.int64).max // 4
+    if (paths == paths[0]).all():  # every output reads the same inputs (a full conv's channels)
+        return np.where(inside, int(paths[0].sum()), far)
+    lo, hi = paths.argmax(axis=1), n_in - paths[:, ::-1].argmax(axis=1)
+    if (paths.any(axis=1).all() and (paths.sum(axis=1) == hi - lo).all() and (np.diff(lo) >= 0).all()
+            and (np.diff(hi) >= 0).all() and (lo[1:] <= hi[:-1]).all()):  # sliding, overlapping intervals
+        return np.where(inside, hi[np.minimum(a + b - 1, n - 1)] - lo[a], far)
+    out = np.full((n, n), far, np.int64)
+    reach = paths.copy()
+    for size in range(1, n + 1):
+        if size > 1:
+            reach = reach[:-1] | paths[size - 1:]
+        out[:n - size + 1, size - 1] = reach.sum(axis=1)
+    return out
+
+
+def _class_windows(reach: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """For b = 1..n: the fewest inputs of any window [a, a + b) that contains a member position."""
+    n = len(reach)
+    run = np.concatenate([[0], np.cumsum(np.isin(np.arange(n), members))])
+    a = np.arange(n)[:, None]
+    b = np.arange(1, n + 1)[None, :]
+    touches = run[np.minimum(a + b, n)] - run[a] > 0
+    return np.where(touches, reach, reach.max()).min(axis=0)
+
+
+def _cover_cost(most: np.ndarray) -> float:
+    """min Σ_k 1/most[c_k - 1] over channel counts c_k with Σ c_k ≥ C = len(most) (most[c - 1]:
+    the most positions of a block of c channels; 0 where none fits): dynamic programme over the
+    channels still to cover."""
+    c = len(most)
+    cost = np.where(most > 0, 1.0 / np.maximum(most, 1), np.inf)
+    best = np.zeros(c + 1)
+    for x in range(1, c + 1):
+        take = np.arange(1, c + 1)
+        best[x] = (best[np.maximum(x - take, 0)] + cost).min()
+    return float(best[c])
+
+
+def _by_position(neuron, comp, conns, fanout, chip, count, ratio) -> int:
+    """Σ_p g_p(C) over classes of positions (see above), or 0 where it does not apply."""
+    if any(c._axes is None for c in conns):
+        if not all(c._axes is None for c in conns) or len(neuron.shape) != 1:
+            return 0
+        most = _dense_largest(neuron, comp, conns, fanout, chip, _largest(count, ratio)[0])
+        return -(-math.prod(neuron.shape) // most) if most else 0
+    shape = tuple(neuron.shape)
+    if not conns or len(shape) < 2:
+        return 0
+    capacity, limit = limits(chip), chip.int("input_axons_per_core")
+    axons_least = sum(_connection_floor(c, shape, chip)[0] for c in conns)
+    others = _fits({k: r for k, r in ratio.items() if k != "input_axons"})
+    header = 0 if chip.int("conv_weight_sharing") else chip.int("synapse_block_header_bits")  # bits per axon
+    synapse_pools = [p.name for p in chip.memory if "synapses" in p.holds]
+    reaches = [[_reach(a) for a in c._axes] for c in conns]
+    spatial = np.broadcast_to(outer([np.arange(1, n + 1) for n in shape[1:]]), shape)  # positions per block shape
+    per_axis = [[[shape[0], [_class_windows(r[0], np.arange(shape[0])) for r in reaches]]]]  # channels: one class
+    for axis in range(1, len(shape)):
+        groups: dict[bytes, list] = {}
+        for members in _edge_classes(shape[axis]):
+            windows = [_class_windows(r[axis], members) for r in reaches]
+            groups.setdefault(b"".join(w.tobytes() for w in windows), [0, windows])[0] += len(members)
+        per_axis.append(list(groups.values()))
+    total, costs = 0.0, {}
+    for combo in itertools.product(*per_axis[1:]):
+        classes = (per_axis[0][0], *combo)
+        axons = sum(outer([classes[axis][1][i] for axis in range(len(shape))]) * c.axons_per_source
+                    for i, c in enumerate(conns))
+        fits = others & (axons <= limit)
+        for pool in synapse_pools:  # unshared kernels store a header per axon: more axons, more bits
+            fits &= ratio[pool] + header * (axons - axons_least) / capacity[pool] <= 1
+        most = np.where(fits, spatial, 0).reshape(shape[0], -1).max(axis=1)
+        key = most.tobytes()
+        if key not in costs:
+            costs[key] = _cover_cost(most)
+        total += math.prod(size for size, _ in combo) * costs[key]
+    return math.ceil(total - 1e-9) if np.isfinite(total) else 0
+
+
+def _dense_largest(neuron, comp, conns, fanout, chip, most: int) -> int:
+    """The largest contiguous block of a flat layer read by dense chains that fits at some
+    position, every resource counted exactly (input axons: the union of the sources reaching the
+    block); at most ``most``, the largest block of the relaxed grid. Binary search: a block that
+    fits holds blocks one smaller that fit."""
+    capacity = limits(chip)
+    n = neuron.shape[0]
+    run_fan = np.concatenate([[0], np.cumsum(np.asarray(fanout, np.int64))])
+    rows = []  # per connection: (running counts of sources reached, axons per source, weight bits, delay bits)
+    for c in conns:
+        c._dense_hits([np.zeros(1, np.int64)])  # fills c._running
+        rows.append((c._running, c.axons_per_source, c._weight_bits, c._delay_bits(chip)))
+
+    def fits(b: int) -> bool:
+        a = np.arange(n - b + 1)
+        axons, bits = 0, 0
+        for running, m, w, d in rows:
+            reached = (running[a + b] > running[a]).sum(axis=1) * m
+            axons, bits = axons + reached, bits + reached * int(row_bits(b, chip, w, d))
+        fan = (run_fan[a + b] - run_fan[a]) * comp
+        use = {"neurons": b * comp, "input_axons": axons, "output_fanout": fan, "synapse_bits": bits,
+               "neuron_state_bits": b * comp * chip.int("neuron_state_bits"),
+               "routing_bits": fan * chip.int("routing_entry_bits")}
+        used = {**{k: use[k] for k in ("neurons", "input_axons", "output_fanout")}, **memory_use(use, chip)}
+        return bool(np.logical_and.reduce([np.broadcast_to(used[k] <= lim, a.shape) for k, lim in capacity.items()]).any())
+
+    lo, hi = 0, most  # fits(lo) (0: trivially), the answer ≤ hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
 
 
 def _connection_floor(c, shape: tuple, chip) -> tuple[np.ndarray, np.ndarray]:

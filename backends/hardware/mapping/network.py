@@ -199,7 +199,8 @@ def map_network(net: IntNetwork, chip: ChipSpec, unfit_ok: bool = False, share: 
                 raise
             unfit[neuron.name] = e.reason  # its fan-out, known now, is what does not fit
             continue
-        plans[neuron.name] = (starts, usage, *layer_bounds(neuron, comp[neuron.name], into, fanout[neuron.name], chip))
+        plans[neuron.name] = (starts, usage, *layer_bounds(neuron, comp[neuron.name], into, fanout[neuron.name], chip,
+                                                           math.prod(map(len, starts))))
         for src in dict.fromkeys(c.source for c in into):
             pairs.append((src, neuron.name))
             if src in fanout:  # blocks of this layer each source neuron reaches

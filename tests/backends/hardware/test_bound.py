@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from backends.hardware.mapping import bound, chains, partition
 from backends.hardware.mapping.usage import over_limits, usage_grids
 from backends.hardware.spec import load_chip
-from backends.quantize import IntNeuron
+from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
 from tests.backends.hardware.test_mapping import conv_nets, small_chips
 
 
@@ -101,3 +101,63 @@ def test_window_balanced_cuts_of_a_padded_3x3_conv():
     assert list(cuts[3]) == [0, 3, 5]
     assert partition._max_cost(slab, cuts[3], 8) == 4 < partition._max_cost(slab, np.arange(3) * 8 // 3, 8) == 5
     assert all(len(s) == k and s[0] == 0 and (np.diff(s) > 0).all() for k, s in cuts.items())
+
+
+def _guillotine(rng, box: list[tuple[int, int]], depth: int = 0) -> list[list[tuple[int, int]]]:
+    """A random partition of ``box`` into rectangles by recursive cuts (not a grid: each part is cut
+    on its own)."""
+    cuttable = [axis for axis, (a, b) in enumerate(box) if b - a > 1]
+    if not cuttable or rng.random() < 0.15 * depth:
+        return [box]
+    axis = int(rng.choice(cuttable))
+    a, b = box[axis]
+    at = int(rng.integers(a + 1, b))
+    return (_guillotine(rng, [*box[:axis], (a, at), *box[axis + 1:]], depth + 1)
+            + _guillotine(rng, [*box[:axis], (at, b), *box[axis + 1:]], depth + 1))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_nets(), small_chips(), st.integers(0, 2 ** 16))
+def test_no_partition_into_rectangles_beats_the_bound(net, chip, seed):
+    """The by-position bound counts blocks of any partition, not only grids: random guillotine
+    partitions (every part cut on its own) whose blocks all fit have at least that many."""
+    rng = np.random.default_rng(seed)
+    for neuron, comp, conns in layers_of(net, chip):
+        fanout = rng.integers(0, 4, size=neuron.shape)
+        need, _ = bound.lower_bound(neuron, comp, conns, fanout, chip)
+        for _ in range(30):
+            blocks = _guillotine(rng, [(0, n) for n in neuron.shape])
+            ok = True
+            for block in blocks:
+                cuts = [np.unique([0, a, b]) for a, b in block]
+                starts = [c[c < n] for c, n in zip(cuts, neuron.shape)]
+                index = tuple(int(np.searchsorted(s, a)) for s, (a, _) in zip(starts, block))
+                if not fits(neuron, comp, conns, fanout, starts, chip, index):
+                    ok = False
+                    break
+            if ok:
+                assert len(blocks) >= need, (neuron.name, blocks, need)
+
+
+def test_the_bound_keeps_a_kernels_channels_whole():
+    """A 3x3 conv of 128 channels on Loihi 2 at 16x16 (VGG-16's features_12 at CIFAR size): a core
+    holding the kernel for all 128 output channels has room for 8 positions, and blocks of fewer
+    channels are no cheaper, so the partition takes 32 cores. A bound from the largest block that
+    fits (102 channels at 3x7 positions in a corner, 2,142 neurons) says 16; keeping channels
+    whole, the bound says 28 (corner and edge blocks read fewer inputs)."""
+    rng = np.random.default_rng(0)
+    chip = load_chip("loihi2")
+    w = rng.integers(-127, 128, size=(128, 128, 3, 3)) * 2
+    w[w == 0] = 2
+    syn = IntSynapse("c", "conv", "x", (128, 16, 16), (128, 16, 16), weight=w, padding=(1, 1))
+    neuron = IntNeuron("n", "mtn", ["c"], (128, 16, 16), 1.0, bias=np.zeros((128, 16, 16), np.int64),
+                       threshold=np.full((128, 16, 16), 10), max_spikes=7)
+    net = IntNetwork(IntSource("x", (128, 16, 16), 1.0, bits=3), [syn, neuron], "n")
+    (conn,) = chains.connections_into(net, neuron, chip)
+    fanout = np.ones((128, 16, 16), np.int64)
+    most, _ = bound.largest_block(neuron, 1, [conn], fanout, chip)
+    need, binding = bound.lower_bound(neuron, 1, [conn], fanout, chip)
+    assert most == 2142 and -(-neuron.shape[0] * 256 // most) == 16
+    assert need == 28 and "by position" in binding
+    starts, _ = partition.partition(neuron, 1, [conn], fanout, chip)
+    assert math.prod(map(len, starts)) == 32
