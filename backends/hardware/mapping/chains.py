@@ -136,9 +136,10 @@ class Connection:
                            f"'{self.source}' is not supported; use sum-pools followed by at most one conv or dense")
         pools = self.chain[:-1] if kinds[-1] == "dense" else self.chain
         # path counts per axis, in float64 (exact for counts < 2^53; BLAS, where int64 matmul is not)
-        axes = [np.eye(n) for n in self.chain[0].in_shape] if pools else None
-        for syn in pools:
-            axes = [m.astype(np.float64) @ a for m, a in zip(_axis_maps(syn), axes)]
+        axes = None
+        for syn in pools:  # the first synapse's maps as they are (no product with an identity)
+            maps = [m.astype(np.float64) for m in _axis_maps(syn)]
+            axes = maps if axes is None else [m @ a for m, a in zip(maps, axes)]
         if kinds[-1] != "dense":
             self._axes = [a > 0 for a in axes]
             return
@@ -326,6 +327,8 @@ class Connection:
         ends = np.append(starts[0], c_out)
 
         def per_chunk():
+            if groups == 1:  # one group: a row of the chunk's channels per kernel entry
+                return entries * row_bits(np.diff(ends), chip, w, d)
             return np.array([int((entries * row_bits(np.bincount(np.arange(a, b) // (c_out // groups)), chip, w,
                                                      d)).sum()) for a, b in zip(ends[:-1], ends[1:])])
         chunks = self._per_axis(f"shared{w},{d}", 0, starts[0], per_chunk)
