@@ -23,21 +23,24 @@ profiles the reference simulator with cProfile. Results go to docs/results/throu
 
 from __future__ import annotations
 
-import argparse
-import cProfile
-import io
-import linecache
 import os
-import platform
-import pstats
-import sys
-import tempfile
-import time
-import warnings
-from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the n2c command sets it (n2c/cli/main.py), before torch
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import linecache  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -13,8 +13,14 @@ import os
 import sys
 import warnings
 
-from n2c.cli import convert, demo, export, inspect, report, simulate, sweep, train
-from n2c.errors import N2CError
+# Before torch starts OpenMP: its threads sleep when idle instead of spinning. On a machine
+# whose cores are busy with other jobs, spinning threads make each parallel kernel wait for a
+# descheduled one (measured here: n2c simulate 6-60x slower, the more the busier); on an idle
+# machine the difference is within noise. Set OMP_WAIT_POLICY yourself to choose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from n2c.cli import convert, demo, export, inspect, report, simulate, sweep, train  # noqa: E402
+from n2c.errors import N2CError  # noqa: E402
 
 COMMANDS = (export, convert, simulate, report, inspect, demo, train, sweep)
 

@@ -146,3 +146,15 @@ def test_graph_without_input_scale_takes_the_datasets(digits_nir, tmp_path, caps
     nir.write(str(path), graph)
     assert main(["simulate", str(path), "--samples", "30", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_lets_torch_threads_sleep_unless_told_otherwise(given, expected):
+    """OpenMP threads that spin wait for descheduled ones on a busy machine: the n2c command sets
+    OMP_WAIT_POLICY=PASSIVE before torch starts, unless the user chose a policy."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", "import n2c.cli.main, os; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
