@@ -15,7 +15,7 @@ import warnings
 
 # Before torch starts OpenMP: its threads sleep when idle instead of spinning. On a machine
 # whose cores are busy with other jobs, spinning threads make each parallel kernel wait for a
-# descheduled one (measured here: n2c simulate 6-60x slower, the more the busier); on an idle
+# descheduled one (measured here: n2c simulate 6x to 34x slower, the busier the slower); on an idle
 # machine the difference is within noise. Set OMP_WAIT_POLICY yourself to choose otherwise.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
