@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import operator
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -166,21 +167,81 @@ def _is_relu_clamp(node: fx.Node) -> bool:
     return lo == 0 and hi is None
 
 
-def _is_batch_flatten(node: fx.Node) -> bool:
-    """``torch.flatten(x, 1)``, ``x.flatten(1)``, ``x.view(x.size(0), -1)``, ``x.reshape(len(x), -1)``."""
+def _is_batch_size(node) -> bool:
+    """``x.size(0)``, ``x.size()[0]``, ``x.shape[0]``, ``len(x)``: the batch size (of any tensor)."""
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "call_method" and node.target == "size" and node.args[1:] == (0,) and not node.kwargs:
+        return True
+    if node.op == "call_function" and node.target is len:
+        return True
+    if node.op == "call_function" and node.target is operator.getitem and node.args[1] == 0:
+        of = node.args[0]
+        return isinstance(of, fx.Node) and (of.op == "call_method" and of.target == "size" and len(of.args) == 1
+                                            or of.op == "call_function" and of.target is getattr
+                                            and of.args[1] == "shape")
+    return False
+
+
+def _flatten_features(node: fx.Node) -> int | None:
+    """The features per sample a flatten spelling states: -1 where it leaves them to the shape
+    (``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``), N for ``x.view(-1, N)`` or
+    ``x.reshape(x.shape[0], N)``; None for anything that is not a flatten of each sample."""
     if node.op == "call_function" and node.target in FLATTEN_FUNCTIONS or \
             node.op == "call_method" and node.target == "flatten":
         start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
         end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
-        return start == 1 and end == -1
-    if node.op == "call_method" and node.target in ("view", "reshape"):
+        return -1 if start == 1 and end == -1 else None
+    if node.op == "call_method" and node.target in ("view", "reshape") and len(node.args) > 1:
         shape = node.args[1:] if not isinstance(node.args[1], (tuple, list)) else tuple(node.args[1])
-        if len(shape) == 2 and shape[1] == -1:
-            batch = shape[0]
-            return isinstance(batch, fx.Node) and (
-                batch.op == "call_method" and batch.target == "size" and batch.args[1:] == (0,)
-                or batch.op == "call_function" and batch.target is len)
-    return False
+    elif node.op == "call_function" and node.target is torch.reshape and len(node.args) > 1:
+        shape = tuple(node.args[1]) if isinstance(node.args[1], (tuple, list)) else ()
+    else:
+        return None
+    if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < -1 or shape[1] == 0:
+        return None
+    if _is_batch_size(shape[0]):
+        return shape[1]  # (batch, -1) or (batch, N)
+    if shape[0] == -1 and shape[1] > 0:
+        return shape[1]  # (-1, N): the batch, as long as N is each sample's size (checked after tracing)
+    return None
+
+
+def _checked_flatten(gm: fx.GraphModule, node: fx.Node, features: int) -> None:
+    """``view(-1, N)`` is a flatten of each sample only when N is a sample's size; where the next
+    layer is a Linear it must read N features (what the model was trained with)."""
+    for user in node.users:
+        m = module_of(gm, user)
+        if features > 0 and isinstance(m, nn.Linear) and m.in_features != features:
+            raise UnsupportedLayerError(f"{_describe(node, gm)} reshapes to {features} features but "
+                                        f"'{user.target}' (Linear) reads {m.in_features}; write torch.flatten(x, 1)")
+
+
+# Operations at the output that do not change the class (the argmax): dropped with a warning.
+OUTPUT_NORMALIZERS = ("softmax", "log_softmax")
+
+
+def _is_output_normalizer(node: fx.Node, gm: nn.Module) -> bool:
+    """``F.log_softmax(x, dim=1)``, ``x.softmax(1)``, ``nn.LogSoftmax(1)``… whose only user is the output."""
+    name = getattr(node.target, "__name__", "") if node.op == "call_function" else \
+        node.target if node.op == "call_method" else ""
+    m = module_of(gm, node)
+    if m is not None:
+        name = {nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax"}.get(type(m), "")
+    users = list(node.users)
+    return name in OUTPUT_NORMALIZERS and len(users) == 1 and users[0].op == "output"
+
+
+# Layers with no spiking form and what to do instead (the one-line error names the layer).
+REPLACE_WITH = {
+    "SiLU": "ReLU", "Hardswish": "ReLU (or ReLU6)", "GELU": "ReLU (GELU converts inside n2c's transformers only)",
+    "Mish": "ReLU", "ELU": "ReLU", "SELU": "ReLU", "CELU": "ReLU", "Sigmoid": "ReLU",
+    "Hardsigmoid": "ReLU6", "Tanh": "ReLU", "LeakyReLU": "ReLU (a LeakyReLU converts only with slope 0)",
+    "PReLU": "ReLU", "Softplus": "ReLU",
+    "LSTM": "a feed-forward layer: recurrent layers have no conversion in n2c",
+    "GRU": "a feed-forward layer: recurrent layers have no conversion in n2c",
+    "RNN": "a feed-forward layer: recurrent layers have no conversion in n2c",
+}
 
 
 def canonicalize(model: nn.Module) -> fx.GraphModule:
@@ -212,18 +273,34 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
             _replace_with_module(gm, node, layer, node.args[0])
         elif (cap := _clipped_relu_cap(node, gm)) is not None:
             _replace_with_module(gm, node, ClippedReLU(cap), node.args[0])
-        elif _is_batch_flatten(node):
+        elif (features := _flatten_features(node)) is not None:
+            _checked_flatten(gm, node, features)
             _replace_with_module(gm, node, nn.Flatten(), node.args[0])
+        elif _is_output_normalizer(node, gm):
+            warnings.warn(f"{_describe(node, gm)} at the output is dropped: the class (the argmax) is the same "
+                          "without it", stacklevel=2)
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+        elif (m := module_of(gm, node)) is not None and isinstance(m, nn.LeakyReLU) and m.negative_slope == 0:
+            set_submodule(gm, node.target, nn.ReLU())
+        elif node.op == "call_method" and node.target == "add_" or \
+                node.op == "call_function" and node.target is torch.Tensor.add_:
+            node.op, node.target = "call_function", operator.add  # x.add_(y): the same sum
+            _check_sum(node, gm)
         elif node.op == "call_function" and node.target in ADD_FUNCTIONS:
-            if len(node.args) != 2 or node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
-                raise UnsupportedLayerError(
-                    f"{_describe(node, gm)}: only the sum of two tensors (a residual connection) is supported")
+            _check_sum(node, gm)
             node.target = operator.add
     gm.graph.eliminate_dead_code()
     _untie_reused_modules(gm)
     _check_canonical(gm)
     gm.recompile()
     return gm
+
+
+def _check_sum(node: fx.Node, gm: nn.Module) -> None:
+    if len(node.args) != 2 or node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
+        raise UnsupportedLayerError(
+            f"{_describe(node, gm)}: only the sum of two tensors (a residual connection) is supported")
 
 
 def _untie_reused_modules(gm: fx.GraphModule) -> None:
@@ -253,6 +330,12 @@ def _check_canonical(gm: fx.GraphModule) -> None:
     if bad:
         # a layer first (LayerNorm, GELU, attention): it says more than the shape reads around it
         first = next((n for n in bad if n.op == "call_module"), bad[0])
+        kind = type(gm.get_submodule(first.target)).__name__ if first.op == "call_module" else \
+            "".join(w.capitalize() for w in str(getattr(first.target, "__name__", first.target)).split("_"))
+        hint = next((v for k, v in REPLACE_WITH.items() if k.lower() == kind.lower()), None)
+        if hint:
+            raise UnsupportedLayerError(f"{_describe(first, gm)} has no spiking form; replace it with {hint} and "
+                                        "fine-tune (n2c train)")
         layers = sorted({type(gm.get_submodule(n.target)).__name__ for n in bad if n.op == "call_module"})
         more = f"; {len(bad) - 1} more unsupported operation(s)" + (
             f", layers of type {', '.join(layers)}" if layers else "") if len(bad) > 1 else ""

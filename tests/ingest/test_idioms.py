@@ -1,0 +1,186 @@
+"""Model code as people write it: every spelling of flatten between convolutions and linear
+layers, functional pooling, dropout and activations, in-place operations, a softmax at the
+output; each network goes through conversion and the integer reference and gives, at T = 1,
+the quantized ANN's predictions. What has no spiking form is a one-line error naming the
+layer and its replacement."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from n2c.cli.pipeline import export_model, load_network
+from n2c.data import Dataset
+from n2c.errors import UnsupportedLayerError
+from n2c.ingest.canonical import canonicalize
+from n2c.snn.convert import prepare
+from backends.reference.simulate import predict
+
+
+class CaptumLeNet(nn.Module):
+    """captum's CIFAR-10 tutorial net: flattens with x.view(-1, 16 * 5 * 5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.pool1, self.conv2, self.pool2 = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2, 2), nn.Conv2d(6, 16, 5), \
+            nn.MaxPool2d(2, 2)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+        self.relu1, self.relu2, self.relu3, self.relu4 = nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        x = x.view(-1, 16 * 5 * 5)
+        x = self.relu3(self.fc1(x))
+        x = self.relu4(self.fc2(x))
+        return self.fc3(x)
+
+
+class PytorchExamplesMnist(nn.Module):
+    """pytorch/examples' MNIST net: F.relu, F.max_pool2d, dropout modules, torch.flatten, log_softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, 1), nn.Conv2d(8, 16, 3, 1)
+        self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+        self.fc1, self.fc2 = nn.Linear(16 * 12 * 12, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = self.dropout2(x)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class Spellings(nn.Module):
+    """One network per flatten spelling, with functional pooling and activations, in place."""
+
+    def __init__(self, flatten: str):
+        super().__init__()
+        self.flatten = flatten
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True))
+        self.blocks = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)])
+        self.head = nn.ModuleDict({"fc": nn.Linear(4 * 4 * 4, 10)})
+
+    def forward(self, x):
+        x = self.body(x)
+        y = F.relu6(self.blocks[0](x))
+        y.add_(x)  # in place residual
+        x = F.avg_pool2d(F.relu(self.blocks[1](y), inplace=True), kernel_size=2, stride=2)
+        x = F.dropout(x, p=0.2, training=self.training)
+        n = {"view_minus_one": lambda t: t.view(-1, 64), "reshape_shape0": lambda t: t.reshape(t.shape[0], -1),
+             "size_index": lambda t: t.view(t.size()[0], -1), "torch_reshape": lambda t: torch.reshape(t, (-1, 64)),
+             "flatten_method": lambda t: t.flatten(1), "size0_n": lambda t: t.view(t.size(0), 64),
+             "adaptive_mean": None}[self.flatten]
+        if n is None:  # global pooling to (B, 4) then a Linear of 4 inputs
+            x = F.adaptive_avg_pool2d(x, 2)
+            return self.head["fc"](x.view(x.size(0), -1))
+        return self.head["fc"](n(x))
+
+
+def _random_images(shape, n=16, seed=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 256, size=(n, *shape)) / 255).astype(np.float32)  # 8-bit images, as the input encodes them
+    return Dataset("random", x, rng.integers(0, 10, n), 1 / 255, 10)
+
+
+def _converts_exactly(model: nn.Module, shape, tmp_path) -> None:
+    """Calibrated (L = 8), converted with mtn at T = 1 and exported: the one-step SNN's outputs
+    equal the quantized ANN's bit for bit. The integer network (8-bit weights) then runs on the
+    reference: its predictions follow the SNN's but for near ties that the rounding of random
+    weights can flip, so it must predict the ANN's class wherever that class leads by more than 5 %
+    of the output range (exact integer agreement is integer-exact fine-tuning's job,
+    tests/backends/test_integer_training.py)."""
+    data = _random_images(shape)
+    path = str(tmp_path / "m.nir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # calibration and pooling notes
+        snn = export_model(model.eval(), path, shape, data.input_scale, levels=8, calib=data, maxpool="exact")
+        quantized = prepare(model.eval(), levels=8, calib=data)
+    x = torch.from_numpy(data.x)
+    with torch.no_grad():
+        ann, spiking = quantized(x), snn(x)
+    assert torch.equal(ann, spiking)
+    _, net = load_network(path)
+    top2 = ann.topk(2, dim=1).values
+    clear = ((top2[:, 0] - top2[:, 1]) > 0.05 * (ann.max() - ann.min())).numpy()  # not a near tie
+    assert clear.sum() >= 4
+    assert np.array_equal(predict(net, data.x)[clear], ann.argmax(1).numpy()[clear])
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)  # the models' random weights
+
+
+def test_captum_lenet_view_minus_one_converts(tmp_path):
+    _converts_exactly(CaptumLeNet(), (3, 32, 32), tmp_path)
+
+
+def test_pytorch_examples_mnist_net_converts_and_its_log_softmax_is_dropped(tmp_path):
+    with pytest.warns(UserWarning, match="log_softmax.* at the output is dropped"):
+        canonicalize(PytorchExamplesMnist())
+    _converts_exactly(PytorchExamplesMnist(), (1, 28, 28), tmp_path)
+
+
+@pytest.mark.parametrize("flatten", ["view_minus_one", "reshape_shape0", "size_index", "torch_reshape",
+                                     "flatten_method", "size0_n", "adaptive_mean"])
+def test_every_flatten_spelling_converts(flatten, tmp_path):
+    model = Spellings(flatten)
+    if flatten == "adaptive_mean":
+        model.head["fc"] = nn.Linear(16, 10)
+    _converts_exactly(model, (1, 8, 8), tmp_path)
+
+
+def test_a_view_that_does_not_flatten_each_sample_is_refused():
+    class Wrong(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(144, 10)
+
+        def forward(self, x):
+            return self.fc(F.relu(self.conv(x)).view(-1, 72))  # 4·6·6 = 144 per sample, not 72
+
+    with pytest.raises(UnsupportedLayerError, match="reshapes to 72 features but 'fc' \\(Linear\\) reads 144") as e:
+        canonicalize(Wrong())
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("layer,hint", [(nn.SiLU(), "ReLU"), (nn.GELU(), "transformers only"),
+                                        (nn.LeakyReLU(0.1), "slope 0"), (nn.Hardswish(), "ReLU6"),
+                                        (nn.Tanh(), "ReLU")])
+def test_what_has_no_spiking_form_names_its_replacement(layer, hint):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), layer, nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    with pytest.raises(UnsupportedLayerError, match=f"layer '1' \\({type(layer).__name__}\\) has no spiking form; "
+                                                    f"replace it with .*{hint}") as e:
+        canonicalize(model)
+    assert "\n" not in str(e.value)
+
+
+def test_functional_silu_and_an_lstm_are_named_too():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return F.silu(self.conv(x))
+
+    with pytest.raises(UnsupportedLayerError, match="silu.* has no spiking form; replace it with ReLU"):
+        canonicalize(Functional())
+    with pytest.raises(UnsupportedLayerError, match="LSTM.*recurrent layers have no conversion"):
+        canonicalize(nn.Sequential(nn.Flatten(), nn.LSTM(4, 4)))
+
+
+def test_a_leaky_relu_of_slope_zero_is_a_relu():
+    gm = canonicalize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU(0.0), nn.Flatten(), nn.Linear(72, 3)))
+    assert any(type(m) is nn.ReLU for m in gm.modules())
