@@ -70,9 +70,16 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
             return nir.Linear(weight=_np(module.weight))
         return nir.Affine(weight=_np(module.weight), bias=_np(module.bias))
     if isinstance(module, nn.AvgPool2d):
-        if module.ceil_mode or (module.padding and module.count_include_pad is False):
-            raise UnsupportedLayerError(f"AvgPool2d '{name}': ceil_mode and count_include_pad=False are not supported")
         stride = module.stride if module.stride is not None else module.kernel_size
+        if module.padding and module.count_include_pad is False:  # without padding it changes nothing
+            raise UnsupportedLayerError(f"AvgPool2d '{name}': count_include_pad=False with padding is not supported; "
+                                        "pad with zeros counted (count_include_pad=True) or drop the padding")
+        rests = [(n + 2 * p - k) % s for n, p, k, s in zip(in_shape[1:], _pair(module.padding),
+                                                            _pair(module.kernel_size), _pair(stride))]
+        if module.ceil_mode and any(rests):  # where the windows tile the input, ceil_mode changes nothing
+            raise UnsupportedLayerError(f"AvgPool2d '{name}': ceil_mode adds a partial window on a "
+                                        f"{'x'.join(map(str, in_shape[1:]))} input; use ceil_mode=False or an "
+                                        "input size the pooling tiles")
         return nir.AvgPool2d(kernel_size=_pair(module.kernel_size), stride=_pair(stride), padding=_pair(module.padding))
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:

@@ -184,3 +184,22 @@ def test_functional_silu_and_an_lstm_are_named_too():
 def test_a_leaky_relu_of_slope_zero_is_a_relu():
     gm = canonicalize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU(0.0), nn.Flatten(), nn.Linear(72, 3)))
     assert any(type(m) is nn.ReLU for m in gm.modules())
+
+
+class AvgDown(nn.Module):
+    """timm's ResNet-D downsampling: AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)."""
+
+    def __init__(self, fc_in: int):
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
+        self.fc = nn.Linear(fc_in, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(F.relu(self.conv(x))), 1))
+
+
+def test_avg_pooling_flags_that_change_nothing_convert_and_the_others_are_named(tmp_path):
+    _converts_exactly(AvgDown(4 * 4 * 4), (1, 8, 8), tmp_path)  # 8x8: the 2x2 windows tile it, no padding
+    with pytest.raises(UnsupportedLayerError, match="AvgPool2d .pool.: ceil_mode adds a partial window on a 7x7 input") as e:
+        _converts_exactly(AvgDown(4 * 4 * 4), (1, 7, 7), tmp_path)
+    assert "\n" not in str(e.value)
