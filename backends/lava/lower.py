@@ -318,7 +318,7 @@ def _run(proc, total: int, progress: bool, timing: dict | None = None) -> None:
     start = time.perf_counter()
     proc.create_runtime(run_cfg=cfg)
     compiled = time.perf_counter()
-    chunk = min(total, max(64, total // 100))
+    chunk = min(total, max(64, total // 100)) if progress else total  # each run() call costs a pause
     with tqdm(total=total, desc="lava", unit="step", disable=not progress) as bar:
         done = 0
         while done < total:

@@ -120,7 +120,9 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
     plan = plan or RunPlan(net)
     source = float_tensor(np.asarray(s_in, np.int64).reshape(t * b, *s_in.shape[2:]))
     values: dict[str, torch.Tensor] = {net.source.name: source}
-    bounds = {net.source.name: int(source.abs().max()) if source.numel() else 0}
+    # the source's range (one prepared first synapse for every chunk), or the input's own largest value past it
+    bounds = {net.source.name: max(max(abs(v) for v in net.source.message_range),
+                                   int(source.abs().max()) if source.numel() else 0)}
     kept: dict[str, np.ndarray] = {}
     spikes: dict[str, int] = {}
     last, layers = _last_use(net), net.by_name()
