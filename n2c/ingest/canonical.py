@@ -217,6 +217,31 @@ def _checked_flatten(gm: fx.GraphModule, node: fx.Node, features: int) -> None:
                                         f"'{user.target}' (Linear) reads {m.in_features}; write torch.flatten(x, 1)")
 
 
+def _spatial_mean(node: fx.Node) -> bool | None:
+    """``x.mean((2, 3))``, ``torch.mean(x, dim=[-2, -1], keepdim=True)``: global average pooling.
+    Returns its keepdim, or None for any other mean."""
+    if not (node.op == "call_method" and node.target == "mean" or
+            node.op == "call_function" and node.target is torch.mean):
+        return None
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+    if node.kwargs.get("dtype") is not None or not isinstance(dims, (tuple, list)) or \
+            sorted(dims) not in ([2, 3], [-2, -1]) or not isinstance(keepdim, bool):
+        return None
+    return keepdim
+
+
+def _replace_with_modules(gm: fx.GraphModule, node: fx.Node, modules: list[nn.Module], arg: fx.Node) -> None:
+    """``node`` as a chain of modules applied to ``arg``."""
+    with gm.graph.inserting_before(node):
+        for i, module in enumerate(modules):
+            name = f"{node.name}_module{i or ''}"
+            gm.add_submodule(name, module)
+            arg = gm.graph.call_module(name, (arg,))
+    node.replace_all_uses_with(arg)
+    gm.graph.erase_node(node)
+
+
 # Operations at the output that do not change the class (the argmax): dropped with a warning.
 OUTPUT_NORMALIZERS = ("softmax", "log_softmax")
 
@@ -276,6 +301,9 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
         elif (features := _flatten_features(node)) is not None:
             _checked_flatten(gm, node, features)
             _replace_with_module(gm, node, nn.Flatten(), node.args[0])
+        elif (keepdim := _spatial_mean(node)) is not None:  # AdaptiveAvgPool2d(1) computes this mean exactly
+            _replace_with_modules(gm, node, [nn.AdaptiveAvgPool2d(1)] + ([] if keepdim else [nn.Flatten()]),
+                                  node.args[0])
         elif _is_output_normalizer(node, gm):
             warnings.warn(f"{_describe(node, gm)} at the output is dropped: the class (the argmax) is the same "
                           "without it", stacklevel=2)

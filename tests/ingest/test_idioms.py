@@ -80,7 +80,8 @@ class Spellings(nn.Module):
         n = {"view_minus_one": lambda t: t.view(-1, 64), "reshape_shape0": lambda t: t.reshape(t.shape[0], -1),
              "size_index": lambda t: t.view(t.size()[0], -1), "torch_reshape": lambda t: torch.reshape(t, (-1, 64)),
              "flatten_method": lambda t: t.flatten(1), "size0_n": lambda t: t.view(t.size(0), 64),
-             "adaptive_mean": None}[self.flatten]
+             "adaptive_mean": None, "spatial_mean": lambda t: t.mean((2, 3)),
+             "mean_keepdim": lambda t: torch.flatten(torch.mean(t, dim=[-2, -1], keepdim=True), 1)}[self.flatten]
         if n is None:  # global pooling to (B, 4) then a Linear of 4 inputs
             x = F.adaptive_avg_pool2d(x, 2)
             return self.head["fc"](x.view(x.size(0), -1))
@@ -133,11 +134,13 @@ def test_pytorch_examples_mnist_net_converts_and_its_log_softmax_is_dropped(tmp_
 
 
 @pytest.mark.parametrize("flatten", ["view_minus_one", "reshape_shape0", "size_index", "torch_reshape",
-                                     "flatten_method", "size0_n", "adaptive_mean"])
+                                     "flatten_method", "size0_n", "adaptive_mean", "spatial_mean", "mean_keepdim"])
 def test_every_flatten_spelling_converts(flatten, tmp_path):
     model = Spellings(flatten)
     if flatten == "adaptive_mean":
         model.head["fc"] = nn.Linear(16, 10)
+    if flatten in ("spatial_mean", "mean_keepdim"):  # global average pooling: one value per channel
+        model.head["fc"] = nn.Linear(4, 10)
     _converts_exactly(model, (1, 8, 8), tmp_path)
 
 
