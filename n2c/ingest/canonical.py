@@ -102,11 +102,38 @@ def _functional_layer(node: fx.Node) -> nn.Module | None:
         return None
 
 
+def _is_leaf(m: nn.Module) -> bool:
+    """A module of a canonical type, or a subclass that keeps its base's forward. A subclass with
+    a forward of its own is traced into: timm's BatchNormAct2d is a BatchNorm2d whose forward
+    also applies its activation, which a leaf would hide."""
+    if type(m) in LEAF_MODULES:
+        return True
+    base = next((b for b in type(m).__mro__ if b in LEAF_MODULES), None)
+    return base is not None and type(m).forward is base.forward
+
+
 class _Tracer(fx.Tracer):
     record_stack_traces = True  # errors name the user's source line
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
+        return _is_leaf(m) or super().is_leaf_module(m, qualname)
+
+
+def _functional_batch_norm(node: fx.Node, model: nn.Module) -> nn.Module | None:
+    """``F.batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)`` on a
+    module's own tensors (a traced-into BatchNorm subclass) as that BatchNorm in eval mode."""
+    if node.op != "call_function" or getattr(node.target, "__name__", "") != "batch_norm":
+        return None
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    a = dict(zip(names, node.args), **node.kwargs)
+    stats = [a.get(k) for k in ("running_mean", "running_var")]
+    if a.get("training") or not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in stats):
+        return None
+    owner = model.get_submodule(stats[0].target.rpartition(".")[0])  # the traced model's module itself
+    bn = (nn.BatchNorm2d if isinstance(owner, nn.BatchNorm2d) else nn.BatchNorm1d)(
+        len(owner.running_mean), eps=float(a.get("eps", 1e-5)), affine=owner.weight is not None)
+    bn.load_state_dict({k: v for k, v in owner.state_dict().items() if k in bn.state_dict()}, strict=False)
+    return bn.eval()
 
 
 def _describe(node: fx.Node, gm: nn.Module) -> str:
@@ -294,6 +321,13 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
         if node.op == "call_function" and node.target in RELU_FUNCTIONS or \
                 node.op == "call_method" and node.target in ("relu", "relu_") or _is_relu_clamp(node):
             _replace_with_module(gm, node, nn.ReLU(), node.args[0])
+        elif type(module_of(gm, node)) in (nn.Identity, nn.Dropout) and len(node.args) == 1:
+            node.replace_all_uses_with(node.args[0])  # no-ops in eval mode; gone, they hide nothing between layers
+            gm.graph.erase_node(node)
+        elif node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert" and not node.users:
+            gm.graph.erase_node(node)  # a shape check (timm's _assert(x.ndim == 4)): the export checks shapes
+        elif (bn := _functional_batch_norm(node, model)) is not None:
+            _replace_with_module(gm, node, bn, node.args[0])
         elif (layer := _functional_layer(node)) is not None:
             _replace_with_module(gm, node, layer, node.args[0])
         elif (cap := _clipped_relu_cap(node, gm)) is not None:
@@ -352,7 +386,7 @@ def _check_canonical(gm: fx.GraphModule) -> None:
     if len(placeholders) != 1:
         raise UnsupportedLayerError(
             f"the model takes {len(placeholders)} inputs; n2c converts models with exactly one input tensor")
-    bad = [node for node in gm.graph.nodes if node.op not in ("placeholder", "output")
+    bad = [node for node in gm.graph.nodes if node.op not in ("placeholder", "output", "get_attr")
            and not (node.op == "call_module" and isinstance(gm.get_submodule(node.target), LEAF_MODULES))
            and not (node.op == "call_function" and node.target is operator.add)]
     if bad:

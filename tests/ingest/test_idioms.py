@@ -94,7 +94,7 @@ def _random_images(shape, n=16, seed=0) -> Dataset:
     return Dataset("random", x, rng.integers(0, 10, n), 1 / 255, 10)
 
 
-def _converts_exactly(model: nn.Module, shape, tmp_path) -> None:
+def _converts_exactly(model: nn.Module, shape, tmp_path, integer: bool = True) -> None:
     """Calibrated (L = 8), converted with mtn at T = 1 and exported: the one-step SNN's outputs
     equal the quantized ANN's bit for bit. The integer network (8-bit weights) then runs on the
     reference: its predictions follow the SNN's but for near ties that the rounding of random
@@ -111,6 +111,8 @@ def _converts_exactly(model: nn.Module, shape, tmp_path) -> None:
     with torch.no_grad():
         ann, spiking = quantized(x), snn(x)
     assert torch.equal(ann, spiking)
+    if not integer:
+        return
     _, net = load_network(path)
     top2 = ann.topk(2, dim=1).values
     clear = ((top2[:, 0] - top2[:, 1]) > 0.05 * (ann.max() - ann.min())).numpy()  # not a near tie
@@ -206,3 +208,44 @@ def test_avg_pooling_flags_that_change_nothing_convert_and_the_others_are_named(
     with pytest.raises(UnsupportedLayerError, match="AvgPool2d .pool.: ceil_mode adds a partial window on a 7x7 input") as e:
         _converts_exactly(AvgDown(4 * 4 * 4), (1, 7, 7), tmp_path)
     assert "\n" not in str(e.value)
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm2d whose own forward applies an activation after it."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.drop, self.act = nn.Identity(), nn.ReLU6(inplace=True)
+
+    def forward(self, x):
+        torch._assert(x.ndim == 4, "expected 4D input")
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, self.eps)
+        return self.act(self.drop(x))
+
+
+def test_a_batchnorm_subclass_with_its_own_forward_keeps_its_activation(tmp_path):
+    """Taken as a BatchNorm leaf, the activation inside would be lost without a word."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), BatchNormAct(4), nn.Conv2d(4, 4, 3, padding=1),
+                          BatchNormAct(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    with torch.no_grad():
+        for bn in (model[1], model[3]):
+            bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+    gm = canonicalize(model.eval())
+    assert sum(isinstance(m, nn.ReLU) for m in gm.modules()) == 2
+    assert sum(type(m) is nn.BatchNorm2d for m in gm.modules()) == 2
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(gm(x), model(x), atol=1e-6)
+    _converts_exactly(model, (1, 8, 8), tmp_path)
+
+
+def test_timm_mobilenetv2_converts(tmp_path):
+    """timm's MobileNetV2: BatchNormAct2d everywhere, linear bottlenecks (two weighted layers in a row).
+    With random weights its deep activations are near 1e-8, below what 8-bit integers resolve, so
+    only the float SNN is compared (and the integer network is made and run)."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10)
+    _converts_exactly(model, (3, 32, 32), tmp_path, integer=False)
+    assert sum(isinstance(m, nn.ReLU) for m in canonicalize(model.eval()).modules()) >= 17  # every activation kept
+    _, net = load_network(str(tmp_path / "m.nir"))
+    assert predict(net, _random_images((3, 32, 32)).x).shape == (16,)
