@@ -103,6 +103,25 @@ def channels_of(gm: fx.GraphModule, node: fx.Node) -> int | None:
     return None
 
 
+def drop_idle_ceil_mode(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """``ceil_mode`` adds a partial window only where the windows do not tile the input; on
+    ``example``'s shape, pools where it changes nothing (SqueezeNet's 3x3/2 on odd maps) lose it."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    pools = [n for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.MaxPool2d) and module_of(gm, n).ceil_mode]
+    if not pools:
+        return
+    ShapeProp(gm).propagate(example)
+    for node in pools:
+        pool = module_of(gm, node)
+        size = node.args[0].meta["tensor_meta"].shape[-2:]
+        pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+        stride = pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        if all((n + 2 * p - d * (k - 1) - 1) % s == 0 for n, p, d, k, s in
+               zip(size, pair(pool.padding), pair(pool.dilation), pair(pool.kernel_size), stride)):
+            pool.ceil_mode = False
+
+
 def replace_maxpools(gm: fx.GraphModule) -> fx.GraphModule:
     """Replace every MaxPool2d that reads a QCFS layer by :func:`max_circuit`. A MaxPool after a
     signed quantizer is refused."""

@@ -26,6 +26,7 @@ from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
 from n2c.ann.attention import Product
+from n2c.ingest.concat import remove_concatenations
 from n2c.ingest.vit import recognize as recognize_vit
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import NEURON_TYPES, OPERATION_TYPES
@@ -352,6 +353,7 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
         elif node.op == "call_function" and node.target in ADD_FUNCTIONS:
             _check_sum(node, gm)
             node.target = operator.add
+    remove_concatenations(gm, lambda node: _describe(node, gm))
     gm.graph.eliminate_dead_code()
     _untie_reused_modules(gm)
     _check_canonical(gm)

@@ -36,7 +36,7 @@ from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize, module_of, set_submodule
 from n2c.ann.linear_chains import fold_linear_chains
-from n2c.ann.maxpool import MaxRelay, replace_maxpools
+from n2c.ann.maxpool import MaxRelay, drop_idle_ceil_mode, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.ann.attention import Product
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork, SpikingProduct, \
@@ -143,6 +143,8 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
             raise CalibrationError(f"--levels must be >= 1, got {levels}")
         gm = calibration.calibrate_thresholds(gm.to(device), calib, levels, calib_mode, percentile).cpu()
     if maxpool == "exact":
+        if calib is not None and len(calib.x):  # the shapes tell where ceil_mode changes nothing
+            drop_idle_ceil_mode(gm, torch.from_numpy(calib.x[:1]))
         gm = replace_maxpools(gm)
     return gm
 

@@ -249,3 +249,63 @@ def test_timm_mobilenetv2_converts(tmp_path):
     assert sum(isinstance(m, nn.ReLU) for m in canonicalize(model.eval()).modules()) >= 17  # every activation kept
     _, net = load_network(str(tmp_path / "m.nir"))
     assert predict(net, _random_images((3, 32, 32)).x).shape == (16,)
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module: squeeze 1x1, then 1x1 and 3x3 expansions concatenated."""
+
+    def __init__(self, cin: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze, self.expand1, self.expand3 = nn.Conv2d(cin, squeeze, 1), nn.Conv2d(squeeze, expand, 1), \
+            nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand1(x)), F.relu(self.expand3(x))], 1)
+
+
+class Inceptionish(nn.Module):
+    """Branches with conv + BatchNorm concatenated, max-pooled, concatenated again, then pooled to
+    1x1, flattened and classified (GoogLeNet's head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fire = Fire(1, 4, 4)
+        self.a = nn.Sequential(nn.Conv2d(8, 3, 1), nn.BatchNorm2d(3), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU())
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(8 + 8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.fire(x), 2)
+        y = torch.cat([self.a(x), self.b(x)], dim=1)
+        z = torch.cat([x, y], 1)
+        return self.head(torch.flatten(self.pool(z), 1))
+
+
+def test_concatenations_become_sums_of_layers(tmp_path):
+    """torch.cat of feature maps: pushed through per-channel layers (ReLU, pooling, BatchNorm) into
+    the weighted layers that read it, which split by input channel into a sum; no cat is left."""
+    model = Inceptionish()
+    with torch.no_grad():
+        for bn in (model.a[1], model.b[1]):
+            bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
+    gm = canonicalize(model.eval())
+    assert not any(n.op == "call_function" and n.target is torch.cat for n in gm.graph.nodes)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(gm(x), model(x), atol=1e-5)
+    _converts_exactly(model, (1, 8, 8), tmp_path)
+
+
+def test_a_concatenation_that_cannot_be_split_is_named():
+    class AtOutput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 2), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.cat([self.a(x), self.b(x)], 1) * 2
+
+    with pytest.raises(UnsupportedLayerError, match="operation 'cat'.* feeds operation 'mul'.*cannot split") as e:
+        canonicalize(AtOutput())
+    assert "\n" not in str(e.value)
