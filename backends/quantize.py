@@ -574,7 +574,8 @@ def _summed_bias(syn_layers: list[tuple], shape: tuple[int, ...]) -> np.ndarray:
     """The real bias a neuron receives: the sum of its synapses' biases (per channel for a conv)."""
     bias = np.zeros(shape)
     for sl, *_ in syn_layers:
-        bias = bias + np.broadcast_to(sl.bias if isinstance(sl, DenseLayer) else sl.bias[:, None, None], shape)
+        per = sl.bias if isinstance(sl, DenseLayer) else np.broadcast_to(sl.bias[:, None, None], sl.out_shape)
+        bias = bias + np.asarray(per).reshape(shape)  # a conv's (C, H, W) read flat through a Flatten: C-order
     return bias
 
 

@@ -309,3 +309,11 @@ def test_a_concatenation_that_cannot_be_split_is_named():
     with pytest.raises(UnsupportedLayerError, match="operation 'cat'.* feeds operation 'mul'.*cannot split") as e:
         canonicalize(AtOutput())
     assert "\n" not in str(e.value)
+
+
+def test_a_head_that_pools_to_the_output_converts(tmp_path):
+    """SqueezeNet's head: a 1x1 conv to the classes, ReLU, global average pooling, flatten: the
+    readout reads a pooled conv layer, no Linear."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 10, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten())
+    _converts_exactly(model, (1, 8, 8), tmp_path)
