@@ -62,8 +62,10 @@ def _node_for(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int
         node = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(module.weight), stride=_pair(module.stride),
                           padding=_pair(module.padding), dilation=_pair(module.dilation),
                           groups=module.groups, bias=bias)
-        # nir 1.0.8 infers the input channels from the weight alone (C_in / groups): state them
+        # nir 1.0.8 infers the input channels from the weight alone (C_in / groups), and the output
+        # size from the first kernel dimension for both axes (a 1x3 kernel): state both, as torch has them
         node.input_type = {"input": np.array([module.in_channels, *in_shape[1:]])}
+        node.output_type = {"output": np.array(out_shape)}
         return node
     if isinstance(module, nn.Linear):
         if module.bias is None:

@@ -317,3 +317,11 @@ def test_a_head_that_pools_to_the_output_converts(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 10, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten())
     _converts_exactly(model, (1, 8, 8), tmp_path)
+
+
+def test_asymmetric_kernels_convert(tmp_path):
+    """Inception's 1x3 and 3x1 convolutions: nir 1.0.8 infers a conv's output size from its first
+    kernel dimension alone; the export states the size torch computes."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), nn.ReLU(),
+                          nn.Conv2d(4, 4, (3, 1), padding=(1, 0)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 10))
+    _converts_exactly(model, (1, 5, 5), tmp_path)
