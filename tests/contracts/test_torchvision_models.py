@@ -25,7 +25,7 @@ def cifar_like(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("factory", ["resnet18", "vgg11_bn", "mobilenet_v2"])
+@pytest.mark.parametrize("factory", ["resnet18", "vgg11_bn", "mobilenet_v2", "squeezenet1_1"])
 def test_torchvision_model_exports_and_runs_on_integers(factory, cifar_like, tmp_path, capsys):
     import torchvision
     torch.manual_seed(0)
