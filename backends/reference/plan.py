@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from backends.quantize import IntNetwork, IntNeuron, IntSynapse
-from backends.reference.synapses import SynapseRun
+from backends.reference.synapses import SynapseRun, as_tensor
 from n2c.fixed_point import EXACT_FLOAT32, EXACT_FLOAT64
 
 
@@ -68,13 +68,10 @@ def message_bound(neuron: IntNeuron) -> int:
     return max(abs(v) for v in neuron.neuron_kind.message_range(neuron))
 
 
-def float_tensor(values: np.ndarray | torch.Tensor, bound: int | None = None) -> torch.Tensor:
-    """Integers as a tensor of the narrowest exact float type for |values| ≤ ``bound`` (measured
-    when not given). Past 2^53 they stay int64."""
-    t = values if isinstance(values, torch.Tensor) else torch.from_numpy(
-        values if values.flags.writeable else values.copy())
-    if bound is None:
-        bound = int(t.abs().max()) if t.numel() else 0
+def float_tensor(values: np.ndarray, bound: int) -> torch.Tensor:
+    """int64 ``values`` with |values| ≤ ``bound`` as a tensor of the narrowest exact float type;
+    past 2^53 they stay int64."""
+    t = as_tensor(values)
     if bound >= EXACT_FLOAT64:
         return t.to(torch.int64)
     return t.to(torch.float32 if bound < EXACT_FLOAT32 else torch.float64)

@@ -4,9 +4,10 @@ tested against.
 Batched over samples and vectorized over neurons, in integers: int64, or floats that hold
 integers where a bound proves them exact (``plan.py``). Synapses: ``synapses.py``; the
 products of attention: ``IntProduct.run`` (``n2c.products``); every neuron runs its kind's
-integer kernel (``n2c.neurons``), its membrane saturating at 24 bits (``n2c.fixed_point``). Every layer sees step t of its input at step t. Lava adds one
-step per synapse process (``stream.py`` runs that timing); ``backends.lava`` aligns its
-outputs for it. T is the integer network's ``timesteps``.
+integer kernel (``n2c.neurons``), its membrane saturating at 24 bits (``n2c.fixed_point``).
+Every layer sees step t of its input at step t. Lava adds one step per synapse process
+(``stream.py`` runs that timing); ``backends.lava`` aligns its outputs for it. T is the
+integer network's ``timesteps``.
 """
 
 from __future__ import annotations
@@ -118,11 +119,12 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
     integers where that is exact (``plan``)."""
     t, b = net.check_steps(s_in), s_in.shape[1]
     plan = plan or RunPlan(net)
-    source = float_tensor(np.asarray(s_in, np.int64).reshape(t * b, *s_in.shape[2:]))
+    frames = np.asarray(s_in, np.int64).reshape(t * b, *s_in.shape[2:])
+    largest = int(np.abs(frames).max(initial=0))
+    source = float_tensor(frames, largest)
     values: dict[str, torch.Tensor] = {net.source.name: source}
     # the source's range (one prepared first synapse for every chunk), or the input's own largest value past it
-    bounds = {net.source.name: max(max(abs(v) for v in net.source.message_range),
-                                   int(source.abs().max()) if source.numel() else 0)}
+    bounds = {net.source.name: max(max(abs(v) for v in net.source.message_range), largest)}
     kept: dict[str, np.ndarray] = {}
     spikes: dict[str, int] = {}
     last, layers = _last_use(net), net.by_name()
@@ -149,8 +151,9 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
             continue
         if isinstance(layer, IntProduct):  # int64 (the embedded processors' arithmetic), its bound measured
             a, b_ = (as_int64(values[name]).reshape(t, b, *values[name].shape[1:]) for name in layer.inputs)
-            product = float_tensor(layer.run(a, b_).reshape(t * b, *layer.out_shape))
-            done(i, layer.name, product, int(product.abs().max()) if product.numel() else 0)
+            product = layer.run(a, b_).reshape(t * b, *layer.out_shape)
+            largest = int(np.abs(product).max(initial=0))
+            done(i, layer.name, float_tensor(product, largest), largest)
             continue
         current_bound = sum(bounds[name] for name in layer.inputs)
         dtype = plan.neuron_type(layer, current_bound)

@@ -26,7 +26,7 @@ from torch import fx, nn
 
 from n2c.errors import UnsupportedLayerError
 from n2c.ann.attention import Product
-from n2c.ingest.concat import remove_concatenations
+from n2c.ingest.concat import module_of, remove_concatenations
 from n2c.ingest.vit import recognize as recognize_vit
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import NEURON_TYPES, OPERATION_TYPES
@@ -156,11 +156,6 @@ def _describe(node: fx.Node, gm: nn.Module) -> str:
     return f"operation '{node.name}' ({node.op} {target}){where}"
 
 
-def module_of(gm: nn.Module, node) -> nn.Module | None:
-    """The module a ``call_module`` node calls, else None."""
-    return gm.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
-
-
 def set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
     """Put ``module`` at the dotted path ``target`` of ``gm`` (the graph keeps calling it there)."""
     parent, _, name = target.rpartition(".")
@@ -168,11 +163,17 @@ def set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
 
 
 def _replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, arg: fx.Node) -> None:
-    name = f"{node.name}_module"
-    gm.add_submodule(name, module)
+    _replace_with_modules(gm, node, [module], arg)
+
+
+def _replace_with_modules(gm: fx.GraphModule, node: fx.Node, modules: list[nn.Module], arg: fx.Node) -> None:
+    """``node`` as a chain of modules applied to ``arg``."""
     with gm.graph.inserting_before(node):
-        new = gm.graph.call_module(name, (arg,))
-    node.replace_all_uses_with(new)
+        for i, module in enumerate(modules):
+            name = f"{node.name}_module{i or ''}"
+            gm.add_submodule(name, module)
+            arg = gm.graph.call_module(name, (arg,))
+    node.replace_all_uses_with(arg)
     gm.graph.erase_node(node)
 
 
@@ -257,17 +258,6 @@ def _spatial_mean(node: fx.Node) -> bool | None:
             sorted(dims) not in ([2, 3], [-2, -1]) or not isinstance(keepdim, bool):
         return None
     return keepdim
-
-
-def _replace_with_modules(gm: fx.GraphModule, node: fx.Node, modules: list[nn.Module], arg: fx.Node) -> None:
-    """``node`` as a chain of modules applied to ``arg``."""
-    with gm.graph.inserting_before(node):
-        for i, module in enumerate(modules):
-            name = f"{node.name}_module{i or ''}"
-            gm.add_submodule(name, module)
-            arg = gm.graph.call_module(name, (arg,))
-    node.replace_all_uses_with(arg)
-    gm.graph.erase_node(node)
 
 
 # Operations at the output that do not change the class (the argmax): dropped with a warning.

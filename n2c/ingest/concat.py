@@ -46,13 +46,14 @@ def is_channel_cat(node: fx.Node) -> bool:
     return dim in (1, -3) and isinstance(parts, (list, tuple)) and all(isinstance(p, fx.Node) for p in parts)
 
 
-def _module(gm: nn.Module, node) -> nn.Module | None:
+def module_of(gm: nn.Module, node) -> nn.Module | None:
+    """The module a ``call_module`` node calls, else None (imported from ``canonical`` as well)."""
     return gm.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
 
 
 def channels(gm: nn.Module, node: fx.Node) -> int | None:
     """Channels of ``node``'s output, from the layers that make it (None: not known)."""
-    m = _module(gm, node)
+    m = module_of(gm, node)
     if isinstance(m, nn.Conv2d):
         return m.out_channels
     if isinstance(m, nn.Linear):
@@ -68,7 +69,7 @@ def channels(gm: nn.Module, node: fx.Node) -> int | None:
 
 def _spatial(gm: nn.Module, node: fx.Node) -> int | None:
     """Positions per channel of ``node``'s output where an AdaptiveAvgPool2d fixed them."""
-    m = _module(gm, node)
+    m = module_of(gm, node)
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
         return None if None in size else size[0] * size[1]
@@ -88,14 +89,14 @@ def _add_module(gm: fx.GraphModule, base: str, module: nn.Module) -> str:
 
 
 def _split_per_channel(m: nn.Module, start: int, stop: int) -> nn.Module:
+    if isinstance(m, nn.BatchNorm2d):  # its statistics and affine for the part's channels
+        part = nn.BatchNorm2d(stop - start, eps=m.eps, affine=m.affine).eval()
+        part.load_state_dict({k: v[start:stop] if v.ndim else v for k, v in m.state_dict().items()})
+        return part
     part = copy.deepcopy(m)
     if isinstance(m, QUANTIZERS) and m.lam.numel() > 1:  # a threshold per channel: the part's channels
         with torch.no_grad():
-            part.lam = nn.Parameter(m.lam.reshape(len(m.lam), *m.lam.shape[1:])[start:stop].clone())
-    if isinstance(m, nn.BatchNorm2d):
-        part = nn.BatchNorm2d(stop - start, eps=m.eps, affine=m.affine).eval()
-        state = {k: v[start:stop] if v.ndim else v for k, v in m.state_dict().items()}
-        part.load_state_dict(state)
+            part.lam = nn.Parameter(m.lam[start:stop].clone())
     return part
 
 
@@ -143,7 +144,7 @@ def _push(gm: fx.GraphModule, cat: fx.Node, user: fx.Node, parts: list, edges: l
         user.args = (inner, *user.args[1:])
         user.kwargs = {k: v for k, v in user.kwargs.items() if k != "tensors"}
         return
-    m = _module(gm, user)
+    m = module_of(gm, user)
     spans = list(zip(edges[:-1], edges[1:]))
     with graph.inserting_before(user):
         if isinstance(m, PER_CHANNEL + QUANTIZERS) or isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
@@ -152,9 +153,9 @@ def _push(gm: fx.GraphModule, cat: fx.Node, user: fx.Node, parts: list, edges: l
             joined = graph.call_function(torch.cat, (outs, 1))
         elif isinstance(m, nn.Conv2d) and m.groups == 1 or isinstance(m, nn.Linear):
             bn = next(iter(user.users)) if len(user.users) == 1 else None
-            if isinstance(m, nn.Conv2d) and isinstance(_module(gm, bn), nn.BatchNorm2d):
+            if isinstance(m, nn.Conv2d) and isinstance(module_of(gm, bn), nn.BatchNorm2d):
                 # its BatchNorm first (W·γ/√(σ²+ε), ...): after the split it would follow a sum, not a conv
-                m = torch.nn.utils.fusion.fuse_conv_bn_eval(m.eval(), _module(gm, bn).eval())
+                m = torch.nn.utils.fusion.fuse_conv_bn_eval(m.eval(), module_of(gm, bn).eval())
                 bn.replace_all_uses_with(user)
                 graph.erase_node(bn)
             per = 1
@@ -177,4 +178,4 @@ def _push(gm: fx.GraphModule, cat: fx.Node, user: fx.Node, parts: list, edges: l
 
 def _flattened(gm: nn.Module, cat: fx.Node) -> bool:
     """A concatenation of flattened parts (made by pushing one through a Flatten)."""
-    return all(isinstance(_module(gm, p), nn.Flatten) for p in cat.args[0])
+    return all(isinstance(module_of(gm, p), nn.Flatten) for p in cat.args[0])

@@ -54,6 +54,11 @@ def clip(x, lo, hi):
     return np.clip(x, lo, hi)
 
 
+def largest_magnitude(values) -> int:
+    """max |value| of a parameter (0 for none), as a Python integer: the terms of ``float_bound``."""
+    return int(np.abs(np.asarray(values)).max(initial=0))
+
+
 def zeros_like(x):
     return torch.zeros_like(x) if isinstance(x, torch.Tensor) else np.zeros_like(x)
 

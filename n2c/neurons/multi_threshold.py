@@ -34,7 +34,7 @@ import torch
 
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp, to_signed
-from n2c.neurons.kind import NeuronKind, clip, floor_divide
+from n2c.neurons.kind import NeuronKind, clip, floor_divide, largest_magnitude
 
 
 def step(v, current, theta, max_spikes, min_spikes=0):
@@ -74,10 +74,6 @@ def step_torch(v: torch.Tensor, current: torch.Tensor, theta: torch.Tensor, max_
     return k, m - theta * k
 
 
-def _largest(values) -> int:
-    return int(np.abs(np.asarray(values)).max(initial=0))
-
-
 def qcfs_count(z, theta, levels):
     """QCFS level of pre-activation ``z``: ``clip(floor((z + θ/2)/θ), 0, L)``: the neuron's
     count after one step from ``v_init = θ/2``, so the one-step SNN and the QCFS ANN agree bit
@@ -101,8 +97,8 @@ class MultiThreshold(NeuronKind):
     def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
         """|v| ≤ 2^23, so |m| ≤ 2^23 + |I| + |b| and |v - θk| ≤ |m| + θ·max(K, K⁻)."""
         spikes = max(int(np.max(neuron.max_spikes)), int(np.max(neuron.min_spikes)))
-        return (fmt.state_max + 1 + current_bound + _largest(neuron.bias)
-                + _largest(neuron.threshold) * spikes)
+        return (fmt.state_max + 1 + current_bound + largest_magnitude(neuron.bias)
+                + largest_magnitude(neuron.threshold) * spikes)
 
     def check(self, neuron, fmt: IntegerFormat = LOIHI) -> None:
         super().check(neuron, fmt)

@@ -11,10 +11,8 @@ scale. NIR: the graph's Output node.
 
 from __future__ import annotations
 
-import numpy as np
-
 from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp
-from n2c.neurons.kind import NeuronKind
+from n2c.neurons.kind import NeuronKind, largest_magnitude
 
 
 class Readout(NeuronKind):
@@ -32,7 +30,7 @@ class Readout(NeuronKind):
         return -fmt.state_max, fmt.state_max
 
     def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
-        return fmt.state_max + 1 + current_bound + int(np.abs(np.asarray(neuron.bias)).max(initial=0))
+        return fmt.state_max + 1 + current_bound + largest_magnitude(neuron.bias)
 
 
 KIND = Readout()

@@ -28,7 +28,7 @@ import torch
 
 from n2c.errors import NIRFormatError, QuantizationError
 from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp, to_signed
-from n2c.neurons.kind import NeuronKind
+from n2c.neurons.kind import NeuronKind, largest_magnitude
 from n2c.neurons.multi_threshold import KIND as MULTI_THRESHOLD
 
 
@@ -71,10 +71,10 @@ class ScaleAndFire(NeuronKind):
         return int(np.min(neuron.codes)), int(np.max(neuron.codes))
 
     def float_bound(self, neuron, current_bound, fmt: IntegerFormat = LOIHI):
-        """|v| ≤ 2^23, so |m| ≤ 2^23 + |I| + |b| and |m - unit·code| ≤ |m| + unit·max|code|."""
-        largest = lambda values: int(np.abs(np.asarray(values)).max(initial=0))  # noqa: E731
-        return (fmt.state_max + 1 + current_bound + largest(neuron.bias) + max(largest(neuron.edges), 1)
-                + int(neuron.code_value) * largest(neuron.codes))
+        """|v| ≤ 2^23, so |m| ≤ 2^23 + |I| + |b| and |m - unit·code| ≤ |m| + unit·max|code|; the
+        edges m is compared with must be exact too."""
+        return (fmt.state_max + 1 + current_bound + largest_magnitude(neuron.bias)
+                + max(largest_magnitude(neuron.edges), 1) + int(neuron.code_value) * largest_magnitude(neuron.codes))
 
     def check(self, neuron, fmt: IntegerFormat = LOIHI) -> None:
         super().check(neuron, fmt)

@@ -193,9 +193,8 @@ def _cover_cost(most: np.ndarray) -> float:
     channels still to cover."""
     c = len(most)
     cost = np.where(most > 0, 1.0 / np.maximum(most, 1), np.inf)
-    best = np.zeros(c + 1)
+    best, take = np.zeros(c + 1), np.arange(1, c + 1)
     for x in range(1, c + 1):
-        take = np.arange(1, c + 1)
         best[x] = (best[np.maximum(x - take, 0)] + cost).min()
     return float(best[c])
 
@@ -309,22 +308,9 @@ def _shared_floor(c, shape, chip, w, d, per, head) -> np.ndarray:
 
 def _least_windows(paths: np.ndarray) -> np.ndarray:
     """For b = 1..n_out: min over a of the inputs reached by outputs [a, a + b) (bool paths)."""
-    n, n_in = paths.shape
-    if (paths == paths[0]).all():  # every output reads the same inputs (a dense channel map)
-        return np.full(n, int(paths[0].sum()), np.int64)
-    lo = paths.argmax(axis=1)
-    hi = n_in - paths[:, ::-1].argmax(axis=1)
-    if (paths.any(axis=1).all() and (paths.sum(axis=1) == hi - lo).all() and (np.diff(lo) >= 0).all()
-            and (np.diff(hi) >= 0).all() and (lo[1:] <= hi[:-1]).all()):
-        # intervals that slide forward and overlap: outputs [a, a + b) reach [lo_a, hi_{a+b-1})
-        return np.array([(hi[b - 1:] - lo[:n - b + 1]).min() for b in range(1, n + 1)], np.int64)
-    out = np.empty(n, np.int64)
-    reach = paths.copy()
-    for b in range(1, n + 1):
-        if b > 1:
-            reach = reach[:-1] | paths[b - 1:]
-        out[b - 1] = reach.sum(axis=1).min()
-    return out
+    if (paths == paths[0]).all():  # every output reads the same inputs (a dense channel map): no n x n table
+        return np.full(len(paths), int(paths[0].sum()), np.int64)
+    return _reach(paths).min(axis=0)
 
 
 def _least_window_sums(x: np.ndarray) -> np.ndarray:
