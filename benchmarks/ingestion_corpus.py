@@ -4,7 +4,11 @@ running each through n2c with random weights (nothing is downloaded).
     .venv/bin/python benchmarks/ingestion_corpus.py             # every torchvision classifier, timm's list below
     .venv/bin/python benchmarks/ingestion_corpus.py --only resnet18,densenet121
 
-Per model (num_classes=10, eval mode, ``torch.manual_seed(0)``): trace it into n2c's canonical
+Per model (num_classes=10, eval mode, ``torch.manual_seed(0)``; GoogLeNet and Inception v3
+without their auxiliary heads, which only training uses), BatchNorm statistics are first measured on 32 other random
+images, as training would have set them: with random weights and BatchNorm's initial statistics (an
+identity), deep activations shrink layer by layer to 1e-6 and below, where the readout is its
+bias alone and the integer stage rightly refuses it. Then: trace it into n2c's canonical
 graph, calibrate its ReLUs on 4 random images (L = 8), convert with mtn at T = 1 and check that
 the SNN's outputs equal the quantized ANN's bit for bit, export to NIR, quantize to Loihi's
 integers and run the 4 images on the integer reference. The first stage that fails gives the
@@ -47,9 +51,22 @@ def one_line(e: BaseException) -> str:
 def build(source: str, name: str):
     if source == "torchvision":
         import torchvision
-        return getattr(torchvision.models, name)(num_classes=10)
+        extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+        return getattr(torchvision.models, name)(num_classes=10, **extra)
     import timm
     return timm.create_model(name, pretrained=False, num_classes=10)
+
+
+def measure_batchnorm(model, x: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics to those of ``x`` (cumulative average, one pass)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
 
 
 def input_size(model) -> int | None:
@@ -88,6 +105,7 @@ def run(source: str, name: str, max_params: float, tmp: Path) -> dict:
     rng = np.random.default_rng(0)
     x = (rng.integers(0, 256, size=(SAMPLES, 3, size, size)) / 255).astype(np.float32)
     calib = Dataset("random", x, np.zeros(SAMPLES, np.int64), 1 / 255, 10)
+    measure_batchnorm(model, torch.from_numpy((rng.integers(0, 256, size=(32, 3, size, size)) / 255).astype(np.float32)))
     stage = "ingest and calibrate"
     try:
         with warnings.catch_warnings():

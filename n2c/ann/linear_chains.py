@@ -8,8 +8,10 @@ expansion) are rewritten before conversion, exactly, as sums of single weighted 
 
 with ``W∘P`` one layer: for two Linear layers the matrix product (bias W·b_P + b_W); for a 1×1,
 stride 1, unpadded Conv2d W after any Conv2d P, a convolution of P's geometry whose weight mixes
-P's output channels by W (groups expanded to block-diagonal weights; bias likewise). Every term
-then feeds the activation after W through a residual sum. Other compositions (a padded W after
+P's output channels by W (groups expanded to block-diagonal weights; bias likewise); for an
+unpadded average pool W after a Conv2d P (DenseNet's transitions), one convolution with P's
+kernel smeared over the pool window. Every term then feeds the activation after W through a
+residual sum. Other compositions (a padded W after
 a biased P changes the borders) are left alone, and the integer stage names them.
 """
 
@@ -64,6 +66,8 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
                           inner.dilation)
         weight = torch.einsum("om,mikl->oikl", mix, _full_conv_weight(inner))
         bias = mix @ _bias(inner) + _bias(outer)
+    elif isinstance(outer, nn.AvgPool2d) and isinstance(inner, nn.Conv2d):
+        return _pooled_conv(outer, inner)
     else:
         return None
     with torch.no_grad():
@@ -72,16 +76,45 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
     return layer
 
 
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _pooled_conv(pool: nn.AvgPool2d, conv: nn.Conv2d) -> nn.Conv2d | None:
+    """One convolution equal to an unpadded p×p average pool (stride q) of ``conv`` (stride s,
+    dilation d, k×k): window offsets s·a + d·u add up, so the kernel grows to s(p−1) + d(k−1) + 1
+    taps, ``K[s·a + d·u] = Σ W[u] / p²``, at stride s·q and the conv's padding; the bias passes
+    through the average. The output sizes agree (floor(floor(A/s) − (p−1))/q) = floor((A − s(p−1))/(sq)))."""
+    if pool.padding not in (0, (0, 0)) or pool.ceil_mode or pool.divisor_override is not None \
+            or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return None
+    (p_h, p_w), (q_h, q_w) = _pair(pool.kernel_size), _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+    (s_h, s_w), (d_h, d_w), (k_h, k_w) = conv.stride, conv.dilation, conv.kernel_size
+    weight = _full_conv_weight(conv)
+    kernel = torch.zeros(*weight.shape[:2], s_h * (p_h - 1) + d_h * (k_h - 1) + 1, s_w * (p_w - 1) + d_w * (k_w - 1) + 1,
+                         dtype=weight.dtype)
+    for a in range(p_h):
+        for b in range(p_w):
+            kernel[:, :, s_h * a: s_h * a + d_h * (k_h - 1) + 1: d_h,
+                   s_w * b: s_w * b + d_w * (k_w - 1) + 1: d_w] += weight / (p_h * p_w)
+    layer = nn.Conv2d(conv.in_channels, conv.out_channels, kernel.shape[2:], (s_h * q_h, s_w * q_w), conv.padding)
+    with torch.no_grad():
+        layer.weight.copy_(kernel)
+        layer.bias.copy_(_bias(conv))
+    return layer
+
+
 def fold_linear_chains(gm: fx.GraphModule) -> fx.GraphModule:
-    """Rewrite every weighted layer that reads a weighted layer or a sum (module docstring)."""
+    """Rewrite every weighted layer or average pool that reads a weighted layer or a sum (module docstring)."""
     changed = False
     for node in list(gm.graph.nodes):
         outer = module_of(gm, node)
-        if not isinstance(outer, WEIGHTED) or not isinstance(node.args[0], fx.Node):
+        if not isinstance(outer, WEIGHTED + (nn.AvgPool2d,)) or not isinstance(node.args[0], fx.Node):
             continue
         terms = _terms(gm, node.args[0])
-        if len(terms) == 1 and not isinstance(module_of(gm, terms[0]), WEIGHTED):
-            continue  # reads an activation (or anything else): an ordinary layer
+        weighted_terms = sum(isinstance(module_of(gm, t), WEIGHTED) for t in terms)
+        if (len(terms) == 1 or isinstance(outer, nn.AvgPool2d)) and not weighted_terms:
+            continue  # reads activations (or anything else): an ordinary layer
         parts = []
         for i, term in enumerate(terms):
             inner = module_of(gm, term)
@@ -90,7 +123,7 @@ def fold_linear_chains(gm: fx.GraphModule) -> fx.GraphModule:
                 break  # not composable: left for the integer stage to name
             source = term.args[0] if layer is not None else term
             layer = layer if layer is not None else copy.deepcopy(outer)
-            if i:  # the outer bias is added once
+            if i and isinstance(outer, WEIGHTED):  # the outer bias is added once
                 layer = _with_bias(layer, _bias(layer) - _bias(outer))
             parts.append((layer, source))
         else:

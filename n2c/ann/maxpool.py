@@ -10,7 +10,8 @@ and QCFS(λ, L) itself computes relu exactly on grid values in −L..L (clip(flo
 grouped convolution (one group per input channel, weights ±1) into 2 channels per pair
 (a − b and b) and 1 for an odd value carried up, followed by QCFS(λ, L); the last level's
 two channels are summed by a 1×1 convolution into a relay QCFS(λ, L), whose output is the
-max exactly. Zero padding is exact: every window holds a real value ≥ 0.
+max exactly. Zero padding is exact: every window holds a real value ≥ 0; so is ``ceil_mode``'s
+partial window at the end, padded with zeros (:func:`ceil_mode_padding`).
 
 The circuit's quantizers are :class:`MaxRelay` modules (QCFS with the producer's λ and L),
 so the converted network runs them as neurons like any other: exact at T = 1 (``mtn``) and
@@ -64,24 +65,50 @@ def _relay(source: QCFS, copies: int) -> MaxRelay:
     return MaxRelay(int(source.levels), lam)
 
 
-def max_circuit(pool: nn.MaxPool2d, source: QCFS, channels: int) -> list[nn.Module]:
-    """The modules that compute ``pool`` exactly on the outputs of ``source`` (``channels`` wide)."""
-    kh, kw = (pool.kernel_size,) * 2 if isinstance(pool.kernel_size, int) else pool.kernel_size
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _first_level(pool: nn.MaxPool2d, channels: int, chans: list[list[float]],
+                 end_padding: tuple[int, int]) -> nn.Conv2d:
+    """The first level's grouped convolution over each window. ``end_padding`` (e_h, e_w) adds
+    e zeros after the input (ceil_mode's partial windows): padding p + e on both sides and e
+    zero taps before the window's own keep the windows where they were."""
+    (kh, kw), (dh, dw) = _pair(pool.kernel_size), _pair(pool.dilation)
+    width = len(chans)
+    window = torch.tensor(chans, dtype=torch.float32).reshape(width, 1, kh, kw)
+    if end_padding == (0, 0):
+        conv = nn.Conv2d(channels, channels * width, (kh, kw), pool.stride, pool.padding, pool.dilation, groups=channels)
+        kernel = window
+    else:
+        (eh, ew), (ph, pw) = end_padding, _pair(pool.padding)
+        kernel = torch.zeros(width, 1, eh + dh * (kh - 1) + 1, ew + dw * (kw - 1) + 1)
+        kernel[:, :, eh::dh, ew::dw] = window
+        conv = nn.Conv2d(channels, channels * width, kernel.shape[2:], pool.stride, (ph + eh, pw + ew), groups=channels)
+    with torch.no_grad():
+        conv.weight.copy_(kernel.repeat(channels, 1, 1, 1))
+        conv.bias.zero_()
+    return conv
+
+
+def max_circuit(pool: nn.MaxPool2d, source: QCFS, channels: int,
+                end_padding: tuple[int, int] = (0, 0)) -> list[nn.Module]:
+    """The modules that compute ``pool`` exactly on the outputs of ``source`` (``channels`` wide);
+    ``end_padding``: see :func:`ceil_mode_padding`."""
+    kh, kw = _pair(pool.kernel_size)
     levels = _pairwise_levels(kh * kw)
     modules: list[nn.Module] = []
     width_in = 1
     for depth, (chans, carried) in enumerate(levels):
         width = len(chans)
         if depth == 0:
-            conv = nn.Conv2d(channels, channels * width, (kh, kw), pool.stride, pool.padding, pool.dilation,
-                             groups=channels)
-            kernel = torch.tensor(chans, dtype=torch.float32).reshape(width, 1, kh, kw)
+            conv = _first_level(pool, channels, chans, end_padding)
         else:
             conv = nn.Conv2d(channels * width_in, channels * width, 1, groups=channels)
-            kernel = torch.tensor(chans, dtype=torch.float32).reshape(width, width_in, 1, 1)
-        with torch.no_grad():
-            conv.weight.copy_(kernel.repeat(channels, 1, 1, 1))
-            conv.bias.zero_()
+            with torch.no_grad():
+                conv.weight.copy_(torch.tensor(chans, dtype=torch.float32).reshape(width, width_in, 1, 1)
+                                  .repeat(channels, 1, 1, 1))
+                conv.bias.zero_()
         modules += [conv, _relay(source, width)]
         last_carried, width_in = carried, width
     total = nn.Conv2d(channels * width_in, channels, 1, groups=channels)  # sum the last channels
@@ -103,28 +130,36 @@ def channels_of(gm: fx.GraphModule, node: fx.Node) -> int | None:
     return None
 
 
-def drop_idle_ceil_mode(gm: fx.GraphModule, example: torch.Tensor) -> None:
-    """``ceil_mode`` adds a partial window only where the windows do not tile the input; on
-    ``example``'s shape, pools where it changes nothing (SqueezeNet's 3x3/2 on odd maps) lose it."""
+def ceil_mode_padding(pool: nn.MaxPool2d, size: tuple[int, int]) -> tuple[int, int]:
+    """The zeros ``ceil_mode`` adds after an input of ``size`` (per axis): enough for torch's
+    ceil-mode output count n = ceil((H + 2p − d(k−1) − 1)/s) + 1, less one if the last window
+    would start past the left-padded input; e = max(0, (n − 1)·s − (H + 2p − d(k−1) − 1)) < s.
+    Zeros are exact in a max of values ≥ 0 (each window still holds a real one)."""
+    extra = []
+    for n, p, d, k, s in zip(size, _pair(pool.padding), _pair(pool.dilation), _pair(pool.kernel_size),
+                             _pair(pool.stride if pool.stride is not None else pool.kernel_size)):
+        span = n + 2 * p - d * (k - 1) - 1
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + p:
+            out -= 1
+        extra.append(max(0, (out - 1) * s - span))  # < 0: the last window is dropped, floor's count
+    return tuple(extra)
+
+
+def replace_maxpools(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.GraphModule:
+    """Replace every MaxPool2d that reads a QCFS layer by :func:`max_circuit`. A MaxPool after a
+    signed quantizer is refused. ``ceil_mode`` needs ``example`` (one input) for the shapes: pools
+    where it adds no partial window lose it, the others get :func:`ceil_mode_padding`."""
     from torch.fx.passes.shape_prop import ShapeProp
 
-    pools = [n for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.MaxPool2d) and module_of(gm, n).ceil_mode]
-    if not pools:
-        return
-    ShapeProp(gm).propagate(example)
-    for node in pools:
-        pool = module_of(gm, node)
-        size = node.args[0].meta["tensor_meta"].shape[-2:]
-        pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
-        stride = pair(pool.stride if pool.stride is not None else pool.kernel_size)
-        if all((n + 2 * p - d * (k - 1) - 1) % s == 0 for n, p, d, k, s in
-               zip(size, pair(pool.padding), pair(pool.dilation), pair(pool.kernel_size), stride)):
-            pool.ceil_mode = False
-
-
-def replace_maxpools(gm: fx.GraphModule) -> fx.GraphModule:
-    """Replace every MaxPool2d that reads a QCFS layer by :func:`max_circuit`. A MaxPool after a
-    signed quantizer is refused."""
+    padding: dict[str, tuple[int, int]] = {}
+    ceil = [n for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.MaxPool2d) and module_of(gm, n).ceil_mode]
+    if ceil and example is not None:
+        ShapeProp(gm).propagate(example)
+        for node in ceil:
+            padding[node.name] = ceil_mode_padding(module_of(gm, node), tuple(node.args[0].meta["tensor_meta"].shape[-2:]))
+            if padding[node.name] == (0, 0):
+                module_of(gm, node).ceil_mode = False
     for node in list(gm.graph.nodes):
         pool = module_of(gm, node)
         if not isinstance(pool, nn.MaxPool2d):
@@ -136,16 +171,19 @@ def replace_maxpools(gm: fx.GraphModule) -> fx.GraphModule:
         if isinstance(source, SignedQCFS):
             raise UnsupportedLayerError(f"MaxPool2d '{node.target}' reads a signed quantizer; the exact max "
                                         "circuit needs values >= 0 (use --maxpool avg, or QCFS before it)")
-        if pool.ceil_mode or pool.return_indices:
-            raise UnsupportedLayerError(f"MaxPool2d '{node.target}': ceil_mode and return_indices have no "
-                                        "exact spiking form; use ceil_mode=False")
+        if pool.return_indices:
+            raise UnsupportedLayerError(f"MaxPool2d '{node.target}': return_indices has no spiking form; "
+                                        "use return_indices=False")
+        if pool.ceil_mode and node.name not in padding:
+            raise UnsupportedLayerError(f"MaxPool2d '{node.target}': ceil_mode needs the input's shape; pass "
+                                        "calibration data (--calib) or use ceil_mode=False")
         last = src
         with gm.graph.inserting_before(node):
             channels = channels_of(gm, src)
             if channels is None:
                 raise UnsupportedLayerError(f"MaxPool2d '{node.target}': no convolution above it tells its channels; "
                                             "use --maxpool avg")
-            for i, module in enumerate(max_circuit(pool, source, channels)):
+            for i, module in enumerate(max_circuit(pool, source, channels, padding.get(node.name, (0, 0)))):
                 name = f"{node.target.replace('.', '_')}_max{i}"
                 gm.add_submodule(name, module)
                 last = gm.graph.call_module(name, (last,))
@@ -155,4 +193,3 @@ def replace_maxpools(gm: fx.GraphModule) -> fx.GraphModule:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
-

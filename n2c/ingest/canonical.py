@@ -343,6 +343,7 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
         elif node.op == "call_function" and node.target in ADD_FUNCTIONS:
             _check_sum(node, gm)
             node.target = operator.add
+    gm.graph.eliminate_dead_code()  # shape reads left by the checks removed above
     remove_concatenations(gm, lambda node: _describe(node, gm))
     gm.graph.eliminate_dead_code()
     _untie_reused_modules(gm)

@@ -115,7 +115,12 @@ class MultiThreshold(NeuronKind):
         neuron.threshold = to_signed(np.broadcast_to(layer.threshold, shape) * scale, fmt.multi_threshold_bits,
                                      layer.name, "the threshold")
         if (neuron.threshold < 1).any():
-            raise QuantizationError(f"layer '{layer.name}': threshold rounds to zero at scale {scale:g}")
+            theta = float(np.min(layer.threshold))
+            raise QuantizationError(
+                f"layer '{layer.name}': threshold {theta:.3g} rounds to zero at scale {scale:g}, which the "
+                f"layer's largest weight sets (one {fmt.weight_bits}-bit scale per layer: a weight over "
+                f"{fmt.weight_max:g}x the threshold leaves it below one unit); a channel whose BatchNorm variance is "
+                "near zero (a dead channel) folds into such weights: prune dead channels, or fine-tune")
         neuron.v_init = to_signed(np.broadcast_to(layer.v_init, shape) * scale, fmt.state_bits, layer.name, "v_init")
         neuron.max_spikes, neuron.min_spikes = layer.max_spikes, layer.min_spikes
         neuron.spike_value = np.broadcast_to(layer.spike_value, shape).astype(np.float64)

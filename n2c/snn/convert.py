@@ -36,7 +36,7 @@ from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize, module_of, set_submodule
 from n2c.ann.linear_chains import fold_linear_chains
-from n2c.ann.maxpool import MaxRelay, drop_idle_ceil_mode, replace_maxpools
+from n2c.ann.maxpool import MaxRelay, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.ann.attention import Product
 from n2c.snn.modules import MultiThresholdIF, ParallelNeuron, ScaleAndFire, SpikingNetwork, SpikingProduct, \
@@ -56,30 +56,77 @@ def _drop(gm: fx.GraphModule, node: fx.Node) -> None:
     gm.graph.erase_node(node)
 
 
+def _batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t) with BN(x) = s·x + t per channel: s = γ/√(σ² + ε), t = β − μ·s."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+        1 / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
+    return scale, shift - bn.running_mean * scale
+
+
+def _scaled(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> nn.Module:
+    """A copy of ``layer`` (Conv2d/Linear) followed by the per-channel affine s·y + t."""
+    fused = copy.deepcopy(layer)
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(scale)
+    fused.weight = nn.Parameter(layer.weight.detach() * scale.reshape(-1, *[1] * (layer.weight.dim() - 1)))
+    fused.bias = nn.Parameter(bias * scale + shift)
+    return fused
+
+
+def _channelwise_conv(scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """The per-channel affine s·x + t as a depthwise 1×1 convolution."""
+    conv = nn.Conv2d(len(scale), len(scale), 1, groups=len(scale))
+    conv.weight = nn.Parameter(scale.reshape(-1, 1, 1, 1).clone())
+    conv.bias = nn.Parameter(shift.clone())
+    return conv
+
+
+def _unpadded_average(m: nn.Module) -> bool:
+    """Pools that commute with a per-channel affine map (every window averages real values)."""
+    return isinstance(m, nn.AdaptiveAvgPool2d) or (isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0))
+                                                   and m.divisor_override is None)
+
+
 def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
-    """Fold eval-mode BatchNorm into the preceding Conv2d/Linear.
+    """Fold eval-mode BatchNorm into the Conv2d/Linear before it.
 
     y = γ·(W·x + b − μ)/√(σ² + ε) + β  ⇒  W' = W·s, b' = (b − μ)·s + β,  s = γ/√(σ² + ε).
-    A BatchNorm not directly after a conv/linear with a single user is an error.
+    Average pools without padding between the layer and the BatchNorm commute with it and stay.
+    Where that layer also feeds others (DenseNet: every later layer reads a layer's output through
+    its own BatchNorm), this BatchNorm's reader gets a folded copy of it. A BatchNorm2d after
+    anything else (a max pool, a ReLU, the input) becomes a depthwise 1×1 convolution, a weighted
+    layer of its own. Other BatchNorms are an error.
     """
     for node in list(gm.graph.nodes):
         bn = module_of(gm, node)
         if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
             continue
-        prev = node.args[0]
-        layer = module_of(gm, prev) if isinstance(prev, fx.Node) else None
-        if not isinstance(layer, (nn.Conv2d, nn.Linear)) or len(prev.users) != 1:
+        scale, shift = _batchnorm_affine(bn)
+        path = [node.args[0]]  # the BatchNorm's input, back through commuting pools
+        while isinstance(path[-1], fx.Node) and _unpadded_average(module_of(gm, path[-1])):
+            path.append(path[-1].args[0])
+        layer = module_of(gm, path[-1]) if isinstance(path[-1], fx.Node) else None
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            fused = _scaled(layer, scale, shift)
+            if all(len(p.users) == 1 for p in path):
+                _replace(gm, path[-1], fused)
+            else:  # shared: a folded copy of the path for this BatchNorm alone
+                last = path[-1].args[0]
+                with gm.graph.inserting_before(node):
+                    for i, p in enumerate(reversed(path)):
+                        name = f"{node.target.replace('.', '_')}_folded{i}"
+                        gm.add_submodule(name, fused if i == 0 else copy.deepcopy(module_of(gm, p)))
+                        last = gm.graph.call_module(name, (last,))
+                node.replace_all_uses_with(last)
+                gm.graph.erase_node(node)
+                continue
+        elif isinstance(bn, nn.BatchNorm2d):
+            _replace(gm, node, _channelwise_conv(scale, shift))
+            continue
+        else:
             raise UnsupportedLayerError(
-                f"BatchNorm '{node.target}' does not directly follow a Conv2d/Linear it can be folded into; "
+                f"BatchNorm1d '{node.target}' does not follow a Conv2d/Linear it can be folded into; "
                 "move it after a conv or linear layer")
-        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-            1 / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
-        fused = copy.deepcopy(layer)
-        bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(scale)
-        fused.weight = nn.Parameter(layer.weight.detach() * scale.reshape(-1, *[1] * (layer.weight.dim() - 1)))
-        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
-        _replace(gm, prev, fused)
         _drop(gm, node)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
@@ -143,9 +190,8 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
             raise CalibrationError(f"--levels must be >= 1, got {levels}")
         gm = calibration.calibrate_thresholds(gm.to(device), calib, levels, calib_mode, percentile).cpu()
     if maxpool == "exact":
-        if calib is not None and len(calib.x):  # the shapes tell where ceil_mode changes nothing
-            drop_idle_ceil_mode(gm, torch.from_numpy(calib.x[:1]))
-        gm = replace_maxpools(gm)
+        example = torch.from_numpy(calib.x[:1]) if calib is not None and len(calib.x) else None
+        gm = replace_maxpools(gm, example)  # the example's shape places ceil_mode's partial windows
     return gm
 
 

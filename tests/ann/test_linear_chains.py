@@ -7,6 +7,8 @@ import operator
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import fx, nn
 
 from n2c.ann.linear_chains import WEIGHTED, compose, fold_linear_chains
@@ -31,6 +33,30 @@ def test_a_1x1_conv_composes_with_any_conv(inner, groups):
     outer = nn.Conv2d(inner.out_channels, 4, 1, groups=groups)
     x = torch.randn(3, 4, 9, 9)
     assert torch.allclose(compose(outer, inner)(x), outer(inner(x)), atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 4), s=st.integers(1, 3), d=st.integers(1, 2), pad=st.integers(0, 2), groups=st.sampled_from([1, 2]),
+       p=st.integers(1, 3), q=st.sampled_from([None, 1, 2, 3]), size=st.integers(6, 14), seed=st.integers(0, 2 ** 16))
+def test_an_unpadded_average_pool_composes_with_any_conv(k, s, d, pad, groups, p, q, size, seed):
+    """DenseNet's transition: 1x1 conv, then a 2x2 average pool, with no activation between."""
+    torch.manual_seed(seed)
+    conv, pool = nn.Conv2d(4, 6, k, s, pad, d, groups=groups), nn.AvgPool2d(p, q)
+    x = torch.randn(2, 4, size, size)
+    try:
+        want = pool(conv(x))
+    except RuntimeError:
+        return  # shapes torch refuses
+    got = compose(pool, conv)(x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_or_ceil_mode_average_pools_do_not_compose():
+    conv = nn.Conv2d(3, 3, 1)
+    assert compose(nn.AvgPool2d(2, padding=1), conv) is None
+    assert compose(nn.AvgPool2d(2, ceil_mode=True), conv) is None
+    assert compose(nn.AvgPool2d(2, divisor_override=3), conv) is None
 
 
 def test_linear_composes_and_padded_conv_does_not():

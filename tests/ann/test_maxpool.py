@@ -60,13 +60,50 @@ def test_maxpool_modes():
         prepare(model, maxpool="error")
 
 
-def test_signed_input_and_ceil_mode_are_refused():
+def test_signed_input_and_return_indices_are_refused_and_ceil_mode_needs_a_shape():
     signed = nn.Sequential(nn.Conv2d(1, 3, 3), SignedQCFS(4, 1.0), nn.MaxPool2d(2), nn.Flatten()).eval()
     with pytest.raises(UnsupportedLayerError, match="signed quantizer"):
         prepare(signed)
     ceil = nn.Sequential(nn.Conv2d(1, 3, 3), QCFS(4, 1.0), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten()).eval()
-    with pytest.raises(UnsupportedLayerError, match="ceil_mode"):
-        prepare(ceil)
+    with pytest.raises(UnsupportedLayerError, match="ceil_mode needs the input's shape; pass calibration data"):
+        prepare(ceil)  # no calibration data: no shape to place the partial windows
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 30), kernel=st.integers(1, 5), stride=st.integers(1, 4), padding=st.integers(0, 2),
+       dilation=st.integers(1, 3))
+def test_ceil_mode_padding_gives_torchs_output_size(size, kernel, stride, padding, dilation):
+    from n2c.ann.maxpool import ceil_mode_padding
+    if 2 * padding > kernel or size + 2 * padding < dilation * (kernel - 1) + 1:
+        return  # torch refuses these pools
+    pool = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=True)
+    e, _ = ceil_mode_padding(pool, (size, size))
+    want = pool(torch.zeros(1, 1, size, size)).shape[-1]
+    assert 0 <= e < stride
+    assert (size + 2 * padding + e - dilation * (kernel - 1) - 1) // stride + 1 == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(3, 11), kernel=st.sampled_from([2, 3, (2, 3)]), stride=st.sampled_from([None, 2, 3]),
+       pad=st.booleans(), dilation=st.sampled_from([1, 2]), per_channel=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_ceil_mode_partial_windows_are_exact(size, kernel, stride, pad, dilation, per_channel, seed):
+    """GoogLeNet's MaxPool2d(3, 2, ceil_mode=True): the partial window at the end is padded with zeros."""
+    from n2c.data import Dataset
+    k = kernel if isinstance(kernel, int) else min(kernel)
+    pool = nn.MaxPool2d(kernel, stride, k // 2 if pad else 0, dilation, ceil_mode=True)
+    try:
+        pool(torch.zeros(1, 1, size, size))
+    except RuntimeError:
+        return  # a pool torch itself refuses on this size
+    torch.manual_seed(seed)
+    lam = torch.tensor([1.0, 2.5, 0.75]).reshape(3, 1, 1) if per_channel else 2.0
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), QCFS(4, lam), pool, nn.Conv2d(3, 2, 1), QCFS(4, 3.0),
+                          nn.Flatten()).eval()
+    x = torch.rand(6, 1, size, size) * 4
+    gm = prepare(model, calib=Dataset("x", x[:1].numpy(), np.zeros(1, np.int64), 1 / 255, 2))
+    assert not any(isinstance(m, nn.MaxPool2d) for m in gm.modules())
+    assert torch.equal(gm(x), model(x))  # exact, not close
+    assert torch.equal(to_snn(gm, "mtn", 1)(x), model(x))
 
 
 def test_sfn_refuses_the_circuit():

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from n2c.cli.pipeline import export_model, load_network
-from n2c.data import Dataset
 from n2c.errors import UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize
-from n2c.snn.convert import prepare
 from backends.reference.simulate import predict
+from tests.conversion_checks import converts_exactly, random_images
 
 
 class CaptumLeNet(nn.Module):
@@ -88,51 +87,19 @@ class Spellings(nn.Module):
         return self.head["fc"](n(x))
 
 
-def _random_images(shape, n=16, seed=0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(0, 256, size=(n, *shape)) / 255).astype(np.float32)  # 8-bit images, as the input encodes them
-    return Dataset("random", x, rng.integers(0, 10, n), 1 / 255, 10)
-
-
-def _converts_exactly(model: nn.Module, shape, tmp_path, integer: bool = True) -> None:
-    """Calibrated (L = 8), converted with mtn at T = 1 and exported: the one-step SNN's outputs
-    equal the quantized ANN's bit for bit. The integer network (8-bit weights) then runs on the
-    reference: its predictions follow the SNN's but for near ties that the rounding of random
-    weights can flip, so it must predict the ANN's class wherever that class leads by more than 5 %
-    of the output range (exact integer agreement is integer-exact fine-tuning's job,
-    tests/backends/test_integer_training.py)."""
-    data = _random_images(shape)
-    path = str(tmp_path / "m.nir")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # calibration and pooling notes
-        snn = export_model(model.eval(), path, shape, data.input_scale, levels=8, calib=data, maxpool="exact")
-        quantized = prepare(model.eval(), levels=8, calib=data)
-    x = torch.from_numpy(data.x)
-    with torch.no_grad():
-        ann, spiking = quantized(x), snn(x)
-    assert torch.equal(ann, spiking)
-    if not integer:
-        return
-    _, net = load_network(path)
-    top2 = ann.topk(2, dim=1).values
-    clear = ((top2[:, 0] - top2[:, 1]) > 0.05 * (ann.max() - ann.min())).numpy()  # not a near tie
-    assert clear.sum() >= 4
-    assert np.array_equal(predict(net, data.x)[clear], ann.argmax(1).numpy()[clear])
-
-
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)  # the models' random weights
 
 
 def test_captum_lenet_view_minus_one_converts(tmp_path):
-    _converts_exactly(CaptumLeNet(), (3, 32, 32), tmp_path)
+    converts_exactly(CaptumLeNet(), (3, 32, 32), tmp_path)
 
 
 def test_pytorch_examples_mnist_net_converts_and_its_log_softmax_is_dropped(tmp_path):
     with pytest.warns(UserWarning, match="log_softmax.* at the output is dropped"):
         canonicalize(PytorchExamplesMnist())
-    _converts_exactly(PytorchExamplesMnist(), (1, 28, 28), tmp_path)
+    converts_exactly(PytorchExamplesMnist(), (1, 28, 28), tmp_path)
 
 
 @pytest.mark.parametrize("flatten", ["view_minus_one", "reshape_shape0", "size_index", "torch_reshape",
@@ -143,7 +110,7 @@ def test_every_flatten_spelling_converts(flatten, tmp_path):
         model.head["fc"] = nn.Linear(16, 10)
     if flatten in ("spatial_mean", "mean_keepdim"):  # global average pooling: one value per channel
         model.head["fc"] = nn.Linear(4, 10)
-    _converts_exactly(model, (1, 8, 8), tmp_path)
+    converts_exactly(model, (1, 8, 8), tmp_path)
 
 
 def test_a_view_that_does_not_flatten_each_sample_is_refused():
@@ -204,9 +171,9 @@ class AvgDown(nn.Module):
 
 
 def test_avg_pooling_flags_that_change_nothing_convert_and_the_others_are_named(tmp_path):
-    _converts_exactly(AvgDown(4 * 4 * 4), (1, 8, 8), tmp_path)  # 8x8: the 2x2 windows tile it, no padding
+    converts_exactly(AvgDown(4 * 4 * 4), (1, 8, 8), tmp_path)  # 8x8: the 2x2 windows tile it, no padding
     with pytest.raises(UnsupportedLayerError, match="AvgPool2d .pool.: ceil_mode adds a partial window on a 7x7 input") as e:
-        _converts_exactly(AvgDown(4 * 4 * 4), (1, 7, 7), tmp_path)
+        converts_exactly(AvgDown(4 * 4 * 4), (1, 7, 7), tmp_path)
     assert "\n" not in str(e.value)
 
 
@@ -236,7 +203,7 @@ def test_a_batchnorm_subclass_with_its_own_forward_keeps_its_activation(tmp_path
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(gm(x), model(x), atol=1e-6)
-    _converts_exactly(model, (1, 8, 8), tmp_path)
+    converts_exactly(model, (1, 8, 8), tmp_path)
 
 
 def test_timm_mobilenetv2_converts(tmp_path):
@@ -245,10 +212,10 @@ def test_timm_mobilenetv2_converts(tmp_path):
     only the float SNN is compared (and the integer network is made and run)."""
     timm = pytest.importorskip("timm")
     model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10)
-    _converts_exactly(model, (3, 32, 32), tmp_path, integer=False)
+    converts_exactly(model, (3, 32, 32), tmp_path, integer=False)
     assert sum(isinstance(m, nn.ReLU) for m in canonicalize(model.eval()).modules()) >= 17  # every activation kept
     _, net = load_network(str(tmp_path / "m.nir"))
-    assert predict(net, _random_images((3, 32, 32)).x).shape == (16,)
+    assert predict(net, random_images((3, 32, 32)).x).shape == (16,)
 
 
 class Fire(nn.Module):
@@ -294,7 +261,7 @@ def test_concatenations_become_sums_of_layers(tmp_path):
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(gm(x), model(x), atol=1e-5)
-    _converts_exactly(model, (1, 8, 8), tmp_path)
+    converts_exactly(model, (1, 8, 8), tmp_path)
 
 
 def test_a_concatenation_that_cannot_be_split_is_named():
@@ -316,7 +283,7 @@ def test_a_head_that_pools_to_the_output_converts(tmp_path):
     readout reads a pooled conv layer, no Linear."""
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 10, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten())
-    _converts_exactly(model, (1, 8, 8), tmp_path)
+    converts_exactly(model, (1, 8, 8), tmp_path)
 
 
 def test_asymmetric_kernels_convert(tmp_path):
@@ -324,4 +291,96 @@ def test_asymmetric_kernels_convert(tmp_path):
     kernel dimension alone; the export states the size torch computes."""
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), nn.ReLU(),
                           nn.Conv2d(4, 4, (3, 1), padding=(1, 0)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 10))
-    _converts_exactly(model, (1, 5, 5), tmp_path)
+    converts_exactly(model, (1, 5, 5), tmp_path)
+
+
+class DenseBlock(nn.Module):
+    """DenseNet: the stem's max-pooled maps and each layer's raw conv output are concatenated, and
+    every reader normalizes them with its own BatchNorm (after a max pool, after a conv shared with
+    other readers); the transition's 1x1 conv is average-pooled with no activation between."""
+
+    def __init__(self, growth: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(4 + i * growth), nn.ReLU(), nn.Conv2d(4 + i * growth, growth, 3, padding=1))
+            for i in range(3))
+        self.transition = nn.Sequential(nn.BatchNorm2d(4 + 3 * growth), nn.ReLU(), nn.Conv2d(4 + 3 * growth, 6, 1),
+                                        nn.AvgPool2d(2, 2))
+        self.head = nn.Sequential(nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 10))
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return self.head(self.transition(torch.cat(features, 1)))
+
+
+def _randomize_batchnorms(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_batchnorms_after_concatenations_convert(tmp_path):
+    """A BatchNorm after a max pool becomes a depthwise 1x1 conv; after a conv that others read too,
+    its reader gets a folded copy of the conv; after an unpadded average pool of a conv, it folds
+    through the pool; the pool of a conv becomes one conv."""
+    from n2c.snn.convert import fold_batchnorm
+    from n2c.ann.linear_chains import fold_linear_chains
+    model = _randomize_batchnorms(DenseBlock())
+    x = torch.rand(4, 1, 8, 8)
+    folded = fold_linear_chains(fold_batchnorm(canonicalize(model)))
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.AvgPool2d)) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    converts_exactly(model, (1, 8, 8), tmp_path)
+
+
+def test_a_batchnorm_on_an_identity_branch_converts(tmp_path):
+    """RepVGG: conv3x3+BN, conv1x1+BN and a BatchNorm of the input itself, summed, then ReLU. The
+    identity branch's weights (γ/σ, near 1) share one 8-bit scale with the convs' (near 0.1) in the
+    neurons they all feed, so only the float SNN is compared bit for bit here."""
+    class RepBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+            self.k3 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+            self.k1 = nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4))
+            self.identity, self.head = nn.BatchNorm2d(4), nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.head(torch.flatten(F.relu(self.k3(x) + self.k1(x) + self.identity(x)), 1))
+
+    converts_exactly(_randomize_batchnorms(RepBlock()), (1, 8, 8), tmp_path, integer=False)
+
+
+def test_googlenet_ceil_mode_max_pools_convert(tmp_path):
+    """MaxPool2d(3, 2, ceil_mode=True) on 8x8 maps adds a partial window at the end (4x4 out, not 3x3)."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2, ceil_mode=True), nn.Flatten(),
+                          nn.Linear(4 * 2 * 2, 10))
+    assert model[2](torch.zeros(1, 4, 8, 8)).shape[-1] == 4
+    converts_exactly(model, (1, 8, 8), tmp_path)
+
+
+def test_a_dead_channel_that_rounds_the_threshold_away_is_named(tmp_path):
+    """A channel whose BatchNorm variance is ~0 folds into weights ~300x the others; the layer's one
+    8-bit scale then rounds its threshold to zero: the error says so and what to do."""
+    from n2c.errors import QuantizationError
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=4),
+                          nn.BatchNorm2d(4), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
+    with torch.no_grad():
+        model[3].running_var.copy_(torch.tensor([1.0, 1.0, 1.0, 1e-12]))
+        model[2].weight[3].fill_(10.0)
+    data = random_images((1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_model(model, str(tmp_path / "m.nir"), (1, 8, 8), data.input_scale, levels=8, calib=data)
+    with pytest.raises(QuantizationError, match="rounds to zero.*dead channel.*prune") as e:
+        load_network(str(tmp_path / "m.nir"))
+    assert "\n" not in str(e.value)
