@@ -55,9 +55,22 @@ class IntSource:
         return (-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1) if self.signed else (0, 2 ** self.bits - 1)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Float inputs → integer graded spikes, clipped to the source's bit width."""
+        """Float inputs → integer graded spikes. Values outside the source's range (its bit width,
+        signed or not) are an error, never clipped silently: a model trained on normalized
+        inputs fed to an unsigned source would lose every negative value."""
         lo, hi = self.message_range
-        return np.clip(np.round(np.asarray(x, dtype=np.float64) / self.scale), lo, hi).astype(np.int64)
+        units = np.round(np.asarray(x, dtype=np.float64) / self.scale)
+        below, above = int((units < lo).sum()), int((units > hi).sum())
+        if below or above:
+            side = f"{below} below {lo * self.scale:g}" if below else f"{above} above {hi * self.scale:g}"
+            fix = ("the graph's input is unsigned: feed inputs >= 0 (a model trained on normalized inputs has no "
+                   "integer form yet: fine-tune it on inputs in [0, 1] with n2c train, or run --precision float)"
+                   if below and not self.signed else
+                   "rescale the inputs, or give the input scale that covers them (--input-scale)")
+            raise QuantizationError(f"{below + above} of {units.size} input values ({(below + above) / units.size:.1%}) "
+                                    f"lie outside the graph's {'signed' if self.signed else 'unsigned'} {self.bits}-bit "
+                                    f"integer input ({side}, at input scale {self.scale:g}); {fix}")
+        return units.astype(np.int64)
 
 
 @dataclass
@@ -298,6 +311,13 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             name = alias[name]
         return unit[name]
 
+    offset: dict[str, np.ndarray] = {}  # real value added to every message of an affine-transformed input
+
+    def offset_of(name: str) -> np.ndarray | None:
+        while name not in offset and name in alias:
+            name = alias[name]
+        return offset.get(name)
+
     def delays_of(name: str) -> np.ndarray | None:
         """Steps of delay per element (flat) that Delay layers on messages add before ``name``."""
         total = None
@@ -336,6 +356,9 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                                         "flatten has an integer (Loihi) form in this n2c")
             alias[layer.name] = layer.inputs[0]
             continue
+        if isinstance(layer, (ScaleLayer, DelayLayer, PoolLayer)) and offset_of(layer.inputs[0]) is not None:
+            raise QuantizationError(f"'{layer.name}' reads the input's normalization; in the integer form it folds "
+                                    "only into the weighted layers that read it")
         if isinstance(layer, (ScaleLayer, DelayLayer)):
             src, producer = layer.inputs[0], resolve(layer.inputs[0])
             if producer in pending:  # after the weights: fold into the rows of the pending layer
@@ -373,8 +396,19 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 raise QuantizationError(f"layer '{layer.name}' follows weighted layer '{src}' without a neuron in "
                                         "between; fold the two linear layers into one")
             in_shape = by_name[src].out_shape if src in by_name else source.shape
-            pending[layer.name] = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
-                                   _column_delays(layer, delays_of(layer.inputs[0]), fmt))
+            if src == source.name and _feeds_weights(layer.name, layers) and \
+                    (gain := _per_element_affine(layer)) is not None:
+                # the input's normalization (x − m)/s: one input unit is worth s·u more, plus an offset
+                # that the weighted layers reading it take as bias (_with_offset)
+                if delays_of(layer.inputs[0]) is not None:
+                    raise QuantizationError(f"'{layer.name}' normalizes a delayed input; put the Delay after it")
+                unit[layer.name] = np.broadcast_to(unit_of(layer.inputs[0]), in_shape) * gain[0]
+                offset[layer.name] = np.broadcast_to(gain[1], tuple(in_shape)).astype(np.float64)
+                alias[layer.name] = layer.inputs[0]
+                continue
+            entry = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
+                     _column_delays(layer, delays_of(layer.inputs[0]), fmt))
+            pending[layer.name] = _with_offset(entry, offset_of(layer.inputs[0]))
             continue
         if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
             syn_layers, taken = [], set()
@@ -389,7 +423,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
                     ident = identity_layer(f"{layer.name}_from_{src}", shape)
-                    syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p), fmt)))
+                    syn_layers.append(_with_offset((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p),
+                                                                                                   fmt)), offset_of(p)))
             if isinstance(layer, DynamicsLayer):
                 neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt, fmt)
             else:
@@ -499,7 +534,7 @@ def _fold_into_rows(entry: tuple, layer, dt: float, fmt: IntegerFormat) -> tuple
         gain = np.broadcast_to(layer.scale, sl.out_shape)
         per_row = gain.reshape(-1) if isinstance(sl, DenseLayer) else _unit_per_channel(gain, gain.shape, layer.name)
         weight = sl.weight * per_row.reshape(-1, *[1] * (sl.weight.ndim - 1))
-        bias = None if sl.bias is None else sl.bias * per_row
+        bias = None if sl.bias is None else sl.bias * per_row.reshape(-1, *[1] * (np.ndim(sl.bias) - 1))
         return dataclasses.replace(sl, weight=weight, bias=bias), src, in_shape, u, delay
     if sl.bias is not None and np.any(sl.bias != 0):
         raise QuantizationError(f"Delay '{layer.name}' delays the bias of '{sl.name}' (absent for the first steps); "
@@ -570,11 +605,60 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
     return scale, synapses, stats
 
 
+def _feeds_weights(name: str, layers: list) -> bool:
+    """Whether a weighted layer reads ``name`` (through Flatten layers): two weighted layers in a row."""
+    return any(isinstance(x, (ConvLayer, DenseLayer)) or isinstance(x, FlattenLayer) and _feeds_weights(x.name, layers)
+               for x in layers if name in x.inputs)
+
+
+def _per_element_affine(layer) -> tuple[np.ndarray, np.ndarray] | None:
+    """(s, t) per input element (C, 1, 1) or (N,) where ``layer`` computes s·x + t element by element
+    (a depthwise 1×1 convolution, stride 1, unpadded, or a diagonal dense layer), else None."""
+    w, b = layer.weight, layer.bias if layer.bias is not None else np.zeros(len(layer.weight))
+    if isinstance(layer, ConvLayer):
+        if layer.dims != 2 or w.shape[1:] != (1, 1, 1) or layer.groups != w.shape[0] or \
+                tuple(layer.stride) != (1, 1) or tuple(layer.padding) != (0, 0) or tuple(layer.in_shape) != \
+                tuple(layer.out_shape):
+            return None
+        return w.reshape(-1, 1, 1), np.asarray(b, dtype=np.float64).reshape(-1, 1, 1)
+    if w.ndim == 2 and w.shape[0] == w.shape[1] and not np.any(w - np.diag(np.diag(w))):
+        return np.diag(w).copy(), np.asarray(b, dtype=np.float64)
+    return None
+
+
+def _with_offset(entry: tuple, offset: np.ndarray | None) -> tuple:
+    """A synapse entry reading an input plus a constant ``offset`` (its normalization's shift t):
+    W·(x + t) + b = W·x + (b + W·t). W·t is computed with the layer's own zero padding, so near
+    the borders it holds only the taps inside the image: a bias per output position, exact
+    where folding t into a per-channel bias would not be."""
+    if offset is None:
+        return entry
+    sl, src, in_shape, u, delay = entry
+    t = np.broadcast_to(offset, in_shape).astype(np.float64)
+    bias = np.zeros(sl.out_shape) if sl.bias is None else _full_bias(sl)
+    if isinstance(sl, DenseLayer):
+        shifted = sl.weight.astype(np.float64) @ t.reshape(-1)
+    else:
+        import torch
+        shifted = torch.nn.functional.conv2d(torch.from_numpy(t[None]), torch.from_numpy(sl.weight.astype(np.float64)),
+                                             stride=tuple(sl.stride), padding=tuple(sl.padding),
+                                             dilation=tuple(sl.dilation), groups=sl.groups)[0].numpy()
+    return dataclasses.replace(sl, bias=bias + shifted.reshape(bias.shape)), src, in_shape, u, delay
+
+
+def _full_bias(sl) -> np.ndarray:
+    """A weighted layer's bias per output element (a conv's is per channel, or already per position)."""
+    if isinstance(sl, DenseLayer) or np.ndim(sl.bias) == 3:
+        return np.asarray(sl.bias, dtype=np.float64)
+    return np.broadcast_to(np.asarray(sl.bias, dtype=np.float64)[:, None, None], sl.out_shape)
+
+
 def _summed_bias(syn_layers: list[tuple], shape: tuple[int, ...]) -> np.ndarray:
-    """The real bias a neuron receives: the sum of its synapses' biases (per channel for a conv)."""
+    """The real bias a neuron receives: the sum of its synapses' biases (per channel for a conv,
+    or per position after an input normalization)."""
     bias = np.zeros(shape)
     for sl, *_ in syn_layers:
-        per = sl.bias if isinstance(sl, DenseLayer) else np.broadcast_to(sl.bias[:, None, None], sl.out_shape)
+        per = _full_bias(sl)
         bias = bias + np.asarray(per).reshape(shape)  # a conv's (C, H, W) read flat through a Flatten: C-order
     return bias
 

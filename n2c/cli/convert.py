@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from n2c.files import check_output_file
-from n2c.cli.options import conversion_options, positive_int
+from n2c.cli.options import conversion_options, input_normalized, positive_int
 from n2c.cli.export import convert_from_args
 
 
@@ -27,7 +27,7 @@ def cmd_convert(args) -> int:
     from n2c.ann.train import accuracy, predict
 
     check_output_file(args.output)
-    model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    model = input_normalized(load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle), args)
     snn = convert_from_args(args, model)
     if args.dataset:
         from n2c.distributed import resolve_device

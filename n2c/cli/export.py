@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from n2c.cli.options import conversion_options, positive_float, shape
+from n2c.cli.options import conversion_options, input_normalized, positive_float, shape
 from n2c.errors import N2CError
 from n2c.files import check_output_file
 
@@ -53,8 +53,12 @@ def load_model_or_snn(args):
     from n2c.snn.io import is_snn_file, load_snn
 
     if is_snn_file(args.model):
+        if args.input_mean is not None or args.input_std is not None:
+            from n2c.errors import N2CError
+            raise N2CError(f"{args.model} is a converted SNN; give --input-mean/--input-std to n2c convert instead")
         return load_snn(args.model)
-    return convert_from_args(args, load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle))
+    model = input_normalized(load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle), args)
+    return convert_from_args(args, model)
 
 
 def _export_netx(args) -> int:

@@ -89,6 +89,12 @@ def conversion_options(q, many: bool = False) -> None:
     else:
         q.add_argument("--method", choices=METHODS, default="mtn", help=f"{methods} (default: mtn)")
         q.add_argument("--timesteps", type=timesteps_int, default=1, help="timesteps T of the SNN (default: 1)")
+    q.add_argument("--input-mean", type=listed(finite_float, "numbers"), metavar="M[,M...]",
+                   help="the model was trained on inputs normalized as (x - mean) / std (torchvision's Normalize): "
+                   "the mean per channel (or one for all); with --input-std. The data stays raw; the integer stage "
+                   "folds the normalization into the first layers")
+    q.add_argument("--input-std", type=listed(finite_float, "numbers"), metavar="S[,S...]",
+                   help="the std per channel of that normalization (with --input-mean)")
     q.add_argument("--levels", type=positive_int, help="quantization levels L for calibrated ReLU activations "
                    "(default for if/parallel: T)")
     q.add_argument("--calib", metavar="DATASET", help="calibration data: its training split (digits, "
@@ -109,6 +115,17 @@ def conversion_options(q, many: bool = False) -> None:
                    help="sfn: scale factor of the thresholds (default: 1, nearest level)")
     q.add_argument("--da", action=argparse.BooleanOptionalAction, default=None,
                    help="parallel: DA-QCFS calibration (default: on for ReLU models, off for QCFS models)")
+
+
+def input_normalized(model, args):
+    """``model`` fed (x − mean)/std when ``--input-mean/--input-std`` ask for it."""
+    if args.input_mean is None and args.input_std is None:
+        return model
+    if args.input_mean is None or args.input_std is None:
+        from n2c.errors import N2CError
+        raise N2CError("--input-mean and --input-std go together: give both (torchvision's Normalize constants)")
+    from n2c.ingest.normalization import Normalized
+    return Normalized(model, args.input_mean, args.input_std)
 
 
 def data_options(q) -> None:

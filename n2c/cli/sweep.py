@@ -8,7 +8,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from n2c.cli.options import conversion_options, positive_int
+from n2c.cli.options import conversion_options, input_normalized, positive_int
 from n2c.errors import N2CError
 
 KEPT = ("method", "timesteps", "arch", "levels", "calib", "calib_samples", "calib_mode", "percentile", "maxpool",
@@ -47,7 +47,7 @@ def cmd_sweep(args) -> int:
     chip = load_chip(args.hardware)
     if not Path(args.model).is_file():
         raise N2CError(f"model file {args.model} does not exist")
-    model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    model = input_normalized(load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle), args)
     data = load_dataset(args.dataset or "digits", "test").head(args.samples)
     train = load_dataset(args.calib or args.dataset or "digits", "train").head(args.calib_samples)
     fingerprint = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()

@@ -27,6 +27,7 @@ from torch import fx, nn
 from n2c.errors import UnsupportedLayerError
 from n2c.ann.attention import Product
 from n2c.ingest.concat import module_of, remove_concatenations
+from n2c.ingest.normalization import fold_input_affine
 from n2c.ingest.vit import recognize as recognize_vit
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.snn.modules import NEURON_TYPES, OPERATION_TYPES
@@ -287,8 +288,10 @@ REPLACE_WITH = {
 }
 
 
-def canonicalize(model: nn.Module) -> fx.GraphModule:
-    """Trace ``model`` with torch.fx and rewrite it into the canonical form.
+def canonicalize(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModule:
+    """Trace ``model`` with torch.fx and rewrite it into the canonical form. Where torch.fx cannot
+    trace it (control flow on shapes: timm's VGG head), ``example`` (one input batch) lets
+    torch.export trace it at that input's shape instead.
 
     Raises :class:`UnsupportedLayerError` for every operation outside the
     vocabulary, naming it.
@@ -302,12 +305,15 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
             "fine-tune it into n2c's spiking form first: n2c train MODEL [--arch ...] --dataset D -o vit_q.pt, "
             "then convert vit_q.pt (docs/concepts.md, Spiking attention)")
     try:
-        graph = _Tracer().trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:  # torch.fx raises many types for data-dependent control flow
-        raise UnsupportedLayerError(
-            f"torch.fx cannot trace {type(model).__name__}: {str(e).splitlines()[0]}; "
-            "remove data-dependent control flow from forward() or export with torch.export") from None
-    gm = fx.GraphModule(model, graph)
+        if example is None:
+            raise UnsupportedLayerError(
+                f"torch.fx cannot trace {type(model).__name__}: {str(e).splitlines()[0]}; remove data-dependent "
+                "control flow from forward(), pass calibration data (n2c then traces it with torch.export at "
+                "that shape), or export it with torch.export") from None
+        gm = _exported(model, example)
+    fold_input_affine(gm, tuple(example.shape) if example is not None else None)  # (x - mean) / std first
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target in RELU_FUNCTIONS or \
                 node.op == "call_method" and node.target in ("relu", "relu_") or _is_relu_clamp(node):
@@ -350,6 +356,19 @@ def canonicalize(model: nn.Module) -> fx.GraphModule:
     _check_canonical(gm)
     gm.recompile()
     return gm
+
+
+def _exported(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """``model`` traced by torch.export at ``example``'s shape, mapped back onto modules."""
+    from n2c.ingest.torch_export import from_exported_program
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,))
+    except Exception as e:  # torch.export raises many types too
+        raise UnsupportedLayerError(f"neither torch.fx nor torch.export can trace {type(model).__name__} "
+                                    f"({str(e).splitlines()[0][:160]}); remove data-dependent control flow "
+                                    "from forward()") from None
+    return from_exported_program(program)
 
 
 def _check_sum(node: fx.Node, gm: nn.Module) -> None:

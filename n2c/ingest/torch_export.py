@@ -35,6 +35,11 @@ def load_exported(path: str, trust_pickle: bool) -> fx.GraphModule:
     except Exception as e:
         raise ModelLoadError(f"cannot load torch.export file {path} ({one_line(e)[:160]}); the file is "
                              "corrupt or from another PyTorch version, export it again") from None
+    return from_exported_program(ep)
+
+
+def from_exported_program(ep: torch.export.ExportedProgram) -> fx.GraphModule:
+    """An ExportedProgram's ATen graph as a graph of modules (QCFS recovered)."""
     return _ExportImporter(ep).run()
 
 

@@ -175,7 +175,8 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
     """Canonical graph with folded BatchNorm and quantizers (QCFS / SignedQCFS) only; a MaxPool after
     an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise.
     Calibration runs on ``device``; the graph returned is on the CPU."""
-    gm = fold_linear_chains(fold_batchnorm(canonicalize(copy.deepcopy(model).eval())))
+    example = torch.from_numpy(calib.x[:1]) if calib is not None and len(calib.x) else None
+    gm = fold_linear_chains(fold_batchnorm(canonicalize(copy.deepcopy(model).eval(), example)))
     gm = check_maxpool(gm, maxpool)
     relus = [n.target for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.ReLU)]
     if relus:
@@ -190,7 +191,6 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
             raise CalibrationError(f"--levels must be >= 1, got {levels}")
         gm = calibration.calibrate_thresholds(gm.to(device), calib, levels, calib_mode, percentile).cpu()
     if maxpool == "exact":
-        example = torch.from_numpy(calib.x[:1]) if calib is not None and len(calib.x) else None
         gm = replace_maxpools(gm, example)  # the example's shape places ceil_mode's partial windows
     return gm
 

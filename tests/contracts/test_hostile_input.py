@@ -389,3 +389,15 @@ def test_a_v_init_of_1e30_is_refused_not_cast_to_int64_min():
     node.metadata["n2c.v_init"] = np.full(np.shape(node.metadata["n2c.v_init"]), 1e30)
     with pytest.raises(QuantizationError, match="v_init does not fit 24-bit signed integers"):
         quantize(import_nir(graph))
+
+
+def test_negative_inputs_to_an_unsigned_integer_input_are_refused_not_clipped(digits_nir, tmp_path, capsys):
+    """A model trained on normalized inputs ((x - m) / s) fed to an n2c graph: clipping the
+    negative values to 0 would change every prediction without a word."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "normalized.npz", x=(rng.random((8, 1, 8, 8)) - 0.3).astype(np.float32),
+             y=rng.integers(0, 10, 8), input_scale=np.float32(1 / 16))
+    _cli_refuses(["simulate", digits_nir, "--dataset", tmp_path / "normalized.npz"], capsys,
+                 r"input values \(\d+\.\d%\) lie outside the graph's unsigned 8-bit integer input .* feed inputs >= 0")
+    assert main(["simulate", str(digits_nir), "--dataset", str(tmp_path / "normalized.npz"), "--precision",
+                 "float"]) == 0  # the float reference takes them as they are

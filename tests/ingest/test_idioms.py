@@ -384,3 +384,24 @@ def test_a_dead_channel_that_rounds_the_threshold_away_is_named(tmp_path):
     with pytest.raises(QuantizationError, match="rounds to zero.*dead channel.*prune") as e:
         load_network(str(tmp_path / "m.nir"))
     assert "\n" not in str(e.value)
+
+
+class ShapeBranch(nn.Module):
+    """timm's VGG head: control flow on the input's shape, which torch.fx cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        if x.shape[-1] > 4:
+            x = F.avg_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_shape_dependent_control_flow_is_traced_by_torch_export_at_the_calibration_shape(tmp_path):
+    with pytest.raises(UnsupportedLayerError, match="torch.fx cannot trace ShapeBranch.*pass calibration data") as e:
+        canonicalize(ShapeBranch())
+    assert "\n" not in str(e.value)
+    converts_exactly(ShapeBranch(), (1, 8, 8), tmp_path)
