@@ -113,6 +113,22 @@ def load_arrays(path: str) -> Dataset:
 DATASETS = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}
 
 
+def training_and_evaluation(name: str, samples: int | None = None) -> tuple[Dataset, Dataset, str]:
+    """The training samples (the first ``samples``) and the samples to evaluate on, named: a
+    data set's test split, or for an .npz file of one split its last tenth, held out of the
+    training samples (evaluating on the samples trained on would say nothing)."""
+    if not name.endswith(".npz"):
+        return load_dataset(name, "train").head(samples), load_dataset(name, "test"), "test"
+    data = load_arrays(name)
+    held = max(1, len(data) // 10)
+    if len(data) < 2:
+        raise DatasetError(f"{name} holds {len(data)} sample; training needs at least 2 (one is held out to "
+                           "evaluate on)")
+    train = Dataset(data.name, data.x[:-held], data.y[:-held], data.input_scale, data.num_classes).head(samples)
+    test = Dataset(data.name, data.x[-held:], data.y[-held:], data.input_scale, data.num_classes)
+    return train, test, f"held-out (the file's last {held} samples, not trained on)"
+
+
 def load_dataset(name: str, split: str = "test") -> Dataset:
     """A named data set (``digits``, ``fashion-mnist``) or a path to an .npz file."""
     if split not in ("train", "test"):

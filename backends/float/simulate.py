@@ -32,6 +32,7 @@ from n2c.neurons import kind
 class FloatRun:
     output: np.ndarray  # (T, B, *output_shape)
     values: dict[str, np.ndarray] | None = None  # every layer's output (T, B, ...), when recorded
+    firing: dict[str, int] | None = None  # spiking layer -> neuron-steps that sent a spike (or a count)
 
 
 def _stateless(layer, x: np.ndarray) -> np.ndarray:
@@ -172,7 +173,14 @@ def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None
     if len(runs) == 1:
         return runs[0]
     values = {k: np.concatenate([r.values[k] for r in runs], axis=1) for k in runs[0].values} if record else None
-    return FloatRun(np.concatenate([r.output for r in runs], axis=1), values)
+    firing = {k: sum(r.firing[k] for r in runs) for k in runs[0].firing}
+    return FloatRun(np.concatenate([r.output for r in runs], axis=1), values, firing)
+
+
+def _spiking(layer) -> bool:
+    if isinstance(layer, DynamicsLayer):
+        return bool(layer.spiking)
+    return isinstance(layer, NeuronLayer) and kind(layer.kind).spiking
 
 
 def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bool) -> FloatRun:
@@ -186,12 +194,14 @@ def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bo
                 values[layer.name] = _product(layer, *(values[p] for p in layer.inputs))
             else:
                 values[layer.name] = runners[layer.name](sum(values[p] for p in layer.inputs))
-        return FloatRun(values[graph.output.name], values if record else None)
+        firing = {layer.name: int(np.count_nonzero(values[layer.name])) for layer in graph.layers if _spiking(layer)}
+        return FloatRun(values[graph.output.name], values if record else None, firing)
     if any(isinstance(layer, (ProductLayer, SoftmaxLayer)) for layer in graph.layers):
         raise N2CError("a graph with both recurrent edges and attention (n2c.Product, n2c.Softmax) cannot be "
                        "simulated: attention runs over the running means of a feed-forward pass")
     last = _recurrent_start(graph, disc, batch)  # the "previous step" of step 0
     history: dict[str, list] = {layer.name: [] for layer in graph.layers}
+    firing = {layer.name: 0 for layer in graph.layers if _spiking(layer)}
     for t in range(steps):
         now = {graph.input.name: x[t]}
         for layer in graph.layers[1:]:
@@ -199,7 +209,9 @@ def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bo
             now[layer.name] = runners[layer.name](total[None])[0]
         for name, value in now.items():
             last[name] = value
+            if name in firing:
+                firing[name] += int(np.count_nonzero(value))
             if record or name == graph.output.name:
                 history[name].append(value)
     values = {name: np.stack(h) for name, h in history.items() if h}
-    return FloatRun(values[graph.output.name], values if record else None)
+    return FloatRun(values[graph.output.name], values if record else None, firing)

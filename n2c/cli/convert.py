@@ -28,7 +28,7 @@ def cmd_convert(args) -> int:
 
     check_output_file(args.output)
     model = input_normalized(load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle), args)
-    snn = convert_from_args(args, model)
+    quantized, snn = convert_from_args(args, model, with_ann=True)
     if args.dataset:
         from n2c.distributed import resolve_device
 
@@ -36,10 +36,13 @@ def cmd_convert(args) -> int:
         test = load_dataset(args.dataset, "test").head(args.samples)
         batch = max(8, 4096 // snn.timesteps)
         ann = accuracy(predict(model.to(device), test.x), test.y)
+        converted = accuracy(predict(quantized.to(device), test.x), test.y)
         acc = accuracy(predict(snn.to(device), test.x, batch_size=batch), test.y)
         snn.cpu()
-        print(f"accuracy on {len(test)} {test.name} test samples: ANN {100 * ann:.2f} %, "
-              f"SNN ({args.method}, T = {snn.timesteps}, torch float) {100 * acc:.2f} %")
+        # the quantized ANN is what the SNN converts (QCFS levels, --maxpool avg): the SNN's loss is against it
+        print(f"accuracy on {len(test)} {test.name} test samples: ANN as given {100 * ann:.2f} %, quantized ANN "
+              f"converted {100 * converted:.2f} %, SNN ({args.method}, T = {snn.timesteps}, torch float) "
+              f"{100 * acc:.2f} %")
     save_snn(snn, args.output)
     print(f"wrote {args.output}: {len(snn.neurons())} spiking layers, method {args.method}, T = {snn.timesteps}; "
           f"export it with: n2c export {args.output} -o model.nir --dataset {args.dataset or 'NAME'}")

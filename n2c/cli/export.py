@@ -33,18 +33,20 @@ def add_parser(sub) -> None:
     e.set_defaults(func=cmd_export)
 
 
-def convert_from_args(args, model):
-    """Convert ``model`` with the conversion options of ``export`` / ``convert``."""
-    from n2c.snn.convert import convert
+def convert_from_args(args, model, with_ann: bool = False):
+    """Convert ``model`` with the conversion options of ``export`` / ``convert``; ``with_ann``:
+    return (the quantized ANN converted, the SNN)."""
+    from n2c.snn.convert import convert_with_ann
     from n2c.data import load_dataset
 
     calib = load_dataset(args.calib, "train").head(args.calib_samples) if args.calib else None
     from n2c.distributed import resolve_device
 
-    return convert(model, args.method, args.timesteps, calib=calib, levels=args.levels,
-                   calib_mode=args.calib_mode, percentile=args.percentile, maxpool=args.maxpool,
-                   v_init=args.v_init, sfn_scale=args.sfn_scale, da=args.da,
-                   device=resolve_device(getattr(args, "device", None)))
+    ann, snn = convert_with_ann(model, args.method, args.timesteps, calib=calib, levels=args.levels,
+                                calib_mode=args.calib_mode, percentile=args.percentile, maxpool=args.maxpool,
+                                v_init=args.v_init, sfn_scale=args.sfn_scale, da=args.da,
+                                device=resolve_device(getattr(args, "device", None)))
+    return (ann, snn) if with_ann else snn
 
 
 def load_model_or_snn(args):

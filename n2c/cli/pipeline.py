@@ -171,6 +171,7 @@ class ArrayRun:
     net: IntNetwork | None = None  # integer runs: the quantized network
     overflows: dict | None = None  # integer runs: layer -> {"limit", "count"} past Loihi's limits
     spikes: dict | None = None  # integer runs: spiking layer -> unit spikes over all samples
+    firing: dict | None = None  # float runs: spiking layer -> neuron-steps that fired, over all samples
     lava_timing: dict | None = None  # Lava runs: compile_s, run_s, steps
 
     @property
@@ -221,7 +222,7 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     start = time.perf_counter()
     if precision == "float":
         run = simulate_float(graph, x, discretization, batch_size=batch_size)
-        return ArrayRun(run.output, time.perf_counter() - start)
+        return ArrayRun(run.output, time.perf_counter() - start, firing=run.firing)
     x = check_input(graph, x)
     from backends.ir.layers import DynamicsLayer
     if discretization is not None and discretization.name != "nir" and \
@@ -271,52 +272,94 @@ def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
     return IntegerRun(potentials[-1], np.diff(potentials, axis=0, prepend=0), messages, stream.overflows)
 
 
-def report_network(nir_path: str, chip, data: Dataset, split: str = "test", simulator: str = "reference",
+def report_network(nir_path: str, chip, data: Dataset | None, split: str = "test", simulator: str = "reference",
                    input_scale: float | None = None, chunk: int | None = None, progress: bool = False,
-                   across_T: list | None = None, share_cores: str = "auto") -> dict:
-    """Map a NIR graph on ``chip`` (a :class:`backends.hardware.spec.ChipSpec`), run ``data`` on the
-    reference simulator (or Lava) in chunks of ``chunk`` samples (default: :func:`chunk_size`), and
-    build the hardware report
-    (``backends.report.build``). A graph that cannot be mapped raises :class:`N2CError`."""
+                   across_T: list | None = None, share_cores: str = "auto", dt: float | None = None,
+                   inputs: np.ndarray | None = None, input_name: str = "input array") -> dict:
+    """Map a NIR graph on ``chip`` (a :class:`backends.hardware.spec.ChipSpec`), run ``data`` (or
+    ``inputs``, an array (T, B, ...) of the graph's input, without labels) on the reference simulator
+    (or Lava) in chunks of ``chunk`` samples (default: :func:`chunk_size`), and build the hardware
+    report (``backends.report.build``). ``dt``: the time step of other tools' neurons (NIR's
+    continuous time; default the graph's ``n2c.dt``, else 1e-3); their T is the input's steps.
+    A graph that cannot be mapped raises :class:`N2CError`."""
     from tqdm import tqdm
 
     from backends.report.build import ReportBuilder, RunInfo
+    from n2c.neurons import kind as kind_named
 
     graph = import_nir(nir_path)
-    net = quantize(graph, input_scale or graph.input.input_scale or data.input_scale, fmt=chip.integer_format())
-    if tuple(data.x.shape[1:]) != tuple(net.source.shape):
-        raise N2CError(f"{data.name} has samples of shape {tuple(data.x.shape[1:])} but {nir_path} expects "
-                       f"{tuple(net.source.shape)}; use the data set the network was trained on")
+    steps = None if graph.is_n2c or inputs is None else int(inputs.shape[0])
+    scale = input_scale or graph.input.input_scale or (data.input_scale if data is not None else None)
+    net = quantize(graph, scale, dt=dt, fmt=chip.integer_format(), timesteps=steps)
+    shape = tuple(inputs.shape[2:]) if inputs is not None else tuple(data.x.shape[1:])
+    if shape != tuple(net.source.shape):
+        name = input_name if inputs is not None else data.name
+        raise N2CError(f"{name} has samples of shape {shape} but {nir_path} expects {tuple(net.source.shape)}; use "
+                       "the data set the network was trained on")
+    if inputs is not None and inputs.shape[0] != net.timesteps:
+        raise N2CError(f"{input_name} has {inputs.shape[0]} steps but {nir_path} runs T = {net.timesteps}; give "
+                       f"(T={net.timesteps}, B, ...) inputs")
     method = str(graph.metadata.get("n2c.method", "nir"))
-    builder = ReportBuilder(net, chip, RunInfo(nir_path, method, data.name, split, simulator, share_cores))
+    builder = ReportBuilder(net, chip, RunInfo(nir_path, method, input_name if inputs is not None else data.name,
+                                               "-" if inputs is not None else split, simulator, share_cores))
     net = builder.net  # with relays where fan-in exceeds a core
     chunk = chunk or (chunk_size(net) if simulator == "reference" else 256)  # Lava: fewer, longer runs
+    samples = inputs.shape[1] if inputs is not None else len(data.x)
+    outputs = []
 
     def run(start: int):
-        x = data.x[start:start + chunk]
-        s_in = net.direct_input(x)  # encoded once: the run reads it, the activity counts its messages
-        return s_in, run_integer(net, lambda batch: s_in[:, batch], len(x), simulator, batch_size=chunk, count=False)
+        if inputs is not None:
+            s_in = net.source.encode(np.asarray(inputs[:, start:start + chunk]))
+        else:
+            s_in = net.direct_input(data.x[start:start + chunk])  # encoded once: run and activity read it
+        return s_in, run_integer(net, lambda batch: s_in[:, batch], s_in.shape[1], simulator, batch_size=chunk,
+                                 count=False)
 
-    starts = list(range(0, len(data.x), chunk))
+    def add(start: int, s_in, result):
+        labels = data.y[start:start + chunk] if inputs is None else None
+        builder.add({**result.messages, net.source.name: s_in}, result.output, labels, result.overflows)
+        outputs.append(np.asarray(result.output).reshape(len(result.output), -1)[:2])  # enough to tell if it varies
+
+    starts = list(range(0, samples, chunk))
     bar = tqdm(total=len(starts), desc=f"{simulator} run", unit="chunk", disable=not progress, leave=False)
     if simulator != "reference":  # Lava runs in the main thread, chunk after chunk
         for start in starts:
-            s_in, result = run(start)
-            builder.add({**result.messages, net.source.name: s_in}, result.output, data.y[start:start + chunk],
-                        result.overflows)
+            add(start, *run(start))
             bar.update()
-        bar.close()
-        return builder.build(across_T)
-    # the next chunk runs in a second thread while this one is counted (numpy and torch release
-    # the GIL in their array operations), so at most two chunks are in memory
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(run, starts[0]) if starts else None
-        for i, start in enumerate(starts):
-            s_in, result = pending.result()
-            pending = pool.submit(run, starts[i + 1]) if i + 1 < len(starts) else None
-            builder.add({**result.messages, net.source.name: s_in}, result.output, data.y[start:start + chunk],
-                        result.overflows)
-            del s_in, result
-            bar.update()
+    else:
+        # the next chunk runs in a second thread while this one is counted (numpy and torch release
+        # the GIL in their array operations), so at most two chunks are in memory
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(run, starts[0]) if starts else None
+            for i, start in enumerate(starts):
+                s_in, result = pending.result()
+                pending = pool.submit(run, starts[i + 1]) if i + 1 < len(starts) else None
+                add(start, s_in, result)
+                del s_in, result
+                bar.update()
     bar.close()
-    return builder.build(across_T)
+    report = builder.build(across_T)
+    spikes = {r["name"]: r["unit_spikes"] for r in report["activity"]["layers"] if kind_named(r["kind"]).spiking}
+    report["warnings"] = silence_warnings(spikes, np.concatenate(outputs), foreign=not graph.is_n2c)
+    report["notes"] = [f"Warning: {w}." for w in report["warnings"]] + report["notes"]
+    return report
+
+
+def silence_warnings(spikes: dict | None, outputs: np.ndarray, foreign: bool) -> list[str]:
+    """What a run that says nothing looks like, in words: spiking layers that never fired over
+    the whole run, and an output that is the same for every sample (``outputs``: per sample,
+    (B, ...)). Each names the likely cause; a graph of another tool usually runs on the wrong time
+    step or scheme (Sinabs' IF neurons need dt = 1; Norse's need --dynamics norse)."""
+    hint = ("graphs of other tools state time in their own units: Sinabs and rockpool step with dt = 1 (--dt 1), "
+            "Norse and snnTorch need --dynamics norse|snntorch (docs/nir-conventions.md)" if foreign else
+            "check that the inputs are in the range the model was trained on")
+    out = []
+    silent = [name for name, count in (spikes or {}).items() if count == 0]
+    if silent:
+        out.append(f"{len(silent)} spiking layer(s) sent no spike in the whole run ({', '.join(silent[:3])}"
+                   f"{', ...' if len(silent) > 3 else ''}); {hint}")
+    flat = np.asarray(outputs).reshape(len(outputs), -1)
+    if len(flat) > 1 and (flat == flat[:1]).all():
+        out.append(f"the output is the same for all {len(flat)} samples; {hint}")
+    return out
+

@@ -20,6 +20,10 @@ def add_parser(sub) -> None:
     r.add_argument("--split", choices=["train", "test"], default="test", help="data split (default: test)")
     r.add_argument("--samples", type=positive_int, help="use only the first N samples")
     r.add_argument("--input-scale", type=positive_float, help="override the graph's input scale")
+    r.add_argument("--input", metavar="X.npy", help="input array (time, batch, then the graph's input shape) "
+                   "instead of a data set, for graphs of other tools (their T is its first axis); no accuracy")
+    r.add_argument("--dt", type=positive_float, help="time step of other tools' neurons, in the graph's time "
+                   "unit (default: the graph's n2c.dt, else 1e-3; Sinabs and rockpool graphs: 1)")
     r.add_argument("--hardware", default="loihi2", help="loihi1, loihi2 (default) or your chip spec file (.json, "
                    "format in docs/hardware-model.md)")
     r.add_argument("--simulator", choices=["reference", "lava"], default="reference",
@@ -40,6 +44,7 @@ def cmd_report(args) -> int:
     from n2c.files import check_output_dir
     from n2c.data import load_dataset
     from n2c.errors import MappingError
+    from n2c.cli.files import load_input_array
     from n2c.cli.pipeline import report_network
 
     check_output_dir(args.output, create=True)  # -o names a directory for report.json, .md and .html
@@ -48,11 +53,15 @@ def cmd_report(args) -> int:
         if not os.path.isfile(path):
             raise N2CError(f"graph {path} does not exist")
     _check_same_network(args.graphs)
-    data = load_dataset(args.dataset or "digits", args.split).head(args.samples)
+    if args.input and args.dataset:
+        raise N2CError("give either --input X.npy or --dataset NAME, not both")
+    inputs = load_input_array(args.input)[:, :args.samples] if args.input else None
+    data = None if args.input else load_dataset(args.dataset or "digits", args.split).head(args.samples)
 
     def run(path: str) -> dict:
         return report_network(path, chip, data, args.split, args.simulator, args.input_scale,
-                              progress=sys.stderr.isatty(), share_cores=args.share_cores)
+                              progress=sys.stderr.isatty(), share_cores=args.share_cores, dt=args.dt, inputs=inputs,
+                              input_name=args.input or "")
 
     report = run(args.graphs[0])  # first: a primary graph that does not fit fails before the others run
     rows = []
@@ -65,6 +74,8 @@ def cmd_report(args) -> int:
             rows.append(unfit_row(path, str(meta.get("n2c.method", "nir")), int(meta.get("n2c.timesteps", 1)), str(e)))
     if rows:
         report["across_T"] = sorted([summary_row(report), *rows], key=lambda r: (r["timesteps"], r["method"]))
+    for line in report.get("warnings", []):
+        print(f"n2c: warning: {line}", file=sys.stderr)
     for path in write_report(report, args.output):
         print(f"wrote {path}")
     e, m, lat = report["energy"], report["mapping"], report["latency"]

@@ -50,12 +50,14 @@ def cmd_simulate(args) -> int:
 
 
 def _simulate(args, world) -> int:
+    import warnings
+
     import numpy as np
 
     from backends.float.dynamics import discretization
     from backends.nir.to_layers import import_nir
     from n2c.data import load_dataset
-    from n2c.cli.pipeline import run_arrays
+    from n2c.cli.pipeline import run_arrays, silence_warnings
 
     if args.input and args.dataset:
         raise N2CError("give either --input X.npy or --dataset NAME, not both")
@@ -99,13 +101,17 @@ def _simulate(args, world) -> int:
     if not world.main:
         return 0
     _report_overflows(overflows or {}, args.strict)
+    silence = silence_warnings(spikes if spikes is not None else run.firing, output.sum(axis=0),
+                               foreign=not graph.is_n2c)
+    for line in silence:
+        warnings.warn(line)
     if args.save_output:
         save_array(output, args.save_output)
     n = len(predictions)
     result = {"backend": args.backend, "precision": precision, "graph": args.graph, "input": source,
               "samples": n, "timesteps": int(x.shape[0]),
               "predictions": predictions.tolist(), "samples_per_second": n / seconds if seconds > 0 else float("inf"),
-              "spikes_per_layer": spikes, "overflows": overflows}
+              "spikes_per_layer": spikes, "overflows": overflows, "warnings": silence}
     if precision == "float" and not graph.is_n2c:
         result["discretization"] = {"name": disc.name, "dt": disc.dt}
     lava = run.lava_timing

@@ -81,7 +81,7 @@ def _train(args, world) -> int:
     import torch
 
     from n2c.ann.train import evaluate, fine_tune, has_relu, save_checkpoint
-    from n2c.data import load_dataset
+    from n2c.data import training_and_evaluation
     from n2c.ingest import instantiate_arch, load_model
     from n2c.models import build_model
 
@@ -89,8 +89,7 @@ def _train(args, world) -> int:
         if world.main:
             print(*a, **k)
 
-    train_set = load_dataset(args.dataset, "train").head(args.samples)
-    test_set = load_dataset(args.dataset, "test")
+    train_set, test_set, evaluated = training_and_evaluation(args.dataset, args.samples)
     shape = tuple(train_set.x.shape[1:])
     from_scratch = args.from_scratch or not args.model
     torch.manual_seed(args.seed)
@@ -133,7 +132,7 @@ def _train(args, world) -> int:
     if world.main:  # one writer; the others wait until the file is complete
         save_checkpoint(model, args.output, shape)
     world.barrier()
-    say(f"train accuracy {100 * train_acc:.2f} %, test accuracy {100 * test_acc:.2f} % "
+    say(f"train accuracy {100 * train_acc:.2f} %, {evaluated} accuracy {100 * test_acc:.2f} % "
         f"({train_set.name}, {args.quantizer} L = {args.levels})")
     hint = f"n2c export {args.output} -o model.nir --dataset {args.dataset}"
     if args.quantizer == "signed":
@@ -169,7 +168,7 @@ def train_integer(args) -> int:
     from backends.quantize import quantize
     from backends.reference.simulate import predict
     from backends.integer_training import IntegerModel, fine_tune_integer, predict_integer, trainable_parts, write_nir
-    from n2c.data import load_dataset
+    from n2c.data import training_and_evaluation
 
     for flag in ("arch", "model_name", "from_scratch", "trust_pickle"):
         if getattr(args, flag):
@@ -181,8 +180,7 @@ def train_integer(args) -> int:
     chip = load_chip(args.hardware)
     nir_graph = read_graph(args.model)
     graph = import_nir(nir_graph)
-    train_set = load_dataset(args.dataset, "train").head(args.samples)
-    test_set = load_dataset(args.dataset, "test")
+    train_set, test_set, evaluated = training_and_evaluation(args.dataset, args.samples)
     net = quantize(graph, graph.input.input_scale or train_set.input_scale, fmt=chip.integer_format())
     if tuple(train_set.x.shape[1:]) != tuple(net.source.shape):
         raise N2CError(f"{train_set.name} has samples of shape {tuple(train_set.x.shape[1:])} but {args.model} "
@@ -201,9 +199,9 @@ def train_integer(args) -> int:
     write_nir(nir_graph, model.to_network(), args.output)  # checks the round trip before writing
     integer = predict(quantize(import_nir(args.output), fmt=chip.integer_format()), test_set.x)
     same = int(np.sum(integer == trained))
-    print(f"test accuracy of the integer network {100 * before:.2f} % -> {100 * np.mean(trained == test_set.y):.2f} %; "
-          f"the integer network of {args.output} predicts what the trained model predicts on {same}/"
-          f"{len(trained)} test samples")
+    print(f"{evaluated} accuracy of the integer network {100 * before:.2f} % -> "
+          f"{100 * np.mean(trained == test_set.y):.2f} %; the integer network of {args.output} predicts what the "
+          f"trained model predicts on {same}/{len(trained)} of those samples")
     if same != len(trained):
         raise N2CError(f"the written graph's integer network differs from the trained model on "
                        f"{len(trained) - same} samples (a wrapped or saturated sum); please report it")

@@ -303,6 +303,16 @@ def convert(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Da
     defaults to ``channel-max`` for ``parallel`` (the training-free recipe) and ``max``
     otherwise. Calibration runs on ``device`` (``cpu`` or ``cuda``); the SNN is returned on the CPU.
     """
+    return convert_with_ann(model, method, timesteps, calib, levels, calib_mode, percentile, maxpool, v_init,
+                            sfn_scale, da, device)[1]
+
+
+def convert_with_ann(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Dataset | None = None,
+                     levels: int | None = None, calib_mode: str | None = None, percentile: float = 99.9,
+                     maxpool: str = "exact", v_init: float = 0.5, sfn_scale: float = 1.0,
+                     da: bool | None = None, device: str | torch.device = "cpu") -> tuple[fx.GraphModule, SpikingNetwork]:
+    """:func:`convert`, also returning the quantized ANN it converted (what the SNN approximates:
+    QCFS quantizers, MaxPool as its circuit or replaced by --maxpool avg)."""
     if method not in METHODS or timesteps < 1:  # before prepare(), whose errors (--levels, --calib) would mislead
         raise CalibrationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}" if method not in METHODS
                                else f"timesteps must be >= 1, got {timesteps}")
@@ -311,4 +321,4 @@ def convert(model: nn.Module, method: str = "mtn", timesteps: int = 1, calib: Da
     if calib_mode is None:
         calib_mode = "channel-max" if method == "parallel" else "max"
     gm = prepare(model, levels, calib, calib_mode, percentile, maxpool, device)
-    return to_snn(gm, method, timesteps, calib, v_init, sfn_scale, da, device)
+    return gm, to_snn(gm, method, timesteps, calib, v_init, sfn_scale, da, device)

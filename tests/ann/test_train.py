@@ -294,3 +294,18 @@ def test_fine_tuning_keeps_every_threshold_positive():
                       batch_size=64, progress=False)
     lams = [float(m.lam.min()) for m in tuned.modules() if isinstance(m, QCFS)]
     assert len(lams) == 35 and min(lams) > 0
+
+
+def test_cli_train_on_one_npz_file_evaluates_on_samples_it_held_out(tmp_path, capsys):
+    """An .npz file has no test split: the last tenth is held out of training and named as such,
+    not reported as a 'test accuracy' of samples the model was trained on."""
+    from n2c.data import training_and_evaluation
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", x=rng.random((40, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 10, 40))
+    train, held, what = training_and_evaluation(str(tmp_path / "mine.npz"))
+    assert (len(train), len(held)) == (36, 4) and "held-out" in what
+    assert not any((held.x[i] == train.x).all(axis=(1, 2, 3)).any() for i in range(len(held)))
+    assert main(["train", "--model-name", "digits-cnn", "--dataset", str(tmp_path / "mine.npz"), "--levels", "4",
+                 "--epochs", "1", "-o", str(tmp_path / "m.pt")]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out (the file's last 4 samples, not trained on) accuracy" in printed and "test accuracy" not in printed

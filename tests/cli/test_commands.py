@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from n2c.cli.main import main
 from n2c.models import DigitsCNN
+from tests.models_for_tests import MaxPoolNet
 
 ARCH = "n2c.models:DigitsCNN(levels=8)"
 
@@ -54,6 +56,20 @@ def test_export_of_relu_model_needs_calibration(tmp_path, capsys):
     assert main(["export", str(ckpt), "-o", str(out), "--arch", "n2c.models:DigitsCNN(levels=None)",
                  "--calib", "digits", "--levels", "8"]) == 0
     assert out.exists()
+
+
+def test_convert_prints_the_accuracy_of_the_ann_it_converted(tmp_path, capsys):
+    """The quantized ANN (QCFS levels, a MaxPool swapped by --maxpool avg) is what the SNN converts:
+    its accuracy is printed beside the model's own, so that swap does not pass for a conversion loss."""
+    ckpt = tmp_path / "relu.pt"
+    torch.save(MaxPoolNet().state_dict(), ckpt)
+    arch = "tests.models_for_tests:MaxPoolNet()"
+    assert main(["convert", str(ckpt), "--arch", arch, "--calib", "digits", "--levels", "2", "--maxpool", "avg",
+                 "--dataset", "digits", "--samples", "60", "-o", str(tmp_path / "snn.pt")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("accuracy on 60"))
+    numbers = [float(v) for v in re.findall(r"(\d+\.\d+) %", line)]
+    assert "ANN as given" in line and "quantized ANN converted" in line and len(numbers) == 3
+    assert numbers[1] == numbers[2]  # mtn at T = 1 equals the quantized ANN
 
 
 def test_report_writes_json_markdown_and_html(digits_nir, tmp_path):
@@ -158,3 +174,50 @@ def test_the_command_lets_torch_threads_sleep_unless_told_otherwise(given, expec
     out = subprocess.run([sys.executable, "-c", "import n2c.cli.main, os; print(os.environ['OMP_WAIT_POLICY'])"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def _sinabs_like_if_graph(path):
+    """Sinabs' convention: IF neurons stepped with dt = 1 (r = 1, threshold 1). At NIR's default
+    dt = 1e-3 each step adds a thousandth of the input: nothing ever fires."""
+    import nir
+    import numpy as np
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type={"input": np.array([6])}),
+             "fc": nir.Affine(weight=rng.uniform(0.2, 0.6, (5, 6)), bias=np.zeros(5)),
+             "if": nir.IF(r=np.ones(5), v_threshold=np.ones(5)),
+             "out": nir.Affine(weight=rng.uniform(-1, 1, (3, 5)), bias=np.zeros(3)),
+             "li": nir.LI(tau=np.full(3, 5.0), r=np.ones(3), v_leak=np.zeros(3)),
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "if"), ("if", "out"),
+                                                          ("out", "li"), ("li", "output")]))
+
+
+def test_report_takes_an_input_array_and_dt_and_says_when_nothing_spikes(tmp_path, capsys):
+    import numpy as np
+    _sinabs_like_if_graph(tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).integers(0, 2, (10, 4, 6)).astype(np.float32))
+    common = ["report", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "--input-scale", "1"]
+    assert main([*common, "-o", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "sent no spike in the whole run (if)" in err and "--dt 1" in err
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["timesteps"] == 10 and report["data"]["samples"] == 4 and report["warnings"]
+    assert main([*common, "--dt", "1", "-o", str(tmp_path / "b")]) == 0
+    assert "no spike" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["warnings"] == [] and report["accuracy"] is None
+    spikes = {r["name"]: r["unit_spikes"] for r in report["activity"]["layers"]}
+    assert spikes["if"] > 0
+
+
+def test_simulate_warns_when_a_layer_never_spikes(tmp_path, capsys):
+    import numpy as np
+    _sinabs_like_if_graph(tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).integers(0, 2, (10, 4, 6)).astype(np.float32))
+    assert main(["simulate", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert any("sent no spike" in w for w in result["warnings"]) and "sent no spike" in captured.err
+    assert main(["simulate", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "--dt", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
