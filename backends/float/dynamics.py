@@ -65,8 +65,11 @@ class Discretization:
 
 
 DISCRETIZATIONS = {
-    "nir": Discretization("nir", 1e-3, description="forward Euler of NIR's equations, hard reset in the "
-                          "spiking step (dt 1e-3 unless the graph states n2c.dt)"),
+    # recurrent_start "rest": NIR's Affine is instantaneous (W·x + b at every time, t = 0 included),
+    # so an edge closing a cycle through it delivers its bias from step 0, as snnTorch's RLeaky does
+    "nir": Discretization("nir", 1e-3, recurrent_start="rest", description="forward Euler of NIR's equations, "
+                          "hard reset in the spiking step, recurrent bias from step 0 (dt 1e-3 unless the graph "
+                          "states n2c.dt)"),
     "snntorch": Discretization("snntorch", 1e-4, reset="subtract", reset_delay=1, recurrent_start="rest",
                                description="snnTorch 1.0's own simulation of the graphs it exports: dt 1e-4, "
                                "reset by subtraction one step late, recurrent bias from step 0"),

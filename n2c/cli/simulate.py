@@ -66,7 +66,8 @@ def _simulate(args, world) -> int:
     graph = import_nir(args.graph, isolate=True)
     stated_dt = graph.metadata.get("n2c.dt") if args.dynamics == "nir" else None  # the graph's own time step
     disc = discretization(args.dynamics, args.dt or stated_dt)
-    precision = args.precision or ("int" if graph.is_n2c else "float")
+    # the default follows the graph and the backend: Lava runs integers only
+    precision = args.precision or ("int" if graph.is_n2c or args.backend == "lava" else "float")
     if precision == "float" and args.backend != "reference":
         raise N2CError("--precision float runs on the reference simulator only; drop --backend lava")
     labels, data_name = None, None

@@ -221,3 +221,16 @@ def test_simulate_warns_when_a_layer_never_spikes(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "--dt", "1",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+@pytest.mark.slow
+def test_lava_backend_on_another_tools_graph_runs_integers_without_being_told(tmp_path, capsys):
+    """The precision follows the backend: no '--precision float runs on the reference only' for a
+    --precision the user never gave."""
+    import numpy as np
+    _sinabs_like_if_graph(tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).integers(0, 2, (6, 2, 6)).astype(np.float32))
+    assert main(["simulate", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "--input-scale", "1",
+                 "--dt", "1", "--backend", "lava", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "lava" and result["precision"] == "int"

@@ -113,7 +113,9 @@ def test_recurrent_edge_delivers_the_previous_step():
     layer_graph = import_nir(graph)
     assert layer_graph.recurrent == {("w_rec", "li")}
     x = np.array([1.0, 0.0, 0.0])[:, None, None]
-    for start, first in (("nir", 0.0), ("snntorch", 0.25)):  # snnTorch: the recurrent bias from step 0
+    # NIR's Affine is instantaneous, so its bias arrives from step 0 (snnTorch's RLeaky agrees); the
+    # neuron's previous output is 0 there. Without the bias (a cold start) step 0 would read 0.
+    for start, first in (("nir", 0.25), ("snntorch", 0.25)):
         out_v = _run(graph, x, start, dt=1.0).output[:, 0, 0]
         v, prev, expected = 0.0, None, []
         for t, xt in enumerate(x[:, 0, 0]):
