@@ -33,6 +33,7 @@ class FloatRun:
     output: np.ndarray  # (T, B, *output_shape)
     values: dict[str, np.ndarray] | None = None  # every layer's output (T, B, ...), when recorded
     firing: dict[str, int] | None = None  # spiking layer -> neuron-steps that sent a spike (or a count)
+    traces: dict[str, dict[str, np.ndarray]] | None = None  # traced layer -> {"out", and NIR neurons' "v", "i"}
 
 
 def _stateless(layer, x: np.ndarray) -> np.ndarray:
@@ -94,11 +95,21 @@ class _N2CNeuron:
 
 
 class _Neuron:
-    def __init__(self, layer: DynamicsLayer, disc: Discretization, batch: int):
+    """NIR's neurons stepped by the discretization; ``trace`` keeps v and i after every step (v
+    after the reset where the neuron fired)."""
+
+    def __init__(self, layer: DynamicsLayer, disc: Discretization, batch: int, trace: bool = False):
         self.state = NeuronState(layer, disc, batch)
+        self.trace = {"v": [], "i": []} if trace else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.stack([self.state.step(x[t]) for t in range(len(x))])
+        out = []
+        for t in range(len(x)):
+            out.append(self.state.step(x[t]))
+            if self.trace is not None:
+                self.trace["v"].append(np.array(self.state.v))
+                self.trace["i"].append(np.array(self.state.i))
+        return np.stack(out)
 
 
 def _running(f, *steps: np.ndarray) -> np.ndarray:
@@ -114,11 +125,11 @@ def _product(layer: ProductLayer, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _running(lambda x, y: products.product_numpy(x, y, layer.heads, layer.mode) * layer.scale, a, b)
 
 
-def _runner(layer, disc: Discretization, batch: int, timesteps: int):
+def _runner(layer, disc: Discretization, batch: int, timesteps: int, trace: bool = False):
     if isinstance(layer, SoftmaxLayer):
         return lambda x: _running(products.softmax_numpy, x)
     if isinstance(layer, DynamicsLayer):
-        return _Neuron(layer, disc, batch)
+        return _Neuron(layer, disc, batch, trace)
     if isinstance(layer, NeuronLayer):
         return _N2CNeuron(layer, batch, timesteps)
     if isinstance(layer, DelayLayer):
@@ -163,18 +174,29 @@ def _recurrent_start(graph: LayerGraph, disc: Discretization, batch: int) -> dic
 
 
 def simulate_float(graph: LayerGraph, x: np.ndarray, disc: Discretization | None = None,
-                   record: bool = False, batch_size: int | None = None) -> FloatRun:
+                   record: bool = False, batch_size: int | None = None, trace: tuple[str, ...] = ()) -> FloatRun:
     """Run ``x`` (T, B, *input_shape) through ``graph``, ``batch_size`` samples at a time (all at
-    once by default); see the module docstring for timing."""
+    once by default); see the module docstring for timing. ``trace``: layers whose outputs (and
+    for NIR's neurons v and i) are kept at every step (:attr:`FloatRun.traces`)."""
     x = check_input(graph, x)
+    names = {layer.name for layer in graph.layers}
+    unknown = [t for t in trace if t not in names]
+    if unknown:
+        raise N2CError(f"no layer '{unknown[0]}' to record in this graph; its layers are "
+                       f"{', '.join(layer.name for layer in graph.layers[1:])}")
     disc = disc or discretization("nir")
     size = batch_size or x.shape[1]
-    runs = [_simulate(graph, x[:, i:i + size].astype(np.float64), disc, record) for i in range(0, x.shape[1], size)]
-    if len(runs) == 1:
-        return runs[0]
-    values = {k: np.concatenate([r.values[k] for r in runs], axis=1) for k in runs[0].values} if record else None
+    runs = [_simulate(graph, x[:, i:i + size].astype(np.float64), disc, record or bool(trace), tuple(trace))
+            for i in range(0, x.shape[1], size)]
+    values = {k: np.concatenate([r.values[k] for r in runs], axis=1) for k in runs[0].values} \
+        if record or trace else None
+    traces = {name: {key: np.concatenate([r.traces[name][key] for r in runs], axis=1) for key in runs[0].traces[name]}
+              for name in trace}
+    for name in trace:
+        traces[name]["out"] = values[name]
     firing = {k: sum(r.firing[k] for r in runs) for k in runs[0].firing}
-    return FloatRun(np.concatenate([r.output for r in runs], axis=1), values, firing)
+    return FloatRun(np.concatenate([r.output for r in runs], axis=1), values if record else None, firing,
+                    traces or None)
 
 
 def _spiking(layer) -> bool:
@@ -183,10 +205,15 @@ def _spiking(layer) -> bool:
     return isinstance(layer, NeuronLayer) and kind(layer.kind).spiking
 
 
-def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bool) -> FloatRun:
+def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bool,
+              trace: tuple[str, ...] = ()) -> FloatRun:
     steps, batch = x.shape[:2]
     # T is the input's: check_input has held an n2c graph's input to the graph's own T
-    runners = {layer.name: _runner(layer, disc, batch, steps) for layer in graph.layers[1:]}
+    runners = {layer.name: _runner(layer, disc, batch, steps, layer.name in trace) for layer in graph.layers[1:]}
+
+    def traced() -> dict:
+        return {name: {k: np.stack(v) for k, v in (getattr(runners.get(name), "trace", None) or {}).items()}
+                for name in trace}
     if not graph.recurrent:
         values = {graph.input.name: x}
         for layer in graph.layers[1:]:
@@ -195,7 +222,7 @@ def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bo
             else:
                 values[layer.name] = runners[layer.name](sum(values[p] for p in layer.inputs))
         firing = {layer.name: int(np.count_nonzero(values[layer.name])) for layer in graph.layers if _spiking(layer)}
-        return FloatRun(values[graph.output.name], values if record else None, firing)
+        return FloatRun(values[graph.output.name], values if record else None, firing, traced())
     if any(isinstance(layer, (ProductLayer, SoftmaxLayer)) for layer in graph.layers):
         raise N2CError("a graph with both recurrent edges and attention (n2c.Product, n2c.Softmax) cannot be "
                        "simulated: attention runs over the running means of a feed-forward pass")
@@ -214,4 +241,4 @@ def _simulate(graph: LayerGraph, x: np.ndarray, disc: Discretization, record: bo
             if record or name == graph.output.name:
                 history[name].append(value)
     values = {name: np.stack(h) for name, h in history.items() if h}
-    return FloatRun(values[graph.output.name], values if record else None, firing)
+    return FloatRun(values[graph.output.name], values if record else None, firing, traced())

@@ -41,6 +41,18 @@ def save_array(array, path: str) -> None:
     atomic_write(path, write)
 
 
+def save_arrays(arrays: dict, path: str) -> None:
+    """np.savez of named arrays, atomically."""
+    import numpy as np
+
+    from n2c.files import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to the name
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
 def _check_declared_size(path: str) -> None:
     """The header's shape and dtype against the file's size and n2c's limit, before np.load allocates."""
     import os

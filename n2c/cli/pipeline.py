@@ -19,7 +19,7 @@ import numpy as np
 
 from backends.ir.layers import LayerGraph
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntNetwork, quantize
+from backends.quantize import IntNetwork, IntNeuron, quantize
 from n2c.snn.convert import convert
 from n2c.data import Dataset
 from n2c.errors import N2CError
@@ -172,6 +172,7 @@ class ArrayRun:
     overflows: dict | None = None  # integer runs: layer -> {"limit", "count"} past Loihi's limits
     spikes: dict | None = None  # integer runs: spiking layer -> unit spikes over all samples
     firing: dict | None = None  # float runs: spiking layer -> neuron-steps that fired, over all samples
+    traces: dict | None = None  # recorded layers -> {"out" (T, B, ...), float NIR neurons also "v", "i"}
     lava_timing: dict | None = None  # Lava runs: compile_s, run_s, steps
 
     @property
@@ -183,7 +184,8 @@ class ArrayRun:
 
 def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discretization=None,
                input_scale: float | None = None, batch_size: int | None = None, backend: str = "reference",
-               progress: bool = False, timing: str = "zero-delay", record: bool = False) -> ArrayRun:
+               progress: bool = False, timing: str = "zero-delay", record: bool = False,
+               trace: tuple[str, ...] = ()) -> ArrayRun:
     """Run the input array ``x`` (T, B, *input_shape) through ``graph`` on the reference simulator.
 
     ``int``: Loihi integer arithmetic (the output is the readout's input current at each
@@ -198,7 +200,8 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
 
     Integer zero-delay runs stream ``batch_size`` samples at a time (default: about
     :data:`n2c.limits.CHUNK_BYTES` of values per chunk) and count spikes per layer as they go;
-    ``record`` also keeps every layer's messages of every sample (memory grows with B)."""
+    ``record`` also keeps every layer's messages of every sample (memory grows with B); ``trace``
+    keeps the named layers' outputs at every step, and in float runs NIR neurons' v and i."""
     from backends.float.simulate import check_input, simulate_float
 
     if precision not in PRECISIONS:
@@ -221,8 +224,8 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         check_run_memory(graph, x.shape[0], x.shape[1], x.shape[1] if whole else batch_size)
     start = time.perf_counter()
     if precision == "float":
-        run = simulate_float(graph, x, discretization, batch_size=batch_size)
-        return ArrayRun(run.output, time.perf_counter() - start, firing=run.firing)
+        run = simulate_float(graph, x, discretization, batch_size=batch_size, trace=tuple(trace))
+        return ArrayRun(run.output, time.perf_counter() - start, firing=run.firing, traces=run.traces)
     x = check_input(graph, x)
     from backends.ir.layers import DynamicsLayer
     if discretization is not None and discretization.name != "nir" and \
@@ -233,10 +236,19 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     net = quantize(graph, input_scale, discretization.dt if discretization is not None else None,
                    timesteps=x.shape[0])
     readout = net.by_name()[net.output]
+    names = {layer.name for layer in net.layers if isinstance(layer, IntNeuron)}
+    unknown = [t for t in trace if t not in names]
+    if unknown:
+        raise N2CError(f"no neuron layer '{unknown[0]}' to record in the integer network; its neuron layers are "
+                       f"{', '.join(sorted(names))}")
     run = run_integer(net, lambda batch: net.source.encode(x[:, batch]), x.shape[1], backend,
-                      record=record or backend == "lava", progress=progress, timing=timing, batch_size=batch_size)
+                      record=record or bool(trace) or backend == "lava", progress=progress, timing=timing,
+                      batch_size=batch_size)
+    traces = {name: {"out": run.messages[name]} for name in trace if name != net.output}
+    if net.output in trace:
+        traces[net.output] = {"out": run.current / readout.scale}
     return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages if record else None, net,
-                    run.overflows, run.spikes, run.lava_timing)
+                    run.overflows, run.spikes, run.lava_timing, traces=traces or None)
 
 
 def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:

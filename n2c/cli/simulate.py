@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from n2c.cli.files import load_input_array, save_array
-from n2c.cli.options import data_options, positive_float, timesteps_int
+from n2c.cli.files import load_input_array, save_array, save_arrays
+from n2c.cli.options import data_options, listed, positive_float, timesteps_int
 from n2c.errors import N2CError
 from n2c.files import check_output_file
 
@@ -36,6 +36,12 @@ def add_parser(sub) -> None:
                    "(a step of delay per synapse, samples streamed back to back, as Lava runs them)")
     s.add_argument("--strict", action="store_true", help="integer runs: fail (exit 2) when a value exceeds "
                    "Loihi's limits (16-bit accumulator, 24-bit state) instead of warning")
+    s.add_argument("--record", type=listed(str, "layer names"), default=[], metavar="LAYER[,LAYER...]",
+                   help="keep these layers' values at every step: their outputs, and in float runs NIR neurons' "
+                   "membrane potential v and synaptic current i (to compare traces with other simulators); "
+                   "needs --save-record")
+    s.add_argument("--save-record", metavar="TRACES.npz", help="write the recorded layers as LAYER.out, LAYER.v, "
+                   "LAYER.i arrays (time, batch, ...)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     s.set_defaults(func=cmd_simulate)
 
@@ -63,6 +69,10 @@ def _simulate(args, world) -> int:
         raise N2CError("give either --input X.npy or --dataset NAME, not both")
     if args.save_output:
         check_output_file(args.save_output)
+    if bool(args.record) != bool(args.save_record):
+        raise N2CError("--record LAYERS and --save-record FILE.npz go together: name the layers and the file")
+    if args.save_record:
+        check_output_file(args.save_record)
     graph = import_nir(args.graph, isolate=True)
     stated_dt = graph.metadata.get("n2c.dt") if args.dynamics == "nir" else None  # the graph's own time step
     disc = discretization(args.dynamics, args.dt or stated_dt)
@@ -94,8 +104,10 @@ def _simulate(args, world) -> int:
         shard = world.shard(check_input(graph, x).shape[1])
         x = x[:, shard]
         labels = labels[shard] if labels is not None else None
+    if args.record and world.distributed:
+        raise N2CError("--record keeps every step of every sample; run it without torchrun")
     run = run_arrays(graph, x, precision, disc, scale, backend=args.backend,
-                     progress=not args.json and world.main, timing=args.timing)
+                     progress=not args.json and world.main, timing=args.timing, trace=tuple(args.record))
     output, seconds, predictions, spikes, overflows = _join(world, run)
     if labels is not None:
         correct = world.sum(float((run.predictions == labels).sum()))
@@ -108,6 +120,9 @@ def _simulate(args, world) -> int:
         warnings.warn(line)
     if args.save_output:
         save_array(output, args.save_output)
+    if args.save_record:
+        save_arrays({f"{name}.{key}": value for name, values in run.traces.items() for key, value in values.items()},
+                    args.save_record)
     n = len(predictions)
     result = {"backend": args.backend, "precision": precision, "graph": args.graph, "input": source,
               "samples": n, "timesteps": int(x.shape[0]),
@@ -126,6 +141,8 @@ def _simulate(args, world) -> int:
         result["accuracy"] = correct / n
     if args.save_output:
         result["saved_output"] = args.save_output
+    if args.save_record:
+        result["saved_record"] = args.save_record
     if args.json:
         print(json.dumps(result))
         return 0
