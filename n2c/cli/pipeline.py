@@ -362,8 +362,8 @@ def silence_warnings(spikes: dict | None, outputs: np.ndarray, foreign: bool) ->
     the whole run, and an output that is the same for every sample (``outputs``: per sample,
     (B, ...)). Each names the likely cause; a graph of another tool usually runs on the wrong time
     step or scheme (Sinabs' IF neurons need dt = 1; Norse's need --dynamics norse)."""
-    hint = ("graphs of other tools state time in their own units: Sinabs and rockpool step with dt = 1 (--dt 1), "
-            "Norse and snnTorch need --dynamics norse|snntorch (docs/nir-conventions.md)" if foreign else
+    hint = ("graphs of other tools state time in their own units: Sinabs steps with dt = 1 (--dt 1), Norse and "
+            "snnTorch need --dynamics norse|snntorch (docs/nir-conventions.md)" if foreign else
             "check that the inputs are in the range the model was trained on")
     out = []
     silent = [name for name, count in (spikes or {}).items() if count == 0]

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     r.add_argument("--input", metavar="X.npy", help="input array (time, batch, then the graph's input shape) "
                    "instead of a data set, for graphs of other tools (their T is its first axis); no accuracy")
     r.add_argument("--dt", type=positive_float, help="time step of other tools' neurons, in the graph's time "
-                   "unit (default: the graph's n2c.dt, else 1e-3; Sinabs and rockpool graphs: 1)")
+                   "unit (default: the graph's n2c.dt, else 1e-3; Sinabs graphs: 1)")
     r.add_argument("--hardware", default="loihi2", help="loihi1, loihi2 (default) or your chip spec file (.json, "
                    "format in docs/hardware-model.md)")
     r.add_argument("--simulator", choices=["reference", "lava"], default="reference",
