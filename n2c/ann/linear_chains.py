@@ -8,7 +8,9 @@ expansion) are rewritten before conversion, exactly, as sums of single weighted 
 
 with ``W∘P`` one layer: for two Linear layers the matrix product (bias W·b_P + b_W); for a 1×1,
 stride 1, unpadded Conv2d W after any Conv2d P, a convolution of P's geometry whose weight mixes
-P's output channels by W (groups expanded to block-diagonal weights; bias likewise); for an
+P's output channels by W (groups expanded to block-diagonal weights; bias likewise); for any
+Conv2d W after a 1×1 Conv2d P without bias (or W unpadded), W with its input channels mixed by
+P; for an
 unpadded average pool W after a Conv2d P (DenseNet's transitions), one convolution with P's
 kernel smeared over the pool window. Every term then feeds the activation after W through a
 residual sum. Other compositions (a padded W after
@@ -68,6 +70,17 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
         bias = mix @ _bias(inner) + _bias(outer)
     elif isinstance(outer, nn.AvgPool2d) and isinstance(inner, nn.Conv2d):
         return _pooled_conv(outer, inner)
+    elif isinstance(outer, nn.Conv2d) and isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) \
+            and inner.stride == (1, 1) and inner.padding == (0, 0) and inner.padding_mode == "zeros" \
+            and outer.padding_mode == "zeros" and not isinstance(outer.padding, str) \
+            and (outer.padding == (0, 0) or not _bias(inner).any()):
+        # W after a 1×1 P: mix W's input channels by P; zero padding commutes with P when P adds
+        # no bias (else the borders would see P's bias where W's padding puts zeros)
+        mix = _full_conv_weight(inner)[:, :, 0, 0]  # (C_mid, C_in)
+        layer = nn.Conv2d(inner.in_channels, outer.out_channels, outer.kernel_size, outer.stride, outer.padding,
+                          outer.dilation)
+        weight = torch.einsum("omkl,mi->oikl", _full_conv_weight(outer), mix)
+        bias = _full_conv_weight(outer).sum(dim=(2, 3)) @ _bias(inner) + _bias(outer)
     else:
         return None
     with torch.no_grad():

@@ -52,6 +52,22 @@ def test_an_unpadded_average_pool_composes_with_any_conv(k, s, d, pad, groups, p
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("outer", [nn.Conv2d(6, 5, 3, padding=1), nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6),
+                                   nn.Conv2d(6, 4, 3, dilation=2)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_any_conv_composes_after_a_1x1_conv_where_the_borders_allow(outer, bias):
+    """ShuffleNet-like channel selections and a 1x1 conv first: W(P x) = (W·P) x, exact when P adds
+    no bias or W has no padding (zero padding of P x is not P of zero padding when P has a bias)."""
+    torch.manual_seed(0)
+    inner = nn.Conv2d(4, 6, 1, bias=bias)
+    x = torch.randn(2, 4, 9, 9)
+    layer = compose(outer, inner)
+    if bias and outer.padding != (0, 0):
+        assert layer is None
+        return
+    torch.testing.assert_close(layer(x), outer(inner(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_padded_or_ceil_mode_average_pools_do_not_compose():
     conv = nn.Conv2d(3, 3, 1)
     assert compose(nn.AvgPool2d(2, padding=1), conv) is None
