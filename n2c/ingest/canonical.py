@@ -27,6 +27,7 @@ from torch import fx, nn
 from n2c.errors import UnsupportedLayerError
 from n2c.ann.attention import Product
 from n2c.ingest.concat import module_of, remove_concatenations
+from n2c.ingest.channels import needs_shapes, selections_to_convolutions
 from n2c.ingest.normalization import fold_input_affine
 from n2c.ingest.vit import recognize as recognize_vit
 from n2c.ann.qcfs import QCFS, SignedQCFS
@@ -314,6 +315,11 @@ def canonicalize(model: nn.Module, example: torch.Tensor | None = None) -> fx.Gr
                 "that shape), or export it with torch.export") from None
         gm = _exported(model, example)
     fold_input_affine(gm, tuple(example.shape) if example is not None else None)  # (x - mean) / std first
+    if example is not None:  # chunk, split, channel shuffle: 0/1 convolutions (shapes from the example)
+        selections_to_convolutions(gm, example)
+    elif (node := needs_shapes(gm)) is not None:
+        raise UnsupportedLayerError(f"{_describe(node, gm)} splits or shuffles channels; n2c rewrites that from the "
+                                    "input's shape: pass calibration data (--calib)")
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target in RELU_FUNCTIONS or \
                 node.op == "call_method" and node.target in ("relu", "relu_") or _is_relu_clamp(node):

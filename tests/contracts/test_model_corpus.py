@@ -23,6 +23,7 @@ CORPUS = [
     ("torchvision", "googlenet", 32),  # ceil_mode max pools with partial windows, concatenations
     ("torchvision", "squeezenet1_0", 32),  # Fire concatenations, ceil_mode max pools
     ("torchvision", "densenet121", 32),  # BatchNorm after concatenations, pooled transitions
+    ("torchvision", "shufflenet_v2_x0_5", 32),  # channel splits and shuffles
     ("timm", "resnet10t", 32),  # deep stem, ResNet-D average-pool downsampling
     ("timm", "regnetx_002", 32),  # grouped convolutions
     ("timm", "dla34", 32),  # aggregation by concatenation

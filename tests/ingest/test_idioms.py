@@ -405,3 +405,41 @@ def test_shape_dependent_control_flow_is_traced_by_torch_export_at_the_calibrati
         canonicalize(ShapeBranch())
     assert "\n" not in str(e.value)
     converts_exactly(ShapeBranch(), (1, 8, 8), tmp_path)
+
+
+class ShuffleBlock(nn.Module):
+    """ShuffleNet v2: split the channels in halves, transform one, concatenate, shuffle the channels;
+    a 1x1 conv reads the last shuffle (a Linear reading a selection through a Flatten is not composed)."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        half = channels // 2
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(half, half, 1), nn.ReLU(), nn.Conv2d(half, half, 3, padding=1, groups=half),
+                                    nn.Conv2d(half, half, 1), nn.ReLU())
+        self.conv5, self.head = nn.Conv2d(channels, 8, 1), nn.Linear(8 * 8 * 8, 10)
+
+    @staticmethod
+    def shuffle(x, groups: int = 2):
+        b, c, h, w = x.size()
+        return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for _ in range(2):
+            a, b = x.chunk(2, dim=1)
+            x = self.shuffle(torch.cat((a, self.branch(b)), dim=1))
+        return self.head(F.relu(self.conv5(x[:, :, :, :])).flatten(1))
+
+
+def test_channel_splits_and_shuffles_become_selections_and_convert(tmp_path):
+    """chunk, a channel shuffle and a full slice: picked channels as 0/1 1x1 convolutions (found by
+    running the operations on probe maps), composed into the layers that read them."""
+    model = ShuffleBlock().eval()
+    gm = canonicalize(model, torch.rand(1, 1, 8, 8))
+    assert not any(n.op == "call_method" for n in gm.graph.nodes)
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnsupportedLayerError, match="'chunk'.* splits or shuffles channels.*pass calibration data"):
+        canonicalize(model)  # without an example there are no shapes to run the probes on
+    converts_exactly(model, (1, 8, 8), tmp_path)
