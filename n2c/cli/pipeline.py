@@ -248,7 +248,7 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
     if net.output in trace:
         traces[net.output] = {"out": run.current / readout.scale}
     return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages if record else None, net,
-                    run.overflows, run.spikes, run.lava_timing, traces=traces or None)
+                    run.overflows, run.spikes, lava_timing=run.lava_timing, traces=traces or None)
 
 
 def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:

@@ -71,7 +71,7 @@ def test_cli_trains_writes_and_checks(digits_nir, tmp_path, capsys):
                  "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "predicts what the trained model predicts on" in text
-    same, count = text.split("predicts on ")[1].split(" test samples")[0].split("/")
+    same, count = text.split("predicts on ")[1].split(" of those samples")[0].split("/")
     assert same == count and int(count) > 300
     assert bool(import_nir(out).metadata.get("n2c.integer_trained"))
 
