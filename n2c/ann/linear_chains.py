@@ -24,6 +24,7 @@ import operator
 
 import torch
 from torch import fx, nn
+from torch.nn.modules.utils import _pair
 
 from n2c.ingest.canonical import module_of
 
@@ -88,9 +89,6 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
         layer.bias.copy_(bias)
     return layer
 
-
-def _pair(v) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _pooled_conv(pool: nn.AvgPool2d, conv: nn.Conv2d) -> nn.Conv2d | None:

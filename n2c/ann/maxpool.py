@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 from torch import fx, nn
+from torch.nn.modules.utils import _pair
 
 from n2c.ann.qcfs import QCFS, SignedQCFS
 from n2c.errors import UnsupportedLayerError
@@ -64,9 +65,6 @@ def _relay(source: QCFS, copies: int) -> MaxRelay:
         lam = lam.reshape(-1).repeat_interleave(copies).reshape(-1, 1, 1)
     return MaxRelay(int(source.levels), lam)
 
-
-def _pair(v) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _first_level(pool: nn.MaxPool2d, channels: int, chans: list[list[float]],

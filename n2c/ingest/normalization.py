@@ -36,10 +36,12 @@ def normalization_layer(mean, std) -> nn.Conv2d:
     if not torch.isfinite(mean).all() or not torch.isfinite(std).all() or (std == 0).any():
         raise UnsupportedLayerError("--input-std must be finite and non-zero, --input-mean finite")
     mean, std = torch.broadcast_tensors(mean, std)
-    return _depthwise(1 / std, -mean / std)
+    return channelwise_conv(1 / std, -mean / std)
 
 
-def _depthwise(scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+def channelwise_conv(scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """The per-channel affine s·x + t as a depthwise 1×1 convolution (also a BatchNorm that
+    follows no weighted layer, ``n2c.snn.convert.fold_batchnorm``)."""
     conv = nn.Conv2d(len(scale), len(scale), 1, groups=len(scale))
     with torch.no_grad():
         conv.weight.copy_(scale.reshape(-1, 1, 1, 1))
@@ -167,7 +169,7 @@ def fold_input_affine(gm: fx.GraphModule, input_shape: tuple[int, ...] | None) -
             layer.weight.copy_(torch.diag(scale))
             layer.bias.copy_(shift)
     else:
-        layer = _depthwise(scale, shift)
+        layer = channelwise_conv(scale, shift)
     gm.add_submodule("input_normalization", layer)
     for node in affine:  # bypassed: the layer normalizes the input itself, before any reshape
         operand = node.args[0] if isinstance(node.args[0], fx.Node) and _reads_input(node.args[0], x) else node.args[1]

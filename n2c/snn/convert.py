@@ -35,6 +35,7 @@ from n2c.ann import calibration
 from n2c.data import Dataset
 from n2c.errors import CalibrationError, UnsupportedLayerError
 from n2c.ingest.canonical import canonicalize, module_of, set_submodule
+from n2c.ingest.normalization import channelwise_conv
 from n2c.ann.linear_chains import fold_linear_chains
 from n2c.ann.maxpool import MaxRelay, replace_maxpools
 from n2c.ann.qcfs import QCFS, SignedQCFS
@@ -71,14 +72,6 @@ def _scaled(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> nn.Mo
     fused.weight = nn.Parameter(layer.weight.detach() * scale.reshape(-1, *[1] * (layer.weight.dim() - 1)))
     fused.bias = nn.Parameter(bias * scale + shift)
     return fused
-
-
-def _channelwise_conv(scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
-    """The per-channel affine s·x + t as a depthwise 1×1 convolution."""
-    conv = nn.Conv2d(len(scale), len(scale), 1, groups=len(scale))
-    conv.weight = nn.Parameter(scale.reshape(-1, 1, 1, 1).clone())
-    conv.bias = nn.Parameter(shift.clone())
-    return conv
 
 
 def _unpadded_average(m: nn.Module) -> bool:
@@ -121,7 +114,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
                 gm.graph.erase_node(node)
                 continue
         elif isinstance(bn, nn.BatchNorm2d):
-            _replace(gm, node, _channelwise_conv(scale, shift))
+            _replace(gm, node, channelwise_conv(scale, shift))
             continue
         else:
             raise UnsupportedLayerError(
