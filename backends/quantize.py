@@ -311,12 +311,14 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             name = alias[name]
         return unit[name]
 
-    offset: dict[str, np.ndarray] = {}  # real value added to every message of an affine-transformed input
+    # a 1×1 (or dense) layer on the input that feeds weighted layers (the input's normalization, a
+    # channel mix): folded into each of them (_after_input_layer), as Loihi sums weights only into neurons
+    on_input: dict[str, object] = {}
 
-    def offset_of(name: str) -> np.ndarray | None:
-        while name not in offset and name in alias:
+    def on_input_of(name: str):
+        while name not in on_input and name in alias:
             name = alias[name]
-        return offset.get(name)
+        return on_input.get(name)
 
     def delays_of(name: str) -> np.ndarray | None:
         """Steps of delay per element (flat) that Delay layers on messages add before ``name``."""
@@ -356,9 +358,10 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                                         "flatten has an integer (Loihi) form in this n2c")
             alias[layer.name] = layer.inputs[0]
             continue
-        if isinstance(layer, (ScaleLayer, DelayLayer, PoolLayer)) and offset_of(layer.inputs[0]) is not None:
-            raise QuantizationError(f"'{layer.name}' reads the input's normalization; in the integer form it folds "
-                                    "only into the weighted layers that read it")
+        if isinstance(layer, (ScaleLayer, DelayLayer, PoolLayer)) and on_input_of(layer.inputs[0]) is not None:
+            raise QuantizationError(f"'{layer.name}' reads '{on_input_of(layer.inputs[0]).name}', a weighted layer "
+                                    "on the input; in the integer form that folds only into the weighted layers "
+                                    "that read it")
         if isinstance(layer, (ScaleLayer, DelayLayer)):
             src, producer = layer.inputs[0], resolve(layer.inputs[0])
             if producer in pending:  # after the weights: fold into the rows of the pending layer
@@ -396,19 +399,17 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 raise QuantizationError(f"layer '{layer.name}' follows weighted layer '{src}' without a neuron in "
                                         "between; fold the two linear layers into one")
             in_shape = by_name[src].out_shape if src in by_name else source.shape
-            if src == source.name and _feeds_weights(layer.name, layers) and \
-                    (gain := _per_element_affine(layer)) is not None:
-                # the input's normalization (x − m)/s: one input unit is worth s·u more, plus an offset
-                # that the weighted layers reading it take as bias (_with_offset)
-                if delays_of(layer.inputs[0]) is not None:
-                    raise QuantizationError(f"'{layer.name}' normalizes a delayed input; put the Delay after it")
-                unit[layer.name] = np.broadcast_to(unit_of(layer.inputs[0]), in_shape) * gain[0]
-                offset[layer.name] = np.broadcast_to(gain[1], tuple(in_shape)).astype(np.float64)
+            if src == source.name and _feeds_weights(layer.name, layers) and _pointwise(layer) and \
+                    delays_of(layer.inputs[0]) is None:
+                on_input[layer.name] = layer  # the input's normalization (x − m)/s, or any 1×1 mix of it
                 alias[layer.name] = layer.inputs[0]
                 continue
-            entry = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
-                     _column_delays(layer, delays_of(layer.inputs[0]), fmt))
-            pending[layer.name] = _with_offset(entry, offset_of(layer.inputs[0]))
+            first = on_input_of(layer.inputs[0])
+            if first is not None:
+                layer = _after_input_layer(layer, first)
+                in_shape = source.shape
+            pending[layer.name] = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
+                                   _column_delays(layer, delays_of(layer.inputs[0]), fmt))
             continue
         if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
             syn_layers, taken = [], set()
@@ -420,11 +421,12 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 taken.add(src)
                 if src in pending:
                     syn_layers.append(pending.pop(src))
+                elif on_input_of(p) is not None:  # the layer on the input is this neuron's synapse itself
+                    syn_layers.append((on_input_of(p), src, source.shape, unit_of(p), None))
                 else:  # a residual shortcut (or pooling) straight into the neuron: identity synapse
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
                     ident = identity_layer(f"{layer.name}_from_{src}", shape)
-                    syn_layers.append(_with_offset((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p),
-                                                                                                   fmt)), offset_of(p)))
+                    syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p), fmt)))
             if isinstance(layer, DynamicsLayer):
                 neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt, fmt)
             else:
@@ -611,39 +613,51 @@ def _feeds_weights(name: str, layers: list) -> bool:
                for x in layers if name in x.inputs)
 
 
-def _per_element_affine(layer) -> tuple[np.ndarray, np.ndarray] | None:
-    """(s, t) per input element (C, 1, 1) or (N,) where ``layer`` computes s·x + t element by element
-    (a depthwise 1×1 convolution, stride 1, unpadded, or a diagonal dense layer), else None."""
-    w, b = layer.weight, layer.bias if layer.bias is not None else np.zeros(len(layer.weight))
-    if isinstance(layer, ConvLayer):
-        if layer.dims != 2 or w.shape[1:] != (1, 1, 1) or layer.groups != w.shape[0] or \
-                tuple(layer.stride) != (1, 1) or tuple(layer.padding) != (0, 0) or tuple(layer.in_shape) != \
-                tuple(layer.out_shape):
-            return None
-        return w.reshape(-1, 1, 1), np.asarray(b, dtype=np.float64).reshape(-1, 1, 1)
-    if w.ndim == 2 and w.shape[0] == w.shape[1] and not np.any(w - np.diag(np.diag(w))):
-        return np.diag(w).copy(), np.asarray(b, dtype=np.float64)
-    return None
+def _pointwise(layer) -> bool:
+    """A layer that mixes each input position's values alone: a 1×1 convolution (stride 1, unpadded)
+    or a dense layer."""
+    if isinstance(layer, DenseLayer):
+        return True
+    return layer.dims == 2 and layer.weight.shape[2:] == (1, 1) and tuple(layer.stride) == (1, 1) and \
+        tuple(layer.padding) == (0, 0)
 
 
-def _with_offset(entry: tuple, offset: np.ndarray | None) -> tuple:
-    """A synapse entry reading an input plus a constant ``offset`` (its normalization's shift t):
-    W·(x + t) + b = W·x + (b + W·t). W·t is computed with the layer's own zero padding, so near
-    the borders it holds only the taps inside the image: a bias per output position, exact
-    where folding t into a per-channel bias would not be."""
-    if offset is None:
-        return entry
-    sl, src, in_shape, u, delay = entry
-    t = np.broadcast_to(offset, in_shape).astype(np.float64)
-    bias = np.zeros(sl.out_shape) if sl.bias is None else _full_bias(sl)
-    if isinstance(sl, DenseLayer):
-        shifted = sl.weight.astype(np.float64) @ t.reshape(-1)
-    else:
-        import torch
-        shifted = torch.nn.functional.conv2d(torch.from_numpy(t[None]), torch.from_numpy(sl.weight.astype(np.float64)),
-                                             stride=tuple(sl.stride), padding=tuple(sl.padding),
-                                             dilation=tuple(sl.dilation), groups=sl.groups)[0].numpy()
-    return dataclasses.replace(sl, bias=bias + shifted.reshape(bias.shape)), src, in_shape, u, delay
+def _mix_matrix(layer) -> np.ndarray:
+    """A pointwise layer's weights as one (out, in) matrix (a grouped 1×1 conv's blocks written out)."""
+    w = layer.weight.astype(np.float64)
+    if isinstance(layer, DenseLayer):
+        return w
+    full = np.zeros((w.shape[0], w.shape[1] * layer.groups))
+    cols = input_channels(w.shape, layer.groups)
+    full[np.arange(w.shape[0])[:, None], cols] = w[:, :, 0, 0]
+    return full
+
+
+def _after_input_layer(layer, first):
+    """``layer`` (Conv/Dense) reading ``first``, a pointwise layer on the input (P x + t), as one
+    layer reading the input: weights W·P, and W·t + b as a bias per output position. W·t is
+    computed with the layer's own zero padding, so near the borders it holds only the taps inside
+    the image: exact where one bias per channel would not be (the input's normalization t =
+    −m/s, zero-padded after normalizing)."""
+    mix = _mix_matrix(first)  # (C_mid, C_in)
+    t = np.zeros(len(mix)) if first.bias is None else np.asarray(first.bias, dtype=np.float64)
+    w = layer.weight.astype(np.float64)
+    bias = np.zeros(layer.out_shape) if layer.bias is None else _full_bias(layer)
+    if isinstance(layer, DenseLayer):
+        mid = np.broadcast_to(t.reshape(-1, *[1] * (len(first.out_shape) - 1)), first.out_shape).reshape(-1)
+        per = w.shape[1] // len(mix)  # a flattened (C, H, W) map: H·W values per channel
+        weight = np.einsum("omp,mi->oip", w.reshape(len(w), len(mix), per), mix).reshape(len(w), -1)
+        return dataclasses.replace(layer, in_shape=tuple(first.in_shape), weight=weight, bias=bias + w @ mid)
+    import torch
+    full = np.zeros((w.shape[0], len(mix), *w.shape[2:]))
+    cols = input_channels(w.shape, layer.groups)
+    full[np.arange(w.shape[0])[:, None], cols] = w
+    t_map = np.broadcast_to(t[:, None, None], first.out_shape)
+    shifted = torch.nn.functional.conv2d(torch.from_numpy(t_map[None].copy()), torch.from_numpy(full),
+                                         stride=tuple(layer.stride), padding=tuple(layer.padding),
+                                         dilation=tuple(layer.dilation))[0].numpy()
+    return dataclasses.replace(layer, in_shape=tuple(first.in_shape), weight=np.einsum("omkl,mi->oikl", full, mix),
+                               bias=bias + shifted, groups=1)
 
 
 def _full_bias(sl) -> np.ndarray:

@@ -133,3 +133,16 @@ def test_input_mean_and_std_from_the_command_line(tmp_path, capsys):
                  str(tmp_path / "x.nir")]) == 2
     assert "go together" in capsys.readouterr().err
     assert not (tmp_path / "x.nir").exists()
+
+
+def test_a_1x1_conv_on_the_input_folds_into_the_padded_conv_after_it(tmp_path):
+    """A learned colour mix first (1x1 conv with a bias, no activation), then a padded 3x3 conv:
+    the integer stage writes them as one layer on the raw input (exported as two, refused before)."""
+    model = nn.Sequential(nn.Conv2d(3, 5, 1), nn.Conv2d(5, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 10)).eval()
+    converts_exactly(model, (3, 8, 8), tmp_path)
+
+
+def test_a_dense_layer_on_the_flat_input_folds_into_the_next(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    converts_exactly(model, (1, 8, 8), tmp_path)
