@@ -94,9 +94,12 @@ def selections_to_convolutions(gm: fx.GraphModule, example: torch.Tensor) -> Non
             return type(a)(arg(x) for x in a)
         return a
 
+    probed = set(entries)  # nodes computed from a probe (the others ran on the real values)
     for node in gm.graph.nodes:
         if node not in region:
             continue
+        if any(a in probed for a in node.all_input_nodes):
+            probed.add(node)
         args, kwargs = arg(node.args), {k: arg(v) for k, v in node.kwargs.items()}
         try:
             env[node] = getattr(args[0], node.target)(*args[1:], **kwargs) if node.op == "call_method" \
@@ -109,7 +112,8 @@ def selections_to_convolutions(gm: fx.GraphModule, example: torch.Tensor) -> Non
 
     for node in [n for n in gm.graph.nodes if n in region]:
         value = values.get(node)
-        if not isinstance(value, torch.Tensor) or value.dim() != 4 or not any(leaves_maps(u) for u in node.users):
+        if node not in probed or not isinstance(value, torch.Tensor) or value.dim() != 4 or \
+                not any(leaves_maps(u) for u in node.users):
             continue
         picks = _as_selection(env.get(node), probe_ids)
         if picks is None:
