@@ -284,3 +284,22 @@ def test_simulate_records_an_integer_runs_messages(digits_nir, tmp_path, capsys)
         assert set(f.files) == {"features_1.out", "output.out"}
         assert f["features_1.out"].shape[1] == 5 and f["features_1.out"].dtype.kind == "i"
         assert f["features_1.out"].max() > 0
+
+
+def test_report_runs_a_graph_of_one_dimensional_inputs(tmp_path, capsys):
+    """The NIR paper's LIF graph takes a vector per step: --input gives it what --dataset cannot."""
+    import nir
+    import numpy as np
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
+             "fc": nir.Affine(weight=np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 2.0]]), bias=np.zeros(2)),
+             "lif": nir.LIF(tau=np.full(2, 0.02), r=np.full(2, 20.0), v_leak=np.zeros(2), v_threshold=np.ones(2),
+                            v_reset=np.zeros(2)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    nir.write(str(tmp_path / "lif.nir"), nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"),
+                                                                             ("lif", "output")]))
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).integers(0, 2, (20, 3, 3)).astype(np.float32))
+    assert main(["report", str(tmp_path / "lif.nir"), "--input", str(tmp_path / "x.npy"), "--input-scale", "1",
+                 "-o", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["timesteps"] == 20 and report["data"]["samples"] == 3 and report["warnings"] == []
+    assert next(r for r in report["activity"]["layers"] if r["name"] == "lif")["unit_spikes"] > 0
