@@ -23,6 +23,8 @@ import operator
 import torch
 from torch import fx, nn
 
+from n2c.ingest.concat import add_unique_module
+
 METHODS = {"view", "reshape", "transpose", "permute", "contiguous", "chunk", "split", "narrow", "size",
            "flatten", "unflatten", "index_select"}
 FUNCTIONS = {torch.transpose, torch.chunk, torch.split, torch.reshape, torch.narrow, torch.flatten, torch.permute,
@@ -106,6 +108,7 @@ def selections_to_convolutions(gm: fx.GraphModule, example: torch.Tensor) -> Non
                 else node.target(*args, **kwargs)
         except Exception:
             return  # a rearrangement the probe cannot follow: left for the error that names it
+
     def leaves_maps(user: fx.Node) -> bool:  # outside the region, or no longer a feature map (a flatten)
         value = values.get(user)
         return user not in region or isinstance(value, torch.Tensor) and value.dim() != 4 and value.dim() != 5
@@ -139,12 +142,7 @@ def _replace_by_convolutions(gm: fx.GraphModule, node: fx.Node, picks: list[tupl
                 for out, (e, channel) in enumerate(picks):
                     if e is entry:
                         conv.weight[out, channel] = 1.0
-            name, k = f"{node.name}_select", 0
-            while hasattr(gm, name + (f"{k}" if k else "")):
-                k += 1
-            name += f"{k}" if k else ""
-            gm.add_submodule(name, conv)
-            out = gm.graph.call_module(name, (entry,))
+            out = gm.graph.call_module(add_unique_module(gm, f"{node.name}_select", conv), (entry,))
             total = out if total is None else gm.graph.call_function(operator.add, (total, out))
     node.replace_all_uses_with(total)
 

@@ -26,7 +26,6 @@ import copy
 import operator
 
 import torch
-import torch.nn.utils.fusion  # noqa: F401  (fuse_conv_bn_eval)
 from torch import fx, nn
 
 from n2c.ann.qcfs import QCFS, SignedQCFS
@@ -79,7 +78,9 @@ def _spatial(gm: nn.Module, node: fx.Node) -> int | None:
     return None
 
 
-def _add_module(gm: fx.GraphModule, base: str, module: nn.Module) -> str:
+def add_unique_module(gm: fx.GraphModule, base: str, module: nn.Module) -> str:
+    """Add ``module`` to ``gm`` under ``base`` (dots made underscores, a number appended where the
+    name is taken); returns the name."""
     name, k = base.replace(".", "_"), 0
     while hasattr(gm, name + (f"_{k}" if k else "")):
         k += 1
@@ -148,24 +149,19 @@ def _push(gm: fx.GraphModule, cat: fx.Node, user: fx.Node, parts: list, edges: l
     spans = list(zip(edges[:-1], edges[1:]))
     with graph.inserting_before(user):
         if isinstance(m, PER_CHANNEL + QUANTIZERS) or isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
-            outs = [graph.call_module(_add_module(gm, f"{user.target}_part{i}", _split_per_channel(m, a, b)), (p,))
-                    for i, (p, (a, b)) in enumerate(zip(parts, spans))]
+            outs = [graph.call_module(add_unique_module(gm, f"{user.target}_part{i}", _split_per_channel(m, a, b)),
+                                      (p,)) for i, (p, (a, b)) in enumerate(zip(parts, spans))]
             joined = graph.call_function(torch.cat, (outs, 1))
         elif isinstance(m, nn.Conv2d) and m.groups == 1 or isinstance(m, nn.Linear):
-            bn = next(iter(user.users)) if len(user.users) == 1 else None
-            if isinstance(m, nn.Conv2d) and isinstance(module_of(gm, bn), nn.BatchNorm2d):
-                # its BatchNorm first (W·γ/√(σ²+ε), ...): after the split it would follow a sum, not a conv
-                m = torch.nn.utils.fusion.fuse_conv_bn_eval(m.eval(), module_of(gm, bn).eval())
-                bn.replace_all_uses_with(user)
-                graph.erase_node(bn)
-            per = 1
+            per = 1  # a BatchNorm after it now follows a sum: fold_batchnorm and fold_linear_chains take it
             if isinstance(m, nn.Linear):
                 per = _spatial(gm, cat) if _flattened(gm, cat) else 1
                 if per is None or m.in_features != edges[-1] * per:
                     raise UnsupportedLayerError(f"{describe(user)} reads a flattened concatenation whose parts' "
                                                 "sizes are not known (pool it with AdaptiveAvgPool2d first)")
-            outs = [graph.call_module(_add_module(gm, f"{user.target}_part{i}", _split_weighted(m, a, b, i == 0, per)),
-                                      (p,)) for i, (p, (a, b)) in enumerate(zip(parts, spans))]
+            outs = [graph.call_module(add_unique_module(gm, f"{user.target}_part{i}",
+                                                        _split_weighted(m, a, b, i == 0, per)), (p,))
+                    for i, (p, (a, b)) in enumerate(zip(parts, spans))]
             joined = outs[0]
             for out in outs[1:]:
                 joined = graph.call_function(operator.add, (joined, out))

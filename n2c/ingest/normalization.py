@@ -142,7 +142,7 @@ def fold_input_affine(gm: fx.GraphModule, input_shape: tuple[int, ...] | None) -
         if step is None:
             break
         a, b = step(a, b)
-        affine.append(node)
+        affine.append((node, last))  # the operation and its operand on the input's side
         last = node
     if reshaped and max(len(a), len(b)) > 1:
         return  # per-channel constants after a reshape: not an input normalization n2c recognizes
@@ -171,8 +171,7 @@ def fold_input_affine(gm: fx.GraphModule, input_shape: tuple[int, ...] | None) -
     else:
         layer = channelwise_conv(scale, shift)
     gm.add_submodule("input_normalization", layer)
-    for node in affine:  # bypassed: the layer normalizes the input itself, before any reshape
-        operand = node.args[0] if isinstance(node.args[0], fx.Node) and _reads_input(node.args[0], x) else node.args[1]
+    for node, operand in reversed(affine):  # bypassed, last first: the layer normalizes the input itself
         node.replace_all_uses_with(operand)
     with gm.graph.inserting_after(x):
         normalized = gm.graph.call_module("input_normalization", (x,))
@@ -184,17 +183,3 @@ def fold_input_affine(gm: fx.GraphModule, input_shape: tuple[int, ...] | None) -
 def _is_reshape(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in ("view", "reshape", "flatten") or \
         node.op == "call_function" and node.target in (torch.flatten, torch.reshape)
-
-
-def _reads_input(node: fx.Node, x: fx.Node) -> bool:
-    """Whether ``node`` is the input or computed from it."""
-    seen, todo = set(), [node]
-    while todo:
-        n = todo.pop()
-        if n is x:
-            return True
-        if n in seen:
-            continue
-        seen.add(n)
-        todo += [a for a in n.all_input_nodes]
-    return False
