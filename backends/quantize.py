@@ -63,13 +63,14 @@ class IntSource:
         below, above = int((units < lo).sum()), int((units > hi).sum())
         if below or above:
             side = f"{below} below {lo * self.scale:g}" if below else f"{above} above {hi * self.scale:g}"
-            fix = ("the graph's input is unsigned: feed inputs >= 0 (a model trained on normalized inputs has no "
-                   "integer form yet: fine-tune it on inputs in [0, 1] with n2c train, or run --precision float)"
+            fix = ("the graph's input is unsigned: feed inputs >= 0 (for a model trained on normalized inputs, feed "
+                   "the raw ones and export it with its normalization: in forward, or --input-mean/--input-std)"
                    if below and not self.signed else
                    "rescale the inputs, or give the input scale that covers them (--input-scale)")
-            raise QuantizationError(f"{below + above} of {units.size} input values ({(below + above) / units.size:.1%}) "
-                                    f"lie outside the graph's {'signed' if self.signed else 'unsigned'} {self.bits}-bit "
-                                    f"integer input ({side}, at input scale {self.scale:g}); {fix}")
+            out, kind = below + above, "signed" if self.signed else "unsigned"
+            raise QuantizationError(f"{out} of {units.size} input values ({out / units.size:.1%}) lie outside the "
+                                    f"graph's {kind} {self.bits}-bit integer input ({side}, at input scale "
+                                    f"{self.scale:g}); {fix}")
         return units.astype(np.int64)
 
 
@@ -622,15 +623,17 @@ def _pointwise(layer) -> bool:
         tuple(layer.padding) == (0, 0)
 
 
-def _mix_matrix(layer) -> np.ndarray:
-    """A pointwise layer's weights as one (out, in) matrix (a grouped 1×1 conv's blocks written out)."""
-    w = layer.weight.astype(np.float64)
-    if isinstance(layer, DenseLayer):
-        return w
-    full = np.zeros((w.shape[0], w.shape[1] * layer.groups))
-    cols = input_channels(w.shape, layer.groups)
-    full[np.arange(w.shape[0])[:, None], cols] = w[:, :, 0, 0]
+def _ungrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv kernel (C_out, C_in/groups, ...) with its groups written out as zero blocks."""
+    full = np.zeros((w.shape[0], w.shape[1] * groups, *w.shape[2:]))
+    full[np.arange(w.shape[0])[:, None], input_channels(w.shape, groups)] = w
     return full
+
+
+def _mix_matrix(layer) -> np.ndarray:
+    """A pointwise layer's weights as one (out, in) matrix."""
+    w = layer.weight.astype(np.float64)
+    return w if isinstance(layer, DenseLayer) else _ungrouped(w, layer.groups)[:, :, 0, 0]
 
 
 def _after_input_layer(layer, first):
@@ -649,9 +652,7 @@ def _after_input_layer(layer, first):
         weight = np.einsum("omp,mi->oip", w.reshape(len(w), len(mix), per), mix).reshape(len(w), -1)
         return dataclasses.replace(layer, in_shape=tuple(first.in_shape), weight=weight, bias=bias + w @ mid)
     import torch
-    full = np.zeros((w.shape[0], len(mix), *w.shape[2:]))
-    cols = input_channels(w.shape, layer.groups)
-    full[np.arange(w.shape[0])[:, None], cols] = w
+    full = _ungrouped(w, layer.groups)
     t_map = np.broadcast_to(t[:, None, None], first.out_shape)
     shifted = torch.nn.functional.conv2d(torch.from_numpy(t_map[None].copy()), torch.from_numpy(full),
                                          stride=tuple(layer.stride), padding=tuple(layer.padding),

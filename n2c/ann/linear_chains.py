@@ -78,10 +78,11 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
         # W after a 1×1 P: mix W's input channels by P; zero padding commutes with P when P adds
         # no bias (else the borders would see P's bias where W's padding puts zeros)
         mix = _full_conv_weight(inner)[:, :, 0, 0]  # (C_mid, C_in)
+        kernel = _full_conv_weight(outer)  # (C_out, C_mid, kh, kw)
         layer = nn.Conv2d(inner.in_channels, outer.out_channels, outer.kernel_size, outer.stride, outer.padding,
                           outer.dilation)
-        weight = torch.einsum("omkl,mi->oikl", _full_conv_weight(outer), mix)
-        bias = _full_conv_weight(outer).sum(dim=(2, 3)) @ _bias(inner) + _bias(outer)
+        weight = torch.einsum("omkl,mi->oikl", kernel, mix)
+        bias = kernel.sum(dim=(2, 3)) @ _bias(inner) + _bias(outer)
     else:
         return None
     with torch.no_grad():

@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
 
 def cmd_report(args) -> int:
     import os
+    import warnings
 
     from backends.hardware.spec import load_chip
     from backends.report.build import summary_row, unfit_row
@@ -74,8 +75,8 @@ def cmd_report(args) -> int:
             rows.append(unfit_row(path, str(meta.get("n2c.method", "nir")), int(meta.get("n2c.timesteps", 1)), str(e)))
     if rows:
         report["across_T"] = sorted([summary_row(report), *rows], key=lambda r: (r["timesteps"], r["method"]))
-    for line in report.get("warnings", []):
-        print(f"n2c: warning: {line}", file=sys.stderr)
+    for line in report["warnings"]:
+        warnings.warn(line)  # as simulate's: one line on stderr
     for path in write_report(report, args.output):
         print(f"wrote {path}")
     e, m, lat = report["energy"], report["mapping"], report["latency"]
