@@ -23,7 +23,7 @@ def random_images(shape, n=16, seed=0) -> Dataset:
     return Dataset("random", x, rng.integers(0, 10, n), 1 / 255, 10)
 
 
-def converts_exactly(model: nn.Module, shape, tmp_path, integer: bool = True) -> None:
+def converts_exactly(model: nn.Module, shape, tmp_path, integer: bool = True):
     """Calibrated (L = 8), converted with mtn at T = 1 and exported: the one-step SNN's outputs
     equal the quantized ANN's bit for bit, and the exported NIR graph, read back and run on the
     float reference, computes them too (to float32 rounding). The integer network (8-bit weights)
@@ -34,7 +34,8 @@ def converts_exactly(model: nn.Module, shape, tmp_path, integer: bool = True) ->
     8 bits causes; in a shallow network those are near ties. Deep networks with random weights are
     chaotic instead: a relative weight noise of 1e-4 already changes GoogLeNet's class on 13 of
     16 images in float, so there only the float checks can be exact (exact integer agreement is
-    integer-exact fine-tuning's job, tests/backends/test_integer_training.py)."""
+    integer-exact fine-tuning's job, tests/backends/test_integer_training.py). Returns the
+    quantized ANN's graph and the integer network, for checks of their own."""
     data = random_images(shape)
     path = str(tmp_path / "m.nir")
     with warnings.catch_warnings():
@@ -53,8 +54,9 @@ def converts_exactly(model: nn.Module, shape, tmp_path, integer: bool = True) ->
     predictions = predict(net, data.x)
     assert predictions.shape == (len(data.x),)
     if not integer:
-        return
+        return quantized, net
     top2 = ann.topk(2, dim=1).values
     clear = ((top2[:, 0] - top2[:, 1]) > 0.05 * (ann.max() - ann.min())).numpy()  # not a near tie
     assert clear.sum() >= 4
     assert np.array_equal(predictions[clear], ann.argmax(1).numpy()[clear])
+    return quantized, net

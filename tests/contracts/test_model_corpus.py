@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from benchmarks.ingestion_corpus import build, measure_batchnorm
 from tests.conversion_checks import converts_exactly
@@ -39,4 +40,8 @@ def test_corpus_model_converts_exactly(source, name, size, tmp_path):
     model = build(source, name).eval()
     rng = np.random.default_rng(1)
     measure_batchnorm(model, torch.from_numpy((rng.integers(0, 256, size=(32, 3, size, size)) / 255).astype(np.float32)))
-    converts_exactly(model, (3, size, size), tmp_path, integer=False)
+    quantized, net = converts_exactly(model, (3, size, size), tmp_path, integer=False)
+    # every rewrite done: no concatenation, channel operation, BatchNorm or MaxPool is left to the SNN
+    assert not [n for n in quantized.graph.nodes if n.op == "call_method" or n.target in (torch.cat, torch.concat)]
+    assert not [m for m in quantized.modules() if isinstance(m, (nn.BatchNorm2d, nn.MaxPool2d))]
+    assert sum(getattr(layer, "kind", None) == "mtn" for layer in net.layers) >= 10
