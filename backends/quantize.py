@@ -400,15 +400,15 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 raise QuantizationError(f"layer '{layer.name}' follows weighted layer '{src}' without a neuron in "
                                         "between; fold the two linear layers into one")
             in_shape = by_name[src].out_shape if src in by_name else source.shape
+            first = on_input_of(layer.inputs[0])
+            if first is not None:  # composed with the pointwise layer(s) before it: one layer on the input
+                layer = _after_input_layer(layer, first)
+                in_shape = source.shape
             if src == source.name and _feeds_weights(layer.name, layers) and _pointwise(layer) and \
                     delays_of(layer.inputs[0]) is None:
                 on_input[layer.name] = layer  # the input's normalization (x − m)/s, or any 1×1 mix of it
                 alias[layer.name] = layer.inputs[0]
                 continue
-            first = on_input_of(layer.inputs[0])
-            if first is not None:
-                layer = _after_input_layer(layer, first)
-                in_shape = source.shape
             pending[layer.name] = (layer, src, tuple(in_shape), unit_of(layer.inputs[0]),
                                    _column_delays(layer, delays_of(layer.inputs[0]), fmt))
             continue
@@ -643,17 +643,16 @@ def _after_input_layer(layer, first):
     the image: exact where one bias per channel would not be (the input's normalization t =
     −m/s, zero-padded after normalizing)."""
     mix = _mix_matrix(first)  # (C_mid, C_in)
-    t = np.zeros(len(mix)) if first.bias is None else np.asarray(first.bias, dtype=np.float64)
+    t_map = np.zeros(first.out_shape) if first.bias is None else _full_bias(first).reshape(first.out_shape)
     w = layer.weight.astype(np.float64)
     bias = np.zeros(layer.out_shape) if layer.bias is None else _full_bias(layer)
     if isinstance(layer, DenseLayer):
-        mid = np.broadcast_to(t.reshape(-1, *[1] * (len(first.out_shape) - 1)), first.out_shape).reshape(-1)
+        mid = t_map.reshape(-1)
         per = w.shape[1] // len(mix)  # a flattened (C, H, W) map: H·W values per channel
         weight = np.einsum("omp,mi->oip", w.reshape(len(w), len(mix), per), mix).reshape(len(w), -1)
         return dataclasses.replace(layer, in_shape=tuple(first.in_shape), weight=weight, bias=bias + w @ mid)
     import torch
     full = _ungrouped(w, layer.groups)
-    t_map = np.broadcast_to(t[:, None, None], first.out_shape)
     shifted = torch.nn.functional.conv2d(torch.from_numpy(t_map[None].copy()), torch.from_numpy(full),
                                          stride=tuple(layer.stride), padding=tuple(layer.padding),
                                          dilation=tuple(layer.dilation))[0].numpy()

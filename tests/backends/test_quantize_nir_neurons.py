@@ -182,3 +182,32 @@ def test_delays_past_loihis_limit_or_on_convolutions_are_named():
     next(layer for layer in graph.layers if layer.name == "fc2").bias = np.ones(3)
     with pytest.raises(QuantizationError, match="delays the bias of 'fc2'"):
         quantize(graph, 1.0, dt=1.0)
+
+
+def test_a_chain_of_dense_layers_on_the_input_quantizes_as_their_product():
+    """Input → Affine → Affine → Affine → IF: the integer stage composes the chain into one layer
+    on the input (W3·W2·W1, with the biases carried through), the same integer network as the
+    graph holding that product. (Before, the middle layer was taken for one on the input and the
+    last read the wrong width.)"""
+    rng = np.random.default_rng(3)
+    sizes = [3, 4, 4, 2]
+    ws = [rng.normal(0, 1, (sizes[i + 1], sizes[i])) for i in range(3)]
+    bs = [rng.normal(0, 1, sizes[i + 1]) for i in range(3)]
+
+    def graph(layers):
+        nodes = {"input": nir.Input(input_type={"input": np.array([3])})}
+        nodes.update({f"fc{i}": nir.Affine(weight=w, bias=b) for i, (w, b) in enumerate(layers)})
+        nodes.update(n=nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
+                     output=nir.Output(output_type={"output": np.array([2])}))
+        names = ["input", *[f"fc{i}" for i in range(len(layers))], "n", "output"]
+        return import_nir(nir.NIRGraph(nodes=nodes, edges=list(zip(names, names[1:])), type_check=False))
+
+    w, b = ws[0], bs[0]
+    for wi, bi in zip(ws[1:], bs[1:]):
+        w, b = wi @ w, wi @ b + bi
+    chained = quantize(graph(list(zip(ws, bs))), 0.5, 1.0, timesteps=4)
+    product = quantize(graph([(w, b)]), 0.5, 1.0, timesteps=4)
+    assert [type(x).__name__ for x in chained.layers] == [type(x).__name__ for x in product.layers]
+    for got, want in zip(chained.layers, product.layers):
+        fields = ("weight", "weight_exp") if hasattr(got, "weight_exp") else ("bias", "threshold")
+        assert all(np.array_equal(getattr(got, f), getattr(want, f)) for f in fields), got.name
