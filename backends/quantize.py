@@ -96,6 +96,9 @@ class IntSynapse:
     # real value of one input message unit, folded into the weights (w_int = round(W·u·S)): per input
     # element (dense, C-order) or per input channel (conv); None for sum-pools and relays' synapses
     input_unit: np.ndarray | None = None
+    # reads the neuron it feeds (``input``) and delivers one step later: a recurrent connection,
+    # listed among that neuron's inputs and placed after it in the network's order
+    recurrent: bool = False
 
     @property
     def message_bits(self) -> int:  # a synapse feeding a synapse sends 24-bit currents
@@ -222,6 +225,21 @@ class IntNetwork:
     def by_name(self) -> dict:
         return {self.source.name: self.source, **{layer.name: layer for layer in self.layers}}
 
+    def loops(self, neuron: IntNeuron) -> list[IntSynapse]:
+        """The recurrent synapses of ``neuron``: they read it and deliver one step later."""
+        return [x for x in self.layers if isinstance(x, IntSynapse) and x.recurrent and x.input == neuron.name]
+
+    def forward_inputs(self, layer) -> list[str]:
+        """The inputs of a neuron or product that come before it (every input but its loops)."""
+        if isinstance(layer, IntSynapse):
+            return [layer.input]
+        loops = {x.name for x in self.loops(layer)} if isinstance(layer, IntNeuron) else set()
+        return [name for name in layer.inputs if name not in loops]
+
+    @property
+    def recurrent(self) -> bool:
+        return any(isinstance(x, IntSynapse) and x.recurrent for x in self.layers)
+
     def check_steps(self, s_in: np.ndarray) -> int:
         """T of an integer input (T, B, ...), which must be the network's own ``timesteps``."""
         if np.ndim(s_in) < 2 or s_in.shape[0] != self.timesteps:
@@ -277,10 +295,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     if timesteps is not None and graph.is_n2c and timesteps != graph.timesteps:
         raise QuantizationError(f"this n2c graph runs T = {graph.timesteps}, not {timesteps}")
     layers = graph.layers
-    if graph.recurrent:
-        src, dst = sorted(graph.recurrent)[0]
-        raise QuantizationError(f"recurrent edge {src} -> {dst}: recurrent graphs have no integer (Loihi) form in "
-                                "this n2c yet; simulate the graph in float (--precision float)")
+    loops = _recurrent_loops(graph)  # neuron -> the inputs that close a loop onto it (one step late)
     src_layer: InputLayer = graph.input
     scale_in = input_scale or src_layer.input_scale
     if not scale_in:
@@ -297,6 +312,9 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     summary: list[dict] = []
     by_name = graph.by_name()
     pending_products: dict[str, dict] = {}  # products (and a softmax on them) waiting for their neuron
+    # neurons with recurrent inputs wait for those (later in the order) in their slot of ``out``:
+    # neuron -> (layer, forward synapse layers, slot index)
+    waiting: dict[str, tuple] = {}
 
     def resolve(name: str) -> str:
         while name in alias:
@@ -330,7 +348,28 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             name = alias[name]
         return total
 
+    def close_loops() -> None:
+        """Quantize the waiting neurons whose recurrent inputs have all been read."""
+        for name, (neuron_layer, forward, slot) in list(waiting.items()):
+            if any(p not in seen for p in loops[name]):
+                continue
+            back = []
+            for p in loops[name]:
+                entry = pending.pop(resolve(p), None)
+                if entry is None or entry[1] != name or entry[4] is not None:
+                    raise QuantizationError(f"recurrent edge {p} -> {name}: its loop must be one weighted layer "
+                                            f"(Affine, Linear or Conv, no Delay) from '{name}' back to itself")
+                back.append(entry)
+            neuron, synapses, info = _quantize_cuba(neuron_layer, forward + back, dt, fmt)
+            synapses = [dataclasses.replace(x, recurrent=True) if x.input == name else x for x in synapses]
+            out[slot] = [x for x in synapses if not x.recurrent] + [neuron] + [x for x in synapses if x.recurrent]
+            summary[slot] = info
+            del waiting[name]
+
+    seen: set[str] = set()  # the layers read so far
     for layer in layers[1:]:
+        close_loops()
+        seen.add(layer.name)
         if isinstance(layer, ProductLayer):
             pending_products[layer.name] = _product_operands(layer, resolve, unit_of, out, pending)
             continue
@@ -415,6 +454,8 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
         if isinstance(layer, (NeuronLayer, OutputLayer, DynamicsLayer)):
             syn_layers, taken = [], set()
             for p in layer.inputs:
+                if p in loops.get(layer.name, ()):
+                    continue
                 src = resolve(p)
                 if src in taken:
                     raise QuantizationError(f"layer '{src}' reaches '{layer.name}' by two paths; Loihi has one synapse "
@@ -428,6 +469,12 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                     shape = tuple(by_name[src].out_shape) if src in by_name else source.shape
                     ident = identity_layer(f"{layer.name}_from_{src}", shape)
                     syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p), fmt)))
+            if layer.name in loops:  # its spikes are worth 1 (a NIR neuron): known before its weights
+                unit[layer.name] = np.ones(layer.out_shape)
+                waiting[layer.name] = (layer, syn_layers, len(out))
+                out.append(None)
+                summary.append(None)
+                continue
             if isinstance(layer, DynamicsLayer):
                 neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt, fmt)
             else:
@@ -440,8 +487,10 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             continue
         raise QuantizationError(f"layer '{layer.name}' ({type(layer).__name__}) has no integer (Loihi) form in "
                                 "this n2c yet; simulate the graph in float (--precision float)")
+    close_loops()
     if pending or pending_products:
         raise QuantizationError(f"weighted layers {sorted(pending) + sorted(pending_products)} feed no neuron or output")
+    out = [x for item in out for x in (item if isinstance(item, list) else [item])]
     return IntNetwork(source, out, out[-1].name, timesteps or graph.timesteps, summary, fmt)
 
 
@@ -606,6 +655,30 @@ def _integer_synapses(syn_layers: list[tuple], w_eff: list[np.ndarray], name: st
         synapses.append(IntSynapse(sl.name, kind_s, src, in_shape, sl.out_shape, weight=w_int, input_unit=unit,
                                    **extra))
     return scale, synapses, stats
+
+
+def _recurrent_loops(graph: LayerGraph) -> dict[str, list[str]]:
+    """neuron -> its inputs that close a loop (``graph.recurrent``). The integer form takes a loop
+    from a NIR spiking neuron back onto itself through weights (snnTorch's RLeaky, the NIR paper's
+    Braille RNN): Loihi adds a step per synapse, so a loop through other neurons would arrive late."""
+    by_name, loops = graph.by_name(), {}
+    for p, dst in sorted(graph.recurrent):
+        target = by_name[dst]
+        if not (isinstance(target, DynamicsLayer) and target.spiking):
+            what = target.kind if isinstance(target, DynamicsLayer) else type(target).__name__
+            raise QuantizationError(f"recurrent edge {p} -> {dst}: in the integer (Loihi) form only NIR's spiking "
+                                    f"neurons (IF, LIF, CubaLIF) take recurrent input, not {what}; simulate the graph "
+                                    "in float (--precision float)")
+        start = by_name[p]
+        while not isinstance(start, (DynamicsLayer, NeuronLayer, InputLayer)) and len(start.inputs) == 1:
+            start = by_name[start.inputs[0]]
+        if start.name != dst:
+            raise QuantizationError(f"recurrent edge {p} -> {dst}: the loop runs from '{start.name}', not from "
+                                    f"'{dst}' itself; Loihi adds a step per synapse, so it would arrive late. The "
+                                    "integer form takes a neuron layer's recurrence onto itself; simulate in float "
+                                    "(--precision float)")
+        loops.setdefault(dst, []).append(p)
+    return loops
 
 
 def _feeds_weights(name: str, layers: list) -> bool:

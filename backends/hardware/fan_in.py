@@ -190,8 +190,9 @@ class _Rewrite:
 
 def _splittable(syn: IntSynapse) -> bool:
     """Dense, or a conv without groups; not already sliced; no negative weight exponent (a floor
-    shift of partial sums is not the shift of their sum)."""
-    if syn.in_slice is not None or syn.weight_exp < 0:
+    shift of partial sums is not the shift of their sum); not recurrent (a relay would make the
+    loop a step late)."""
+    if syn.in_slice is not None or syn.weight_exp < 0 or syn.recurrent:
         return False
     return syn.kind == "dense" or (syn.kind == "conv" and syn.groups == 1)
 

@@ -53,7 +53,7 @@ from backends.lava.layout import (LAVA_INT8_MAX, conv_weight_for_lava, dense_col
                                   lava_shape, regroup_conv_weight, to_lava)
 from backends.lava.neurons import check_neuron, final_state, neuron_process
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits, message_bound
-from backends.reference.stream import flush_steps, sample_windows
+from backends.reference.stream import flush_steps, loops_before_window, sample_windows
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI
 from n2c.neurons.readout import KIND as READOUT
@@ -290,10 +290,13 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])
+            if layer.recurrent:  # back into its own neuron, one step later: Lava's synapses send their buffer first
+                streams[layer.name].port.connect(procs[layer.input].a_in)
         elif isinstance(layer, IntProduct):
             streams[layer.name] = _product(layer, [streams[n] for n in layer.inputs], timesteps)
         else:
-            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in layer.inputs], timesteps)
+            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in net.forward_inputs(layer)],
+                                                             timesteps)
     sinks = {}
     products = [x.name for x in net.layers if isinstance(x, IntProduct)]  # their currents: the report counts them
     for name in [*procs, *products]:
@@ -377,11 +380,17 @@ def _execute(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, st
 
 def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool, timing: dict | None = None):
     """Readout potentials at every step (T, B, *out) and, with ``record``, every other neuron's
-    messages (T, B, *shape). With synaptic delays a sample's late contributions would reach the
-    next sample's window, so each sample then streams alone (a compiled run per sample)."""
+    messages (T, B, *shape). With synaptic delays or recurrent synapses a sample's late
+    contributions would reach the next sample's window, so each sample then streams alone (a
+    compiled run per sample)."""
     t, b = net.check_steps(s_in), s_in.shape[1]
-    if b > 1 and any(isinstance(layer, IntSynapse) and layer.delay is not None and np.any(layer.delay)
-                     for layer in net.layers):
+    early = loops_before_window(net)
+    if early:
+        raise QuantizationError(f"neuron '{early[0]}' fires from its bias alone in the step before its first input "
+                                "arrives on Lava, and its recurrent synapse carries those spikes into every sample's "
+                                "first step; run it on the reference simulator (--backend reference)")
+    if b > 1 and (net.recurrent or any(isinstance(layer, IntSynapse) and layer.delay is not None and
+                                       np.any(layer.delay) for layer in net.layers)):
         runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record, timing) for i in range(b)]
         return (np.concatenate([r[0] for r in runs], axis=1),
                 {name: np.concatenate([r[1][name] for r in runs], axis=1) for name in runs[0][1]})

@@ -57,6 +57,28 @@ def run_neuron(neuron, current, overflows: dict) -> tuple:
         count_clamp(overflows, neuron.name, clamp)
 
 
+def run_recurrent(neuron, forward: np.ndarray, loops: list, overflows: dict) -> tuple[np.ndarray, list]:
+    """A neuron layer with recurrent synapses (``loops``, prepared :class:`SynapseRun`), step by
+    step: at step t its input is ``forward[t]`` plus what each loop makes of its messages at t-1
+    (nothing at step 0). Returns (messages (T, B, *shape), each loop's currents (T, B, *shape)),
+    int64."""
+    clamp, kind = StateClamp(), neuron.neuron_kind
+    state = kind.initial_state(neuron, forward.shape[1:])
+    out = np.empty_like(forward)
+    fed = [np.zeros_like(forward) for _ in loops]
+    try:
+        for step in range(len(forward)):
+            current = forward[step].copy()
+            for run, into in zip(loops, fed):
+                if step:
+                    into[step] = as_int64(run(torch.from_numpy(out[step - 1]), overflows))
+                current += into[step]
+            out[step] = kind.step(neuron, state, current, clamp)
+    finally:
+        count_clamp(overflows, neuron.name, clamp)
+    return out, fed
+
+
 def simulate(net: IntNetwork, x: np.ndarray, batch_size: int = 1024) -> SimResult:
     """Run float images ``x`` (B, *input_shape) through the integer network (zero-delay timing)."""
     return run_batches(net, lambda batch: net.direct_input(x[batch]), len(x), batch_size)
@@ -144,8 +166,12 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
 
     if keep is None or net.source.name in keep:
         kept[net.source.name] = as_int64(source).reshape(t, b, *source.shape[1:])
+    fed: dict[str, tuple] = {}  # recurrent synapse -> (its currents, bound), computed with its neuron
     for i, layer in enumerate(net.layers):
         if isinstance(layer, IntSynapse):
+            if layer.recurrent:
+                done(i, layer.name, *fed.pop(layer.name))
+                continue
             run = plan.synapse(layer, bounds[layer.input])
             done(i, layer.name, run(values[layer.input], overflows, t), run.bound)
             continue
@@ -154,6 +180,16 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
             product = layer.run(a, b_).reshape(t * b, *layer.out_shape)
             largest = int(np.abs(product).max(initial=0))
             done(i, layer.name, float_tensor(product, largest), largest)
+            continue
+        loops = net.loops(layer) if isinstance(layer, IntNeuron) else []
+        if loops:
+            current = sum(as_int64(values[name]) for name in net.forward_inputs(layer)).reshape(t, b, *layer.shape)
+            runs = [plan.synapse(r, message_bound(layer)) for r in loops]
+            k, currents = run_recurrent(layer, current, runs, overflows)
+            for r, run, c in zip(loops, runs, currents):
+                fed[r.name] = (float_tensor(c.reshape(t * b, *c.shape[2:]), run.bound), run.bound)
+            done(i, layer.name, float_tensor(k.reshape(t * b, *layer.shape), message_bound(layer)),
+                 message_bound(layer))
             continue
         current_bound = sum(bounds[name] for name in layer.inputs)
         dtype = plan.neuron_type(layer, current_bound)

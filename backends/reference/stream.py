@@ -11,7 +11,11 @@ At global step t (sample i, step j at t = i·T + j, T = ``net.timesteps``):
   (also t < d, before the first sample arrives: no gating, as Lava's ``LIFReset``);
 * the parallel neuron's output is a window late (``NeuronKind.output_delay``);
 * a product of attention (``IntProduct``) acts within the step on its two inputs aligned to the
-  deeper one, restarting its running counts with the same window rule.
+  deeper one, restarting its running counts with the same window rule;
+* a recurrent synapse sends at t what its neuron sent at t-1, across window boundaries too (Lava's
+  synapses keep their buffer): a sample's last spikes reach the next sample's first step, so a
+  recurrent network streams one sample per run (``backends.lava`` does so) to equal the zero-delay
+  run, where a loop delivers nothing at step 0.
 
 ``backends.lava`` builds the network the same way; ``tests/contracts`` check both bit for bit.
 """
@@ -62,8 +66,8 @@ def stream_depths(net: IntNetwork) -> dict[str, int]:
             depth[layer.name] = depth[layer.input] + 1
         elif isinstance(layer, IntProduct):  # acts within the step, on inputs aligned to the deeper one
             depth[layer.name] = max(depth[name] for name in layer.inputs)
-        else:
-            depth[layer.name] = (max(depth[name] for name in layer.inputs)
+        else:  # a recurrent synapse arrives one step after the neuron's own step: not aligned
+            depth[layer.name] = (max(depth[name] for name in net.forward_inputs(layer))
                                  + layer.neuron_kind.output_delay(net.timesteps))
     return depth
 
@@ -73,6 +77,19 @@ def flush_steps(net: IntNetwork) -> int:
     output (the readout's depth whenever every layer feeds the output)."""
     depth = stream_depths(net)
     return max(depth[layer.name] for layer in net.layers if isinstance(layer, IntNeuron))
+
+
+def loops_before_window(net: IntNetwork) -> list[str]:
+    """The neurons with recurrent synapses that send at global step d - 1, the step before their
+    first input arrives at depth d. Everything before that step is the network's own (no sample has
+    arrived), and the neuron returns to its initial state at d, but what it sent at d - 1 reaches
+    step 0 of the sample through its loop, where the zero-delay run delivers nothing. Such a
+    network cannot equal the zero-delay run under Lava's timing."""
+    if not net.recurrent:
+        return []
+    run = run_stream(net, np.zeros((net.timesteps, 1, *net.source.shape), np.int64))
+    return [layer.name for layer in net.layers if isinstance(layer, IntNeuron) and net.loops(layer) and
+            run.messages[layer.name][max(run.depth[name] for name in net.forward_inputs(layer)) - 1].any()]
 
 
 def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
@@ -89,20 +106,28 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
     messages, state, overflows = {}, {}, {}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):  # one step of Process latency, as a delay of 1 on the whole stream
-            values[layer.name] = later(synapse(layer, values[layer.input], overflows, length), 1, length)
+            if not layer.recurrent:  # (a recurrent one is run with its neuron, step by step)
+                values[layer.name] = later(synapse(layer, values[layer.input], overflows, length), 1, length)
             continue
-        d = max(depth[name] for name in layer.inputs)
+        d = max(depth[name] for name in net.forward_inputs(layer))
         if isinstance(layer, IntProduct):
             a, b_ = (later(values[name], d - depth[name], length) for name in layer.inputs)
             st = products.initial_state(layer.a_shape, layer.b_shape, layer.out_shape)
             values[layer.name] = np.stack([products.stream_step(st, a[step], b_[step], window_position(step, d, t),
                                                                 **layer.params) for step in range(length)])
             continue
-        current = sum(later(values[name], d - depth[name], length) for name in layer.inputs)
+        current = sum(later(values[name], d - depth[name], length) for name in net.forward_inputs(layer))
         clamp, kind = StateClamp(), layer.neuron_kind
         st = kind.initial_state(layer, tuple(layer.shape))
         out = np.empty_like(current)
+        loops = net.loops(layer)
+        for r in loops:
+            values[r.name] = np.zeros_like(current)
         for step in range(length):
+            for r in loops:  # what it made of the previous step's messages, window or not (Lava's buffer)
+                if step:
+                    values[r.name][step] = synapse(r, out[step - 1:step], overflows)[0]
+                current[step] += values[r.name][step]
             out[step] = kind.stream_step(layer, st, current[step], step, d, t, clamp)
         state[layer.name] = st
         count_clamp(overflows, layer.name, clamp)

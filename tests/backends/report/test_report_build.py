@@ -236,3 +236,22 @@ def test_the_documented_schema_lists_exactly_the_report_keys(digits_reports):
     _, reports = digits_reports
     assert documented == set(reports["loihi2"])
     assert reports["loihi2"]["report_version"] == 2
+
+
+def test_a_recurrent_synapse_is_mapped_and_counted_in_its_neurons_layer():
+    """n1's loop onto itself: its weights are stored with n1's synapses, its axons are n1's own
+    outputs, and each of n1's messages costs synaptic ops in fc2 and in the loop."""
+    net = tiny_network()
+    n1 = net.layers[1]
+    n1.inputs = ["fc1", "loop"]
+    net.layers.insert(2, IntSynapse("loop", "dense", "n1", (2,), (2,), weight=np.ones((2, 2), np.int64) * 2,
+                                    recurrent=True))
+    chip = load_chip("loihi2")
+    mapping = map_network(net, chip, share="never")
+    assert mapping.layer("n1").synapses == 6 + 4  # fc1's and the loop's
+    act = Activity(net, mapping)
+    act.add(tiny_messages([1, 0, 2], [0, 3]))
+    layers = {r["name"]: r for r in price(act)["activity"]["layers"]}
+    # the input's two graded spikes reach both n1 neurons (4 ops), n1's one message comes back (2 ops)
+    assert (layers["n1"]["synops"], layers["n1"]["synops_unit_spikes"]) == (4 + 2, 6 + 6)
+    assert (layers["out"]["synops"], layers["out"]["synops_unit_spikes"]) == (2, 6)
