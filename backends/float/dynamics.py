@@ -36,6 +36,9 @@ class Discretization:
     reset            ``zero``: v ← v_reset on a spike (NIR); ``subtract``: v ← v − θ.
     reset_delay      0: the reset acts in the step that spiked (NIR); 1: it is applied
                      at the next step, after the decay and the input (snnTorch).
+    reset_settles    with reset_delay 0 and ``subtract``: the spike is decided on the
+                     membrane less θ where the previous step's membrane (after its reset)
+                     was still above θ, and v ← v − θ·z alone (snnTorch's reset_delay=False).
     current_first    CubaLI(F): the membrane sees this step's synaptic current (True)
                      or the previous step's (False).
     current_jump     CubaLI(F): i ← (1 − dt/τ_syn)·i + w_in·x (the input jumps the
@@ -49,6 +52,7 @@ class Discretization:
     dt: float
     reset: str = "zero"
     reset_delay: int = 0
+    reset_settles: bool = False
     current_first: bool = True
     current_jump: bool = False
     integrator_dt: bool = True
@@ -73,6 +77,11 @@ DISCRETIZATIONS = {
     "snntorch": Discretization("snntorch", 1e-4, reset="subtract", reset_delay=1, recurrent_start="rest",
                                description="snnTorch 1.0's own simulation of the graphs it exports: dt 1e-4, "
                                "reset by subtraction one step late, recurrent bias from step 0"),
+    "snntorch-nodelay": Discretization("snntorch-nodelay", 1e-4, reset="subtract", reset_settles=True,
+                                       recurrent_start="rest", description="snnTorch 1.0's simulation of neurons "
+                                       "made with reset_delay=False (the NIR paper's 'reset without delay' "
+                                       "models): dt 1e-4, reset by subtraction in the spiking step, the spike "
+                                       "decided after a reset still due from the step before"),
     "norse": Discretization("norse", 1e-6, current_jump=True, integrator_dt=False, v_start="leak",
                             description="Norse 1.1's own simulation of the graphs it exports: its exporter "
                             "writes tau = dt/τ⁻¹ (norse#411), so dt = dt_module·dt_export = 1e-6; input jumps "
@@ -115,7 +124,10 @@ class NeuronState:
             return v
         if d.reset_delay:
             v = self._reset(v, self.pending)
-        z = v > layer.v_threshold
+        if d.reset_settles:  # snnTorch: a membrane left above θ by its reset owes θ more before it is read
+            z = v - (self.v > layer.v_threshold) * layer.v_threshold > layer.v_threshold
+        else:
+            z = v > layer.v_threshold
         if d.reset_delay:
             self.pending = z
         else:

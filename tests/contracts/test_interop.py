@@ -212,6 +212,44 @@ def test_snntorch_exports_run_in_n2c_spike_for_spike(case, tmp_path):
         assert not np.array_equal(simulate_float(layers, x.numpy(), cold).output, tool_out)
 
 
+def _without_reset_delay(net: nn.Module) -> nn.Module:
+    """The same network with every snnTorch neuron made with reset_delay=False (the NIR paper's
+    "reset without delay" models). RSynaptic is left out: snnTorch 1.0 fails on it (rsynaptic.py
+    reads an unset ``spk``)."""
+    for module in net.modules():
+        if hasattr(module, "reset_delay"):
+            module.reset_delay = False
+    return net
+
+
+@pytest.mark.parametrize("case", ["leaky", "synaptic", "conv", "rleaky"])
+def test_snntorch_reset_without_delay_runs_spike_for_spike(case, tmp_path):
+    """``--dynamics snntorch-nodelay``: reset by subtraction in the spiking step, the spike decided
+    after a reset still due (snnTorch's reset_delay=False); the default snntorch scheme differs."""
+    if case == "rleaky":
+        snn = pytest.importorskip("snntorch")
+        net = nn.Sequential(nn.Linear(10, 16), snn.RLeaky(beta=0.85, linear_features=16, init_hidden=True),
+                            nn.Linear(16, 8), snn.RLeaky(beta=0.9, all_to_all=False, V=torch.linspace(-0.8, 0.8, 8),
+                                                         init_hidden=True))
+        _init_weights(net, 1.5, 0.3, seed=4)
+        in_shape, probes, out_node = (10,), {"1.lif": 1}, "3.lif"
+    else:
+        net, in_shape, probes, out_node = _snntorch_case(case)
+    net = _without_reset_delay(net)
+    from snntorch.export_nir import export_to_nir
+
+    x = _spike_input((40, 3, *in_shape), 0.3, seed=12)
+    tool_out, tool_hidden = _run_snntorch(net, x, probes)
+    with contextlib.redirect_stdout(io.StringIO()):
+        graph = export_to_nir(net, torch.zeros(1, *in_shape), ignore_dims=[0])
+    layers = import_nir(_through_file(graph, tmp_path / "nodelay.nir"))
+    run = simulate_float(layers, x.numpy(), discretization("snntorch-nodelay"), record=True)
+    tool = {**tool_hidden, out_node: tool_out}
+    _check_rates(tool)
+    assert _mismatches(tool, run.values) == {name: 0 for name in tool}
+    assert not np.array_equal(simulate_float(layers, x.numpy(), discretization("snntorch")).output, tool_out)
+
+
 def test_snntorch_export_through_the_cli(tmp_path, capsys):
     """``n2c simulate --precision float --dynamics snntorch`` on the file gives snnTorch's spikes
     (the recurrent net: the file's nodes come back in alphabetical order, the cycles by DFS)."""
