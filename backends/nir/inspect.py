@@ -55,13 +55,13 @@ def _rows(graph: nir.NIRGraph, prefix: str = "") -> list[dict]:
     return rows
 
 
-def _backends(nir_graph) -> tuple[dict[str, str], dict, list]:
+def _backends(nir_graph) -> tuple[dict[str, str], dict, list, set]:
     """What each backend says about the graph ('yes' or the reason it cannot run it), the layer
-    shapes, and the integer form's per-layer quantization summary."""
+    shapes, the integer form's per-layer quantization summary, and the recurrent edges."""
     try:
         graph = import_nir(nir_graph)
     except N2CError as e:
-        return {b: f"no: {e}" for b in ("reference float", "reference int", "lava")}, {}, []
+        return {b: f"no: {e}" for b in ("reference float", "reference int", "lava")}, {}, [], set()
     shapes = {layer.name: (layer.in_shape, layer.out_shape) for layer in graph.layers}
     verdict = {"reference float": "yes"}
     from backends.quantize import quantize
@@ -74,20 +74,20 @@ def _backends(nir_graph) -> tuple[dict[str, str], dict, list]:
     except N2CError as e:
         verdict["reference int"] = f"no: {e}"
         verdict["lava"] = "no: needs the integer form first"
-        return verdict, shapes, []
+        return verdict, shapes, [], graph.recurrent
     from backends.lava.lower import check_network
     try:
         check_network(net)
         verdict["lava"] = "yes"
     except N2CError as e:
         verdict["lava"] = f"no: {e}"
-    return verdict, shapes, net.report
+    return verdict, shapes, net.report, graph.recurrent
 
 
 def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     graph = read_graph(path, isolate=isolate)
     rows = _rows(graph)
-    backends, shapes, quantization = _backends(graph)
+    backends, shapes, quantization, recurrent = _backends(graph)
     order = list(shapes)  # the graph's topological order, when it imports
     rows.sort(key=lambda r: order.index(r["node"]) if r["node"] in order else len(order))
     for row in rows:
@@ -98,7 +98,8 @@ def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     edges = _edges(graph)
     if as_json:
         return json.dumps({"file": str(path), "metadata": meta, "nodes": rows, "edges": edges,
-                           "backends": backends, "quantization": quantization}, default=str)
+                           "recurrent_edges": sorted(recurrent), "backends": backends,
+                           "quantization": quantization}, default=str)
     lines = [f"{path}: {len(rows)} nodes, {len(edges)} edges"]
     if meta:
         lines.append("graph metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
@@ -109,7 +110,8 @@ def describe(path, as_json: bool = False, isolate: bool = False) -> str:
     widths = [min(max(len(t[i]) for t in table), 60) for i in range(len(header))]
     for t in table:
         lines.append("  ".join(_clip(c, w).ljust(w) for c, w in zip(t, widths)).rstrip())
-    lines.append("edges: " + ", ".join(f"{s}→{d}" for s, d in edges))
+    lines.append("edges: " + ", ".join(f"{s}→{d}" + (" (recurrent: one step late)" if (s, d) in recurrent else "")
+                                       for s, d in edges))
     if any(r["type"] in n2c_nodes.TYPES for r in rows):
         lines.append("n2c.Product / n2c.Softmax: n2c's own node types for attention (docs/nir-conventions.md); "
                      "other NIR readers cannot load this file")

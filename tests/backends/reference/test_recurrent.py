@@ -7,6 +7,7 @@ named."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import nir
 import numpy as np
@@ -130,3 +131,17 @@ def test_what_has_no_integer_form_is_named():
     delayed = dict(base, d=nir.Delay(delay=np.full(4, 2e-3)))
     with pytest.raises(QuantizationError, match="one weighted layer .* no Delay"):
         quantize(_graph(delayed, chain + [("a", "back"), ("back", "d"), ("d", "a")]), 1.0, 1e-3, timesteps=4)
+
+
+def test_inspect_marks_the_loop_and_says_it_runs_on_every_backend(tmp_path, capsys):
+    from n2c.cli.main import main
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "fc": nir.Linear(weight=rng.normal(size=(4, 3))),
+             "a": _lif(4), "back": nir.Linear(weight=rng.normal(size=(4, 4))),
+             "output": nir.Output(output_type={"output": np.array([4])})}
+    edges = [("input", "fc"), ("fc", "a"), ("a", "back"), ("back", "a"), ("a", "output")]
+    nir.write(str(tmp_path / "g.nir"), nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    assert main(["inspect", str(tmp_path / "g.nir")]) == 0
+    text = capsys.readouterr().out
+    assert "back→a (recurrent: one step late)" in text and "a→back," in text
+    assert all(re.search(rf"{backend}\s+yes", text) for backend in ("reference float", "reference int", "lava"))
