@@ -53,7 +53,7 @@ from backends.lava.layout import (LAVA_INT8_MAX, conv_weight_for_lava, dense_col
                                   lava_shape, regroup_conv_weight, to_lava)
 from backends.lava.neurons import check_neuron, final_state, neuron_process
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits, message_bound
-from backends.reference.stream import flush_steps, loops_before_window, sample_windows
+from backends.reference.stream import flush_steps, loops_before_window, sample_windows, streams_alone
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI
 from n2c.neurons.readout import KIND as READOUT
@@ -389,8 +389,7 @@ def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool
         raise QuantizationError(f"neuron '{early[0]}' fires from its bias alone in the step before its first input "
                                 "arrives on Lava, and its recurrent synapse carries those spikes into every sample's "
                                 "first step; run it on the reference simulator (--backend reference)")
-    if b > 1 and (net.recurrent or any(isinstance(layer, IntSynapse) and layer.delay is not None and
-                                       np.any(layer.delay) for layer in net.layers)):
+    if b > 1 and streams_alone(net):
         runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record, timing) for i in range(b)]
         return (np.concatenate([r[0] for r in runs], axis=1),
                 {name: np.concatenate([r[1][name] for r in runs], axis=1) for name in runs[0][1]})

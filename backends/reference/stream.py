@@ -79,6 +79,13 @@ def flush_steps(net: IntNetwork) -> int:
     return max(depth[layer.name] for layer in net.layers if isinstance(layer, IntNeuron))
 
 
+def streams_alone(net: IntNetwork) -> bool:
+    """Whether each sample streams alone (a run per sample): with synaptic delays or recurrent
+    synapses a sample's late contributions would reach the next sample's window."""
+    return net.recurrent or any(isinstance(layer, IntSynapse) and layer.delay is not None and np.any(layer.delay)
+                                for layer in net.layers)
+
+
 def loops_before_window(net: IntNetwork) -> list[str]:
     """The neurons with recurrent synapses that send at global step d - 1, the step before their
     first input arrives at depth d. Everything before that step is the network's own (no sample has

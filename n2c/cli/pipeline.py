@@ -274,10 +274,18 @@ def check_run_memory(graph: LayerGraph, timesteps: int, samples: int, at_once: i
 
 def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
     """Reference run with Lava's timing; every layer's messages and the readout's per-step input
-    read off each sample's window, as ``run_lava_steps`` reads Lava's sinks."""
-    from backends.reference.stream import run_stream
+    read off each sample's window, as ``run_lava_steps`` reads Lava's sinks (and, as there, each
+    sample streamed alone where ``streams_alone``)."""
+    from backends.reference.stream import run_stream, streams_alone
+    from backends.reference.synapses import merge_overflows
 
     b = s_in.shape[1]
+    if b > 1 and streams_alone(net):
+        runs = [_run_lava_timed(net, s_in[:, i:i + 1]) for i in range(b)]
+        return IntegerRun(np.concatenate([r.output for r in runs]),
+                          np.concatenate([r.current for r in runs], axis=1),
+                          {name: np.concatenate([r.messages[name] for r in runs], axis=1) for name in runs[0].messages},
+                          merge_overflows([r.overflows for r in runs]))
     stream = run_stream(net, s_in)
     potentials = stream.window(net.output, b)
     messages = {name: stream.window(name, b) for name in stream.messages if name != net.output}
