@@ -12,7 +12,6 @@ import nir
 import numpy as np
 import pytest
 
-from backends.float.dynamics import discretization
 from backends.lava.lower import run_lava_steps
 from backends.quantize import quantize
 from backends.reference.simulate import run_encoded
