@@ -15,6 +15,11 @@ travel as integer counts (0..K), so the integer network computes
 ``k = clip(floor((v + W·k_in + b)/θ), 0, K)`` on integers, the same equation as the
 float SNN. The widths are those of an ``n2c.fixed_point.IntegerFormat`` (Loihi's by
 default, a chip spec's with ``fmt``).
+
+A NIR spiking layer that loops onto itself through weights gets a *recurrent* synapse
+(``IntSynapse.recurrent``): it reads the neuron, is listed among the neuron's inputs, comes
+after it in the order and delivers one step later; it shares the neuron's scale with the
+forward synapses. ``IntNetwork.forward_inputs`` and ``loops`` tell the two apart.
 """
 
 from __future__ import annotations
