@@ -320,6 +320,14 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     # neurons with recurrent inputs wait for those (later in the order) in their slot of ``out``:
     # neuron -> (layer, forward synapse layers, slot index)
     waiting: dict[str, tuple] = {}
+    always_on: dict[str, IntNeuron] = {}  # constant spike sources of biases into synaptic currents, first in order
+
+    def cuba(neuron_layer, syn_layers):
+        neuron, synapses, info = _quantize_cuba(neuron_layer, syn_layers, dt, fmt)
+        for syn in synapses:
+            if syn.input.startswith(ALWAYS_ON) and syn.input not in always_on:
+                always_on[syn.input] = always_on_neuron(tuple(syn.in_shape))
+        return neuron, synapses, info
 
     def resolve(name: str) -> str:
         while name in alias:
@@ -365,7 +373,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                     raise QuantizationError(f"recurrent edge {p} -> {name}: its loop must be one weighted layer "
                                             f"(Affine, Linear or Conv, no Delay) from '{name}' back to itself")
                 back.append(entry)
-            neuron, synapses, info = _quantize_cuba(neuron_layer, forward + back, dt, fmt)
+            neuron, synapses, info = cuba(neuron_layer, forward + back)
             synapses = [dataclasses.replace(x, recurrent=True) if x.input == name else x for x in synapses]
             out[slot] = [x for x in synapses if not x.recurrent] + [neuron] + [x for x in synapses if x.recurrent]
             summary[slot] = info
@@ -481,7 +489,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                 summary.append(None)
                 continue
             if isinstance(layer, DynamicsLayer):
-                neuron, synapses, info = _quantize_cuba(layer, syn_layers, dt, fmt)
+                neuron, synapses, info = cuba(layer, syn_layers)
             else:
                 kind = layer.kind if isinstance(layer, NeuronLayer) else "readout"
                 neuron, synapses, info = _quantize_neuron(layer, kind, syn_layers, fmt)
@@ -495,7 +503,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     close_loops()
     if pending or pending_products:
         raise QuantizationError(f"weighted layers {sorted(pending) + sorted(pending_products)} feed no neuron or output")
-    out = [x for item in out for x in (item if isinstance(item, list) else [item])]
+    out = [*always_on.values(), *(x for item in out for x in (item if isinstance(item, list) else [item]))]
     return IntNetwork(source, out, out[-1].name, timesteps or graph.timesteps, summary, fmt)
 
 
@@ -763,9 +771,50 @@ def _row_gain(sl, w: np.ndarray, gain: np.ndarray, name: str) -> np.ndarray:
     return w * per_c[:, None, None, None]
 
 
+ALWAYS_ON = "always_on"  # the neuron that sends one spike at every step: a bias into synaptic currents
+
+
+def always_on_neuron(shape: tuple[int, ...]) -> IntNeuron:
+    """Loihi's CUBA neuron with bias 1 and threshold 0 and no input: v = 1 > 0 at every step,
+    so it spikes at every step (stock ``LIFReset`` on Lava). Its synapses carry a constant
+    current, which is how a bias reaches a synaptic current u (the neuron's own bias enters v)."""
+    name = ALWAYS_ON if shape == (1,) else f"{ALWAYS_ON}_{'x'.join(map(str, shape))}"
+    one = np.ones(shape, np.int64)
+    return IntNeuron(name, "lif", [], shape, 1.0, bias=one, threshold=0 * one, v_init=0 * one,
+                     du=one * 4095, dv=one * 4095, spike_value=np.ones(shape))
+
+
+def _bias_as_input(layer: DynamicsLayer, syn_layers: list[tuple], bias: np.ndarray) -> list[tuple]:
+    """The synapses of a CubaLI(F) with their biases moved onto a synapse from an always-on
+    neuron: W·s + b = W·s + b·1, where 1 is a spike at every step. Dense layers read a (1,)
+    always-on neuron (weights b, one column); convolutions a (1, H, W) one through a 1×1 conv
+    (weights b per channel), so a bias must be one value per channel."""
+    shape = tuple(layer.out_shape)
+    if len(shape) == 1:
+        source = always_on_neuron((1,))
+        extra = DenseLayer(f"{layer.name}_bias", [source.name], (1,), shape, weight=bias.reshape(-1, 1),
+                           bias=np.zeros(shape))
+    else:
+        per_channel = bias.reshape(shape[0], -1)
+        if np.any(per_channel != per_channel[:, :1]):
+            raise QuantizationError(f"neuron '{layer.name}' ({layer.kind}): a bias that varies within a channel "
+                                    "enters its synaptic current, which has no integer form here; simulate it in "
+                                    "float (--precision float)")
+        source = always_on_neuron((1, *shape[1:]))
+        extra = ConvLayer(f"{layer.name}_bias", [source.name], source.shape, shape,
+                          weight=per_channel[:, :1].reshape(shape[0], 1, 1, 1), bias=np.zeros(shape[0]))
+    unbiased = [(dataclasses.replace(sl, bias=np.zeros_like(np.asarray(sl.bias, dtype=np.float64)))
+                 if getattr(sl, "bias", None) is not None else sl, *rest) for sl, *rest in syn_layers]
+    return unbiased + [(extra, source.name, source.shape, np.ones(source.shape), None)]
+
+
 def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt: IntegerFormat):
-    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.neurons.cuba``)."""
+    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.neurons.cuba``). A bias
+    into a CubaLI(F) enters its synaptic current: it arrives through an always-on neuron
+    (:func:`_bias_as_input`), which the caller adds to the network."""
     form = cuba_form(layer, dt, fmt)
+    if layer.kind.startswith("Cuba") and np.any(_summed_bias(syn_layers, layer.out_shape) != 0):
+        syn_layers = _bias_as_input(layer, syn_layers, _summed_bias(syn_layers, layer.out_shape))
     w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
              for sl, _, shape, u, _ in syn_layers]
     theta_max = float(np.max(layer.v_threshold)) if layer.spiking else 0.0
@@ -774,10 +823,6 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
     scale = k * 2 ** fmt.threshold_shift  # the input enters u shifted by 6 bits
     shape = layer.out_shape
     syn_bias = _summed_bias(syn_layers, shape)
-    if layer.kind.startswith("Cuba") and np.any(syn_bias != 0):
-        raise QuantizationError(f"neuron '{layer.name}' ({layer.kind}): a bias on its input enters the synaptic "
-                                "current, which Loihi's neuron bias (added to v) cannot express; simulate it in "
-                                "float (--precision float)")
     real_bias = (form["gain"] * syn_bias + form["leak"]) * scale
     bias = fmt.round_bias(real_bias, layer.name)
     neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,

@@ -89,7 +89,7 @@ def inputs(net: IntNetwork, seed: int, batch: int = 3) -> np.ndarray:
 
 def recurrent_nir_graph(seed: int, kind: str = "IF", conv: bool = False, grid: bool = False):
     """A NIR graph (read into the layer IR) whose first spiking layer feeds back onto itself
-    through an Affine (or a padded 3×3 Conv2d) with a bias, as snnTorch's RLeaky and the NIR
+    through an Affine (or a padded 3×3 Conv2d) with a bias (into a CubaLIF: through an always-on input), as snnTorch's RLeaky and the NIR
     paper's Braille RNN: input → weights → neuron ⟲ → Linear → LIF → Output. ``grid``: weights and
     biases on the 1/16 grid, so that IF networks have an exact integer form."""
     import nir
@@ -112,7 +112,7 @@ def recurrent_nir_graph(seed: int, kind: str = "IF", conv: bool = False, grid: b
     conv_kw = dict(stride=np.array([1, 1]), padding=np.array([1, 1]), dilation=np.array([1, 1]), groups=1)
     if conv:
         first = nir.Conv2d(input_shape=np.array([4, 4]), weight=on(rng.normal(0, 0.6 * gain, (3, 2, 3, 3))),
-                           bias=np.zeros(3), **conv_kw)
+                           bias=on(rng.normal(0, 0.1 * gain, 3)), **conv_kw)
         loop = nir.Conv2d(input_shape=np.array([4, 4]), weight=on(rng.normal(0, 0.3 * gain, (3, 3, 3, 3))),
                           bias=np.zeros(3), **conv_kw)
         nodes = {"input": nir.Input(input_type={"input": np.array([2, 4, 4])}), "flat": nir.Flatten(
@@ -120,8 +120,7 @@ def recurrent_nir_graph(seed: int, kind: str = "IF", conv: bool = False, grid: b
         tail = [("cell", "flat"), ("flat", "fc2")]
     else:
         first = nir.Linear(weight=on(rng.normal(0, 0.8 * gain, (n, 5))))
-        bias = np.zeros(n) if kind == "CubaLIF" else on(rng.normal(0, 0.1 * gain, n))  # Loihi's bias enters v
-        loop = nir.Affine(weight=on(rng.normal(0, 0.5 * gain, (n, n))), bias=bias)
+        loop = nir.Affine(weight=on(rng.normal(0, 0.5 * gain, (n, n))), bias=on(rng.normal(0, 0.1 * gain, n)))
         nodes = {"input": nir.Input(input_type={"input": np.array([5])})}
         tail = [("cell", "fc2")]
     nodes |= {"fc1": first, "cell": cell, "loop": loop, "fc2": nir.Linear(weight=on(rng.normal(0, 0.6 * gain, (4, n)))),

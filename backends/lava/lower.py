@@ -224,7 +224,7 @@ def _neuron(neuron: IntNeuron, inputs: list[_Stream], timesteps: int) -> tuple[_
         if tuple(s.shape) != tuple(neuron.shape):
             raise QuantizationError(f"neuron '{neuron.name}' of shape {neuron.shape} receives '{name}' of "
                                     f"shape {s.shape}")
-    depth = max(s.depth for s in inputs)
+    depth = max((s.depth for s in inputs), default=0)  # 0: a neuron without input (the always-on source)
     inputs = [_delay(s, depth - s.depth) for s in inputs]
     proc = neuron_process(neuron, timesteps, depth)
     for s in inputs:

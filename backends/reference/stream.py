@@ -67,7 +67,7 @@ def stream_depths(net: IntNetwork) -> dict[str, int]:
         elif isinstance(layer, IntProduct):  # acts within the step, on inputs aligned to the deeper one
             depth[layer.name] = max(depth[name] for name in layer.inputs)
         else:  # a recurrent synapse arrives one step after the neuron's own step: not aligned
-            depth[layer.name] = (max(depth[name] for name in net.forward_inputs(layer))
+            depth[layer.name] = (max((depth[name] for name in net.forward_inputs(layer)), default=0)
                                  + layer.neuron_kind.output_delay(net.timesteps))
     return depth
 
@@ -116,14 +116,15 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
             if not layer.recurrent:  # (a recurrent one is run with its neuron, step by step)
                 values[layer.name] = later(synapse(layer, values[layer.input], overflows, length), 1, length)
             continue
-        d = max(depth[name] for name in net.forward_inputs(layer))
+        d = max((depth[name] for name in net.forward_inputs(layer)), default=0)  # 0: a neuron without input
         if isinstance(layer, IntProduct):
             a, b_ = (later(values[name], d - depth[name], length) for name in layer.inputs)
             st = products.initial_state(layer.a_shape, layer.b_shape, layer.out_shape)
             values[layer.name] = np.stack([products.stream_step(st, a[step], b_[step], window_position(step, d, t),
                                                                 **layer.params) for step in range(length)])
             continue
-        current = sum(later(values[name], d - depth[name], length) for name in net.forward_inputs(layer))
+        current = sum((later(values[name], d - depth[name], length) for name in net.forward_inputs(layer)),
+                      np.zeros((length, *layer.shape), np.int64))
         clamp, kind = StateClamp(), layer.neuron_kind
         st = kind.initial_state(layer, tuple(layer.shape))
         out = np.empty_like(current)

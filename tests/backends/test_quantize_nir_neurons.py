@@ -211,3 +211,53 @@ def test_a_chain_of_dense_layers_on_the_input_quantizes_as_their_product():
     for got, want in zip(chained.layers, product.layers):
         fields = ("weight", "weight_exp") if hasattr(got, "weight_exp") else ("bias", "threshold")
         assert all(np.array_equal(getattr(got, f), getattr(want, f)) for f in fields), got.name
+
+
+def _cuba(n: int):
+    return nir.CubaLIF(tau_syn=np.full(n, 2e-3), tau_mem=np.full(n, 4e-3), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), v_reset=np.zeros(n), w_in=np.ones(n))
+
+
+def test_a_bias_into_a_synaptic_current_is_an_input_that_spikes_at_every_step():
+    """A CubaLIF's input bias enters its synaptic current (Loihi's neuron bias enters v): the
+    integer form feeds it from an always-on neuron, W·s + b = [W | b]·[s; 1]. So the network
+    equals, spike for spike, the one whose input carries an explicit extra channel of ones."""
+    rng = np.random.default_rng(7)
+    w, b = rng.normal(0, 12, (8, 5)), rng.normal(0, 3, 8)
+
+    def graph(weight, bias, n_in):
+        nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}),
+                 "fc": nir.Affine(weight=weight, bias=bias), "cuba": _cuba(8),
+                 "output": nir.Output(output_type={"output": np.array([8])})}
+        return import_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "output")],
+                                       type_check=False))
+    x = (rng.random((20, 4, 5)) < 0.3).astype(float)
+    ones = np.concatenate([x, np.ones((20, 4, 1))], axis=2)
+    disc = discretization("nir", 1e-3)
+    biased = run_arrays(graph(w, b, 5), x, "int", disc, input_scale=1.0, record=True)
+    explicit = run_arrays(graph(np.hstack([w, b[:, None]]), np.zeros(8), 6), ones, "int", disc, input_scale=1.0,
+                          record=True)
+    unbiased = run_arrays(graph(w, np.zeros(8), 5), x, "int", disc, input_scale=1.0, record=True)
+    assert np.array_equal(biased.messages["cuba"], explicit.messages["cuba"])
+    assert not np.array_equal(biased.messages["cuba"], unbiased.messages["cuba"])  # the bias matters
+    net = quantize(graph(w, b, 5), 1.0, 1e-3, timesteps=20)
+    assert [x.name for x in net.layers][:1] == ["always_on"] and "fc_bias" not in net.by_name()
+    assert net.by_name()["cuba"].inputs == ["fc", "cuba_bias"]
+
+
+def test_a_conv_bias_into_a_synaptic_current_must_be_one_per_channel():
+    rng = np.random.default_rng(0)
+    conv = nir.Conv2d(input_shape=np.array([4, 4]), weight=rng.normal(0, 4, (2, 1, 3, 3)), stride=np.array([1, 1]),
+                      padding=np.array([1, 1]), dilation=np.array([1, 1]), groups=1, bias=np.array([0.5, -0.5]))
+    nodes = {"input": nir.Input(input_type={"input": np.array([1, 4, 4])}), "conv": conv,
+             "cuba": nir.CubaLIF(tau_syn=np.full((2, 4, 4), 2e-3), tau_mem=np.full((2, 4, 4), 4e-3),
+                                 r=np.ones((2, 4, 4)), v_leak=np.zeros((2, 4, 4)), v_threshold=np.ones((2, 4, 4)),
+                                 v_reset=np.zeros((2, 4, 4)), w_in=np.ones((2, 4, 4))),
+             "output": nir.Output(output_type={"output": np.array([2, 4, 4])})}
+    graph = import_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "cuba"), ("cuba", "output")],
+                                    type_check=False))
+    net = quantize(graph, 1.0, 1e-3, timesteps=4)
+    assert net.by_name()["always_on_1x4x4"].shape == (1, 4, 4)
+    bias_syn = net.by_name()["cuba_bias"]
+    assert bias_syn.kind == "conv" and bias_syn.weight.shape == (2, 1, 1, 1)
+    assert np.sign(bias_syn.weight.ravel()).tolist() == [1, -1]

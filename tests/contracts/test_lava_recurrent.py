@@ -30,7 +30,7 @@ def test_a_recurrent_synapse_streams_bit_exactly(kind):
     assert messages["n1"].any()
 
 
-@pytest.mark.parametrize("kind,conv", [("LIF", False), ("CubaLIF", False), ("IF", True)])
+@pytest.mark.parametrize("kind,conv", [("LIF", False), ("CubaLIF", False), ("IF", True), ("CubaLIF", True)])
 def test_nir_recurrent_graphs_on_lava_equal_the_reference(kind, conv):
     graph = recurrent_nir_graph(5, kind, conv, grid=kind == "IF")
     net = quantize(graph, 1.0, 1.0 if kind == "IF" else 1e-3, timesteps=10)

@@ -61,28 +61,31 @@ def sinabs_cnn(rng):
 
 def braille_rnn(rng):
     """The Braille RNN (snnTorch's RSynaptic): 12 taxel channels into a recurrent CubaLIF layer,
-    then a CubaLIF readout of 7 letters; Affine biases zero (the paper's bias_zero variant: a bias
-    into a CubaLIF enters its synaptic current, which Loihi's neuron bias cannot express)."""
+    then a CubaLIF readout of 7 letters; every Affine with a bias (a bias into a CubaLIF enters its
+    synaptic current: on Loihi it comes from an always-on neuron)."""
     def cuba(n):
         return nir.CubaLIF(tau_syn=np.full(n, 5e-4), tau_mem=np.full(n, 1e-3), r=np.ones(n), v_leak=np.zeros(n),
                            v_threshold=np.ones(n), v_reset=np.zeros(n), w_in=np.ones(n))
     nodes = {"input": nir.Input(input_type={"input": np.array([12])}),
-             "fc1": nir.Affine(weight=rng.normal(0, 40, (38, 12)), bias=np.zeros(38)), "lif1": cuba(38),
-             "rec": nir.Affine(weight=rng.normal(0, 15, (38, 38)), bias=np.zeros(38)),
-             "fc2": nir.Affine(weight=rng.normal(0, 25, (7, 38)), bias=np.zeros(7)), "lif2": cuba(7),
+             "fc1": nir.Affine(weight=rng.normal(0, 40, (38, 12)), bias=rng.normal(0, 8, 38)), "lif1": cuba(38),
+             "rec": nir.Affine(weight=rng.normal(0, 15, (38, 38)), bias=rng.normal(0, 4, 38)),
+             "fc2": nir.Affine(weight=rng.normal(0, 25, (7, 38)), bias=rng.normal(0, 8, 7)), "lif2": cuba(7),
              "output": nir.Output(output_type={"output": np.array([7])})}
     edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "rec"), ("rec", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"),
              ("lif2", "output")]
     return nodes, edges
 
 
-CASES = {"lif": (lif_graph, 1e-4, 20, ["lif"]), "sinabs_cnn": (sinabs_cnn, 1.0, 8, ["if1", "if2", "if3"]),
-         "braille_rnn": (braille_rnn, 1e-4, 30, ["lif1", "lif2"])}
+# (builder, the tool's dt, T, spiking layers, least share of integer spikes equal to the float ones): a
+# recurrent network amplifies rounding (docs/results/recurrent.md: about as far as 1 % weight noise moves
+# the float network itself), so its bound is lower
+CASES = {"lif": (lif_graph, 1e-4, 20, ["lif"], 0.95), "sinabs_cnn": (sinabs_cnn, 1.0, 8, ["if1", "if2", "if3"], 0.95),
+         "braille_rnn": (braille_rnn, 1e-4, 30, ["lif1", "lif2"], 0.9)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_paper_graph_runs_on_every_backend(name, tmp_path):
-    build, dt, steps, spiking = CASES[name]
+    build, dt, steps, spiking, least = CASES[name]
     rng = np.random.default_rng(0)
     nodes, edges = build(rng)
     nir.write(str(tmp_path / "g.nir"), nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
@@ -95,7 +98,7 @@ def test_paper_graph_runs_on_every_backend(name, tmp_path):
     net = quantize(graph, 1.0, dt, timesteps=steps)
     integer = run_encoded(net, net.source.encode(x))
     agree = {layer: float((integer.messages[layer] == ref.values[layer]).mean()) for layer in spiking}
-    assert min(agree.values()) > 0.95, agree  # 8-bit weights and 12-bit decays: measured, not equal
+    assert min(agree.values()) > least, agree  # 8-bit weights and 12-bit decays: measured, not equal
     current, lava = run_lava_steps(net, net.source.encode(x), progress=False, record=True)
     for layer in spiking:
         assert np.array_equal(lava[layer], integer.messages[layer]), layer
@@ -110,4 +113,5 @@ def test_paper_rnn_report_maps_and_prices_its_loop(tmp_path):
                  "--dt", "1e-4", "-o", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     layers = {r["name"]: r for r in report["mapping"]["layers"]}
-    assert layers["lif1"]["synapses"] == 38 * 12 + 38 * 38 and report["warnings"] == []
+    assert layers["lif1"]["synapses"] == 38 * 12 + 38 * 38 + 38 and report["warnings"] == []  # + the bias column
+    assert layers["always_on"]["neurons"] == 1

@@ -47,7 +47,7 @@ def test_snntorch_scheme_resets_by_subtraction_one_step_late():
 
 
 def test_discretizations_and_their_errors():
-    assert set(DISCRETIZATIONS) == {"nir", "snntorch", "norse"}
+    assert set(DISCRETIZATIONS) == {"nir", "snntorch", "snntorch-nodelay", "norse"}
     assert discretization("nir").dt == 1e-3 and discretization("nir", 0.5).dt == 0.5
     with pytest.raises(N2CError, match="unknown discretization 'euler'"):
         discretization("euler")
