@@ -230,16 +230,20 @@ class IntNetwork:
     def by_name(self) -> dict:
         return {self.source.name: self.source, **{layer.name: layer for layer in self.layers}}
 
-    def loops(self, neuron: IntNeuron) -> list[IntSynapse]:
-        """The recurrent synapses of ``neuron``: they read it and deliver one step later."""
-        return [x for x in self.layers if isinstance(x, IntSynapse) and x.recurrent and x.input == neuron.name]
+    def loops(self, neuron: IntNeuron, layers: dict | None = None) -> list[IntSynapse]:
+        """The recurrent synapses of ``neuron`` (among its inputs): they read it and deliver one
+        step later. ``layers``: :meth:`by_name`, when the caller has it."""
+        layers = layers or self.by_name()
+        return [layers[name] for name in neuron.inputs
+                if isinstance(layers[name], IntSynapse) and layers[name].recurrent]
 
-    def forward_inputs(self, layer) -> list[str]:
-        """The inputs of a neuron or product that come before it (every input but its loops)."""
+    def forward_inputs(self, layer, layers: dict | None = None) -> list[str]:
+        """The inputs of a synapse, neuron or product that come before it (all but a neuron's loops)."""
         if isinstance(layer, IntSynapse):
             return [layer.input]
-        loops = {x.name for x in self.loops(layer)} if isinstance(layer, IntNeuron) else set()
-        return [name for name in layer.inputs if name not in loops]
+        layers = layers or self.by_name()
+        return [name for name in layer.inputs
+                if not (isinstance(layers[name], IntSynapse) and layers[name].recurrent)]
 
     @property
     def recurrent(self) -> bool:

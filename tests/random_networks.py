@@ -89,9 +89,10 @@ def inputs(net: IntNetwork, seed: int, batch: int = 3) -> np.ndarray:
 
 def recurrent_nir_graph(seed: int, kind: str = "IF", conv: bool = False, grid: bool = False):
     """A NIR graph (read into the layer IR) whose first spiking layer feeds back onto itself
-    through an Affine (or a padded 3×3 Conv2d) with a bias (into a CubaLIF: through an always-on input), as snnTorch's RLeaky and the NIR
-    paper's Braille RNN: input → weights → neuron ⟲ → Linear → LIF → Output. ``grid``: weights and
-    biases on the 1/16 grid, so that IF networks have an exact integer form."""
+    through an Affine (or a padded 3×3 Conv2d) with a bias (into a CubaLIF: through an always-on
+    input), as snnTorch's RLeaky and the NIR paper's Braille RNN: input → weights → neuron ⟲ →
+    Linear → LIF → Output. ``grid``: weights and biases on the 1/16 grid, so that IF networks have
+    an exact integer form."""
     import nir
 
     from backends.nir.to_layers import import_nir

@@ -286,7 +286,7 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
     src = net.source
     src_max = max(abs(v) for v in src.message_range)
     streams = {src.name: _Stream(source.s_out, tuple(src.shape), 0, src.message_bits, src_max)}
-    procs = {}
+    procs, layers = {}, net.by_name()
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             streams[layer.name] = _synapse(layer, streams[layer.input])
@@ -295,8 +295,8 @@ def _lower(net: IntNetwork, s_in: np.ndarray, record: bool = False) -> _Lowered:
         elif isinstance(layer, IntProduct):
             streams[layer.name] = _product(layer, [streams[n] for n in layer.inputs], timesteps)
         else:
-            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in net.forward_inputs(layer)],
-                                                             timesteps)
+            forward = net.forward_inputs(layer, layers)
+            streams[layer.name], procs[layer.name] = _neuron(layer, [streams[n] for n in forward], timesteps)
     sinks = {}
     products = [x.name for x in net.layers if isinstance(x, IntProduct)]  # their currents: the report counts them
     for name in [*procs, *products]:

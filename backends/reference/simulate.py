@@ -181,9 +181,10 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
             largest = int(np.abs(product).max(initial=0))
             done(i, layer.name, float_tensor(product, largest), largest)
             continue
-        loops = net.loops(layer) if isinstance(layer, IntNeuron) else []
+        loops = net.loops(layer, layers) if isinstance(layer, IntNeuron) else []
         if loops:
-            current = sum(as_int64(values[name]) for name in net.forward_inputs(layer)).reshape(t, b, *layer.shape)
+            current = sum(as_int64(values[name]) for name in net.forward_inputs(layer, layers)).reshape(
+                t, b, *layer.shape)
             runs = [plan.synapse(r, message_bound(layer)) for r in loops]
             k, currents = run_recurrent(layer, current, runs, overflows)
             for r, run, c in zip(loops, runs, currents):

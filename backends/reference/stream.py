@@ -60,14 +60,14 @@ def stream_depths(net: IntNetwork) -> dict[str, int]:
     adds one step (its output at step t is computed from its input at step t-1); a neuron takes
     its deepest input (the others are aligned to it) plus its kind's output delay (a parallel
     neuron: one window, T steps)."""
-    depth = {net.source.name: 0}
+    depth, layers = {net.source.name: 0}, net.by_name()
     for layer in net.layers:
         if isinstance(layer, IntSynapse):
             depth[layer.name] = depth[layer.input] + 1
         elif isinstance(layer, IntProduct):  # acts within the step, on inputs aligned to the deeper one
             depth[layer.name] = max(depth[name] for name in layer.inputs)
         else:  # a recurrent synapse arrives one step after the neuron's own step: not aligned
-            depth[layer.name] = (max((depth[name] for name in net.forward_inputs(layer)), default=0)
+            depth[layer.name] = (max((depth[name] for name in net.forward_inputs(layer, layers)), default=0)
                                  + layer.neuron_kind.output_delay(net.timesteps))
     return depth
 
@@ -94,9 +94,14 @@ def loops_before_window(net: IntNetwork) -> list[str]:
     network cannot equal the zero-delay run under Lava's timing."""
     if not net.recurrent:
         return []
-    run = run_stream(net, np.zeros((net.timesteps, 1, *net.source.shape), np.int64))
-    return [layer.name for layer in net.layers if isinstance(layer, IntNeuron) and net.loops(layer) and
-            run.messages[layer.name][max(run.depth[name] for name in net.forward_inputs(layer)) - 1].any()]
+    run, layers = run_stream(net, np.zeros((net.timesteps, 1, *net.source.shape), np.int64)), net.by_name()
+    early = []
+    for layer in net.layers:
+        if isinstance(layer, IntNeuron) and net.loops(layer, layers):
+            d = max((run.depth[name] for name in net.forward_inputs(layer, layers)), default=0)
+            if d > 0 and run.messages[layer.name][d - 1].any():
+                early.append(layer.name)
+    return early
 
 
 def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
@@ -109,26 +114,26 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
     length = b * t + flush_steps(net)
     stream = np.zeros((length, *s_in.shape[2:]), dtype=np.int64)
     stream[:b * t] = np.swapaxes(s_in, 0, 1).reshape(b * t, *s_in.shape[2:])
-    values = {net.source.name: stream}
+    values, layers = {net.source.name: stream}, net.by_name()
     messages, state, overflows = {}, {}, {}
     for layer in net.layers:
         if isinstance(layer, IntSynapse):  # one step of Process latency, as a delay of 1 on the whole stream
             if not layer.recurrent:  # (a recurrent one is run with its neuron, step by step)
                 values[layer.name] = later(synapse(layer, values[layer.input], overflows, length), 1, length)
             continue
-        d = max((depth[name] for name in net.forward_inputs(layer)), default=0)  # 0: a neuron without input
+        d = max((depth[name] for name in net.forward_inputs(layer, layers)), default=0)  # 0: a neuron without input
         if isinstance(layer, IntProduct):
             a, b_ = (later(values[name], d - depth[name], length) for name in layer.inputs)
             st = products.initial_state(layer.a_shape, layer.b_shape, layer.out_shape)
             values[layer.name] = np.stack([products.stream_step(st, a[step], b_[step], window_position(step, d, t),
                                                                 **layer.params) for step in range(length)])
             continue
-        current = sum((later(values[name], d - depth[name], length) for name in net.forward_inputs(layer)),
+        current = sum((later(values[name], d - depth[name], length) for name in net.forward_inputs(layer, layers)),
                       np.zeros((length, *layer.shape), np.int64))
         clamp, kind = StateClamp(), layer.neuron_kind
         st = kind.initial_state(layer, tuple(layer.shape))
         out = np.empty_like(current)
-        loops = net.loops(layer)
+        loops = net.loops(layer, layers)
         for r in loops:
             values[r.name] = np.zeros_like(current)
         for step in range(length):

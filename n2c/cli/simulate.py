@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
                    help="int: Loihi integer arithmetic (default for n2c graphs); float: float64, any graph "
                    "(default for other tools' graphs)")
     s.add_argument("--dynamics", default="nir", help="how NIR's continuous neurons become steps: nir (forward "
-                   "Euler, default), snntorch, snntorch-nodelay (neurons made with reset_delay=False), norse (the tools' own "
-                   "schemes; see docs/nir-conventions.md)")
+                   "Euler, default), snntorch, snntorch-nodelay (neurons made with reset_delay=False), norse (the "
+                   "tools' own schemes; see docs/nir-conventions.md)")
     s.add_argument("--dt", type=positive_float, help="time step in the graph's time unit (default: the "
                    "--dynamics scheme's)")
     s.add_argument("--steps", type=timesteps_int,

@@ -120,7 +120,8 @@ def test_what_has_no_integer_form_is_named():
     rng = np.random.default_rng(0)
     base = {"input": nir.Input(input_type={"input": np.array([3])}), "fc": nir.Linear(weight=rng.normal(size=(4, 3))),
             "a": _lif(4), "fc2": nir.Linear(weight=rng.normal(size=(4, 4))), "b": _lif(4),
-            "back": nir.Linear(weight=rng.normal(size=(4, 4))), "output": nir.Output(output_type={"output": np.array([4])})}
+            "back": nir.Linear(weight=rng.normal(size=(4, 4))),
+            "output": nir.Output(output_type={"output": np.array([4])})}
     chain = [("input", "fc"), ("fc", "a"), ("a", "fc2"), ("fc2", "b"), ("b", "output")]
     across = _graph(base, chain + [("b", "back"), ("back", "a")])  # b's spikes back into a: a loop over two layers
     with pytest.raises(QuantizationError, match="loop runs from 'b', not from 'a'.*a step per synapse"):
