@@ -322,7 +322,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     by_name = graph.by_name()
     pending_products: dict[str, dict] = {}  # products (and a softmax on them) waiting for their neuron
     # neurons with recurrent inputs wait for those (later in the order) in their slot of ``out``:
-    # neuron -> (layer, forward synapse layers, slot index)
+    # neuron -> (layer, forward synapse layers, its slot in ``out``, its slot in ``summary``)
     waiting: dict[str, tuple] = {}
     always_on: dict[str, IntNeuron] = {}  # constant spike sources of biases into synaptic currents, first in order
 
@@ -367,7 +367,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
 
     def close_loops() -> None:
         """Quantize the waiting neurons whose recurrent inputs have all been read."""
-        for name, (neuron_layer, forward, slot) in list(waiting.items()):
+        for name, (neuron_layer, forward, slot, info_slot) in list(waiting.items()):
             if any(p not in seen for p in loops[name]):
                 continue
             back = []
@@ -380,7 +380,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             neuron, synapses, info = cuba(neuron_layer, forward + back)
             synapses = [dataclasses.replace(x, recurrent=True) if x.input == name else x for x in synapses]
             out[slot] = [x for x in synapses if not x.recurrent] + [neuron] + [x for x in synapses if x.recurrent]
-            summary[slot] = info
+            summary[info_slot] = info
             del waiting[name]
 
     seen: set[str] = set()  # the layers read so far
@@ -488,7 +488,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
                     syn_layers.append((ident, src, shape, unit_of(p), _column_delays(ident, delays_of(p), fmt)))
             if layer.name in loops:  # its spikes are worth 1 (a NIR neuron): known before its weights
                 unit[layer.name] = np.ones(layer.out_shape)
-                waiting[layer.name] = (layer, syn_layers, len(out))
+                waiting[layer.name] = (layer, syn_layers, len(out), len(summary))
                 out.append(None)
                 summary.append(None)
                 continue

@@ -158,3 +158,18 @@ def test_lava_timing_of_a_recurrent_graph_streams_each_sample_alone_as_lava_does
     assert zero.messages["cell"].any()
     assert np.array_equal(timed.messages["cell"], zero.messages["cell"])
     assert np.array_equal(timed.output, zero.output)
+
+
+def test_a_loop_on_a_deeper_layer_keeps_the_order_of_layers_and_of_the_summary():
+    """The looping layer waits for its loop in its place, behind the layers before it (a fuzz
+    case: its summary entry was written at its place in the layer list, past the summary's end)."""
+    rng = np.random.default_rng(1)
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "fc": nir.Linear(weight=rng.normal(size=(4, 3))),
+             "a": _lif(4), "fc2": nir.Linear(weight=rng.normal(size=(4, 4))), "b": _lif(4),
+             "back": nir.Linear(weight=rng.normal(size=(4, 4))),
+             "output": nir.Output(output_type={"output": np.array([4])})}
+    edges = [("input", "fc"), ("fc", "a"), ("a", "fc2"), ("fc2", "b"), ("b", "back"), ("back", "b"), ("b", "output")]
+    net = quantize(_graph(nodes, edges), 1.0, 1e-3, timesteps=4)
+    assert [x.name for x in net.layers] == ["fc", "a", "fc2", "b", "back", "output_from_b", "output"]
+    assert [entry["layer"] for entry in net.report] == ["a", "b", "output"]
+    assert net.report[1]["synapses"] == ["fc2", "back"]
