@@ -195,14 +195,16 @@ def run_encoded(net: IntNetwork, s_in: np.ndarray, keep=None, count=(), plan: Ru
         current_bound = sum(bounds[name] for name in layer.inputs)
         dtype = plan.neuron_type(layer, current_bound)
         if dtype is None:  # the kind's int64 kernel
-            current = sum((as_int64(values[name]) for name in layer.inputs),
-                          np.zeros((t * b, *layer.shape), np.int64)).reshape(t, b, *layer.shape)
+            current = sum(as_int64(values[name]) for name in layer.inputs) if layer.inputs else \
+                np.zeros((t * b, *layer.shape), np.int64)  # none: the always-on neuron
+            current = current.reshape(t, b, *layer.shape)
             k, state = run_neuron(layer, current, overflows)
             k, state = torch.from_numpy(k), {key: torch.from_numpy(v) for key, v in state.items()}
             current = torch.from_numpy(current)
         else:
-            current = sum((values[name].to(dtype) for name in layer.inputs),
-                          torch.zeros((t * b, *layer.shape), dtype=dtype)).reshape(t, b, *layer.shape)
+            current = sum(values[name].to(dtype) for name in layer.inputs) if layer.inputs else \
+                torch.zeros((t * b, *layer.shape), dtype=dtype)
+            current = current.reshape(t, b, *layer.shape)
             k, state = run_neuron(plan.neuron(layer, dtype), current, overflows)
         if layer.name == net.output:  # the readout sends nothing: its potential is the result
             output = as_int64(state["v"])

@@ -128,8 +128,9 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
             values[layer.name] = np.stack([products.stream_step(st, a[step], b_[step], window_position(step, d, t),
                                                                 **layer.params) for step in range(length)])
             continue
-        current = sum((later(values[name], d - depth[name], length) for name in net.forward_inputs(layer, layers)),
-                      np.zeros((length, *layer.shape), np.int64))
+        forward = net.forward_inputs(layer, layers)
+        current = (sum(later(values[name], d - depth[name], length) for name in forward) if forward else
+                   np.zeros((length, *layer.shape), np.int64)).reshape(length, *layer.shape)  # none: always-on
         clamp, kind = StateClamp(), layer.neuron_kind
         st = kind.initial_state(layer, tuple(layer.shape))
         out = np.empty_like(current)
