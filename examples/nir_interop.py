@@ -5,7 +5,9 @@
 1. Build a small recurrent snnTorch network, export it with snnTorch's own exporter,
    and run the file in n2c's float reference simulator with snnTorch's discretization
    (``--dynamics snntorch`` on the command line): the spikes equal snnTorch's own.
-2. Train nothing: take n2c's digits network (a few epochs of QCFS training), convert it
+2. Run the same file in Loihi's integers, its recurrent loop included, on the reference
+   simulator and on Lava (bit for bit the same).
+3. Train nothing: take n2c's digits network (a few epochs of QCFS training), convert it
    to a one-step multi-threshold SNN, write it as portable standard NIR, load that in
    Norse and compare predictions with n2c's.
 """
@@ -29,6 +31,7 @@ from torch import nn
 from backends.float.dynamics import discretization
 from backends.float.simulate import simulate_float
 from backends.nir.to_layers import import_nir
+from n2c.cli.pipeline import run_arrays
 from n2c.snn.convert import convert
 from n2c.data import load_dataset
 from n2c.models import DigitsCNN
@@ -57,6 +60,21 @@ def snntorch_to_n2c(folder: Path) -> None:
           f"({int(theirs.sum())} spikes)")
 
 
+def recurrent_in_integers(folder: Path) -> None:
+    """The snnTorch file of part 1 in Loihi's integers: its RLeaky loop becomes a recurrent
+    synapse, on the reference simulator and on Lava alike. The integer form follows NIR's own
+    equations (the ``nir`` scheme: reset to 0 in the spiking step), not snnTorch's reset by
+    subtraction, so it is compared with the float run of the same scheme."""
+    graph = import_nir(folder / "snntorch.nir")
+    x = (np.random.default_rng(1).random((40, 2, 10)) < 0.3).astype(np.float32)
+    disc = discretization("nir", 1e-4)  # snnTorch's time step
+    exact = simulate_float(graph, x, disc).output
+    reference = run_arrays(graph, x, "int", disc, input_scale=1.0).output
+    lava = run_arrays(graph, x, "int", disc, input_scale=1.0, backend="lava").output
+    print(f"recurrent graph in integers: Lava {'equals' if np.array_equal(lava, reference) else 'DIFFERS FROM'} "
+          f"the reference; {100 * float((reference == exact).mean()):.1f} % of output spikes equal to the float run")
+
+
 def n2c_to_norse(folder: Path) -> None:
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     torch.manual_seed(0)
@@ -76,4 +94,5 @@ def n2c_to_norse(folder: Path) -> None:
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         snntorch_to_n2c(Path(tmp))
+        recurrent_in_integers(Path(tmp))
         n2c_to_norse(Path(tmp))
