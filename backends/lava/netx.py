@@ -366,8 +366,8 @@ def export_netx(graph: LayerGraph, path: str, input_scale: float | None = None, 
 
     if graph.recurrent:
         src, dst = sorted(graph.recurrent)[0]
-        raise UnsupportedLayerError(f"recurrent edge {src} -> {dst}: n2c has no integer (Loihi) form of recurrent "
-                                    "graphs to write as netx's dense_rec exactly")
+        raise UnsupportedLayerError(f"recurrent edge {src} -> {dst}: this export does not write netx's dense_rec "
+                                    "yet; n2c's own Lava lowering runs the graph (n2c simulate --backend lava)")
     model = to_netx(quantize(graph, input_scale, dt, fmt=NETX_FORMAT))
     atomic_write(path, lambda tmp: write_netx(model, tmp))
     return model
