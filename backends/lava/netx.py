@@ -6,6 +6,8 @@ network must be a chain of NIR IF/LIF/CubaLIF layers (n2c kind "lif"). Per layer
 integers (u, v, a, b, θ, du, dv of ``n2c.neurons.cuba``)::
 
     dense   weight = W (out, in), in = C-order index of (C, H, W)   netx's flatten agrees
+    dense_rec  a dense layer with its loop onto itself: weight_rec = W_loop (out, out), one step
+            late (netx's RecurrentDense); one sample per run (netx does not reset the loop's buffer)
     conv    weight = W (Cout, Cin/g, kH, kW) as torch stores it;     netx flips and transposes it
             stride, padding, dilation (H, W); groups
     neuron  type CUBA, iDecay = du + 1, vDecay = dv, vThMant = θ     one value per layer
@@ -54,6 +56,7 @@ from backends.ir.layers import LayerGraph
 from backends.lava.layout import LAVA_INT8_MAX, lava_groups, regroup_conv_weight, to_lava
 from backends.lava.neurons import uniform_value
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, quantize
+from backends.reference.stream import loops_before_window
 from n2c.fixed_point import LOIHI, lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
 from n2c.neurons.cuba import LI, LIF
@@ -69,13 +72,14 @@ RESET_OFFSET = 1  # hdf5.Network(reset_offset=...) that aligns netx's resets wit
 
 @dataclass
 class NetxLayer:
-    type: str  # "input" | "flatten" | "dense" | "conv"
+    type: str  # "input" | "flatten" | "dense" | "dense_rec" | "conv"
     name: str  # the n2c neuron (or source) it comes from
     shape: tuple[int, ...]  # IR order: (C, H, W) or (N,)
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None  # bias mantissas: (N,), per channel (C,), or per neuron (W, H, C)
     neuron: dict | None = None
     conv: dict = field(default_factory=dict)  # stride, padding, dilation (H, W), groups
+    weight_rec: np.ndarray | None = None  # dense_rec: the layer's loop onto itself (out, out)
 
 
 @dataclass
@@ -89,7 +93,7 @@ class NetxNetwork:
     @property
     def blocks(self) -> list[NetxLayer]:
         """The layers netx builds a block for (dense and conv)."""
-        return [layer for layer in self.layers if layer.type in ("dense", "conv")]
+        return [layer for layer in self.layers if layer.type in ("dense", "dense_rec", "conv")]
 
 
 def _uniform(values, what: str, name: str) -> int:
@@ -171,6 +175,18 @@ def _check_dense(w: np.ndarray, name: str) -> None:
         f"netx's optimize_weight_bits (exponent {opt[2]}, {opt[1]} bits) and Lava's truncation would change them"
     raise QuantizationError(f"synapse '{name}': weights {int(w.min())}..{int(w.max())}: {how} (lava-dl #170); "
                             "this layer has no exact netx form")
+
+
+def _add_loop(block: NetxLayer, loop: IntSynapse) -> None:
+    """Make ``block`` netx's dense_rec: its neuron's spikes back into it through ``loop``, one step
+    late (netx's RecurrentDense: a second Dense from the neuron's output to its input). netx
+    optimizes the two weight matrices together, so they are checked together."""
+    if block.type != "dense" or block.name != loop.input or loop.kind != "dense":
+        raise UnsupportedLayerError(f"recurrent synapse '{loop.name}' ({loop.kind}) into '{loop.input}': netx has "
+                                    "recurrence only for dense layers (dense_rec)")
+    weight_rec = lava_effective_weights(loop.weight)
+    _check_dense(np.hstack([block.weight, weight_rec]), f"{block.name} with its loop {loop.name}")
+    block.type, block.weight_rec = "dense_rec", weight_rec
 
 
 # --- pooling folded into the next layer ----------------------------------------------------------
@@ -271,7 +287,12 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
     if attention is not None:
         raise UnsupportedLayerError(f"'{attention.name}' is a product of two activations (attention); netx has no "
                                     "such block: run the graph with n2c's Lava backend (n2c simulate --backend lava)")
-    uses = Counter(layer.input for layer in net.layers if isinstance(layer, IntSynapse))
+    always_on = next((x for x in net.layers if isinstance(x, IntNeuron) and not x.inputs), None)
+    if always_on is not None:
+        raise UnsupportedLayerError(f"'{always_on.name}' feeds a bias into a CUBA neuron's synaptic current; netx "
+                                    "has no such input: run the graph with n2c's Lava backend (n2c simulate "
+                                    "--backend lava)")
+    uses = Counter(layer.input for layer in net.layers if isinstance(layer, IntSynapse) and not layer.recurrent)
     for name, n in uses.items():
         if n > 1:
             raise UnsupportedLayerError(f"layer '{name}' feeds {n} layers; netx layers form a single chain "
@@ -290,6 +311,9 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
     pool = syn = None
     readout, gain = "potential", 1
     for layer in net.layers:
+        if isinstance(layer, IntSynapse) and layer.recurrent:  # the loop of the layer just written: dense_rec
+            _add_loop(layers[-1], layer)
+            continue
         if isinstance(layer, IntSynapse):
             if layer.input != (pool.name if pool is not None else prev) or syn is not None:
                 raise UnsupportedLayerError(f"synapse '{layer.name}' reads '{layer.input}', not the previous layer "
@@ -302,9 +326,10 @@ def to_netx(net: IntNetwork) -> NetxNetwork:
             else:
                 syn = layer
             continue
-        if len(layer.inputs) != 1:
-            raise UnsupportedLayerError(f"neuron '{layer.name}' sums {len(layer.inputs)} inputs "
-                                        f"({', '.join(layer.inputs)}); a netx layer has one synapse (no residual sums)")
+        forward = net.forward_inputs(layer)
+        if len(forward) != 1:
+            raise UnsupportedLayerError(f"neuron '{layer.name}' sums {len(forward)} inputs "
+                                        f"({', '.join(forward)}); a netx layer has one synapse (no residual sums)")
         if layer.kind in NO_NETX_FORM:
             raise _neuron_error(layer)
         identity = _identity_gain(syn) if pool is None and prev_neuron is not None else None
@@ -353,6 +378,8 @@ def write_netx(model: NetxNetwork, path: str) -> None:
             if layer.weight is not None:
                 g.create_dataset("weight", data=np.asarray(layer.weight, dtype=np.int64))
                 g.create_dataset("bias", data=np.asarray(layer.bias, dtype=np.int64))
+            if layer.weight_rec is not None:
+                g.create_dataset("weight_rec", data=np.asarray(layer.weight_rec, dtype=np.int64))
             for key, value in layer.conv.items():
                 g.create_dataset(key, data=value)
             for key, value in (layer.neuron or {}).items():
@@ -364,10 +391,12 @@ def export_netx(graph: LayerGraph, path: str, input_scale: float | None = None, 
     """Quantize ``graph`` and write its netx file atomically; returns what was written."""
     from n2c.files import atomic_write
 
-    if graph.recurrent:
-        src, dst = sorted(graph.recurrent)[0]
-        raise UnsupportedLayerError(f"recurrent edge {src} -> {dst}: this export does not write netx's dense_rec "
-                                    "yet; n2c's own Lava lowering runs the graph (n2c simulate --backend lava)")
-    model = to_netx(quantize(graph, input_scale, dt, fmt=NETX_FORMAT))
+    net = quantize(graph, input_scale, dt, fmt=NETX_FORMAT)
+    early = loops_before_window(net)
+    if early:
+        raise UnsupportedLayerError(f"neuron '{early[0]}' fires from its bias alone before its first input arrives, "
+                                    "and its loop would carry those spikes into every sample's first step; run it "
+                                    "with n2c simulate (reference)")
+    model = to_netx(net)
     atomic_write(path, lambda tmp: write_netx(model, tmp))
     return model

@@ -71,6 +71,19 @@ def _dense_graph(seed: int = 3, last: str = "LIF"):
     return _graph(nodes, list(nodes))
 
 
+def _recurrent_graph(seed: int = 3):
+    """input(6) → Linear → CubaLIF ⟲ Linear → Linear → LIF → Output: netx's dense_rec."""
+    rng = np.random.default_rng(seed)
+    nodes = {"input": nir.Input(input_type={"input": np.array([6])}),
+             "fc1": nir.Linear(weight=rng.normal(0, 3.0, (12, 6))), "n1": _neuron("CubaLIF"),
+             "loop": nir.Linear(weight=rng.normal(0, 1.5, (12, 12))),
+             "fc2": nir.Linear(weight=rng.normal(0, 2.4, (5, 12))), "n2": _neuron("LIF"),
+             "output": nir.Output(output_type={"output": np.array([5])})}
+    edges = [("input", "fc1"), ("fc1", "n1"), ("n1", "loop"), ("loop", "n1"), ("n1", "fc2"), ("fc2", "n2"),
+             ("n2", "output")]
+    return import_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+
+
 def _leaky_graph(seed: int = 3):
     """input(6) → Linear → LIF with a leak towards v_leak = 0.3 → Output: its integer bias
     (dt/τ)·v_leak·S is no multiple of 64 at Loihi's granularity."""
@@ -236,8 +249,12 @@ def test_each_refusal_names_the_layer_and_what_netx_lacks():
     with pytest.raises(N2CError, match="layer 'n1' feeds 2 layers; netx layers form a single chain"):
         to_netx(quantize(residual, 1.0, DT))
     recurrent = import_nir(nir.NIRGraph(nodes=nodes, edges=edges + [("n2", "fc1")], type_check=False))
-    with pytest.raises(N2CError, match="recurrent edge n2 -> fc1: .* dense_rec"):
+    with pytest.raises(N2CError, match="recurrent edge n2 -> fc1: .* only NIR's spiking neurons"):
         export_netx(recurrent, "unused.h5", 1.0, DT)
+    biased = _recurrent_graph()  # an Affine bias into the CubaLIF: n2c feeds it from an always-on neuron
+    biased.layers[1].bias = np.full(12, 0.5)
+    with pytest.raises(N2CError, match="'always_on' feeds a bias into a CUBA neuron's synaptic current; netx has no"):
+        export_netx(biased, "unused.h5", 1.0, DT)
 
 
 # --- the CLI -------------------------------------------------------------------------------------
@@ -336,8 +353,9 @@ def _run_netx(path, model, s_in: np.ndarray, period: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("build,shape", [(_dense_graph, (6,)), (_conv_dense_graph, (2, 6, 6)),
                                          (_conv_conv_graph, (2, 8, 8)), (lambda: _dense_graph(last="LI"), (6,)),
-                                         (_leaky_graph, (6,))],
-                         ids=["dense", "conv-pool-dense", "conv-pool-conv-readout", "li-readout", "leak-bias"])
+                                         (_leaky_graph, (6,)), (_recurrent_graph, (6,))],
+                         ids=["dense", "conv-pool-dense", "conv-pool-conv-readout", "li-readout", "leak-bias",
+                              "dense-rec"])
 def test_netx_file_in_lava_equals_the_reference(build, shape, tmp_path):
     graph = build()
     path = tmp_path / "net.h5"
@@ -346,7 +364,13 @@ def test_netx_file_in_lava_equals_the_reference(build, shape, tmp_path):
     net = quantize(graph, 1.0, DT, timesteps=period, fmt=NETX_FORMAT)  # the export's integer network
     s_in = np.random.default_rng(7).integers(-1, 4, (period, samples, *shape))  # graded, signed 8-bit input
     ref = run_encoded(net, s_in)
-    spikes, v = _run_netx(path, model, s_in, period)
+    if graph.recurrent:  # a loop's buffer would carry one sample into the next: a run per sample, as n2c's Lava
+        assert any(block.type == "dense_rec" for block in model.blocks)
+        runs = [_run_netx(path, model, s_in[:, i:i + 1], period) for i in range(samples)]
+        spikes = {name: np.concatenate([r[0][name] for r in runs], axis=1) for name in runs[0][0]}
+        v = np.concatenate([r[1] for r in runs], axis=1)
+    else:
+        spikes, v = _run_netx(path, model, s_in, period)
     for block in model.blocks:
         if block.name in ref.messages and net.by_name()[block.name].kind == "lif":
             assert np.array_equal(spikes[block.name], ref.messages[block.name]), block.name
