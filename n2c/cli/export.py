@@ -90,6 +90,9 @@ def _export_netx(args) -> int:
           f"({', '.join(layer.type for layer in model.blocks)}), output {readout}; load it with "
           f"netx.hdf5.Network(net_config='{args.output}', reset_interval=T, reset_offset={RESET_OFFSET}, "
           f"input_message_bits={model.input_message_bits}) (T: steps per sample)")
+    if any(layer.type == "dense_rec" for layer in model.blocks):
+        print("dense_rec: netx does not reset a loop's buffer between samples; run one sample per stream to get "
+              "n2c's integers (docs/netx.md, Recurrent layers)")
     if model.bias_rounding:
         layer, change = max(model.bias_rounding.items(), key=lambda kv: kv[1])
         print(f"biases rounded to multiples of 64 integer units (netx fixes bias_exp = 6): largest change "

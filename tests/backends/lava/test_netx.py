@@ -461,3 +461,24 @@ def test_netx_reads_the_fields_as_written(tmp_path):
     fc = net.by_name()["fc"]
     exp = readout.synapse.proc_params["weight_exp"]
     assert np.array_equal(readout.synapse.weights.init, fc.weight << -exp)
+
+
+def test_a_layers_loop_is_written_as_dense_rec(tmp_path, capsys):
+    graph = _recurrent_graph()
+    net = quantize(graph, 1.0, DT, fmt=NETX_FORMAT)
+    model = export_netx(graph, str(tmp_path / "rec.h5"), 1.0, DT)
+    assert [block.type for block in model.blocks] == ["dense_rec", "dense"]
+    loop = net.by_name()["loop"]
+    with h5py.File(tmp_path / "rec.h5", "r") as f:
+        assert f["layer/1/type"][()] == b"dense_rec"
+        assert np.array_equal(f["layer/1/weight_rec"][()], lava_effective_weights(loop.weight))
+    rng = np.random.default_rng(0)  # the CLI says how to run it
+    lif = nir.LIF(tau=np.full(4, 4e-3), r=np.ones(4), v_leak=np.zeros(4), v_threshold=np.ones(4), v_reset=np.zeros(4))
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "fc": nir.Linear(weight=rng.normal(0, 3, (4, 3))),
+             "lif": lif, "loop": nir.Linear(weight=rng.normal(0, 1, (4, 4))),
+             "output": nir.Output(output_type={"output": np.array([4])})}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "loop"), ("loop", "lif"), ("lif", "output")]
+    nir.write(str(tmp_path / "g.nir"), nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    assert main(["export", str(tmp_path / "g.nir"), "--to", "netx", "-o", str(tmp_path / "g.h5"),
+                 "--input-scale", "1"]) == 0
+    assert "dense_rec: netx does not reset a loop's buffer" in capsys.readouterr().out
