@@ -327,10 +327,12 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     always_on: dict[str, IntNeuron] = {}  # constant spike sources of biases into synaptic currents, first in order
 
     def cuba(neuron_layer, syn_layers):
-        neuron, synapses, info = _quantize_cuba(neuron_layer, syn_layers, dt, fmt)
-        for syn in synapses:
-            if syn.input.startswith(ALWAYS_ON) and syn.input not in always_on:
-                always_on[syn.input] = always_on_neuron(tuple(syn.in_shape))
+        neuron, synapses, info, source = _quantize_cuba(neuron_layer, syn_layers, dt, fmt)
+        if source is not None:
+            if source.name in by_name:
+                raise QuantizationError(f"layer '{source.name}' has the name n2c gives its always-on neuron (a bias "
+                                        f"into '{neuron.name}''s synaptic current); rename the layer")
+            always_on.setdefault(source.name, source)
         return neuron, synapses, info
 
     def resolve(name: str) -> str:
@@ -788,11 +790,13 @@ def always_on_neuron(shape: tuple[int, ...]) -> IntNeuron:
                      du=one * 4095, dv=one * 4095, spike_value=np.ones(shape))
 
 
-def _bias_as_input(layer: DynamicsLayer, syn_layers: list[tuple], bias: np.ndarray) -> list[tuple]:
-    """The synapses of a CubaLI(F) with their biases moved onto a synapse from an always-on
-    neuron: W·s + b = W·s + b·1, where 1 is a spike at every step. Dense layers read a (1,)
-    always-on neuron (weights b, one column); convolutions a (1, H, W) one through a 1×1 conv
-    (weights b per channel), so a bias must be one value per channel."""
+def _bias_as_input(layer: DynamicsLayer, syn_layers: list[tuple], bias: np.ndarray
+                   ) -> tuple[list[tuple], IntNeuron]:
+    """The synapses of a CubaLI(F) and one more from an always-on neuron that carries their
+    summed bias (which then no longer enters v), and that neuron: W·s + b = W·s + b·1, where 1
+    is a spike at every step. Dense layers read a (1,) always-on neuron (weights b, one column);
+    convolutions a (1, H, W) one through a 1×1 conv (weights b per channel), so a bias must be
+    one value per channel."""
     shape = tuple(layer.out_shape)
     if len(shape) == 1:
         source = always_on_neuron((1,))
@@ -807,18 +811,18 @@ def _bias_as_input(layer: DynamicsLayer, syn_layers: list[tuple], bias: np.ndarr
         source = always_on_neuron((1, *shape[1:]))
         extra = ConvLayer(f"{layer.name}_bias", [source.name], source.shape, shape,
                           weight=per_channel[:, :1].reshape(shape[0], 1, 1, 1), bias=np.zeros(shape[0]))
-    unbiased = [(dataclasses.replace(sl, bias=np.zeros_like(np.asarray(sl.bias, dtype=np.float64)))
-                 if getattr(sl, "bias", None) is not None else sl, *rest) for sl, *rest in syn_layers]
-    return unbiased + [(extra, source.name, source.shape, np.ones(source.shape), None)]
+    return syn_layers + [(extra, source.name, source.shape, np.ones(source.shape), None)], source
 
 
 def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt: IntegerFormat):
     """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.neurons.cuba``). A bias
     into a CubaLI(F) enters its synaptic current: it arrives through an always-on neuron
-    (:func:`_bias_as_input`), which the caller adds to the network."""
+    (:func:`_bias_as_input`), returned last (else None) for the caller to add to the network."""
     form = cuba_form(layer, dt, fmt)
-    if layer.kind.startswith("Cuba") and np.any(_summed_bias(syn_layers, layer.out_shape) != 0):
-        syn_layers = _bias_as_input(layer, syn_layers, _summed_bias(syn_layers, layer.out_shape))
+    source, syn_bias = None, _summed_bias(syn_layers, layer.out_shape)
+    if layer.kind.startswith("Cuba") and np.any(syn_bias != 0):  # into u: as an input, not v's bias
+        syn_layers, source = _bias_as_input(layer, syn_layers, syn_bias)
+        syn_bias = np.zeros_like(syn_bias)
     w_eff = [_row_gain(sl, _effective_weights(sl, shape, u), form["gain"], layer.name)
              for sl, _, shape, u, _ in syn_layers]
     theta_max = float(np.max(layer.v_threshold)) if layer.spiking else 0.0
@@ -826,7 +830,6 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
     k, synapses, stats = _integer_synapses(syn_layers, w_eff, layer.name, fmt, cap)
     scale = k * 2 ** fmt.threshold_shift  # the input enters u shifted by 6 bits
     shape = layer.out_shape
-    syn_bias = _summed_bias(syn_layers, shape)
     real_bias = (form["gain"] * syn_bias + form["leak"]) * scale
     bias = fmt.round_bias(real_bias, layer.name)
     neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
@@ -838,7 +841,7 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
         info["bias_rounding"] = float(np.abs(bias - real_bias).max(initial=0))
     if layer.spiking:
         info.update(LIF.quantize_threshold(layer, neuron, k, fmt))
-    return neuron, synapses, info
+    return neuron, synapses, info, source
 
 
 def _current_cap(layer, syn_layers: list[tuple], bias: np.ndarray, fmt: IntegerFormat) -> float | None:

@@ -261,3 +261,14 @@ def test_a_conv_bias_into_a_synaptic_current_must_be_one_per_channel():
     bias_syn = net.by_name()["cuba_bias"]
     assert bias_syn.kind == "conv" and bias_syn.weight.shape == (2, 1, 1, 1)
     assert np.sign(bias_syn.weight.ravel()).tolist() == [1, -1]
+
+
+def test_a_layer_named_like_the_always_on_neuron_is_refused():
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
+             "always_on": nir.Affine(weight=rng.normal(0, 3, (8, 3)), bias=np.full(8, 0.5)), "cuba": _cuba(8),
+             "output": nir.Output(output_type={"output": np.array([8])})}
+    graph = import_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "always_on"), ("always_on", "cuba"),
+                                                        ("cuba", "output")], type_check=False))
+    with pytest.raises(QuantizationError, match="layer 'always_on' has the name n2c gives its always-on neuron"):
+        quantize(graph, 1.0, 1e-3, timesteps=4)
