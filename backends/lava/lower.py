@@ -53,7 +53,7 @@ from backends.lava.layout import (LAVA_INT8_MAX, conv_weight_for_lava, dense_col
                                   lava_shape, regroup_conv_weight, to_lava)
 from backends.lava.neurons import check_neuron, final_state, neuron_process
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits, message_bound
-from backends.reference.stream import flush_steps, loops_before_window, sample_windows, streams_alone
+from backends.reference.stream import flush_steps, refuse_loops_before_window, sample_windows, streams_alone
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI
 from n2c.neurons.readout import KIND as READOUT
@@ -385,11 +385,8 @@ def _run_aligned(net: IntNetwork, s_in: np.ndarray, progress: bool, record: bool
     contributions would reach the next sample's window, so each sample then streams alone (a
     compiled run per sample)."""
     t, b = net.check_steps(s_in), s_in.shape[1]
-    early = [] if checked else loops_before_window(net)
-    if early:
-        raise QuantizationError(f"neuron '{early[0]}' fires from its bias alone in the step before its first input "
-                                "arrives on Lava, and its recurrent synapse carries those spikes into every sample's "
-                                "first step; run it on the reference simulator (--backend reference)")
+    if not checked:
+        refuse_loops_before_window(net, "run it on the reference simulator (--backend reference)")
     if b > 1 and streams_alone(net):
         runs = [_run_aligned(net, s_in[:, i:i + 1], progress, record, timing, checked=True) for i in range(b)]
         return (np.concatenate([r[0] for r in runs], axis=1),

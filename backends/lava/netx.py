@@ -56,7 +56,7 @@ from backends.ir.layers import LayerGraph
 from backends.lava.layout import LAVA_INT8_MAX, lava_groups, regroup_conv_weight, to_lava
 from backends.lava.neurons import uniform_value
 from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, quantize
-from backends.reference.stream import loops_before_window
+from backends.reference.stream import refuse_loops_before_window
 from n2c.fixed_point import LOIHI, lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError
 from n2c.neurons.cuba import LI, LIF
@@ -392,11 +392,7 @@ def export_netx(graph: LayerGraph, path: str, input_scale: float | None = None, 
     from n2c.files import atomic_write
 
     net = quantize(graph, input_scale, dt, fmt=NETX_FORMAT)
-    early = loops_before_window(net)
-    if early:
-        raise UnsupportedLayerError(f"neuron '{early[0]}' fires from its bias alone before its first input arrives, "
-                                    "and its loop would carry those spikes into every sample's first step; run it "
-                                    "with n2c simulate (reference)")
+    refuse_loops_before_window(net, "run it with n2c simulate (reference)")
     model = to_netx(net)
     atomic_write(path, lambda tmp: write_netx(model, tmp))
     return model

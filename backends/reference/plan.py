@@ -63,11 +63,6 @@ class RunPlan:
         return self._neurons[key]
 
 
-def message_bound(neuron: IntNeuron) -> int:
-    """The largest |message| a neuron sends."""
-    return max(abs(v) for v in neuron.neuron_kind.message_range(neuron))
-
-
 def float_tensor(values: np.ndarray, bound: int) -> torch.Tensor:
     """int64 ``values`` with |values| ≤ ``bound`` as a tensor of the narrowest exact float type;
     past 2^53 they stay int64."""

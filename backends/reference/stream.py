@@ -25,10 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse
+from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bound
 from backends.reference.simulate import count_clamp
-from backends.reference.synapses import later, synapse
+from backends.reference.synapses import SynapseRun, as_tensor, later, synapse
+from n2c.errors import QuantizationError
 from n2c import products
 from n2c.fixed_point import StateClamp
 from n2c.neurons.kind import window_position
@@ -104,6 +106,15 @@ def loops_before_window(net: IntNetwork) -> list[str]:
     return early
 
 
+def refuse_loops_before_window(net: IntNetwork, fix: str) -> None:
+    """A one-line error naming the first neuron of :func:`loops_before_window`, with ``fix``."""
+    early = loops_before_window(net)
+    if early:
+        raise QuantizationError(f"neuron '{early[0]}' fires from its bias alone in the step before its first input "
+                                "arrives under Lava's timing, and its recurrent synapse carries those spikes into "
+                                f"every sample's first step; {fix}")
+
+
 def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
     """Run integer inputs ``s_in`` (T, B, *input_shape) with Lava's timing, followed by
     :func:`flush_steps` zero steps that drain the pipeline. Where every window lies inside the
@@ -134,13 +145,13 @@ def run_stream(net: IntNetwork, s_in: np.ndarray) -> StreamResult:
         clamp, kind = StateClamp(), layer.neuron_kind
         st = kind.initial_state(layer, tuple(layer.shape))
         out = np.empty_like(current)
-        loops = net.loops(layer, layers)
-        for r in loops:
+        loops = [(r, SynapseRun(r, message_bound(layer))) for r in net.loops(layer, layers)]
+        for r, _ in loops:
             values[r.name] = np.zeros_like(current)
         for step in range(length):
-            for r in loops:  # what it made of the previous step's messages, window or not (Lava's buffer)
+            for r, run in loops:  # what it made of the previous step's messages, window or not (Lava's buffer)
                 if step:
-                    values[r.name][step] = synapse(r, out[step - 1:step], overflows)[0]
+                    values[r.name][step] = run(as_tensor(out[step - 1:step]), overflows).to(torch.int64).numpy()[0]
                 current[step] += values[r.name][step]
             out[step] = kind.stream_step(layer, st, current[step], step, d, t, clamp)
         state[layer.name] = st
