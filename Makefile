@@ -6,6 +6,9 @@ STAMP := $(VENV)/.n2c-installed
 .PHONY: demo test test-fast clean
 
 $(STAMP): pyproject.toml scripts/find-python310.sh
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); if [ "$$free" -lt 9 ]; then \
+	  echo "n2c set-up: warning: $$free GiB free here; the venv takes about 6 GiB (PyPI's torch 2.3.1 for Linux is the CUDA build) and pip needs about 3 GiB more while it downloads"; \
+	fi
 	@set -e; if [ ! -x $(PY) ]; then \
 	  PY310=$$(scripts/find-python310.sh); \
 	  echo "creating $(VENV) with $$PY310"; \
