@@ -286,6 +286,9 @@ def _power_of_two_scale(max_abs: float, name: str, fmt: IntegerFormat) -> float:
     Lava's mixed-sign format (even mantissas)."""
     if max_abs == 0:
         raise QuantizationError(f"layer '{name}' has only zero weights")
+    if not math.isfinite(max_abs):  # e.g. a weight times dt/tau with a denormal tau
+        raise QuantizationError(f"layer '{name}': its largest weight (times the input unit and the neuron's "
+                                f"dt/tau, r) is {max_abs}; check the layer's weights and its neuron's tau and r")
     ratio = fmt.weight_max / max_abs  # inf for a denormal max_abs
     k = math.floor(math.log2(ratio)) if math.isfinite(ratio) else 1024
     if not -1000 < k < 1000:

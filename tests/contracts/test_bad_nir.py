@@ -31,7 +31,7 @@ from backends.quantize import quantize
 from backends.reference.simulate import run_encoded
 from n2c.fixed_point import LOIHI
 from n2c.cli.main import main
-from n2c.errors import N2CError, NIRFormatError
+from n2c.errors import N2CError, NIRFormatError, QuantizationError
 from backends.nir.inspect import describe
 
 # ---------------------------------------------------------------- valid seed graphs (tiny)
@@ -486,6 +486,14 @@ def test_negative_tau(tmp_path, attr):
     graph = dense_graph()
     graph.nodes["lif"].tau = np.zeros(4)
     _refused(_write(tmp_path / "g.nir", graph), "node 'lif': tau must be positive")
+
+
+def test_denormal_tau_is_a_typed_error_in_the_integer_stage():
+    # dt/tau overflows the weights to infinity (found by the fuzz: tau scaled by 1e-310)
+    graph = dense_graph()
+    graph.nodes["lif"].tau = np.full(4, 1e-318)
+    with pytest.raises(QuantizationError, match=r"layer 'lif': its largest weight .* is inf; check .* tau"):
+        quantize(import_nir(graph), 0.5, None, LOIHI, 2)
 
 
 def test_zero_kernel_size():
