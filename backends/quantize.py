@@ -33,6 +33,7 @@ import numpy as np
 from backends.ir.layers import (ConvLayer, DelayLayer, DenseLayer, DynamicsLayer, FlattenLayer, InputLayer, LayerGraph,
                                 NeuronLayer, OutputLayer, PoolLayer, ProductLayer, ScaleLayer, SoftmaxLayer)
 from n2c import products
+from n2c.ann.linear_chains import pooled_conv_kernel
 from n2c.limits import MAX_WEIGHTS, check_elements
 from n2c.errors import QuantizationError
 from n2c.fixed_point import INPUT_BITS, LOIHI, STATE_BITS, IntegerFormat
@@ -439,8 +440,11 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
             continue
         if isinstance(layer, PoolLayer):
             src = resolve(layer.inputs[0])
-            if src in pending:
-                raise QuantizationError(f"pooling '{layer.name}' directly after a weighted layer is not supported")
+            if src in pending:  # snnTorch's Conv2d → AvgPool2d → Leaky: one convolution
+                readers = {sum(name in other.inputs for other in layers) for name in {src, layer.inputs[0]}}
+                pending[src] = _pooled_into_conv(pending[src], layer, readers == {1})
+                alias[layer.name] = src
+                continue
             if delays_of(layer.inputs[0]) is not None:
                 raise QuantizationError(f"pooling '{layer.name}' reads a Delay; Loihi's delays are per dense synapse "
                                         "(Lava's DelayDense), so put the Delay before a dense layer")
@@ -625,6 +629,27 @@ def _fold_into_rows(entry: tuple, layer, dt: float, fmt: IntegerFormat) -> tuple
         raise QuantizationError(f"layer '{sl.name}': delays add up to {int(delay.max())} steps, over Loihi's "
                                 f"{fmt.max_delay}")
     return sl, src, in_shape, u, delay
+
+
+def _pooled_into_conv(entry: tuple, pool: PoolLayer, alone: bool) -> tuple:
+    """A pool straight after a convolution, with no neuron between, as one convolution
+    (:func:`n2c.ann.linear_chains.pooled_conv_kernel`): the kernel smeared over the pool window, at
+    the product of the strides; the bias summed over the window. Exact for an unpadded pool."""
+    sl, src, in_shape, u, delay = entry
+    if not (isinstance(sl, ConvLayer) and sl.dims == 2 and alone and not any(pool.padding) and np.ndim(sl.bias) <= 1):
+        raise QuantizationError(f"pooling '{pool.name}' directly after weighted layer '{sl.name}': only an unpadded "
+                                "pool that alone reads a 2-D convolution composes with it; put a neuron between")
+    window = pool.kernel[0] * pool.kernel[1]
+    kernel = pooled_conv_kernel(sl.weight, sl.stride, sl.dilation, pool.kernel, pool.scale)
+    composed = dataclasses.replace(sl, weight=kernel, out_shape=tuple(pool.out_shape), dilation=(1, 1),
+                                   stride=(sl.stride[0] * pool.stride[0], sl.stride[1] * pool.stride[1]),
+                                   bias=None if sl.bias is None else sl.bias * (pool.scale * window))
+    size = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(in_shape[1:], composed.padding, kernel.shape[2:],
+                                                             composed.stride)]
+    if tuple(size) != tuple(pool.out_shape[1:]):  # cannot happen for an unpadded pool (the docstring's identity)
+        raise QuantizationError(f"pooling '{pool.name}' after '{sl.name}': the composed convolution gives {size}, "
+                                f"not {list(pool.out_shape[1:])}")
+    return composed, src, in_shape, u, delay
 
 
 def _effective_weights(layer, in_shape, u) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import operator
 
+import numpy as np
 import torch
 from torch import fx, nn
 from torch.nn.modules.utils import _pair
@@ -92,24 +93,35 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
 
 
 
+def pooled_conv_kernel(weight: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int],
+                       pool: tuple[int, int], scale: float) -> np.ndarray:
+    """The kernel of one convolution equal to a p×p sum pool (times ``scale``: 1/p² for an average)
+    of a convolution (stride s, dilation d, k×k kernel ``weight``): window offsets s·a + d·u add up,
+    so the kernel grows to s(p−1) + d(k−1) + 1 taps, ``K[s·a + d·u] = scale · Σ W[u]``. It runs at
+    stride s·q (q: the pool's stride) with the conv's padding, for an unpadded pool; the output
+    sizes agree (floor((floor(A/s) − (p−1))/q) = floor((A − s(p−1))/(sq)))."""
+    (s_h, s_w), (d_h, d_w), (p_h, p_w) = stride, dilation, pool
+    k_h, k_w = weight.shape[2:]
+    kernel = np.zeros((*weight.shape[:2], s_h * (p_h - 1) + d_h * (k_h - 1) + 1, s_w * (p_w - 1) + d_w * (k_w - 1) + 1),
+                      weight.dtype)
+    for a in range(p_h):
+        for b in range(p_w):
+            kernel[:, :, s_h * a: s_h * a + d_h * (k_h - 1) + 1: d_h,
+                   s_w * b: s_w * b + d_w * (k_w - 1) + 1: d_w] += weight * scale
+    return kernel
+
+
 def _pooled_conv(pool: nn.AvgPool2d, conv: nn.Conv2d) -> nn.Conv2d | None:
-    """One convolution equal to an unpadded p×p average pool (stride q) of ``conv`` (stride s,
-    dilation d, k×k): window offsets s·a + d·u add up, so the kernel grows to s(p−1) + d(k−1) + 1
-    taps, ``K[s·a + d·u] = Σ W[u] / p²``, at stride s·q and the conv's padding; the bias passes
-    through the average. The output sizes agree (floor(floor(A/s) − (p−1))/q) = floor((A − s(p−1))/(sq)))."""
+    """One convolution equal to an unpadded average pool of ``conv`` (:func:`pooled_conv_kernel`);
+    the bias passes through the average."""
     if pool.padding not in (0, (0, 0)) or pool.ceil_mode or pool.divisor_override is not None \
             or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return None
     (p_h, p_w), (q_h, q_w) = _pair(pool.kernel_size), _pair(pool.stride if pool.stride is not None else pool.kernel_size)
-    (s_h, s_w), (d_h, d_w), (k_h, k_w) = conv.stride, conv.dilation, conv.kernel_size
-    weight = _full_conv_weight(conv)
-    kernel = torch.zeros(*weight.shape[:2], s_h * (p_h - 1) + d_h * (k_h - 1) + 1, s_w * (p_w - 1) + d_w * (k_w - 1) + 1,
-                         dtype=weight.dtype)
-    for a in range(p_h):
-        for b in range(p_w):
-            kernel[:, :, s_h * a: s_h * a + d_h * (k_h - 1) + 1: d_h,
-                   s_w * b: s_w * b + d_w * (k_w - 1) + 1: d_w] += weight / (p_h * p_w)
-    layer = nn.Conv2d(conv.in_channels, conv.out_channels, kernel.shape[2:], (s_h * q_h, s_w * q_w), conv.padding)
+    kernel = torch.from_numpy(pooled_conv_kernel(_full_conv_weight(conv).numpy(), conv.stride, conv.dilation,
+                                                 (p_h, p_w), 1.0 / (p_h * p_w)))
+    layer = nn.Conv2d(conv.in_channels, conv.out_channels, kernel.shape[2:],
+                      (conv.stride[0] * q_h, conv.stride[1] * q_w), conv.padding)
     with torch.no_grad():
         layer.weight.copy_(kernel)
         layer.bias.copy_(_bias(conv))
