@@ -86,6 +86,14 @@ def conv_graph():
                   _chain("input", "conv", "if", "pool", "flat", "fc", "cuba", "output"))
 
 
+def conv_pool_graph():
+    """snnTorch's order: the pool reads the convolution, the neuron reads the pool."""
+    graph = conv_graph()
+    graph.nodes["if"] = nir.IF(r=_full(2, 2, 2, v=1), v_threshold=_full(2, 2, 2, v=0.1), v_reset=_full(2, 2, 2, v=0))
+    graph.edges = _chain("input", "conv", "pool", "if", "flat", "fc", "cuba", "output")
+    return graph
+
+
 def recurrent_graph():
     return _graph({"input": nir.Input(input_type={"input": _s(3)}), "fc_in": _affine(3, 4), "cuba": _cubalif(4),
                    "fc_rec": _affine(4, 4), "output": nir.Output(output_type={"output": _s(4)})},
@@ -146,7 +154,7 @@ def n2c_sfn_graph():
     return graph
 
 
-SEEDS = {"dense": dense_graph, "conv": conv_graph, "recurrent": recurrent_graph, "nested": nested_graph,
+SEEDS = {"dense": dense_graph, "conv": conv_graph, "conv_pool": conv_pool_graph, "recurrent": recurrent_graph, "nested": nested_graph,
          "misc": misc_graph, "n2c_dense": n2c_dense_graph, "n2c_parallel": n2c_parallel_graph,
          "n2c_conv": n2c_conv_graph, "n2c_sfn": n2c_sfn_graph}
 
