@@ -1,6 +1,6 @@
 """Integer-exact fine-tuning: train the one-step integer network itself, in the chip's format.
 
-The integer network (``backends.quantize.IntNetwork``) computes, at T = 1, for every neuron::
+The integer network (``backends.ir.integer.IntNetwork``) computes, at T = 1, for every neuron::
 
     k = clip(floor((v0 + Σ w·k_in + b) / θ), -K⁻, K)          (integers; readout: v = Σ w·k_in + b)
 
@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntNeuron, IntProduct, IntSynapse, input_channels, quantize
+from backends.ir.integer import IntNeuron, IntProduct, IntSynapse
+from backends.quantize import input_channels, quantize
 from n2c import products
 from n2c.errors import N2CError
 from n2c.files import atomic_write

@@ -61,7 +61,8 @@ def run(name: str, system: str, samples: int) -> dict:
     from backends.hardware.mapping import map_network
     from backends.hardware.spec import load_chip
     from backends.nir.to_layers import import_nir
-    from backends.quantize import IntProduct, quantize
+    from backends.ir.integer import IntProduct
+    from backends.quantize import quantize
     from backends.report.build import ReportBuilder, RunInfo
     from backends.reference.simulate import run_encoded
     from n2c.export.nir import to_nir

@@ -1,11 +1,11 @@
-"""Random integer networks (``backends.quantize.IntNetwork``) with every neuron kind, for
+"""Random integer networks (``backends.ir.integer.IntNetwork``) with every neuron kind, for
 differential tests between the reference simulator's two timings and Lava."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 
 KINDS = ("mtn", "polarity", "sfn", "parallel", "lif", "li")
 

@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from backends.hardware.mapping import Connection, Mapping
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, message_bits, message_range
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct, message_bits, message_range
 from backends.reference.stream import stream_depths
 from n2c import products
 

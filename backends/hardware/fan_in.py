@@ -40,7 +40,7 @@ import numpy as np
 from backends.hardware.mapping.chains import compartments, connections_into
 from backends.hardware.mapping.usage import over_limits, usage_grids
 from backends.hardware.spec import ChipSpec
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse, message_range
+from backends.ir.integer import IntNetwork, IntNeuron, IntSynapse, message_range
 MAX_PARTS = 64  # partial-sum relays per neuron layer tried before the layer is left unfit
 
 

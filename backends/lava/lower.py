@@ -1,4 +1,4 @@
-"""Lower an integer network (``backends.quantize.IntNetwork``) to Lava and run it.
+"""Lower an integer network (``backends.ir.integer.IntNetwork``) to Lava and run it.
 
 ``run_lava`` builds one Lava Process per IR layer, streams all samples through
 one compiled network on ``Loihi2SimCfg(select_tag="fixed_pt")`` and returns the
@@ -52,7 +52,7 @@ import backends.lava.runtime  # noqa: F401  (first: Lava's runtime fixes the mul
 from backends.lava.layout import (LAVA_INT8_MAX, conv_weight_for_lava, dense_columns_for_lava, from_lava, lava_groups,
                                   lava_shape, regroup_conv_weight, to_lava)
 from backends.lava.neurons import check_neuron, final_state, neuron_process
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits, message_bound
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits, message_bound
 from backends.reference.stream import flush_steps, refuse_loops_before_window, sample_windows, streams_alone
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI

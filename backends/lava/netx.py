@@ -1,4 +1,4 @@
-"""Write an integer network (``backends.quantize.IntNetwork``) as a lava-dl netx HDF5 file,
+"""Write an integer network (``backends.ir.integer.IntNetwork``) as a lava-dl netx HDF5 file,
 the format ``lava.lib.dl.netx.hdf5.Network`` loads for Lava and, through lava-loihi, for Loihi 2.
 
 netx builds one block per layer (one synapse Process, then one CUBA neuron Process), so the
@@ -55,7 +55,8 @@ import numpy as np
 from backends.ir.layers import LayerGraph
 from backends.lava.layout import LAVA_INT8_MAX, lava_groups, regroup_conv_weight, to_lava
 from backends.lava.neurons import uniform_value
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, quantize
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct, IntSynapse
+from backends.quantize import quantize
 from backends.reference.stream import refuse_loops_before_window
 from n2c.fixed_point import LOIHI, lava_effective_weights
 from n2c.errors import QuantizationError, UnsupportedLayerError

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends.lava.layout import lava_shape, to_lava
-from backends.quantize import IntNeuron
+from backends.ir.integer import IntNeuron
 from n2c.errors import QuantizationError
 from n2c.fixed_point import bias_mantissa_exponent
 from n2c.neurons import KINDS

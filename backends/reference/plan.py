@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from backends.quantize import IntNetwork, IntNeuron, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSynapse
 from backends.reference.synapses import SynapseRun, as_tensor
 from n2c.fixed_point import EXACT_FLOAT32, EXACT_FLOAT64
 

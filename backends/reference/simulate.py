@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bound
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bound
 from backends.reference.plan import RunPlan, as_int64, float_tensor
 from backends.reference.synapses import count_overflow, merge_overflows
 from n2c.fixed_point import EXACT_FLOAT32, StateClamp

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bound
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bound
 from backends.reference.simulate import count_clamp
 from backends.reference.synapses import SynapseRun, as_tensor, later, synapse
 from n2c.errors import QuantizationError

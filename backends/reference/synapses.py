@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backends.quantize import IntSynapse
+from backends.ir.integer import IntSynapse
 from n2c.errors import QuantizationError
 from n2c.fixed_point import EXACT_FLOAT32, EXACT_FLOAT64, LOIHI, lava_effective_weights, wrap_signed
 

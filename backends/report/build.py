@@ -17,7 +17,7 @@ from backends.hardware.cost import Activity, price
 from backends.hardware.spec import ANN_ENERGY_PER_AC, ANN_ENERGY_PER_EXP, ANN_ENERGY_PER_MAC, ChipSpec
 from backends.hardware.fan_in import fit_fan_in
 from backends.hardware.mapping import Mapping, map_network
-from backends.quantize import IntNetwork, IntProduct, IntSynapse
+from backends.ir.integer import IntNetwork, IntProduct, IntSynapse
 from n2c import products
 from backends.reference.synapses import merge_overflows
 from n2c.errors import N2CError

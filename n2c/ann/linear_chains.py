@@ -22,11 +22,11 @@ from __future__ import annotations
 import copy
 import operator
 
-import numpy as np
 import torch
 from torch import fx, nn
 from torch.nn.modules.utils import _pair
 
+from n2c.conv_geometry import pooled_conv_kernel
 from n2c.ingest.canonical import module_of
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
@@ -91,24 +91,6 @@ def compose(outer: nn.Module, inner: nn.Module) -> nn.Module | None:
         layer.bias.copy_(bias)
     return layer
 
-
-
-def pooled_conv_kernel(weight: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int],
-                       pool: tuple[int, int], scale: float) -> np.ndarray:
-    """The kernel of one convolution equal to a p×p sum pool (times ``scale``: 1/p² for an average)
-    of a convolution (stride s, dilation d, k×k kernel ``weight``): window offsets s·a + d·u add up,
-    so the kernel grows to s(p−1) + d(k−1) + 1 taps, ``K[s·a + d·u] = scale · Σ W[u]``. It runs at
-    stride s·q (q: the pool's stride) with the conv's padding, for an unpadded pool; the output
-    sizes agree (floor((floor(A/s) − (p−1))/q) = floor((A − s(p−1))/(sq)))."""
-    (s_h, s_w), (d_h, d_w), (p_h, p_w) = stride, dilation, pool
-    k_h, k_w = weight.shape[2:]
-    kernel = np.zeros((*weight.shape[:2], s_h * (p_h - 1) + d_h * (k_h - 1) + 1, s_w * (p_w - 1) + d_w * (k_w - 1) + 1),
-                      weight.dtype)
-    for a in range(p_h):
-        for b in range(p_w):
-            kernel[:, :, s_h * a: s_h * a + d_h * (k_h - 1) + 1: d_h,
-                   s_w * b: s_w * b + d_w * (k_w - 1) + 1: d_w] += weight * scale
-    return kernel
 
 
 def _pooled_conv(pool: nn.AvgPool2d, conv: nn.Conv2d) -> nn.Conv2d | None:

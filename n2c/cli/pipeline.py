@@ -19,7 +19,8 @@ import numpy as np
 
 from backends.ir.layers import LayerGraph
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntNetwork, IntNeuron, quantize
+from backends.ir.integer import IntNetwork, IntNeuron
+from backends.quantize import quantize
 from n2c.snn.convert import convert
 from n2c.data import Dataset
 from n2c.errors import N2CError
@@ -78,7 +79,7 @@ def unit_spikes(net: IntNetwork, messages: dict) -> dict[str, int]:
 
 
 def spiking_layers(net: IntNetwork) -> set[str]:
-    from backends.quantize import IntNeuron
+    from backends.ir.integer import IntNeuron
     return {layer.name for layer in net.layers if isinstance(layer, IntNeuron) and layer.spiking}
 
 
@@ -254,7 +255,7 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
 def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:
     """Samples per streamed chunk: every value of one sample over its T steps (8 bytes each),
     as many samples as fit ``budget`` bytes (at least one)."""
-    from backends.quantize import IntProduct, IntSynapse
+    from backends.ir.integer import IntProduct, IntSynapse
     values = sum(elements(layer.out_shape if isinstance(layer, (IntSynapse, IntProduct)) else layer.shape)
                  for layer in net.layers)
     return max(1, budget // (8 * net.timesteps * max(values, 1)))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from backends.nir.to_layers import import_nir
-from backends.quantize import message_bits, quantize
+from backends.ir.integer import message_bits
+from backends.quantize import quantize
 from backends.reference.simulate import run_encoded
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI, IntegerFormat

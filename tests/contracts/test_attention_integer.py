@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntProduct, quantize
+from backends.ir.integer import IntProduct
+from backends.quantize import quantize
 from backends.reference.simulate import predict, run_encoded
 from backends.reference.stream import run_stream
 from n2c.ann.qcfs import QCFS

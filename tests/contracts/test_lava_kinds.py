@@ -15,8 +15,7 @@ from backends.reference.stream import flush_steps, stream_depths as pipeline_dep
 from backends.lava.lower import _lower, check_network, run_lava_stream, \
     run_lava_steps
 from backends.lava.neurons import stock_lif_mismatch
-from backends.quantize import message_bits
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse, message_bits
 from n2c.fixed_point import STATE_MAX, clamp24
 from backends.reference.simulate import run_encoded
 from n2c.errors import QuantizationError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backends.lava.lower import run_lava_stream
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 from backends.reference.stream import run_stream
 from tests.random_networks import KINDS, conv_network, dense_network, inputs
 

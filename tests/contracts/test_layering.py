@@ -111,6 +111,6 @@ def test_importing_everything_else_does_not_start_lava():
 
 def test_the_checks_see_real_imports():
     """The parser finds what the code imports (guards the tests above against passing vacuously)."""
-    assert "n2c.neurons" in _project(IMPORTS["backends.quantize"])
+    assert "n2c.neurons.cuba" in _project(IMPORTS["backends.quantize"])
     assert "backends.lava.runtime" in _project(IMPORTS["backends.lava.lower"])
     assert "backends.quantize" in _project(IMPORTS["n2c.cli.pipeline"])

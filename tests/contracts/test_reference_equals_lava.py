@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from backends.lava.layout import conv_weight_for_lava, dense_columns_for_lava, lava_shape, regroup_conv_weight, to_lava
 from backends.lava.lower import run_lava
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 from backends.reference.simulate import simulate
 from n2c.errors import QuantizationError
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from backends.hardware.spec import ChipSpec
-from backends.quantize import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct, IntSynapse, message_bits
 from n2c.errors import MappingError
 from n2c.fixed_point import EXACT_FLOAT32, WEIGHT_BITS
 from n2c.neurons.readout import KIND as READOUT

@@ -17,7 +17,7 @@ from backends.hardware.mapping.placement import assign_chips, block_traffic, chi
 from backends.hardware.mapping.usage import (LIMIT_KEYS, USAGE_KEYS, fit_reason, limits, memory_use,
                                            over_limits, usage_grids)
 from backends.hardware.spec import ChipSpec
-from backends.quantize import IntNetwork, IntNeuron, IntProduct
+from backends.ir.integer import IntNetwork, IntNeuron, IntProduct
 from n2c.errors import MappingError
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from backends.hardware.mapping import bound, chains, partition
 from backends.hardware.mapping.usage import over_limits, usage_grids
 from backends.hardware.spec import load_chip
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 from tests.backends.hardware.test_mapping import conv_nets, small_chips
 
 

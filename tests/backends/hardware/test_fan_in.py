@@ -13,7 +13,7 @@ from backends.hardware import mapping as mp
 from backends.hardware.fan_in import fit_fan_in
 from backends.hardware.mapping.chains import compartments, connections_into
 from backends.hardware.mapping.usage import over_limits, usage_grids
-from backends.quantize import IntNetwork, IntSource
+from backends.ir.integer import IntNetwork, IntSource
 from backends.reference.simulate import run_encoded
 from backends.reference.stream import run_stream
 from tests import random_networks as rn

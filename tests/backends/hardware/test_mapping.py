@@ -20,7 +20,7 @@ from backends.hardware.mapping import chains as chains
 from backends.hardware.mapping import placement
 from tests.oracles import placement_cost
 from backends.hardware.spec import CHIPS_DIR, load_chip, parse_chip
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, message_bits
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse, message_bits
 from n2c.errors import N2CError
 from tests import random_networks as rn
 

@@ -23,7 +23,8 @@ from backends.lava.layout import conv_weight_for_lava, from_lava, to_lava
 from backends.lava.netx import (NETX_FORMAT, RESET_OFFSET, _fold_pool_into_conv, _fold_pool_into_dense, export_netx,
                                     netx_dense_weights, to_netx, write_netx)
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntSynapse, quantize
+from backends.ir.integer import IntSynapse
+from backends.quantize import quantize
 from n2c.fixed_point import clamp24
 from backends.reference.simulate import run_encoded
 from backends.reference.synapses import synapse as _synapse

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 from backends.reference.plan import RunPlan
 from backends.reference.simulate import run_encoded
 from backends.reference.synapses import SynapseRun, synapse

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backends.nir.to_layers import import_nir
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse, quantize
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.quantize import quantize
 from backends.reference.simulate import run_encoded, simulate
 from n2c.fixed_point import lava_effective_weights
 from n2c.errors import QuantizationError

@@ -9,7 +9,7 @@ import pytest
 from backends.hardware.cost import Activity, price
 from backends.hardware.spec import CHIPS_DIR, load_chip, parse_chip
 from backends.hardware.mapping import map_network
-from backends.quantize import IntNetwork, IntNeuron, IntSource, IntSynapse
+from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 from backends.report.build import ann_macs
 from n2c.cli.main import main
 from n2c.data import load_dataset
