@@ -1,6 +1,7 @@
 """Data sets that install offline: scikit-learn digits (built-in default) and
 Fashion-MNIST from IDX files (Debian package ``dataset-fashion-mnist``), plus
-user arrays (.npz / .npy).
+user arrays: an .npz file, or for data larger than memory a directory of .npy files that
+n2c memory-maps.
 
 Every loader returns a :class:`Dataset`: float images ``x`` (N, C, H, W) as the
 network sees them, integer labels ``y``, and ``input_scale``, the value of one
@@ -90,36 +91,96 @@ def load_arrays(path: str) -> Dataset:
         raise DatasetError(f"data file {path} does not exist")
     try:
         with np.load(p, allow_pickle=False) as f:
-            x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
+            x, y = f["x"].astype(np.float32, copy=False), f["y"].astype(np.int64, copy=False)
             scale = float(f["input_scale"]) if "input_scale" in f else None
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DatasetError(f"{path} must be an .npz with arrays 'x' (N,C,H,W) and 'y' (N,): "
                            f"{' '.join(str(e).split())[:160]}") from None
     except MemoryError:
         raise DatasetError(f"{path} declares arrays too large for this machine's memory; check the file") from None
+    return _checked(path, p.stem, x, y, scale)
+
+
+CHUNK = 4096  # samples per pass of the checks over a memory-mapped x
+
+
+def _load_member(path: Path, what: str, mmap: bool = False) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as e:
+        raise DatasetError(f"{path} is not a readable .npy array ({what}): {' '.join(str(e).split())[:160]}") from None
+
+
+def load_directory(path: str) -> Dataset:
+    """User data larger than memory: a directory holding the .npz's members as .npy files,
+    ``x.npy`` (N, C, H, W) float32, ``y.npy`` (N,) integers, optionally ``input_scale.npy``.
+    ``x`` is memory-mapped: a process reads only the samples it uses (a batch, its shard under
+    torchrun), and the checks pass over it in chunks of ``CHUNK`` samples."""
+    root = Path(path)
+    if not (root / "x.npy").is_file() or not (root / "y.npy").is_file():
+        raise DatasetError(f"data directory {path} must hold x.npy (N,C,H,W) and y.npy (N,) (write them with "
+                           "np.save; optionally input_scale.npy)")
+    x = _load_member(root / "x.npy", "x", mmap=True)
+    if x.dtype != np.float32:
+        raise DatasetError(f"{root / 'x.npy'} holds {x.dtype}; memory-mapped data must be float32, the values the "
+                           "network sees: np.save('x.npy', x.astype(np.float32))")
+    y = _load_member(root / "y.npy", "y")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{root / 'y.npy'} holds {y.dtype}; labels must be integers (class indices)")
+    scale = None
+    if (root / "input_scale.npy").is_file():
+        value = _load_member(root / "input_scale.npy", "input_scale")
+        if value.size != 1 or not np.issubdtype(value.dtype, np.number) or not float(value.reshape(-1)[0]) > 0:
+            raise DatasetError(f"{root / 'input_scale.npy'} must hold one positive number")
+        scale = float(value.reshape(-1)[0])
+    if x.ndim == 4 and not x.flags.c_contiguous:
+        raise DatasetError(f"{root / 'x.npy'} is stored in Fortran order; save it in C order (np.save of "
+                           "np.ascontiguousarray(x))")
+    return _checked(str(root), root.name, x, y.astype(np.int64), scale, _file_chunks(root / "x.npy", x))
+
+
+def _file_chunks(path: Path, x: np.memmap):
+    """x.npy read in chunks of ``CHUNK`` samples by plain reads, which leave no pages of the file
+    mapped into the process (reading through the map would)."""
+    with open(path, "rb") as f:
+        f.seek(x.offset)  # where the map starts: past the .npy header
+        per_sample = int(np.prod(x.shape[1:]))
+        for i in range(0, len(x), CHUNK):
+            n = min(CHUNK, len(x) - i)
+            yield np.fromfile(f, dtype=x.dtype, count=n * per_sample)
+
+
+def _checked(path: str, name: str, x: np.ndarray, y: np.ndarray, scale: float | None, chunks=None) -> Dataset:
+    """The checks every user data set passes; ``chunks``: x in parts (default: x whole)."""
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise DatasetError(f"{path}: x must be (N, C, H, W) and y (N,), got {x.shape} and {y.shape}")
     if len(x) == 0 or x.size == 0:
         raise DatasetError(f"{path} holds no samples (x has shape {x.shape}); give at least one")
-    if not np.isfinite(x).all():
-        raise DatasetError(f"{path}: x contains NaN or infinity")
+    top = 0.0
+    for part in chunks if chunks is not None else [x]:
+        if not np.isfinite(part).all():
+            raise DatasetError(f"{path}: x contains NaN or infinity")
+        top = max(top, float(np.abs(part).max()))
     if (y < 0).any():
         raise DatasetError(f"{path}: labels y must be class indices 0, 1, ..., got {int(y.min())}")
-    if scale is None:
-        scale = float(np.abs(x).max()) / 255.0 or 1.0
-    return Dataset(p.stem, x, y, scale, int(y.max()) + 1)
+    return Dataset(name, x, y, scale if scale is not None else (top / 255.0 or 1.0), int(y.max()) + 1)
 
 
 DATASETS = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}
 
 
+def is_user_data(name: str) -> bool:
+    """An .npz file or a directory of .npy files (:func:`load_directory`), not a named data set."""
+    return name.endswith(".npz") or Path(name).is_dir()
+
+
 def training_and_evaluation(name: str, samples: int | None = None) -> tuple[Dataset, Dataset, str]:
     """The training samples (the first ``samples``) and the samples to evaluate on, named: a
-    data set's test split, or for an .npz file of one split its last tenth, held out of the
+    data set's test split, or for user data of one split (an .npz, a directory) its last tenth, held out of the
     training samples (evaluating on the samples trained on would say nothing)."""
-    if not name.endswith(".npz"):
+    if not is_user_data(name):
         return load_dataset(name, "train").head(samples), load_dataset(name, "test"), "test"
-    data = load_arrays(name)
+    data = load_dataset(name)
     held = max(1, len(data) // 10)
     if len(data) < 2:
         raise DatasetError(f"{name} holds {len(data)} sample; training needs at least 2 (one is held out to "
@@ -130,11 +191,15 @@ def training_and_evaluation(name: str, samples: int | None = None) -> tuple[Data
 
 
 def load_dataset(name: str, split: str = "test") -> Dataset:
-    """A named data set (``digits``, ``fashion-mnist``) or a path to an .npz file."""
+    """A named data set (``digits``, ``fashion-mnist``), a path to an .npz file, or a directory of
+    .npy files (:func:`load_directory`, memory-mapped)."""
     if split not in ("train", "test"):
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
     if name in DATASETS:
         return DATASETS[name](split)
     if name.endswith(".npz"):
         return load_arrays(name)
-    raise DatasetError(f"unknown data set {name!r}; use one of {sorted(DATASETS)} or a path to an .npz file")
+    if Path(name).is_dir():
+        return load_directory(name)
+    raise DatasetError(f"unknown data set {name!r}; use one of {sorted(DATASETS)}, a path to an .npz file or a "
+                       "directory with x.npy and y.npy")

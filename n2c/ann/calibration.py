@@ -62,7 +62,7 @@ def _batches(data: Dataset, batch_size: int, module: nn.Module | None = None):
     model is: ``n2c export --device cuda``)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu")) if module is not None else None
     for i in range(0, len(data), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(data.x[i:i + batch_size]))
+        x = torch.from_numpy(np.array(data.x[i:i + batch_size]))  # a copy: x may be memory-mapped
         yield x if device is None else x.to(device)
 
 

@@ -78,7 +78,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     """Logits of ``model`` on float images ``x`` (eval mode), computed on the model's device."""
     model.eval()
     device = _device_of(model)
-    out = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)).cpu()
+    out = [model(torch.from_numpy(np.array(x[i:i + batch_size])).to(device)).cpu()  # a copy: x may be read-only
            for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -186,7 +186,7 @@ def relu_to_quantizer(model: nn.Module, levels: int, quantizer: str = "qcfs", ca
     try:
         with torch.no_grad():
             for i in range(0, len(shard), batch_size):
-                gm(torch.from_numpy(np.ascontiguousarray(shard[i:i + batch_size])).to(world.device))
+                gm(torch.from_numpy(np.array(shard[i:i + batch_size])).to(world.device))
     finally:
         for h in hooks:
             h.remove()
@@ -265,7 +265,7 @@ def fit(model: nn.Module, train_data: Dataset, epochs: int = 5, lr: float = 1e-3
     torch.manual_seed(seed)
     kinds = {name: type(m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     model, net = _parallel(model, world)
-    x, y = torch.from_numpy(train_data.x), torch.from_numpy(train_data.y)
+    x, y = train_data.x, torch.from_numpy(train_data.y)  # x may be memory-mapped: read batch by batch
     groups = _param_groups(model, weight_decay)
     opt = torch.optim.Adam(groups, lr=lr) if optimizer == "adam" else \
         torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
@@ -286,7 +286,7 @@ def fit(model: nn.Module, train_data: Dataset, epochs: int = 5, lr: float = 1e-3
             for i in range(0, len(order), local):
                 idx = order[i:i + local]
                 opt.zero_grad()
-                loss = loss_fn(net(x[idx].to(world.device)), y[idx].to(world.device))
+                loss = loss_fn(net(torch.from_numpy(x[idx.numpy()]).to(world.device)), y[idx].to(world.device))
                 loss.backward()
                 opt.step()
                 _keep_thresholds_positive(model)

@@ -98,7 +98,8 @@ def conversion_options(q, many: bool = False) -> None:
     q.add_argument("--levels", type=positive_int, help="quantization levels L for calibrated ReLU activations "
                    "(default for if/parallel: T)")
     q.add_argument("--calib", metavar="DATASET", help="calibration data: its training split (digits, "
-                   "fashion-mnist, or an .npz file); needed for ReLU models, sfn and DA-QCFS")
+                   "fashion-mnist, an .npz file or a directory of x.npy, y.npy); needed for ReLU models, sfn and "
+                   "DA-QCFS")
     q.add_argument("--calib-samples", type=positive_int, default=4096,
                    help="use the first N calibration samples (default: 4096)")
     q.add_argument("--calib-mode", choices=CALIBRATION_MODES,
@@ -131,7 +132,8 @@ def input_normalized(model, args):
 def data_options(q) -> None:
     """Which graph and data (simulate, report)."""
     q.add_argument("graph", help="NIR file (written by n2c export or by another tool)")
-    q.add_argument("--dataset", help="digits (default), fashion-mnist, or an .npz file")
+    q.add_argument("--dataset", help="digits (default), fashion-mnist, an .npz file, or a directory of x.npy, y.npy "
+                   "(memory-mapped)")
     q.add_argument("--split", choices=["train", "test"], default="test", help="data split (default: test)")
     q.add_argument("--samples", type=positive_int, help="use only the first N samples")
     q.add_argument("--input-scale", type=positive_float, help="override the graph's input scale")

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                        "comparison and, with several graphs of one model at different T, the comparison across T.")
     r.add_argument("graphs", nargs="+", metavar="GRAPH", help="NIR file; more files (the same model exported at "
                    "other T or methods) add the across-T comparison")
-    r.add_argument("--dataset", help="digits (default), fashion-mnist, or an .npz file")
+    r.add_argument("--dataset", help="digits (default), fashion-mnist, an .npz file, or a directory of x.npy, y.npy "
+                   "(memory-mapped)")
     r.add_argument("--split", choices=["train", "test"], default="test", help="data split (default: test)")
     r.add_argument("--samples", type=positive_int, help="use only the first N samples")
     r.add_argument("--input-scale", type=positive_float, help="override the graph's input scale")

@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
     s.add_argument("model", help="TorchScript file, .pt2, state_dict (with --arch) or pickled nn.Module (with "
                    "--trust-pickle)")
     conversion_options(s, many=True)
-    s.add_argument("--dataset", help="digits (default), fashion-mnist, or an .npz file: its test split is run, its "
-                   "training split calibrates")
+    s.add_argument("--dataset", help="digits (default), fashion-mnist, an .npz file or a directory of x.npy, "
+                   "y.npy: its test split is run, its training split calibrates")
     s.add_argument("--samples", type=positive_int, help="run only the first N test samples")
     s.add_argument("--hardware", default="loihi2", help="loihi1, loihi2 (default) or a chip spec file")
     s.add_argument("--share-cores", choices=["auto", "always", "never"], default="auto",

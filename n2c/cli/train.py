@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                    help="attention of a vision transformer (--model-name vit, or a torchvision or timm ViT as MODEL): "
                    "spike-aggregated, without softmax (sasa, default: it fine-tunes best) or a quantized softmax "
                    "(softmax, run off the neuro cores)")
-    t.add_argument("--dataset", required=True, help="digits, fashion-mnist, or an .npz file with x (N,C,H,W), y")
+    t.add_argument("--dataset", required=True, help="digits, fashion-mnist, an .npz file with x (N,C,H,W), y, or a "
+                   "directory of x.npy, y.npy (memory-mapped: data larger than memory)")
     t.add_argument("--levels", type=positive_int, default=8, help="quantization levels L of the activations replacing "
                    "ReLU (default: 8; quantizers already in MODEL keep theirs)")
     t.add_argument("--quantizer", "--act", dest="quantizer", choices=["qcfs", "signed"], default="qcfs",
@@ -78,6 +79,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args, world) -> int:
+    import numpy as np
     import torch
 
     from n2c.ann.train import evaluate, fine_tune, has_relu, save_checkpoint
@@ -107,7 +109,7 @@ def _train(args, world) -> int:
     model = _spiking_transformer(model, shape[0], args, say)
     try:
         with torch.no_grad():
-            out = model.eval()(torch.from_numpy(train_set.x[:2]))
+            out = model.eval()(torch.from_numpy(np.array(train_set.x[:2])))
     except Exception as e:
         raise N2CError(f"the model does not accept {train_set.name} samples of shape {shape} "
                        f"({' '.join(str(e).split())[:160]}); train on the data set it was built for") from None

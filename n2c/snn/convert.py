@@ -28,6 +28,7 @@ import copy
 import math
 import warnings
 
+import numpy as np
 import torch
 from torch import fx, nn
 
@@ -168,7 +169,7 @@ def prepare(model: nn.Module, levels: int | None = None, calib: Dataset | None =
     """Canonical graph with folded BatchNorm and quantizers (QCFS / SignedQCFS) only; a MaxPool after
     an activation becomes its exact circuit (``n2c.ann.maxpool``) unless ``maxpool`` says otherwise.
     Calibration runs on ``device``; the graph returned is on the CPU."""
-    example = torch.from_numpy(calib.x[:1]) if calib is not None and len(calib.x) else None
+    example = torch.from_numpy(np.array(calib.x[:1])) if calib is not None and len(calib.x) else None
     gm = fold_linear_chains(fold_batchnorm(canonicalize(copy.deepcopy(model).eval(), example)))
     gm = check_maxpool(gm, maxpool)
     relus = [n.target for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.ReLU)]
