@@ -31,12 +31,12 @@ def _if(shape):
 def _graph(rng, c_in, size, conv: dict, pool_kind: str, pool: dict, readers=("pool",)):
     """Input → Conv2d → pool → IF → Flatten → Linear → IF → Output; weights and biases on a grid of
     1/8 in [-1, 1], so that the composed kernel stays on the 8-bit grid of its scale."""
-    c_out = 3
-    weight = rng.integers(-8, 9, (c_out, c_in, *conv["kernel"])) / 8
+    c_out, groups = 4, conv.get("groups", 1)
+    weight = rng.integers(-8, 9, (c_out, c_in // groups, *conv["kernel"])) / 8
     bias = rng.integers(-2, 3, c_out) / 8
     conv_node = nir.Conv2d(input_shape=np.array([size, size]), weight=weight, bias=bias,
                            stride=np.array(conv["stride"]), padding=np.array(conv["padding"]),
-                           dilation=np.array(conv["dilation"]), groups=1)
+                           dilation=np.array(conv["dilation"]), groups=groups)
     pool_node = getattr(nir, pool_kind)(kernel_size=np.array(pool["kernel"]), stride=np.array(pool["stride"]),
                                         padding=np.array(pool.get("padding", (0, 0))))
     conv_size = [(size + 2 * p - d * (k - 1) - 1) // s + 1
@@ -60,15 +60,16 @@ pairs = st.tuples(st.integers(1, 3), st.integers(1, 3))
 @settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), kernel=pairs, stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
        dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
-       pool_kind=st.sampled_from(["SumPool2d", "AvgPool2d"]), pool_kernel=pairs, pool_stride=pairs)
-def test_a_pool_after_a_convolution_is_one_convolution_exactly(seed, kernel, stride, dilation, padding, pool_kind,
-                                                               pool_kernel, pool_stride):
+       groups=st.sampled_from([1, 2]), pool_kind=st.sampled_from(["SumPool2d", "AvgPool2d"]), pool_kernel=pairs,
+       pool_stride=pairs)
+def test_a_pool_after_a_convolution_is_one_convolution_exactly(seed, kernel, stride, dilation, padding, groups,
+                                                               pool_kind, pool_kernel, pool_stride):
     """IF neurons have no decay: with the composed kernel on the 8-bit grid, integer = float, spike for spike."""
     if pool_kind == "AvgPool2d":  # 1/p² stays on the grid for windows of 1, 2 or 4 taps
         assume(pool_kernel[0] * pool_kernel[1] in (1, 2, 4))
     rng = np.random.default_rng(seed)
-    graph = _graph(rng, 2, 9, dict(kernel=kernel, stride=stride, dilation=dilation, padding=padding), pool_kind,
-                   dict(kernel=pool_kernel, stride=pool_stride))
+    graph = _graph(rng, 2, 9, dict(kernel=kernel, stride=stride, dilation=dilation, padding=padding, groups=groups),
+                   pool_kind, dict(kernel=pool_kernel, stride=pool_stride))
     x = rng.integers(0, 3, (6, 4, 2, 9, 9)).astype(float)
     ref = simulate_float(graph, x, discretization("nir", 1.0), record=True)
     assume(0 < ref.values["n1"].mean() < 1)  # neither silent nor saturated
