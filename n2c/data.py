@@ -124,19 +124,19 @@ def load_directory(path: str) -> Dataset:
     if x.dtype != np.float32:
         raise DatasetError(f"{root / 'x.npy'} holds {x.dtype}; memory-mapped data must be float32, the values the "
                            "network sees: np.save('x.npy', x.astype(np.float32))")
-    y = _load_member(root / "y.npy", "y")
+    y = _load_member(root / "y.npy", "y", mmap=True)  # mapped: its declared size is checked before it is read
     if not np.issubdtype(y.dtype, np.integer):
         raise DatasetError(f"{root / 'y.npy'} holds {y.dtype}; labels must be integers (class indices)")
     scale = None
     if (root / "input_scale.npy").is_file():
-        value = _load_member(root / "input_scale.npy", "input_scale")
+        value = _load_member(root / "input_scale.npy", "input_scale", mmap=True)
         if value.size != 1 or not np.issubdtype(value.dtype, np.number) or not float(value.reshape(-1)[0]) > 0:
             raise DatasetError(f"{root / 'input_scale.npy'} must hold one positive number")
         scale = float(value.reshape(-1)[0])
     if x.ndim == 4 and not x.flags.c_contiguous:
         raise DatasetError(f"{root / 'x.npy'} is stored in Fortran order; save it in C order (np.save of "
                            "np.ascontiguousarray(x))")
-    return _checked(str(root), root.name, x, y.astype(np.int64), scale, _file_chunks(root / "x.npy", x))
+    return _checked(str(root), root.name, x, y, scale, _file_chunks(root / "x.npy", x))
 
 
 def _file_chunks(path: Path, x: np.memmap):
@@ -156,6 +156,7 @@ def _checked(path: str, name: str, x: np.ndarray, y: np.ndarray, scale: float | 
         raise DatasetError(f"{path}: x must be (N, C, H, W) and y (N,), got {x.shape} and {y.shape}")
     if len(x) == 0 or x.size == 0:
         raise DatasetError(f"{path} holds no samples (x has shape {x.shape}); give at least one")
+    y = np.asarray(y, dtype=np.int64)
     top = 0.0
     for part in chunks if chunks is not None else [x]:
         if not np.isfinite(part).all():

@@ -78,6 +78,7 @@ def test_training_and_simulation_on_a_directory_equal_the_npz(tmp_path, capsys, 
     ("late_nan", "x contains NaN or infinity"),
     ("short_y", r"x must be \(N, C, H, W\) and y \(N,\)"),
     ("negative_y", "labels y must be class indices"),
+    ("huge_y", "y.npy is not a readable .npy array .*mmap length is greater than file size"),
 ])
 def test_a_bad_directory_is_a_one_line_error(tmp_path, monkeypatch, capsys, damage, message):
     x, y = _arrays()
@@ -106,6 +107,10 @@ def test_a_bad_directory_is_a_one_line_error(tmp_path, monkeypatch, capsys, dama
         np.save(root / "y.npy", y[:-1])
     elif damage == "negative_y":
         np.save(root / "y.npy", y - 5)
+    elif damage == "huge_y":  # a header declaring 10^12 labels: refused before anything that size is read
+        with open(root / "y.npy", "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (10 ** 12,)})
+            f.write(b"\0" * 64)
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(directory)
     assert "\n" not in str(info.value)
