@@ -37,7 +37,7 @@ from n2c.conv_geometry import output_size, pooled_conv_kernel
 from n2c.limits import MAX_WEIGHTS, check_elements
 from n2c.errors import QuantizationError
 from n2c.fixed_point import LOIHI, IntegerFormat
-from n2c.neurons.cuba import LIF, cuba_form
+from n2c.neurons.cuba import LIF, SPIKING_BY_RESET, cuba_form
 from n2c.neurons.readout import KIND as READOUT
 
 
@@ -76,11 +76,15 @@ def _power_of_two_scale(max_abs: float, name: str, fmt: IntegerFormat) -> float:
 
 
 def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | None = None,
-             fmt: IntegerFormat = LOIHI, timesteps: int | None = None) -> IntNetwork:
+             fmt: IntegerFormat = LOIHI, timesteps: int | None = None, reset: str = "zero") -> IntNetwork:
     """Quantize a layer graph to the widths of ``fmt``; ``input_scale`` overrides the one stored
     in the graph. ``dt`` is the time step of NIR's neurons (forward Euler; default the graph's
     ``n2c.dt``, else 1e-3). ``timesteps``: T of the integer network, for graphs of other tools
-    (whose T is their input's); an n2c graph carries its own."""
+    (whose T is their input's); an n2c graph carries its own. ``reset``: how NIR's spiking
+    neurons reset, ``zero`` (NIR, Loihi's stock neuron: kind ``lif``) or ``subtract-late``
+    (snnTorch: kind ``lif_subtract``); ``n2c.neurons.cuba``."""
+    if reset not in SPIKING_BY_RESET:
+        raise QuantizationError(f"reset {reset!r} has no integer form; use one of {', '.join(SPIKING_BY_RESET)}")
     if timesteps is not None and graph.is_n2c and timesteps != graph.timesteps:
         raise QuantizationError(f"this n2c graph runs T = {graph.timesteps}, not {timesteps}")
     layers = graph.layers
@@ -107,7 +111,7 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     always_on: dict[str, IntNeuron] = {}  # constant spike sources of biases into synaptic currents, first in order
 
     def cuba(neuron_layer, syn_layers):
-        neuron, synapses, info, source = _quantize_cuba(neuron_layer, syn_layers, dt, fmt)
+        neuron, synapses, info, source = _quantize_cuba(neuron_layer, syn_layers, dt, fmt, reset)
         if source is not None:
             if source.name in by_name:
                 raise QuantizationError(f"layer '{source.name}' has the name n2c gives its always-on neuron (a bias "
@@ -618,8 +622,10 @@ def _bias_as_input(layer: DynamicsLayer, syn_layers: list[tuple], bias: np.ndarr
     return syn_layers + [(extra, source.name, source.shape, np.ones(source.shape), None)], source
 
 
-def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt: IntegerFormat):
-    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.neurons.cuba``). A bias
+def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt: IntegerFormat,
+                   reset: str = "zero"):
+    """NIR's I/LI/IF/LIF/CubaLI/CubaLIF as Loihi's CUBA neuron (``n2c.neurons.cuba``), a spiking
+    layer of the kind that resets as ``reset`` says. A bias
     into a CubaLI(F) enters its synaptic current: it arrives through an always-on neuron
     (:func:`_bias_as_input`), returned last (else None) for the caller to add to the network."""
     form = cuba_form(layer, dt, fmt)
@@ -636,7 +642,8 @@ def _quantize_cuba(layer: DynamicsLayer, syn_layers: list[tuple], dt: float, fmt
     shape = layer.out_shape
     real_bias = (form["gain"] * syn_bias + form["leak"]) * scale
     bias = fmt.round_bias(real_bias, layer.name)
-    neuron = IntNeuron(layer.name, "lif" if layer.spiking else "li", [s.name for s in synapses], shape, scale,
+    kind = SPIKING_BY_RESET[reset].name if layer.spiking else "li"
+    neuron = IntNeuron(layer.name, kind, [s.name for s in synapses], shape, scale,
                        bias=bias, v_init=np.zeros(shape, np.int64), du=form["du"], dv=form["dv"],
                        spike_value=np.full(shape, 1.0 if layer.spiking else 1.0 / scale))  # a spike, or v_int
     info = {"layer": layer.name, "kind": neuron.kind, "nir_type": layer.kind, "scale": scale, **stats,

@@ -232,3 +232,21 @@ def lif_step(u, v, a, du, dv, bias, vth, spiking: bool = True, clamp: StateClamp
         return v, u, v
     s = v > (vth.astype(np.int64) << SHIFT)
     return s.astype(np.int64), u, np.where(s, 0, v)
+
+
+def lif_subtract_step(u, v, pending, a, du, dv, bias, vth, clamp: StateClamp | None = None):
+    """One step of the CUBA neuron with snnTorch's reset: by subtraction of the threshold, one
+    step late (``pending``: the spikes of the step before). Returns (s, u, v, pending)::
+
+        u ← wrap24( rtz(u·(4096 − (du + 1)) / 4096) + a·64 )          as lif_step
+        v ← clip( clip( rtz(v·(4096 − dv) / 4096) + u + bias ) − pending·vth·64, ±(2²³ − 1) )
+        s = v > vth·64;   pending ← s                                    (v keeps its value)
+
+    Not Lava's stock LIF (it resets to 0 in the spiking step): a custom neuron, run on Lava by
+    n2c's CubaNeuron process."""
+    limit = 2 ** (LOIHI.state_bits - 1)
+    _, u, v = lif_step(u, v, a, du, dv, bias, vth, spiking=False, clamp=clamp)
+    theta = vth.astype(np.int64) << SHIFT
+    v = np.clip(v - pending * theta, -limit + 1, limit - 1)
+    s = (v > theta).astype(np.int64)
+    return s, u, v, s

@@ -7,7 +7,7 @@ import numpy as np
 
 from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 
-KINDS = ("mtn", "polarity", "sfn", "parallel", "lif", "li")
+KINDS = ("mtn", "polarity", "sfn", "parallel", "lif", "li", "lif_subtract")
 
 
 def weights(rng: np.random.Generator, shape, even: bool = False) -> np.ndarray:
@@ -38,7 +38,7 @@ def neuron(rng: np.random.Generator, kind: str, name: str, inputs: list[str], sh
     du = rng.choice([0, 4095, int(rng.integers(1, 4095))])  # no current memory, slowest decay, anything
     dv = rng.choice([0, int(rng.integers(1, 4095))])
     return IntNeuron(name, kind, inputs, shape, 1.0, bias=rng.integers(-2000, 4000, size=shape),
-                     threshold=rng.integers(1, max(2, int(drive)), size=shape) if kind == "lif" else None,
+                     threshold=rng.integers(1, max(2, int(drive)), size=shape) if kind != "li" else None,
                      v_init=np.zeros(shape, np.int64), du=np.full(shape, du), dv=np.full(shape, dv))
 
 

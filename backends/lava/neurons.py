@@ -8,6 +8,7 @@ Which Process runs each kind (``docs/lava-backend.md``)::
     lif                  stock LIFReset where it matches exactly (uniform du, dv and threshold,
                          bias = 13-bit mantissa << shared exponent), else CubaNeuron (custom)
     li                   CubaNeuron             custom (sends its potential v)
+    lif_subtract         CubaNeuron             custom (snnTorch's reset: by subtraction, a step late)
     readout              ReadoutNeuron          custom
     relay                stock GradedVec (vth = 0: sends its input current, no state kept)
 
@@ -72,11 +73,11 @@ def _readout(procs, neuron, shape, per_neuron, window):
 
 def _cuba(procs, neuron, shape, per_neuron, window):
     """Lava's stock LIF where it is exact ("lif" only), else n2c's CubaNeuron."""
-    if neuron.neuron_kind.spiking and stock_lif_mismatch(neuron) is None:
+    if neuron.kind == "lif" and stock_lif_mismatch(neuron) is None:
         return _stock_lif(neuron, shape, per_neuron, window["timesteps"], window["depth"])
     return procs.CubaNeuron(shape, du=per_neuron(neuron.du), dv=per_neuron(neuron.dv),
                             vth=None if neuron.threshold is None else per_neuron(neuron.threshold),
-                            spiking=neuron.neuron_kind.spiking, **window)
+                            kind=neuron.kind, **window)
 
 
 def _relay(procs, neuron, shape, per_neuron, window):
@@ -91,7 +92,7 @@ def _relay(procs, neuron, shape, per_neuron, window):
 
 # The Process that runs each kind of n2c.neurons (docs/lava-backend.md).
 PROCESSES = {"mtn": _multi_threshold, "sfn": _scale_and_fire, "parallel": _parallel, "lif": _cuba, "li": _cuba,
-             "readout": _readout, "relay": _relay}
+             "lif_subtract": _cuba, "readout": _readout, "relay": _relay}
 assert set(PROCESSES) == set(KINDS), "every neuron kind needs a Lava Process (or an entry saying why not)"
 
 

@@ -228,14 +228,9 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         run = simulate_float(graph, x, discretization, batch_size=batch_size, trace=tuple(trace))
         return ArrayRun(run.output, time.perf_counter() - start, firing=run.firing, traces=run.traces)
     x = check_input(graph, x)
-    from backends.ir.layers import DynamicsLayer
-    if discretization is not None and discretization.name != "nir" and \
-            any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
-        raise N2CError(f"the integer (Loihi) form follows the nir scheme (hard reset, strict threshold), not "
-                       f"{discretization.name}'s; use --precision float for --dynamics {discretization.name}")
     # T of other tools' graphs is their input's (check_input has held n2c graphs to their own)
     net = quantize(graph, input_scale, discretization.dt if discretization is not None else None,
-                   timesteps=x.shape[0])
+                   timesteps=x.shape[0], reset=integer_reset(graph, discretization))
     readout = net.by_name()[net.output]
     names = {layer.name for layer in net.layers if isinstance(layer, IntNeuron)}
     unknown = [t for t in trace if t not in names]
@@ -250,6 +245,21 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
         traces[net.output] = {"out": run.current / readout.scale}
     return ArrayRun(run.current / readout.scale, time.perf_counter() - start, run.messages if record else None, net,
                     run.overflows, run.spikes, lava_timing=run.lava_timing, traces=traces or None)
+
+
+# the integer neuron's reset for each float scheme that has one (n2c.neurons.cuba)
+INTEGER_RESETS = {"nir": "zero", "snntorch": "subtract-late"}
+
+
+def integer_reset(graph, discretization) -> str:
+    """The reset of the integer form of ``discretization``'s neurons, or a one-line error for a
+    scheme without one (graphs without NIR neurons take any)."""
+    from backends.ir.layers import DynamicsLayer
+    name = discretization.name if discretization is not None else "nir"
+    if name not in INTEGER_RESETS and any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
+        raise N2CError(f"--dynamics {name} has no integer (Loihi) form (the integer neurons follow "
+                       f"{' or '.join(INTEGER_RESETS)}); use --precision float for --dynamics {name}")
+    return INTEGER_RESETS.get(name, "zero")
 
 
 def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:
@@ -296,12 +306,13 @@ def _run_lava_timed(net: IntNetwork, s_in: np.ndarray) -> IntegerRun:
 def report_network(nir_path: str, chip, data: Dataset | None, split: str = "test", simulator: str = "reference",
                    input_scale: float | None = None, chunk: int | None = None, progress: bool = False,
                    across_T: list | None = None, share_cores: str = "auto", dt: float | None = None,
-                   inputs: np.ndarray | None = None, input_name: str = "input array") -> dict:
+                   inputs: np.ndarray | None = None, input_name: str = "input array", dynamics: str = "nir") -> dict:
     """Map a NIR graph on ``chip`` (a :class:`backends.hardware.spec.ChipSpec`), run ``data`` (or
     ``inputs``, an array (T, B, ...) of the graph's input, without labels) on the reference simulator
     (or Lava) in chunks of ``chunk`` samples (default: :func:`chunk_size`), and build the hardware
     report (``backends.report.build``). ``dt``: the time step of other tools' neurons (NIR's
-    continuous time; default the graph's ``n2c.dt``, else 1e-3); their T is the input's steps.
+    continuous time; default the graph's ``n2c.dt``, else 1e-3, or the scheme's); their T is the input's steps.
+    ``dynamics``: their neurons' scheme with an integer form (``INTEGER_RESETS``: nir or snntorch).
     A graph that cannot be mapped raises :class:`N2CError`."""
     from tqdm import tqdm
 
@@ -311,7 +322,11 @@ def report_network(nir_path: str, chip, data: Dataset | None, split: str = "test
     graph = import_nir(nir_path)
     steps = None if graph.is_n2c or inputs is None else int(inputs.shape[0])
     scale = input_scale or graph.input.input_scale or (data.input_scale if data is not None else None)
-    net = quantize(graph, scale, dt=dt, fmt=chip.integer_format(), timesteps=steps)
+    from backends.float.dynamics import discretization
+    scheme = discretization(dynamics, dt)
+    dt = dt if dt is not None or dynamics == "nir" else scheme.dt  # nir: the graph's n2c.dt, else 1e-3
+    net = quantize(graph, scale, dt=dt, fmt=chip.integer_format(), timesteps=steps,
+                   reset=integer_reset(graph, scheme))
     shape = tuple(inputs.shape[2:]) if inputs is not None else tuple(data.x.shape[1:])
     if shape != tuple(net.source.shape):
         name = input_name if inputs is not None else data.name

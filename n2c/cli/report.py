@@ -24,7 +24,10 @@ def add_parser(sub) -> None:
     r.add_argument("--input", metavar="X.npy", help="input array (time, batch, then the graph's input shape) "
                    "instead of a data set, for graphs of other tools (their T is its first axis); no accuracy")
     r.add_argument("--dt", type=positive_float, help="time step of other tools' neurons, in the graph's time "
-                   "unit (default: the graph's n2c.dt, else 1e-3; Sinabs graphs: 1)")
+                   "unit (default: the graph's n2c.dt, else 1e-3; Sinabs graphs: 1; snntorch: 1e-4)")
+    r.add_argument("--dynamics", choices=["nir", "snntorch"], default="nir", help="how other tools' neurons "
+                   "step in Loihi's integers: nir (reset to 0, Loihi's stock neuron; default) or snntorch (reset "
+                   "by subtraction one step late, a custom neuron; dt 1e-4)")
     r.add_argument("--hardware", default="loihi2", help="loihi1, loihi2 (default) or your chip spec file (.json, "
                    "format in docs/hardware-model.md)")
     r.add_argument("--simulator", choices=["reference", "lava"], default="reference",
@@ -63,7 +66,7 @@ def cmd_report(args) -> int:
     def run(path: str) -> dict:
         return report_network(path, chip, data, args.split, args.simulator, args.input_scale,
                               progress=sys.stderr.isatty(), share_cores=args.share_cores, dt=args.dt, inputs=inputs,
-                              input_name=args.input or "")
+                              input_name=args.input or "", dynamics=args.dynamics)
 
     report = run(args.graphs[0])  # first: a primary graph that does not fit fails before the others run
     rows = []

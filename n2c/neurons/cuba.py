@@ -7,6 +7,8 @@ toward zero)::
     u ← wrap24( rtz(u·(4096 − (du + 1)) / 4096) + a·64 )
     v ← clip( rtz(v·(4096 − dv) / 4096) + u + bias, ±(2²³ − 1) )
     lif: s = v > vth·64;  v ← 0 where s;  send s        li: send v (graded, 24-bit)
+    lif_subtract (snnTorch's reset): v ← v − pending·vth·64 before the threshold;
+                  s = v > vth·64;  pending ← s;  send s
 
 ``u = v = 0`` at each window start. NIR's forward-Euler equations (``backends.float.dynamics``,
 scheme ``nir``) map onto it with a per-layer integer scale S (real v = v_int / S, a power
@@ -29,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from n2c.errors import QuantizationError
-from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp, lif_step
+from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp, lif_step, lif_subtract_step
 from n2c.neurons.kind import NeuronKind
 
 
@@ -105,5 +107,28 @@ class Cuba(NeuronKind):
         return {"threshold_int_min": int(vth.min())}
 
 
+class CubaSubtract(Cuba):
+    """``lif_subtract``: the spiking CUBA neuron with snnTorch's reset, by subtraction of the
+    threshold and one step late (``n2c.fixed_point.lif_subtract_step``; the float scheme
+    ``snntorch`` of ``backends.float.dynamics``). A custom neuron (Loihi 2 microcode): Lava's
+    stock LIF resets to 0."""
+
+    state = ("v", "u", "pending")
+
+    def __init__(self):
+        super().__init__(spiking=True)
+        self.name = "lif_subtract"
+
+    def step(self, neuron, state, current, clamp: StateClamp):
+        out, state["u"], state["v"], state["pending"] = lif_subtract_step(
+            state["u"], state["v"], state["pending"], current, neuron.du, neuron.dv, neuron.bias, neuron.threshold,
+            clamp)
+        clamp.at_limit(state["v"])
+        return out
+
+
 LIF = Cuba(spiking=True)
 LI = Cuba(spiking=False)
+LIF_SUBTRACT = CubaSubtract()
+# the spiking kind of each reset (``backends.quantize``'s ``reset``)
+SPIKING_BY_RESET = {"zero": LIF, "subtract-late": LIF_SUBTRACT}

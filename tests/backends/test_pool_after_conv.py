@@ -119,23 +119,29 @@ def _spikes(steps, batch, shape, seed):
 
 
 def test_snntorch_tutorial_cnn_runs_in_integers_close_to_float():
-    """Leaky decays and 8-bit weights round: agreement with the float run is measured, not equality."""
+    """Leaky decays and 8-bit weights round: agreement with the float run is measured, not
+    equality. With snnTorch's own reset (``--dynamics snntorch``: the integer kind
+    lif_subtract) the integer network follows snnTorch's simulation more closely than with
+    Loihi's stock reset to 0."""
     graph = _snntorch_tutorial_cnn()
-    x = _spikes(30, 4, (1, 16, 16), seed=1)
-    scheme = discretization("nir", 1e-4)  # the integer form's scheme, at the exporter's time step
+    x = _spikes(30, 8, (1, 16, 16), seed=1)
+    scheme = discretization("snntorch")  # = snnTorch's own simulation (tests/contracts/test_interop.py)
     ref = simulate_float(graph, x, scheme, record=True)
     run = run_arrays(graph, x, "int", scheme, input_scale=1.0, record=True)
-    for name in ("2", "5"):  # the Leaky layers after the pools (snnTorch names nodes by module index)
+    hard = run_arrays(graph, x, "int", discretization("nir", 1e-4), input_scale=1.0, record=True)
+    for name, least in (("2", 0.97), ("5", 0.85), ("8", 0.85)):  # the Leaky layers (snnTorch's module indices)
         assert 0.02 < ref.values[name].mean() < 0.6, name
-        assert (run.messages[name] == ref.values[name]).mean() > 0.95, name
+        agree = (run.messages[name] == ref.values[name]).mean()
+        assert agree > least and agree > (hard.messages[name] == ref.values[name]).mean(), name
 
 
 @pytest.mark.slow
-def test_snntorch_tutorial_cnn_on_lava_equals_the_reference():
+@pytest.mark.parametrize("reset", ["zero", "subtract-late"])
+def test_snntorch_tutorial_cnn_on_lava_equals_the_reference(reset):
     from backends.lava.lower import run_lava_steps
 
     graph = _snntorch_tutorial_cnn()
-    net = quantize(graph, 1.0, 1e-4, timesteps=10)
+    net = quantize(graph, 1.0, 1e-4, timesteps=10, reset=reset)
     s_in = _spikes(10, 2, (1, 16, 16), seed=2).astype(np.int64)
     ref = run_encoded(net, s_in)
     lava_out, lava_spikes = run_lava_steps(net, s_in, progress=False, record=True)

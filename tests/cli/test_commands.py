@@ -210,6 +210,25 @@ def test_report_takes_an_input_array_and_dt_and_says_when_nothing_spikes(tmp_pat
     assert spikes["if"] > 0
 
 
+def test_report_runs_other_tools_neurons_with_snntorchs_reset(tmp_path, capsys):
+    """``--dynamics snntorch``: the spiking layer becomes the integer kind lif_subtract (reset by
+    subtraction, a step late), which keeps the charge over θ that a reset to 0 drops."""
+    import numpy as np
+    _sinabs_like_if_graph(tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).integers(0, 2, (10, 4, 6)).astype(np.float32))
+    common = ["report", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "--input-scale", "1", "--dt", "1"]
+    layers = {}
+    for dynamics in ("nir", "snntorch"):
+        assert main([*common, "--dynamics", dynamics, "-o", str(tmp_path / dynamics)]) == 0
+        report = json.loads((tmp_path / dynamics / "report.json").read_text())
+        layers[dynamics] = {r["name"]: r for r in report["activity"]["layers"]}
+    capsys.readouterr()
+    assert (layers["nir"]["if"]["kind"], layers["snntorch"]["if"]["kind"]) == ("lif", "lif_subtract")
+    assert layers["snntorch"]["if"]["unit_spikes"] > layers["nir"]["if"]["unit_spikes"] > 0
+    assert main([*common, "--dynamics", "norse", "-o", str(tmp_path / "n")]) == 2  # no integer form: refused
+    assert "invalid choice: 'norse'" in capsys.readouterr().err
+
+
 def test_simulate_warns_when_a_layer_never_spikes(tmp_path, capsys):
     import numpy as np
     _sinabs_like_if_graph(tmp_path / "g.nir")

@@ -101,17 +101,19 @@ class ParallelNeuron(_WindowedNeuron):
 
 class CubaNeuron(_WindowedNeuron):
     """Loihi's CUBA neuron with per-neuron ``du``, ``dv``, threshold and an unrestricted bias
-    (kinds ``lif`` and ``li``, ``n2c.neurons.cuba``; the step ``n2c.fixed_point.lif_step`` is
-    bit-identical to Lava's fixed-point ``LIF``). The CPU-simulation fallback for what Lava's stock
-    ``LIFReset`` cannot take (per-neuron decays or thresholds, a bias without a shared-exponent
-    13-bit mantissa, and the non-spiking "li" form that sends its potential)."""
+    (kinds ``lif``, ``li`` and ``lif_subtract``, ``n2c.neurons.cuba``; the step
+    ``n2c.fixed_point.lif_step`` is bit-identical to Lava's fixed-point ``LIF``). The
+    CPU-simulation fallback for what Lava's stock ``LIFReset`` cannot take (per-neuron decays or
+    thresholds, a bias without a shared-exponent 13-bit mantissa, the non-spiking "li" form that
+    sends its potential, and snnTorch's reset by subtraction one step late)."""
 
-    def __init__(self, shape: tuple[int, ...], du, dv, bias, vth, spiking: bool, timesteps: int, depth: int,
+    def __init__(self, shape: tuple[int, ...], du, dv, bias, vth, kind: str, timesteps: int, depth: int,
                  name: str | None = None) -> None:
-        super().__init__(shape, bias, timesteps, depth, name, spiking=bool(spiking))
+        super().__init__(shape, bias, timesteps, depth, name, kind=str(kind))
         shape = self.s_out.shape
         self.u = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
         self.v = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))
+        self.pending = Var(shape=shape, init=np.zeros(shape, dtype=np.int64))  # lif_subtract's due reset
         self.du = Var(shape=shape, init=_per_neuron(du, shape))
         self.dv = Var(shape=shape, init=_per_neuron(dv, shape))
         self.threshold = Var(shape=shape, init=_per_neuron(0 if vth is None else vth, shape))
@@ -223,9 +225,10 @@ class PyCubaNeuronModel(_WindowedNeuronModel):
     du: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
     threshold: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=17)
+    pending: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=1)
 
     def __init__(self, proc_params) -> None:
-        self.kind = "lif" if proc_params["spiking"] else "li"
+        self.kind = proc_params["kind"]
         super().__init__(proc_params)
 
 

@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from n2c.fixed_point import clamp24
+from n2c.neurons import KINDS as NEURON_KINDS
 from backends.reference.simulate import run_encoded
 from backends.reference.stream import run_stream, stream_depths
 from tests.random_networks import KINDS, conv_network, dense_network, inputs
@@ -31,7 +32,7 @@ def _assert_windows_match(net, s_in):
     t, b = s_in.shape[:2]
     zero_delay, lava_timed = run_encoded(net, s_in), run_stream(net, s_in)
     assert set(lava_timed.messages) == {layer.name for layer in net.layers if not hasattr(layer, "kind") or
-                                        layer.kind in ("mtn", "sfn", "parallel", "lif", "li", "readout")}
+                                        layer.kind in set(NEURON_KINDS) - {"relay"}}
     for name, sent in lava_timed.messages.items():
         expected = _readout_potentials(zero_delay.readout_current) if name == net.output else zero_delay.messages[name]
         assert np.array_equal(lava_timed.window(name, b), expected), name
