@@ -81,8 +81,9 @@ def quantize(graph: LayerGraph, input_scale: float | None = None, dt: float | No
     in the graph. ``dt`` is the time step of NIR's neurons (forward Euler; default the graph's
     ``n2c.dt``, else 1e-3). ``timesteps``: T of the integer network, for graphs of other tools
     (whose T is their input's); an n2c graph carries its own. ``reset``: how NIR's spiking
-    neurons reset, ``zero`` (NIR, Loihi's stock neuron: kind ``lif``) or ``subtract-late``
-    (snnTorch: kind ``lif_subtract``); ``n2c.neurons.cuba``."""
+    neurons reset, ``zero`` (NIR, Loihi's stock neuron: kind ``lif``), ``subtract-late``
+    (snnTorch: kind ``lif_subtract``) or ``subtract-now`` (snnTorch's ``reset_delay=False``: kind
+    ``lif_subtract_now``); ``n2c.neurons.cuba``."""
     if reset not in SPIKING_BY_RESET:
         raise QuantizationError(f"reset {reset!r} has no integer form; use one of {', '.join(SPIKING_BY_RESET)}")
     if timesteps is not None and graph.is_n2c and timesteps != graph.timesteps:

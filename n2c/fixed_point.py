@@ -250,3 +250,18 @@ def lif_subtract_step(u, v, pending, a, du, dv, bias, vth, clamp: StateClamp | N
     v = np.clip(v - pending * theta, -limit + 1, limit - 1)
     s = (v > theta).astype(np.int64)
     return s, u, v, s
+
+
+def lif_subtract_now_step(u, v, a, du, dv, bias, vth, clamp: StateClamp | None = None):
+    """One step of the CUBA neuron with snnTorch's reset without delay (``reset_delay=False``):
+    by subtraction in the spiking step, the spike decided on the membrane less θ where the
+    step before left it above θ. Returns (s, u, v)::
+
+        u ← as lif_step;   v' ← clip( rtz(v·(4096 − dv) / 4096) + u + bias )
+        s = v' − [v > vth·64]·vth·64 > vth·64;   v ← clip( v' − s·vth·64 )"""
+    limit = 2 ** (LOIHI.state_bits - 1)
+    theta = vth.astype(np.int64) << SHIFT
+    owed = (v > theta) * theta  # v: the membrane the step before left (after its reset)
+    _, u, v = lif_step(u, v, a, du, dv, bias, vth, spiking=False, clamp=clamp)
+    s = (v - owed > theta).astype(np.int64)
+    return s, u, np.clip(v - s * theta, -limit + 1, limit - 1)

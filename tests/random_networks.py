@@ -7,7 +7,7 @@ import numpy as np
 
 from backends.ir.integer import IntNetwork, IntNeuron, IntSource, IntSynapse
 
-KINDS = ("mtn", "polarity", "sfn", "parallel", "lif", "li", "lif_subtract")
+KINDS = ("mtn", "polarity", "sfn", "parallel", "lif", "li", "lif_subtract", "lif_subtract_now")
 
 
 def weights(rng: np.random.Generator, shape, even: bool = False) -> np.ndarray:

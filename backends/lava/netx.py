@@ -274,6 +274,8 @@ NO_NETX_FORM = {
     "sfn": lambda neuron: "a scale-and-fire neuron (graded codes from several thresholds); netx has no such neuron",
     "lif_subtract": lambda neuron: "a CUBA neuron with snnTorch's reset (by subtraction, one step late); netx's "
                                    "CUBA neurons reset to 0 (export with --dynamics nir, or run it with n2c simulate)",
+    "lif_subtract_now": lambda neuron: "a CUBA neuron with snnTorch's reset without delay; netx's CUBA neurons "
+                                       "reset to 0 (export with --dynamics nir, or run it with n2c simulate)",
 }
 
 

@@ -9,6 +9,7 @@ Which Process runs each kind (``docs/lava-backend.md``)::
                          bias = 13-bit mantissa << shared exponent), else CubaNeuron (custom)
     li                   CubaNeuron             custom (sends its potential v)
     lif_subtract         CubaNeuron             custom (snnTorch's reset: by subtraction, a step late)
+    lif_subtract_now     CubaNeuron             custom (snnTorch's reset without delay)
     readout              ReadoutNeuron          custom
     relay                stock GradedVec (vth = 0: sends its input current, no state kept)
 
@@ -92,7 +93,7 @@ def _relay(procs, neuron, shape, per_neuron, window):
 
 # The Process that runs each kind of n2c.neurons (docs/lava-backend.md).
 PROCESSES = {"mtn": _multi_threshold, "sfn": _scale_and_fire, "parallel": _parallel, "lif": _cuba, "li": _cuba,
-             "lif_subtract": _cuba, "readout": _readout, "relay": _relay}
+             "lif_subtract": _cuba, "lif_subtract_now": _cuba, "readout": _readout, "relay": _relay}
 assert set(PROCESSES) == set(KINDS), "every neuron kind needs a Lava Process (or an entry saying why not)"
 
 

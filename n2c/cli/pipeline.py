@@ -248,7 +248,7 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
 
 
 # the integer neuron's reset for each float scheme that has one (n2c.neurons.cuba)
-INTEGER_RESETS = {"nir": "zero", "snntorch": "subtract-late"}
+INTEGER_RESETS = {"nir": "zero", "snntorch": "subtract-late", "snntorch-nodelay": "subtract-now"}
 
 
 def integer_reset(graph, discretization) -> str:

@@ -1,18 +1,19 @@
 """The neuron kinds of n2c, one module each, and their registry.
 
-======================  ================  =================================================
-module                  kind              neuron
-======================  ================  =================================================
-``multi_threshold``     ``mtn``           IF / multi-threshold IF, reset by subtraction
-``polarity``            (``mtn``)         the same with negative spikes (PMSM); signed quantizer
-``parallel``            ``parallel``      parallel spiking neuron over the T-step window
-``scale_and_fire``      ``sfn``           non-uniform thresholds, integer output codes
-``cuba``                ``lif``           Loihi's CUBA neuron for NIR's I/IF/LIF/CubaLIF
-``cuba``                ``li``            the same, sending its potential (LI, CubaLI)
-``cuba``                ``lif_subtract``  the same with snnTorch's reset (by subtraction, a step late)
-``readout``             ``readout``       the output accumulator
-``relay``               ``relay``         sends its input current (fan-in splits; integer network only)
-======================  ================  =================================================
+======================  ======================  ==============================================================
+module                  kind                    neuron
+======================  ======================  ==============================================================
+``multi_threshold``     ``mtn``                 IF / multi-threshold IF, reset by subtraction
+``polarity``            (``mtn``)               the same with negative spikes (PMSM); signed quantizer
+``parallel``            ``parallel``            parallel spiking neuron over the T-step window
+``scale_and_fire``      ``sfn``                 non-uniform thresholds, integer output codes
+``cuba``                ``lif``                 Loihi's CUBA neuron for NIR's I/IF/LIF/CubaLIF
+``cuba``                ``li``                  the same, sending its potential (LI, CubaLI)
+``cuba``                ``lif_subtract``        with snnTorch's reset (by subtraction, a step late)
+``cuba``                ``lif_subtract_now``    with snnTorch's reset without delay
+``readout``             ``readout``             the output accumulator
+``relay``               ``relay``               sends its input current (fan-in splits; integer network only)
+======================  ======================  ==============================================================
 
 Each module states its equation and holds its kernels; the torch SNN (``n2c.snn``), the
 float and integer simulators (``backends.float``, ``backends.reference``) and the Lava
@@ -27,8 +28,8 @@ from n2c.neurons import cuba, multi_threshold, parallel, readout, relay, scale_a
 from n2c.neurons.kind import NeuronKind
 
 KINDS: dict[str, NeuronKind] = {k.name: k for k in (multi_threshold.KIND, parallel.KIND, scale_and_fire.KIND,
-                                                    cuba.LIF, cuba.LI, cuba.LIF_SUBTRACT, readout.KIND,
-                                                    relay.KIND)}
+                                                    cuba.LIF, cuba.LI, cuba.LIF_SUBTRACT, cuba.LIF_SUBTRACT_NOW,
+                                                    readout.KIND, relay.KIND)}
 BY_NIR_NAME: dict[str, NeuronKind] = {k.nir_name: k for k in KINDS.values() if k.nir_name}
 
 

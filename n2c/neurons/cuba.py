@@ -9,6 +9,8 @@ toward zero)::
     lif: s = v > vth·64;  v ← 0 where s;  send s        li: send v (graded, 24-bit)
     lif_subtract (snnTorch's reset): v ← v − pending·vth·64 before the threshold;
                   s = v > vth·64;  pending ← s;  send s
+    lif_subtract_now (snnTorch's reset_delay=False): s = v − [v_before > vth·64]·vth·64 > vth·64;
+                  v ← v − s·vth·64;  send s
 
 ``u = v = 0`` at each window start. NIR's forward-Euler equations (``backends.float.dynamics``,
 scheme ``nir``) map onto it with a per-layer integer scale S (real v = v_int / S, a power
@@ -31,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from n2c.errors import QuantizationError
-from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp, lif_step, lif_subtract_step
+from n2c.fixed_point import LOIHI, IntegerFormat, StateClamp, lif_step, lif_subtract_now_step, lif_subtract_step
 from n2c.neurons.kind import NeuronKind
 
 
@@ -127,8 +129,25 @@ class CubaSubtract(Cuba):
         return out
 
 
+class CubaSubtractNow(Cuba):
+    """``lif_subtract_now``: the spiking CUBA neuron with snnTorch's reset without delay
+    (``reset_delay=False``; ``n2c.fixed_point.lif_subtract_now_step``; the float scheme
+    ``snntorch-nodelay``). A custom neuron, as ``lif_subtract``."""
+
+    def __init__(self):
+        super().__init__(spiking=True)
+        self.name = "lif_subtract_now"
+
+    def step(self, neuron, state, current, clamp: StateClamp):
+        out, state["u"], state["v"] = lif_subtract_now_step(state["u"], state["v"], current, neuron.du, neuron.dv,
+                                                            neuron.bias, neuron.threshold, clamp)
+        clamp.at_limit(state["v"])
+        return out
+
+
 LIF = Cuba(spiking=True)
 LI = Cuba(spiking=False)
 LIF_SUBTRACT = CubaSubtract()
+LIF_SUBTRACT_NOW = CubaSubtractNow()
 # the spiking kind of each reset (``backends.quantize``'s ``reset``)
-SPIKING_BY_RESET = {"zero": LIF, "subtract-late": LIF_SUBTRACT}
+SPIKING_BY_RESET = {"zero": LIF, "subtract-late": LIF_SUBTRACT, "subtract-now": LIF_SUBTRACT_NOW}

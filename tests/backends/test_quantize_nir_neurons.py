@@ -80,23 +80,24 @@ def test_integrate_and_fire_is_exact_when_weights_are_representable(seed, steps)
     assert np.array_equal(run.messages["n1"], ref.values["n1"]) and np.array_equal(run.output, ref.output)
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2 ** 16), st.integers(4, 16), st.sampled_from(["IF", "LIF"]))
-def test_snntorchs_reset_is_exact_in_integers_when_weights_are_representable(seed, steps, kind):
-    """snnTorch's reset (by subtraction, one step late) as the integer kind lif_subtract: with
-    weights on the 8-bit grid, IF spikes equal the float ``snntorch`` scheme's; LIF's decay
-    (β = 0.5, exact in 12 bits) too."""
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 16), st.integers(4, 16), st.sampled_from(["IF", "LIF"]),
+       st.sampled_from([("snntorch", "lif_subtract"), ("snntorch-nodelay", "lif_subtract_now")]))
+def test_snntorchs_reset_is_exact_in_integers_when_weights_are_representable(seed, steps, kind, scheme_kind):
+    """snnTorch's resets (by subtraction, one step late; or without delay) as the integer kinds
+    lif_subtract and lif_subtract_now: with weights on the 8-bit grid, IF spikes equal the float
+    ``snntorch`` / ``snntorch-nodelay`` scheme's; LIF's decay (β = 0.5, exact in 12 bits) too."""
     rng = np.random.default_rng(seed)
     graph = _graph(kind, 4, 6, 3, rng, tau=2.0)  # dt = 1: dt/τ = 0.5
     for layer in graph.layers:
         if hasattr(layer, "weight") and layer.weight is not None:
             layer.weight = np.clip(np.round(layer.weight * 16) / 16, -7.5, 7.5)
     x = rng.integers(0, 4, (steps, 5, 4)).astype(float)
-    scheme = discretization("snntorch", 1.0)
+    scheme = discretization(scheme_kind[0], 1.0)
     ref = simulate_float(graph, x, scheme, record=True)
     assume(ref.values["n1"].sum() > 0)
     run = run_arrays(graph, x, "int", scheme, input_scale=1.0, record=True)
-    assert run.net.by_name()["n1"].kind == "lif_subtract"
+    assert run.net.by_name()["n1"].kind == scheme_kind[1]
     assert np.array_equal(run.messages["n1"], ref.values["n1"]) and np.array_equal(run.output, ref.output)
     hard = run_arrays(graph, x, "int", discretization("nir", 1.0), input_scale=1.0, record=True)
     assume(not np.array_equal(hard.messages["n1"], ref.values["n1"]))  # where the reset matters, it shows
@@ -126,9 +127,8 @@ def test_what_has_no_integer_form_is_named():
         quantize(graph, 1.0)
     with pytest.raises(QuantizationError, match="dt/τ ≥ 1"):
         quantize(_graph("LIF", 2, 3, 2, rng), 1.0, dt=1.0)
-    for scheme in ("norse", "snntorch-nodelay"):
-        with pytest.raises(N2CError, match=f"--dynamics {scheme} has no integer .* follow nir or snntorch"):
-            run_arrays(_graph("LIF", 2, 3, 2, rng), np.zeros((2, 1, 2)), "int", discretization(scheme), 1.0)
+    with pytest.raises(N2CError, match="--dynamics norse has no integer .* follow nir or snntorch or snntorch-nodelay"):
+        run_arrays(_graph("LIF", 2, 3, 2, rng), np.zeros((2, 1, 2)), "int", discretization("norse"), 1.0)
     with pytest.raises(QuantizationError, match="reset 'settle' has no integer form"):
         quantize(_graph("LIF", 2, 3, 2, rng), 1.0, reset="settle")
     with pytest.raises(QuantizationError, match="does not state its input scale"):

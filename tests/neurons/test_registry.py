@@ -24,7 +24,8 @@ class _Neuron:
 
 
 def test_every_kind_is_registered_once_under_its_name():
-    assert set(KINDS) == {"mtn", "parallel", "sfn", "lif", "li", "lif_subtract", "readout", "relay"}
+    assert set(KINDS) == {"mtn", "parallel", "sfn", "lif", "li", "lif_subtract", "lif_subtract_now", "readout",
+                          "relay"}
     assert all(isinstance(k, NeuronKind) and KINDS[name] is k and k.name == name for name, k in KINDS.items())
     assert {name: k.name for name, k in BY_NIR_NAME.items()} == \
         {"multi_threshold_if": "mtn", "parallel": "parallel", "scale_and_fire": "sfn"}
