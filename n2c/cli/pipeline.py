@@ -312,7 +312,7 @@ def report_network(nir_path: str, chip, data: Dataset | None, split: str = "test
     (or Lava) in chunks of ``chunk`` samples (default: :func:`chunk_size`), and build the hardware
     report (``backends.report.build``). ``dt``: the time step of other tools' neurons (NIR's
     continuous time; default the graph's ``n2c.dt``, else 1e-3, or the scheme's); their T is the input's steps.
-    ``dynamics``: their neurons' scheme with an integer form (``INTEGER_RESETS``: nir or snntorch).
+    ``dynamics``: their neurons' scheme with an integer form (``INTEGER_RESETS``).
     A graph that cannot be mapped raises :class:`N2CError`."""
     from tqdm import tqdm
 
