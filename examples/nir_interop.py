@@ -6,7 +6,8 @@
    and run the file in n2c's float reference simulator with snnTorch's discretization
    (``--dynamics snntorch`` on the command line): the spikes equal snnTorch's own.
 2. Run the same file in Loihi's integers, its recurrent loop included, on the reference
-   simulator and on Lava (bit for bit the same).
+   simulator and on Lava (bit for bit the same), with snnTorch's reset (``--dynamics
+   snntorch``) and with Loihi's reset to 0.
 3. Train nothing: take n2c's digits network (a few epochs of QCFS training), convert it
    to a one-step multi-threshold SNN, write it as portable standard NIR, load that in
    Norse and compare predictions with n2c's.
@@ -62,17 +63,20 @@ def snntorch_to_n2c(folder: Path) -> None:
 
 def recurrent_in_integers(folder: Path) -> None:
     """The snnTorch file of part 1 in Loihi's integers: its RLeaky loop becomes a recurrent
-    synapse, on the reference simulator and on Lava alike. The integer form follows NIR's own
-    equations (the ``nir`` scheme: reset to 0 in the spiking step), not snnTorch's reset by
-    subtraction, so it is compared with the float run of the same scheme."""
+    synapse, on the reference simulator and on Lava alike. With snnTorch's scheme the spiking
+    layers keep snnTorch's reset by subtraction (kind ``lif_subtract``, a custom neuron), so
+    the integer run is compared with snnTorch's own (the float run of that scheme); with NIR's
+    scheme they reset to 0 as Loihi's stock neuron does."""
     graph = import_nir(folder / "snntorch.nir")
     x = (np.random.default_rng(1).random((40, 2, 10)) < 0.3).astype(np.float32)
-    disc = discretization("nir", 1e-4)  # snnTorch's time step
-    exact = simulate_float(graph, x, disc).output
-    reference = run_arrays(graph, x, "int", disc, input_scale=1.0).output
-    lava = run_arrays(graph, x, "int", disc, input_scale=1.0, backend="lava").output
-    print(f"recurrent graph in integers: Lava {'equals' if np.array_equal(lava, reference) else 'DIFFERS FROM'} "
-          f"the reference; {100 * float((reference == exact).mean()):.1f} % of output spikes equal to the float run")
+    for name in ("snntorch", "nir"):
+        disc = discretization(name, 1e-4)  # snnTorch's time step
+        exact = simulate_float(graph, x, discretization("snntorch")).output  # snnTorch's own spikes
+        reference = run_arrays(graph, x, "int", disc, input_scale=1.0).output
+        lava = run_arrays(graph, x, "int", disc, input_scale=1.0, backend="lava").output
+        print(f"recurrent graph in integers, {name} scheme: Lava "
+              f"{'equals' if np.array_equal(lava, reference) else 'DIFFERS FROM'} the reference; "
+              f"{100 * float((reference == exact).mean()):.1f} % of output spikes equal to snnTorch's")
 
 
 def n2c_to_norse(folder: Path) -> None:
