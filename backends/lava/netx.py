@@ -273,9 +273,9 @@ NO_NETX_FORM = {
     "parallel": lambda neuron: "a parallel neuron (fires once per T-step window); netx has no windowed neuron",
     "sfn": lambda neuron: "a scale-and-fire neuron (graded codes from several thresholds); netx has no such neuron",
     "lif_subtract": lambda neuron: "a CUBA neuron with snnTorch's reset (by subtraction, one step late); netx's "
-                                   "CUBA neurons reset to 0 (export with --dynamics nir, or run it with n2c simulate)",
+                                   "CUBA neurons reset to 0 (quantize with reset='zero' for netx)",
     "lif_subtract_now": lambda neuron: "a CUBA neuron with snnTorch's reset without delay; netx's CUBA neurons "
-                                       "reset to 0 (export with --dynamics nir, or run it with n2c simulate)",
+                                       "reset to 0 (quantize with reset='zero' for netx)",
 }
 
 

@@ -650,11 +650,14 @@ def _allowed(fn, *args):
 
 
 def _run_integer(graph, steps):
-    """Quantize (with an input scale if the graph states none) and run the integer reference."""
+    """Quantize (with an input scale if the graph states none) and run the integer reference;
+    other tools' graphs under each reset of NIR's spiking neurons (Loihi's, snnTorch's two)."""
     timesteps = None if graph.is_n2c else steps
-    net = quantize(graph, None if graph.input.input_scale else 0.5, None, LOIHI, timesteps)
-    x = np.random.default_rng(0).integers(-3, 4, size=(net.timesteps, 1, *net.source.shape))
-    return run_encoded(net, x)
+    for reset in ("zero",) if graph.is_n2c else ("zero", "subtract-late", "subtract-now"):
+        net = quantize(graph, None if graph.input.input_scale else 0.5, None, LOIHI, timesteps, reset=reset)
+        x = np.random.default_rng(0).integers(-3, 4, size=(net.timesteps, 1, *net.source.shape))
+        run = run_encoded(net, x)
+    return run
 
 
 def _import_and_run(source):

@@ -230,6 +230,8 @@ def test_each_refusal_names_the_layer_and_what_netx_lacks():
     _refusal(g, "neuron 'n1' is a multi-threshold .* and 2 negative", n1={"kind": "mtn", "min_spikes": 2})
     _refusal(g, "neuron 'n2' is a parallel neuron", n2={"kind": "parallel"})
     _refusal(g, "neuron 'n2' is a scale-and-fire neuron", n2={"kind": "sfn"})
+    _refusal(g, "neuron 'n1' is a CUBA neuron with snnTorch's reset .* reset to 0", n1={"kind": "lif_subtract"})
+    _refusal(g, "neuron 'n1' is a CUBA neuron with snnTorch's reset without delay", n1={"kind": "lif_subtract_now"})
     _refusal(g, "neuron 'n1': netx takes one threshold", n1={"threshold": np.arange(12)})
     _refusal(g, "neuron 'n1': netx takes one voltage decay", n1={"dv": np.arange(12)})
     _refusal(g, "neuron 'n2': bias 5 .*not a multiple of 64.*bias_exp = 6", n2={"bias": np.full(5, 5)})
