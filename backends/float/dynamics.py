@@ -47,6 +47,8 @@ class Discretization:
     v_start          initial membrane: ``zero`` or ``leak`` (v(0) = v_leak).
     recurrent_start  what an edge that closes a cycle delivers at step 0: ``zero``, or
                      ``rest``: its source's output for all-zero inputs (an Affine's bias).
+    integer_reset    the reset of the scheme's form in Loihi's integers (``backends.quantize``'s
+                     ``reset``, a spiking kind of ``n2c.neurons.cuba``); None: float only.
     """
     name: str
     dt: float
@@ -58,6 +60,7 @@ class Discretization:
     integrator_dt: bool = True
     v_start: str = "zero"
     recurrent_start: str = "zero"
+    integer_reset: str | None = None
     description: str = ""
 
     def with_dt(self, dt: float | None) -> "Discretization":
@@ -71,22 +74,28 @@ class Discretization:
 DISCRETIZATIONS = {
     # recurrent_start "rest": NIR's Affine is instantaneous (W·x + b at every time, t = 0 included),
     # so an edge closing a cycle through it delivers its bias from step 0, as snnTorch's RLeaky does
-    "nir": Discretization("nir", 1e-3, recurrent_start="rest", description="forward Euler of NIR's equations, "
-                          "hard reset in the spiking step, recurrent bias from step 0 (dt 1e-3 unless the graph "
-                          "states n2c.dt)"),
+    "nir": Discretization("nir", 1e-3, recurrent_start="rest", integer_reset="zero",
+                          description="forward Euler of NIR's equations, hard reset in the spiking step, recurrent "
+                          "bias from step 0 (dt 1e-3 unless the graph states n2c.dt)"),
     "snntorch": Discretization("snntorch", 1e-4, reset="subtract", reset_delay=1, recurrent_start="rest",
+                               integer_reset="subtract-late",
                                description="snnTorch 1.0's own simulation of the graphs it exports: dt 1e-4, "
                                "reset by subtraction one step late, recurrent bias from step 0"),
     "snntorch-nodelay": Discretization("snntorch-nodelay", 1e-4, reset="subtract", reset_settles=True,
-                                       recurrent_start="rest", description="snnTorch 1.0's simulation of neurons "
-                                       "made with reset_delay=False (the NIR paper's 'reset without delay' "
-                                       "models): dt 1e-4, reset by subtraction in the spiking step, the spike "
-                                       "decided after a reset still due from the step before"),
+                                       recurrent_start="rest", integer_reset="subtract-now",
+                                       description="snnTorch 1.0's simulation of neurons made with "
+                                       "reset_delay=False (the NIR paper's 'reset without delay' models): dt 1e-4, "
+                                       "reset by subtraction in the spiking step, the spike decided after a reset "
+                                       "still due from the step before"),
     "norse": Discretization("norse", 1e-6, current_jump=True, integrator_dt=False, v_start="leak",
                             description="Norse 1.1's own simulation of the graphs it exports: its exporter "
                             "writes tau = dt/τ⁻¹ (norse#411), so dt = dt_module·dt_export = 1e-6; input jumps "
                             "the synaptic current; IF integrates r·x; v starts at v_leak"),
 }
+
+
+# the schemes with a form in Loihi's integers
+INTEGER_SCHEMES = tuple(name for name, d in DISCRETIZATIONS.items() if d.integer_reset is not None)
 
 
 def discretization(name: str, dt: float | None = None) -> Discretization:

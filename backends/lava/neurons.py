@@ -34,7 +34,9 @@ def uniform_value(values) -> int | None:
 
 
 def stock_lif_mismatch(neuron: IntNeuron) -> str | None:
-    """Why Lava's stock ``LIFReset`` cannot run this "lif" layer exactly (None: it can)."""
+    """Why Lava's stock ``LIFReset`` cannot run this spiking CUBA layer exactly (None: it can)."""
+    if neuron.neuron_kind.reset != "zero":
+        return f"its reset ({neuron.neuron_kind.reset}; LIFReset resets to 0)"
     for what in ("du", "dv", "threshold"):
         if uniform_value(getattr(neuron, what)) is None:
             return f"per-neuron {what} (LIFReset takes one per layer)"
@@ -73,8 +75,8 @@ def _readout(procs, neuron, shape, per_neuron, window):
 
 
 def _cuba(procs, neuron, shape, per_neuron, window):
-    """Lava's stock LIF where it is exact ("lif" only), else n2c's CubaNeuron."""
-    if neuron.kind == "lif" and stock_lif_mismatch(neuron) is None:
+    """Lava's stock LIF where it is exact (spiking, and no ``stock_lif_mismatch``), else n2c's CubaNeuron."""
+    if neuron.neuron_kind.spiking and stock_lif_mismatch(neuron) is None:
         return _stock_lif(neuron, shape, per_neuron, window["timesteps"], window["depth"])
     return procs.CubaNeuron(shape, du=per_neuron(neuron.du), dv=per_neuron(neuron.dv),
                             vth=None if neuron.threshold is None else per_neuron(neuron.threshold),

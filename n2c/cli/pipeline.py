@@ -247,19 +247,16 @@ def run_arrays(graph: LayerGraph, x: np.ndarray, precision: str = "int", discret
                     run.overflows, run.spikes, lava_timing=run.lava_timing, traces=traces or None)
 
 
-# the integer neuron's reset for each float scheme that has one (n2c.neurons.cuba)
-INTEGER_RESETS = {"nir": "zero", "snntorch": "subtract-late", "snntorch-nodelay": "subtract-now"}
-
-
 def integer_reset(graph, discretization) -> str:
-    """The reset of the integer form of ``discretization``'s neurons, or a one-line error for a
-    scheme without one (graphs without NIR neurons take any)."""
+    """The reset of the integer form of ``discretization``'s neurons (its ``integer_reset``), or a
+    one-line error for a scheme without one (graphs without NIR neurons take any)."""
+    from backends.float.dynamics import DISCRETIZATIONS, INTEGER_SCHEMES
     from backends.ir.layers import DynamicsLayer
-    name = discretization.name if discretization is not None else "nir"
-    if name not in INTEGER_RESETS and any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
-        raise N2CError(f"--dynamics {name} has no integer (Loihi) form (the integer neurons follow "
-                       f"{' or '.join(INTEGER_RESETS)}); use --precision float for --dynamics {name}")
-    return INTEGER_RESETS.get(name, "zero")
+    scheme = discretization or DISCRETIZATIONS["nir"]
+    if scheme.integer_reset is None and any(isinstance(layer, DynamicsLayer) for layer in graph.layers):
+        raise N2CError(f"--dynamics {scheme.name} has no integer (Loihi) form (the integer neurons follow "
+                       f"{' or '.join(INTEGER_SCHEMES)}); use --precision float for --dynamics {scheme.name}")
+    return scheme.integer_reset or "zero"
 
 
 def chunk_size(net: IntNetwork, budget: int = CHUNK_BYTES) -> int:
@@ -312,7 +309,7 @@ def report_network(nir_path: str, chip, data: Dataset | None, split: str = "test
     (or Lava) in chunks of ``chunk`` samples (default: :func:`chunk_size`), and build the hardware
     report (``backends.report.build``). ``dt``: the time step of other tools' neurons (NIR's
     continuous time; default the graph's ``n2c.dt``, else 1e-3, or the scheme's); their T is the input's steps.
-    ``dynamics``: their neurons' scheme with an integer form (``INTEGER_RESETS``).
+    ``dynamics``: their neurons' scheme, one with an integer form (``backends.float.dynamics.INTEGER_SCHEMES``).
     A graph that cannot be mapped raises :class:`N2CError`."""
     from tqdm import tqdm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from backends.float.dynamics import INTEGER_SCHEMES
 from n2c.cli.options import positive_float, positive_int
 from n2c.errors import N2CError
 
@@ -25,7 +26,7 @@ def add_parser(sub) -> None:
                    "instead of a data set, for graphs of other tools (their T is its first axis); no accuracy")
     r.add_argument("--dt", type=positive_float, help="time step of other tools' neurons, in the graph's time "
                    "unit (default: the graph's n2c.dt, else 1e-3; Sinabs graphs: 1; snntorch: 1e-4)")
-    r.add_argument("--dynamics", choices=["nir", "snntorch", "snntorch-nodelay"], default="nir", help="how other "
+    r.add_argument("--dynamics", choices=INTEGER_SCHEMES, default="nir", help="how other "
                    "tools' neurons step in Loihi's integers: nir (reset to 0, Loihi's stock neuron; default), "
                    "snntorch (reset by subtraction one step late) or snntorch-nodelay (reset_delay=False); the "
                    "snntorch ones are custom neurons, dt 1e-4")

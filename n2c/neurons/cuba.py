@@ -69,6 +69,7 @@ class Cuba(NeuronKind):
     """``lif`` (spiking) or ``li`` (sends its potential)."""
 
     state = ("v", "u")
+    reset = "zero"  # Loihi's: v ← 0 in the spiking step (``backends.quantize``'s ``reset``)
 
     def __init__(self, spiking: bool):
         self.spiking = spiking
@@ -116,6 +117,7 @@ class CubaSubtract(Cuba):
     stock LIF resets to 0."""
 
     state = ("v", "u", "pending")
+    reset = "subtract-late"
 
     def __init__(self):
         super().__init__(spiking=True)
@@ -134,6 +136,8 @@ class CubaSubtractNow(Cuba):
     (``reset_delay=False``; ``n2c.fixed_point.lif_subtract_now_step``; the float scheme
     ``snntorch-nodelay``). A custom neuron, as ``lif_subtract``."""
 
+    reset = "subtract-now"
+
     def __init__(self):
         super().__init__(spiking=True)
         self.name = "lif_subtract_now"
@@ -150,4 +154,4 @@ LI = Cuba(spiking=False)
 LIF_SUBTRACT = CubaSubtract()
 LIF_SUBTRACT_NOW = CubaSubtractNow()
 # the spiking kind of each reset (``backends.quantize``'s ``reset``)
-SPIKING_BY_RESET = {"zero": LIF, "subtract-late": LIF_SUBTRACT, "subtract-now": LIF_SUBTRACT_NOW}
+SPIKING_BY_RESET = {k.reset: k for k in (LIF, LIF_SUBTRACT, LIF_SUBTRACT_NOW)}
